@@ -1,0 +1,93 @@
+"""The capability plugin contract.
+
+A capability is one governance control (a header check, JWT verification, a
+quota...). It declares:
+
+* ``name``: the ``type`` a policy uses to attach it;
+* ``priority``: higher runs first, whatever the order in the policy file, so
+  authentication always precedes authorization, which precedes quotas;
+* ``Config``: a pydantic model, validated (unknown fields rejected) when the
+  policy loads;
+* handlers for the phases it needs: ``on_request_headers``,
+  ``on_request_body``, ``on_response_headers``, ``on_response_body`` and
+  ``on_log`` (the final audit step, called once whether the request was
+  allowed, denied or failed).
+
+The constructor receives the validated config and is the place to precompile
+(regexes, key sets...), so that handlers stay cheap. A handler returns
+``None`` to let the request continue or a ``Deny`` to stop it; raising is a
+bug that the pipeline turns into a 500 for that request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from extproc.context import Deny, Mode, Phase, RequestContext
+
+
+class CapabilityConfig(BaseModel):
+    """Base for capability configs: strict about unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Capability:
+    name: ClassVar[str]
+    priority: ClassVar[int]
+    Config: ClassVar[type[CapabilityConfig]] = CapabilityConfig
+    # Whether the ext_proc filter must send the body for this capability's
+    # body handlers; used to tell users which routes need body processing.
+    needs_request_body: ClassVar[bool] = False
+    needs_response_body: ClassVar[bool] = False
+
+    def __init__(self, config: CapabilityConfig, mode: Mode = Mode.ENFORCE):
+        self.config = config
+        self.mode = mode
+
+    @classmethod
+    def phases(cls) -> frozenset[Phase]:
+        """The phases whose handler this class overrides."""
+        return frozenset(
+            phase for phase in Phase
+            if getattr(cls, f"on_{phase.value}") is not getattr(Capability, f"on_{phase.value}")
+        )
+
+    async def on_request_headers(self, ctx: RequestContext) -> Deny | None:
+        return None
+
+    async def on_request_body(self, ctx: RequestContext) -> Deny | None:
+        return None
+
+    async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
+        return None
+
+    async def on_response_body(self, ctx: RequestContext) -> Deny | None:
+        return None
+
+    def on_log(self, ctx: RequestContext) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} mode={self.mode.value}>"
+
+
+REGISTRY: dict[str, type[Capability]] = {}
+
+
+def register(cls: type[Capability]) -> type[Capability]:
+    """Class decorator: make a capability attachable by its ``name``."""
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"capability {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def describe() -> list[dict[str, Any]]:
+    """Name, priority and config JSON schema of every registered capability."""
+    return [
+        {"name": c.name, "priority": c.priority, "config_schema": c.Config.model_json_schema()}
+        for c in sorted(REGISTRY.values(), key=lambda c: -c.priority)
+    ]

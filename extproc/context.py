@@ -1,0 +1,128 @@
+"""Per-request state shared by the capabilities of one route.
+
+A ``RequestContext`` lives for one HTTP request: one ext_authz ``Check`` or one
+ext_proc stream. Capabilities read the request from it, write header mutations
+into it and return a ``Deny`` to stop the request. Everything here is plain
+slotted objects because it is allocated on every request.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from extproc.paths import normalize_path
+
+if TYPE_CHECKING:
+    from extproc.policy.model import CompiledRoute, PolicySet
+
+
+class Mode(str, enum.Enum):
+    ENFORCE = "enforce"
+    MONITOR = "monitor"
+
+
+class Phase(str, enum.Enum):
+    REQUEST_HEADERS = "request_headers"
+    REQUEST_BODY = "request_body"
+    RESPONSE_HEADERS = "response_headers"
+    RESPONSE_BODY = "response_body"
+
+
+@dataclass(slots=True, frozen=True)
+class Deny:
+    """A capability's refusal. ``code`` is the stable machine-readable error code
+    the client sees; ``reason`` is the detailed cause that only the audit record
+    sees (it may name the exact check that failed, which the client must not learn)."""
+
+    status: int
+    code: str
+    reason: str
+    message: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class HeaderMutation:
+    set: dict[str, str] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.remove)
+
+
+@dataclass(slots=True, frozen=True)
+class CapabilityRecord:
+    """One capability's decision, kept for the audit step."""
+
+    capability: str
+    mode: Mode
+    decision: str  # "deny" | "error" | "allow"
+    reason: str
+
+
+def new_decision_id() -> str:
+    return os.urandom(8).hex()
+
+
+class HttpRequest:
+    """The request as the processor sees it. ``path`` is normalized and has no
+    query: it is what policies authorize on."""
+
+    __slots__ = ("method", "raw_path", "path", "query", "host", "scheme", "headers")
+
+    def __init__(self, method: str, raw_path: str, host: str, headers: dict[str, str], scheme: str = "http"):
+        self.method = method
+        self.raw_path = raw_path
+        path, _, self.query = raw_path.partition("?")
+        self.path = normalize_path(path)
+        self.host = host.lower()
+        self.scheme = scheme
+        self.headers = headers
+
+
+class RequestContext:
+    __slots__ = (
+        "decision_id", "policy", "route", "request", "attributes", "identity",
+        "request_headers_out", "response_headers_out", "records", "dry_run",
+        "response_status", "response_headers", "state",
+    )
+
+    def __init__(self, policy: PolicySet, request: HttpRequest, attributes: dict[str, Any] | None = None):
+        self.decision_id = new_decision_id()
+        self.policy = policy
+        self.route: CompiledRoute | None = None
+        self.request = request
+        self.attributes = attributes or {}
+        self.identity: Any = None
+        self.request_headers_out = HeaderMutation()
+        self.response_headers_out = HeaderMutation()
+        self.records: list[CapabilityRecord] = []
+        # True while a capability in monitor mode runs: it decides and records,
+        # but its mutations must not reach the traffic.
+        self.dry_run = False
+        self.response_status: int | None = None
+        self.response_headers: dict[str, str] = {}
+        self.state: dict[str, Any] = {}
+
+    @property
+    def revision(self) -> str:
+        return self.policy.revision
+
+    def set_request_header(self, name: str, value: str) -> None:
+        if not self.dry_run:
+            self.request_headers_out.set[name] = value
+
+    def remove_request_header(self, name: str) -> None:
+        if not self.dry_run:
+            self.request_headers_out.remove.append(name)
+
+    def set_response_header(self, name: str, value: str) -> None:
+        if not self.dry_run:
+            self.response_headers_out.set[name] = value
+
+    def remove_response_header(self, name: str) -> None:
+        if not self.dry_run:
+            self.response_headers_out.remove.append(name)

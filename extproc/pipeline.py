@@ -1,0 +1,93 @@
+"""The core: resolve a request's route and run its capabilities phase by phase.
+
+This module is deliberately small. It knows nothing about any capability; it
+orders them (done at compile time), runs them, applies monitor mode, turns
+exceptions into a fail-closed 500 and records each decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from extproc.context import CapabilityRecord, Deny, Mode, Phase, RequestContext
+
+log = logging.getLogger("extproc.pipeline")
+
+INTERNAL_ERROR = Deny(500, "internal_error", "capability raised")
+UNKNOWN_ROUTE = Deny(403, "forbidden", "route bound by Envoy is not in the policy")
+UNMATCHED = Deny(403, "forbidden", "no policy route matches the request")
+
+_MESSAGES = {
+    400: "bad request",
+    401: "authentication required",
+    403: "access denied",
+    404: "not found",
+    413: "request body too large",
+    429: "too many requests",
+    500: "internal error",
+    503: "service unavailable",
+}
+
+
+def resolve_route(ctx: RequestContext, bound_name: str | None) -> Deny | None:
+    """Attach the route to ``ctx``. Envoy's binding (by name) wins over the
+    policy's own path/host/method match; no route means deny unless the policy
+    set ``defaults.unmatched: allow``."""
+    policy = ctx.policy
+    if bound_name:
+        ctx.route = policy.route_named(bound_name)
+        if ctx.route is None:
+            ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny", f"unknown route {bound_name!r}"))
+            return UNKNOWN_ROUTE
+        return None
+    ctx.route = policy.match(ctx.request)
+    if ctx.route is None and not policy.unmatched_allow:
+        ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny", "unmatched"))
+        return UNMATCHED
+    return None
+
+
+async def run_phase(ctx: RequestContext, phase: Phase) -> Deny | None:
+    route = ctx.route
+    if route is None:
+        return None
+    for cap, handler in route.handlers[phase]:
+        monitor = cap.mode is Mode.MONITOR
+        ctx.dry_run = monitor
+        try:
+            verdict = await handler(ctx)
+        except Exception:
+            log.exception("capability %s failed in %s", cap.name, phase.value,
+                          extra={"decision_id": ctx.decision_id, "route": route.name, "revision": ctx.revision})
+            ctx.records.append(CapabilityRecord(cap.name, cap.mode, "error", f"exception in {phase.value}"))
+            if monitor:
+                continue  # a monitor-mode capability can never block, not even by failing
+            return INTERNAL_ERROR
+        finally:
+            ctx.dry_run = False
+        if verdict is not None:
+            ctx.records.append(CapabilityRecord(cap.name, cap.mode, "deny", verdict.reason))
+            if not monitor:
+                return verdict
+    return None
+
+
+def finish(ctx: RequestContext) -> None:
+    """The audit/log step: every capability's ``on_log``, once per request."""
+    route = ctx.route
+    if route is None:
+        return
+    for cap in route.capabilities:
+        try:
+            cap.on_log(ctx)
+        except Exception:
+            log.exception("capability %s failed in log", cap.name, extra={"decision_id": ctx.decision_id})
+
+
+def error_body(deny: Deny, decision_id: str) -> bytes:
+    """The JSON body of a refusal: a stable code, a generic message and the id
+    that finds the audit record. Never the reason: that helps attackers."""
+    message = deny.message or _MESSAGES.get(deny.status, "request refused")
+    return json.dumps({"error": {"code": deny.code, "message": message, "decision_id": decision_id}},
+                      separators=(",", ":")).encode()

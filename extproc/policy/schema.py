@@ -1,0 +1,104 @@
+"""The policy file schema: what a file in ``policies/`` may contain.
+
+A policy file is YAML::
+
+    version: 1
+    defaults:                 # at most one file in a directory sets these
+      unmatched: deny         # deny (default) | allow
+    routes:
+      - name: api             # the name Envoy binds a route to
+        match:                # optional fallback when Envoy names no route
+          path_prefix: /api/
+          methods: [GET, POST]
+        capabilities:         # run by capability priority, not list order
+          - type: header_match
+            mode: enforce     # enforce (default) | monitor
+            config: {deny: [{name: x-debug, present: true}]}
+
+Each capability's ``config`` is validated by that capability's own schema.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from extproc.context import Mode
+
+ROUTE_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RouteMatch(Strict):
+    path_prefix: str | None = None
+    path_exact: str | None = None
+    path_regex: str | None = Field(None, description="Python regex matched against the whole normalized path.")
+    methods: list[str] = Field(default_factory=list, description="Empty means any method.")
+    hosts: list[str] = Field(default_factory=list, description="Host globs such as *.example.com; empty means any.")
+
+    @field_validator("path_prefix", "path_exact")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("path_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        upper = [m.upper() for m in value]
+        unknown = sorted(set(upper) - HTTP_METHODS)
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
+        return upper
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [h.lower() for h in value]
+
+    @model_validator(mode="after")
+    def _one_path(self) -> RouteMatch:
+        given = [k for k in ("path_prefix", "path_exact", "path_regex") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of path_prefix, path_exact, path_regex (got {', '.join(given)})")
+        return self
+
+
+class CapabilitySpec(Strict):
+    type: str
+    mode: Mode = Mode.ENFORCE
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteSpec(Strict):
+    name: str = Field(pattern=ROUTE_NAME)
+    description: str = ""
+    match: RouteMatch | None = None
+    capabilities: list[CapabilitySpec] = Field(default_factory=list)
+
+
+class Defaults(Strict):
+    unmatched: Literal["deny", "allow"] = "deny"
+
+
+class PolicyFile(Strict):
+    version: Literal[1] = 1
+    defaults: Defaults | None = None
+    routes: list[RouteSpec] = Field(default_factory=list)

@@ -1,0 +1,1 @@
+"""gRPC servicers Envoy calls: ext_authz and ext_proc."""

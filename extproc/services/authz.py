@@ -1,0 +1,98 @@
+"""Envoy ext_authz (``envoy.service.auth.v3.Authorization/Check``).
+
+The cheap path for plain API routes: one unary call, headers only. The route
+binding comes from the route's ``check_settings.context_extensions.route``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2 as authz_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
+from envoy.type.v3 import http_status_pb2
+from google.rpc import code_pb2, status_pb2
+
+from extproc.context import Deny, HttpRequest, Phase, RequestContext
+from extproc.headers import decode_header_value
+from extproc.pipeline import INTERNAL_ERROR, error_body, finish, resolve_route, run_phase
+from extproc.policy.store import PolicyStore
+
+log = logging.getLogger("extproc.authz")
+
+DECISION_HEADER = "x-decision-id"
+ROUTE_KEY = "route"
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_OK = status_pb2.Status(code=code_pb2.OK)
+_DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
+_UNAUTHENTICATED = status_pb2.Status(code=code_pb2.UNAUTHENTICATED)
+
+
+def _option(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE)
+
+
+def _request_from(attributes) -> HttpRequest:
+    http = attributes.request.http
+    if http.header_map.headers:  # Envoy sends this instead of `headers` with encode_raw_headers
+        headers: dict[str, str] = {}
+        for h in http.header_map.headers:
+            value = decode_header_value(h.raw_value)
+            headers[h.key] = f"{headers[h.key]},{value}" if h.key in headers else value
+    else:
+        headers = dict(http.headers)
+    return HttpRequest(http.method, http.path, http.host, headers, http.scheme or "http")
+
+
+def denied_response(deny: Deny, decision_id: str) -> authz_pb2.CheckResponse:
+    headers = [_option("content-type", "application/json"), _option(DECISION_HEADER, decision_id)]
+    headers.extend(_option(k, v) for k, v in deny.headers)
+    return authz_pb2.CheckResponse(
+        status=_UNAUTHENTICATED if deny.status == 401 else _DENIED,
+        denied_response=authz_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=deny.status),
+            headers=headers,
+            body=error_body(deny, decision_id).decode(),
+        ),
+    )
+
+
+class AuthorizationService(authz_grpc.AuthorizationServicer):
+    def __init__(self, store: PolicyStore):
+        self.store = store
+
+    async def Check(self, request: authz_pb2.CheckRequest, context) -> authz_pb2.CheckResponse:
+        ctx: RequestContext | None = None
+        try:
+            attributes = request.attributes
+            ctx = RequestContext(self.store.current, _request_from(attributes),
+                                 {"source.principal": attributes.source.principal})
+            deny = resolve_route(ctx, attributes.context_extensions.get(ROUTE_KEY))
+            if deny is None:
+                deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
+            finish(ctx)
+            if deny is not None:
+                return denied_response(deny, ctx.decision_id)
+            return self._ok(ctx)
+        except Exception:
+            # Fail closed: a bug here must never become an allowed request.
+            decision_id = ctx.decision_id if ctx else "-"
+            log.exception("ext_authz check failed", extra={"decision_id": decision_id})
+            return denied_response(INTERNAL_ERROR, decision_id)
+
+    @staticmethod
+    def _ok(ctx: RequestContext) -> authz_pb2.CheckResponse:
+        request_out, response_out = ctx.request_headers_out, ctx.response_headers_out
+        headers = [_option(DECISION_HEADER, ctx.decision_id)]
+        headers.extend(_option(k, v) for k, v in request_out.set.items())
+        response_headers = [_option(DECISION_HEADER, ctx.decision_id)]
+        response_headers.extend(_option(k, v) for k, v in response_out.set.items())
+        return authz_pb2.CheckResponse(
+            status=_OK,
+            ok_response=authz_pb2.OkHttpResponse(
+                headers=headers,
+                headers_to_remove=request_out.remove,
+                response_headers_to_add=response_headers,
+            ),
+        )

@@ -1,0 +1,180 @@
+"""Envoy ext_proc (``envoy.service.ext_proc.v3.ExternalProcessor/Process``).
+
+One bidirectional stream per HTTP request, one message per phase Envoy sends.
+The route binding comes from the gRPC initial metadata
+``x-governance-route`` (set per route with ``ExtProcPerRoute.overrides.
+grpc_initial_metadata``); without it the policy's own match decides.
+
+Every message gets an answer. A message we cannot make sense of (a body
+before any headers, an empty oneof) ends the exchange with a 500 rather than
+letting the request through ungoverned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3 import http_status_pb2
+
+from extproc.context import Deny, HeaderMutation, HttpRequest, Phase, RequestContext
+from extproc.headers import decode_header_value, encode_header_value
+from extproc.pipeline import INTERNAL_ERROR, error_body, finish, resolve_route, run_phase
+from extproc.policy.store import PolicyStore
+from extproc.services.authz import DECISION_HEADER
+
+log = logging.getLogger("extproc.ext_proc")
+
+ROUTE_METADATA_KEY = "x-governance-route"
+PROTOCOL_ERROR = Deny(500, "internal_error", "unexpected ext_proc message sequence")
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_SKIP = processing_mode_pb2.ProcessingMode.SKIP
+# Asking Envoy not to send the response phase saves a round trip on routes
+# whose policy has nothing to do there (honoured when allow_mode_override is set).
+_SKIP_RESPONSE = processing_mode_pb2.ProcessingMode(response_header_mode=_SKIP)
+
+
+def _headers_dict(header_map) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for h in header_map.headers:
+        value = decode_header_value(h.raw_value) if h.raw_value else h.value
+        key = h.key
+        headers[key] = f"{headers[key]},{value}" if key in headers else value
+    return headers
+
+
+def _mutation(out: HeaderMutation, extra: tuple[tuple[str, str], ...] = ()) -> pb.HeaderMutation:
+    set_headers = [
+        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, raw_value=encode_header_value(v)),
+                                   append_action=_OVERWRITE)
+        for k, v in (*out.set.items(), *extra)
+    ]
+    return pb.HeaderMutation(set_headers=set_headers, remove_headers=out.remove)
+
+
+def immediate(deny: Deny, decision_id: str) -> pb.ProcessingResponse:
+    headers = [("content-type", "application/json"), (DECISION_HEADER, decision_id), *deny.headers]
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=deny.status),
+        headers=_mutation(HeaderMutation(), tuple(headers)),
+        body=error_body(deny, decision_id),
+        details=f"extproc_{deny.code}",
+    ))
+
+
+def _route_binding(context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == ROUTE_METADATA_KEY:
+            return value
+    return None
+
+
+class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
+    def __init__(self, store: PolicyStore):
+        self.store = store
+
+    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest], context):
+        exchange = _Exchange(self.store, _route_binding(context))
+        try:
+            async for message in request_iterator:
+                try:
+                    response = await exchange.handle(message)
+                except Exception:
+                    log.exception("ext_proc message failed", extra={"decision_id": exchange.decision_id})
+                    response = immediate(INTERNAL_ERROR, exchange.decision_id)
+                yield response
+                if response.HasField("immediate_response"):
+                    return  # Envoy has sent the reply; nothing more will come
+        finally:
+            exchange.close()
+
+
+class _Exchange:
+    """The state of one HTTP request's ext_proc stream."""
+
+    __slots__ = ("store", "bound_route", "ctx")
+
+    def __init__(self, store: PolicyStore, bound_route: str | None):
+        self.store = store
+        self.bound_route = bound_route
+        self.ctx: RequestContext | None = None
+
+    @property
+    def decision_id(self) -> str:
+        return self.ctx.decision_id if self.ctx else "-"
+
+    async def handle(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        kind = message.WhichOneof("request")
+        if kind == "request_headers":
+            return await self._request_headers(message)
+        ctx = self.ctx
+        if ctx is None:
+            log.warning("ext_proc %s before request headers", kind)
+            return immediate(PROTOCOL_ERROR, "-")
+        if kind == "request_body":
+            deny = await run_phase(ctx, Phase.REQUEST_BODY)
+            return immediate(deny, ctx.decision_id) if deny else pb.ProcessingResponse(request_body=pb.BodyResponse())
+        if kind == "response_headers":
+            return await self._response_headers(message, ctx)
+        if kind == "response_body":
+            deny = await run_phase(ctx, Phase.RESPONSE_BODY)
+            return immediate(deny, ctx.decision_id) if deny else pb.ProcessingResponse(response_body=pb.BodyResponse())
+        if kind == "request_trailers":
+            return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+        if kind == "response_trailers":
+            return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+        log.warning("ext_proc message with no request set", extra={"decision_id": ctx.decision_id})
+        return immediate(PROTOCOL_ERROR, ctx.decision_id)
+
+    async def _request_headers(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        if self.ctx is not None:
+            return immediate(PROTOCOL_ERROR, self.ctx.decision_id)
+        headers = _headers_dict(message.request_headers.headers)
+        request = HttpRequest(
+            headers.pop(":method", ""), headers.pop(":path", "/"),
+            headers.pop(":authority", "") or headers.get("host", ""), headers, headers.pop(":scheme", "http"),
+        )
+        self.ctx = ctx = RequestContext(self.store.current, request, _attributes(message))
+        deny = resolve_route(ctx, self.bound_route)
+        if deny is None:
+            deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
+        if deny is not None:
+            return immediate(deny, ctx.decision_id)
+        route = ctx.route
+        skip_response = not (ctx.response_headers_out or (route and (
+            route.needs(Phase.RESPONSE_HEADERS) or route.needs(Phase.RESPONSE_BODY))))
+        return pb.ProcessingResponse(
+            request_headers=pb.HeadersResponse(response=pb.CommonResponse(
+                header_mutation=_mutation(ctx.request_headers_out, ((DECISION_HEADER, ctx.decision_id),)),
+            )),
+            mode_override=_SKIP_RESPONSE if skip_response else None,
+        )
+
+    async def _response_headers(self, message: pb.ProcessingRequest, ctx: RequestContext) -> pb.ProcessingResponse:
+        headers = _headers_dict(message.response_headers.headers)
+        status = headers.pop(":status", "")
+        ctx.response_status = int(status) if status.isdigit() else None
+        ctx.response_headers = headers
+        deny = await run_phase(ctx, Phase.RESPONSE_HEADERS)
+        if deny is not None:
+            return immediate(deny, ctx.decision_id)
+        return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
+            header_mutation=_mutation(ctx.response_headers_out, ((DECISION_HEADER, ctx.decision_id),)),
+        )))
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            finish(self.ctx)
+
+
+def _attributes(message: pb.ProcessingRequest) -> dict:
+    # Envoy keys attributes by filter name; flatten them, the names are unique.
+    out: dict = {}
+    for struct in message.attributes.values():
+        for key, value in struct.fields.items():
+            out[key] = value.string_value if value.HasField("string_value") else value
+    return out
