@@ -28,6 +28,7 @@ from extproc.services.ext_proc import ExternalProcessorService
 
 log = logging.getLogger("extproc.server")
 
+SUPERVISED_ENV = "EXTPROC_SUPERVISOR_PID"
 SERVICE_NAMES = (
     "envoy.service.auth.v3.Authorization",
     "envoy.service.ext_proc.v3.ExternalProcessor",
@@ -98,8 +99,25 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
         log.info("stopped")
 
 
+def _die_with_supervisor() -> None:
+    # A worker whose supervisor is gone (even by SIGKILL) must not linger
+    # holding the port with nobody to restart or stop it.
+    if os.environ.get(SUPERVISED_ENV) != str(os.getppid()):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(os.environ[SUPERVISED_ENV]):  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run(options: ServerOptions) -> int:
     if options.workers <= 1:
+        _die_with_supervisor()
         _install_fast_loop()
         try:
             asyncio.run(serve(options))
@@ -116,7 +134,8 @@ def _run_workers(options: ServerOptions) -> int:
     argv = [sys.executable, "-m", "extproc", "serve", "--host", options.host, "--port", str(options.port),
             "--policies", options.policies, "--workers", "1",
             "--reload-interval", str(options.reload_interval), "--grace", str(options.grace)]
-    children = [subprocess.Popen(argv) for _ in range(options.workers)]
+    env = {**os.environ, SUPERVISED_ENV: str(os.getpid())}
+    children = [subprocess.Popen(argv, env=env) for _ in range(options.workers)]
     stopping = False
 
     def forward(signum, _frame):
@@ -134,6 +153,6 @@ def _run_workers(options: ServerOptions) -> int:
         for i, child in enumerate(children):
             if child.poll() is not None and not stopping:
                 log.error("worker exited; restarting", extra={"pid": child.pid, "code": child.returncode})
-                children[i] = subprocess.Popen(argv)
+                children[i] = subprocess.Popen(argv, env=env)
         time.sleep(0.2)
     return max(child.wait() for child in children)

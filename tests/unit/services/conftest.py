@@ -1,0 +1,37 @@
+import asyncio
+import textwrap
+
+import grpc
+import pytest
+
+from extproc.local.processor import free_port
+from extproc.server import ServerOptions, serve
+
+POLICY = """\
+    routes:
+      - name: api
+        match: {path_prefix: /api/}
+        capabilities:
+          - type: header_match
+            config: {deny: [{name: x-debug, present: true}]}
+          - type: headers
+            config:
+              request: {set: {x-gateway: governance}, remove: [x-internal]}
+              response: {set: {x-governed-by: extproc}, remove: [server]}
+      - name: plain
+        match: {path_prefix: /plain/}
+"""
+
+
+@pytest.fixture
+async def processor(tmp_path):
+    """A real grpc.aio server in this event loop; yields a channel to it."""
+    (tmp_path / "policy.yaml").write_text(textwrap.dedent(POLICY))
+    port = free_port()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(ServerOptions(port=port, policies=str(tmp_path), grace=1), ready, stop))
+    await asyncio.wait_for(ready.wait(), 10)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel
+    stop.set()
+    await task
