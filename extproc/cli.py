@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from extproc import logs
@@ -14,7 +15,8 @@ def _serve(args: argparse.Namespace) -> int:
     from extproc.server import ServerOptions, run
 
     options = ServerOptions(host=args.host, port=args.port, policies=args.policies, workers=args.workers,
-                            reload_interval=args.reload_interval, grace=args.grace)
+                            reload_interval=args.reload_interval, grace=args.grace,
+                            quota_backend=args.quota_backend)
     try:
         return run(options)
     except PolicyLoadError as exc:
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--reload-interval", type=float, default=1.0, help="seconds between policy change checks")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight streams on SIGTERM")
+    serve.add_argument("--quota-backend", default=os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"),
+                       help="memory (default) or a redis:// URL shared by all replicas")
     serve.set_defaults(func=_serve)
 
     up = sub.add_parser("up", help="run processor + Envoy + demo upstream locally (no Docker)")

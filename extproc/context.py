@@ -63,6 +63,33 @@ class CapabilityRecord:
     reason: str
 
 
+@dataclass(slots=True)
+class Identity:
+    """Who is calling, as established by the identity capabilities (JWT, API
+    key, mTLS). Several may contribute: a workload's SPIFFE ID from mTLS and
+    a user's subject from a JWT can both be present. Later decisions (RBAC,
+    quotas, model and tool access, audit) key on this, never on raw headers."""
+
+    subject: str | None = None       # user or consumer id (JWT `sub`, API key consumer)
+    issuer: str | None = None
+    tenant: str | None = None
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+    principal: str | None = None     # mTLS peer identity Envoy verified, e.g. spiffe://…
+    agent_id: str | None = None
+    delegation: tuple[str, ...] = () # RFC 8693 `act` chain, outermost actor first
+    api_key_id: str | None = None
+    methods: frozenset[str] = frozenset()  # how it was established: jwt, api_key, mtls
+    claims: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.methods)
+
+
+ANONYMOUS = Identity()
+
+
 def new_decision_id() -> str:
     return os.urandom(8).hex()
 
@@ -96,7 +123,7 @@ class RequestContext:
         self.route: CompiledRoute | None = None
         self.request = request
         self.attributes = attributes or {}
-        self.identity: Any = None
+        self.identity: Identity = ANONYMOUS
         self.request_headers_out = HeaderMutation()
         self.response_headers_out = HeaderMutation()
         self.records: list[CapabilityRecord] = []

@@ -23,6 +23,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_gr
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extproc.policy.store import PolicyStore
+from extproc.runtime import Runtime
 from extproc.services.authz import AuthorizationService
 from extproc.services.ext_proc import ExternalProcessorService
 
@@ -43,6 +44,7 @@ class ServerOptions:
     workers: int = 1
     reload_interval: float = 1.0
     grace: float = 10.0  # seconds in-flight streams get to finish on SIGTERM
+    quota_backend: str = "memory"  # or a redis:// URL; see extproc.runtime
 
 
 def _install_fast_loop() -> None:
@@ -55,7 +57,8 @@ def _install_fast_loop() -> None:
 
 async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    store = PolicyStore(options.policies)
+    runtime = Runtime(quota_backend=options.quota_backend)
+    store = PolicyStore(options.policies, runtime)
     server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 1),
         # Envoy multiplexes many ext_proc streams on one connection.
@@ -96,6 +99,7 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
         await health_servicer.enter_graceful_shutdown()
         watcher.cancel()
         await server.stop(options.grace)
+        await runtime.aclose()
         log.info("stopped")
 
 
@@ -133,7 +137,8 @@ def _run_workers(options: ServerOptions) -> int:
     # Fresh interpreters rather than fork: gRPC's core does not survive fork.
     argv = [sys.executable, "-m", "extproc", "serve", "--host", options.host, "--port", str(options.port),
             "--policies", options.policies, "--workers", "1",
-            "--reload-interval", str(options.reload_interval), "--grace", str(options.grace)]
+            "--reload-interval", str(options.reload_interval), "--grace", str(options.grace),
+            "--quota-backend", options.quota_backend]
     env = {**os.environ, SUPERVISED_ENV: str(os.getpid())}
     children = [subprocess.Popen(argv, env=env) for _ in range(options.workers)]
     stopping = False

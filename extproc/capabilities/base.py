@@ -13,7 +13,8 @@ quota...). It declares:
   ``on_log`` (the final audit step, called once whether the request was
   allowed, denied or failed).
 
-The constructor receives the validated config and is the place to precompile
+The constructor receives the validated config and the process ``Runtime``
+(shared pools and caches that survive reloads) and is the place to precompile
 (regexes, key sets...), so that handlers stay cheap. A handler returns
 ``None`` to let the request continue or a ``Deny`` to stop it; raising is a
 bug that the pipeline turns into a 500 for that request.
@@ -26,6 +27,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from extproc.context import Deny, Mode, Phase, RequestContext
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 
 class CapabilityConfig(BaseModel):
@@ -43,9 +45,10 @@ class Capability:
     needs_request_body: ClassVar[bool] = False
     needs_response_body: ClassVar[bool] = False
 
-    def __init__(self, config: CapabilityConfig, mode: Mode = Mode.ENFORCE):
+    def __init__(self, config: CapabilityConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME):
         self.config = config
         self.mode = mode
+        self.runtime = runtime
 
     @classmethod
     def phases(cls) -> frozenset[Phase]:

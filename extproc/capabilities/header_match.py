@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
+from extproc.runtime import DEFAULT_RUNTIME
 from extproc.headers import validate_header_name
 
 
@@ -76,8 +77,8 @@ class HeaderMatch(Capability):
     priority = 800
     Config = HeaderMatchConfig
 
-    def __init__(self, config: HeaderMatchConfig, mode):
-        super().__init__(config, mode)
+    def __init__(self, config: HeaderMatchConfig, mode, runtime=DEFAULT_RUNTIME):
+        super().__init__(config, mode, runtime)
         self._allow = [rule.compile() for rule in config.allow]
         self._deny = [(rule.name, rule.compile()) for rule in config.deny]
 

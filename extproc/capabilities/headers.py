@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
+from extproc.runtime import DEFAULT_RUNTIME
 from extproc.headers import validate_mutable_header_name
 
 
@@ -40,8 +41,8 @@ class Headers(Capability):
     priority = 100
     Config = HeadersConfig
 
-    def __init__(self, config: HeadersConfig, mode):
-        super().__init__(config, mode)
+    def __init__(self, config: HeadersConfig, mode, runtime=DEFAULT_RUNTIME):
+        super().__init__(config, mode, runtime)
         self._request_set = tuple(config.request.set.items())
         self._request_remove = tuple(config.request.remove)
         self._response_set = tuple(config.response.set.items())

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from extproc.capabilities import REGISTRY
 from extproc.policy.model import CompiledRoute, PolicySet, compile_match
 from extproc.policy.schema import PolicyFile
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 POLICY_SUFFIXES = (".yaml", ".yml")
 Loc = tuple[str | int, ...]
@@ -127,7 +128,7 @@ def _parse(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
     return data, _Locator(root), _duplicate_keys(root, file)
 
 
-def _compile_file(text: str, file: str) -> tuple[PolicyFile | None, list[CompiledRoute], list[PolicyError]]:
+def _compile_file(text: str, file: str, runtime: Runtime) -> tuple[PolicyFile | None, list[CompiledRoute], list[PolicyError]]:
     data, locator, errors = _parse(text, file)
     if errors:
         return None, [], errors
@@ -157,7 +158,7 @@ def _compile_file(text: str, file: str) -> tuple[PolicyFile | None, list[Compile
                 errors.extend(_validation_errors(exc, file, locator, loc + ("config",)))
                 continue
             try:
-                capabilities.append(cls(config, cap_spec.mode))
+                capabilities.append(cls(config, cap_spec.mode, runtime))
             except (ValueError, OSError) as exc:
                 errors.append(PolicyError(file, locator.line(loc), format_loc(loc), str(exc)))
         routes.append(CompiledRoute(
@@ -175,7 +176,7 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
 
 
-def load_policy_dir(directory: str | Path) -> PolicySet:
+def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -> PolicySet:
     """Load every ``*.yaml``/``*.yml`` in ``directory`` (sorted by name; route
     match order follows). Raises ``PolicyLoadError`` with every error found."""
     directory = Path(directory)
@@ -197,7 +198,7 @@ def load_policy_dir(directory: str | Path) -> PolicySet:
         except UnicodeDecodeError as exc:
             errors.append(PolicyError(name, raw[: exc.start].count(b"\n") + 1, "", "file is not valid UTF-8"))
             continue
-        spec, file_routes, file_errors = _compile_file(text, name)
+        spec, file_routes, file_errors = _compile_file(text, name, runtime)
         errors.extend(file_errors)
         if spec is None:
             continue

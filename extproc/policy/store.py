@@ -15,14 +15,16 @@ from pathlib import Path
 
 from extproc.policy.loader import PolicyLoadError, load_policy_dir, policy_files
 from extproc.policy.model import PolicySet
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 log = logging.getLogger("extproc.policy")
 
 
 class PolicyStore:
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME):
         self.directory = Path(directory)
-        self.current: PolicySet = load_policy_dir(self.directory)  # a bad policy at start-up is fatal
+        self.runtime = runtime
+        self.current: PolicySet = load_policy_dir(self.directory, runtime)  # a bad policy at start-up is fatal
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_errors: list[str] = []
@@ -47,7 +49,7 @@ class PolicyStore:
         """Load the directory again; swap it in if valid. Returns whether the
         live policy is now what is on disk."""
         try:
-            candidate = load_policy_dir(self.directory)
+            candidate = load_policy_dir(self.directory, self.runtime)
         except PolicyLoadError as exc:
             self.reloads_failed += 1
             self.last_errors = [str(e) for e in exc.errors]
