@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,9 @@ BASELINE = "envoy-alone"
 
 @dataclass(frozen=True)
 class Scenario:
+    """One gateway setup to measure. Adding a scenario is adding an entry to
+    SCENARIOS (plus its Envoy config and policy directory)."""
+
     name: str
     envoy_config: str                 # file in bench/envoy/: listener `gateway`, processor cluster `governance`
     policies: str | None = None       # directory in bench/policies/; None runs no processor
@@ -98,8 +102,8 @@ def hey(url: str, headers: tuple[str, ...], rate: int, connections: int, seconds
     if "50" not in percentiles or "99" not in percentiles:
         raise RuntimeError(f"no latency distribution in hey's output:\n{out}")
     return {
-        "p50_ms": float(percentiles["50"]) * 1000,
-        "p99_ms": float(percentiles["99"]) * 1000,
+        "p50_ms": round(float(percentiles["50"]) * 1000, 1),
+        "p99_ms": round(float(percentiles["99"]) * 1000, 1),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "errors": sum(n for code, n in statuses.items() if code != 200) + errors,
     }
@@ -135,7 +139,7 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     fields = _stat_fields(pid)
-    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in USER_HZ (100 on Linux)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def wait_listening(port: int, sockets: int, timeout: float = 20.0) -> None:
@@ -170,14 +174,14 @@ def check_ok(url: str, headers: tuple[str, ...]) -> None:
 
 def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
     processor = envoy = None
-    pids: list[int] = []
+    workers: list[int] = []
     try:
         ports = {"gateway": free_port()}
         if scenario.policies:
             processor = ProcessorProcess(str(BENCH / "policies" / scenario.policies), workers=scenario.workers,
                                          log_path=str(logs / f"{scenario.name}.processor.log")).wait_ready()
             wait_listening(processor.port, scenario.workers)
-            pids = worker_pids(processor, scenario.workers)
+            workers = worker_pids(processor, scenario.workers)
             ports["governance"] = processor.port
         admin = free_port()
         envoy = EnvoyProcess(render(BENCH / "envoy" / scenario.envoy_config, ports, admin), admin,
@@ -186,24 +190,29 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
 
         url, headers = f"http://127.0.0.1:{ports['gateway']}/", scenario.headers
         check_ok(url, headers)
-        # Warm up connection pools, the processor's gRPC streams and its lazy imports.
+        # Warm up connection pools, the processor's gRPC channels and its lazy imports.
         wrk(url, headers, opts.threads, opts.connections, opts.warmup)
         latency = hey(url, headers, opts.rate, opts.latency_connections, opts.latency_duration)
-        cpu_before = {pid: cpu_seconds(pid) for pid in pids}
+        pids = [envoy.proc.pid, *workers]
+        cpu_before = [cpu_seconds(pid) for pid in pids]
         throughput = wrk(url, headers, opts.threads, opts.connections, opts.duration)
+        # CPU spent during the saturation run: per request it says where the
+        # time goes, per worker whether the load spread over the workers.
+        cpu = [round(cpu_seconds(pid) - before, 2) for pid, before in zip(pids, cpu_before)]
+
+        def per_request(seconds: float) -> float:
+            return round(seconds * 1000 / max(throughput["requests"], 1), 3)
 
         result = {"name": scenario.name, "envoy_config": scenario.envoy_config, "policies": scenario.policies,
-                  "workers": scenario.workers if processor else 0, "throughput": throughput, "latency": latency}
+                  "workers": len(workers), "throughput": throughput, "latency": latency,
+                  "envoy": {"cpu_s": cpu[0], "cpu_ms_per_request": per_request(cpu[0])}}
         if processor:
-            if worker_pids(processor, scenario.workers) != pids:
-                raise RuntimeError("a processor worker restarted during the run; see "
-                                   f"{logs / f'{scenario.name}.processor.log'}")
-            rss = [rss_mb(pid) for pid in pids]
-            # Per-worker CPU during the saturation run shows whether the load
-            # actually spread over the workers.
+            if worker_pids(processor, scenario.workers) != workers:
+                raise RuntimeError(f"a processor worker restarted during the run; see {processor.log_path}")
+            rss = [round(rss_mb(pid), 1) for pid in workers]
             result["processor"] = {
-                "pids": pids, "rss_mb": rss, "rss_sum_mb": sum(rss), "rss_max_mb": max(rss),
-                "cpu_s": [round(cpu_seconds(pid) - cpu_before[pid], 2) for pid in pids],
+                "pids": workers, "rss_mb": rss, "rss_sum_mb": round(sum(rss), 1), "rss_max_mb": max(rss),
+                "cpu_s": cpu[1:], "cpu_ms_per_request": per_request(sum(cpu[1:])),
             }
         return result
     finally:
@@ -211,9 +220,14 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
             envoy.stop()
         if processor is not None:
             processor.stop()
-            for pid in pids:  # the parent reaps its workers; make sure none outlives it
-                if Path(f"/proc/{pid}").exists() and pid != processor.proc.pid:
-                    subprocess.run(["kill", "-9", str(pid)], check=False)
+            # The parent reaps its workers unless it had to be killed; then
+            # make sure none outlives the run (checking the PID is still ours).
+            for pid in workers:
+                try:
+                    if f"--port\0{processor.port}\0" in Path(f"/proc/{pid}/cmdline").read_text():
+                        os.kill(pid, signal.SIGKILL)
+                except (OSError, ProcessLookupError):
+                    pass
 
 
 # --- report ----------------------------------------------------------------
@@ -221,12 +235,13 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
 def add_ratios(results: list[dict]) -> None:
     base = next(r for r in results if r["name"] == BASELINE)
     for r in results:
-        r["rps_ratio"] = r["throughput"]["rps"] / base["throughput"]["rps"]
-        r["added_p99_ms"] = r["latency"]["p99_ms"] - base["latency"]["p99_ms"]
+        r["rps_ratio"] = round(r["throughput"]["rps"] / base["throughput"]["rps"], 3)
+        r["added_p99_ms"] = round(r["latency"]["p99_ms"] - base["latency"]["p99_ms"], 1)
 
 
 def table(results: list[dict], opts: argparse.Namespace) -> str:
-    header = ("scenario", "rps", "x alone", "p50 ms", "p99 ms", "+p99 ms", "RSS MB/worker", "errors")
+    header = ("scenario", "rps", "rps/alone", "p50 ms", "p99 ms", "+p99 ms", "RSS MB/worker", "proc CPU ms/req",
+              "errors")
     rows = []
     for r in results:
         proc = r.get("processor")
@@ -234,6 +249,7 @@ def table(results: list[dict], opts: argparse.Namespace) -> str:
             r["name"], f"{r['throughput']['rps']:.0f}", f"{r['rps_ratio']:.2f}",
             f"{r['latency']['p50_ms']:.1f}", f"{r['latency']['p99_ms']:.1f}", f"{r['added_p99_ms']:+.1f}",
             f"{proc['rss_max_mb']:.0f} (sum {proc['rss_sum_mb']:.0f})" if proc else "-",
+            f"{proc['cpu_ms_per_request']:.2f}" if proc else "-",
             str(r["throughput"]["errors"] + r["latency"]["errors"]),
         ))
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]

@@ -140,7 +140,10 @@ class RequestContext:
 
     def set_request_header(self, name: str, value: str) -> None:
         if not self.dry_run:
-            self.request_headers_out.set[name] = value
+            out = self.request_headers_out
+            out.set[name] = value
+            if name in out.remove:  # an overwrite supersedes an earlier removal
+                out.remove.remove(name)
 
     def remove_request_header(self, name: str) -> None:
         if not self.dry_run:

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 import re
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+
+
+
+def validate_methods(value: list[str]) -> list[str]:
+    upper = [m.upper() for m in value]
+    unknown = sorted(set(upper) - HTTP_METHODS)
+    if unknown:
+        raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
+    return upper
+
+
 # RFC 9110 token characters, lower case: Envoy lower-cases header names, so a
 # policy that names ``X-Foo`` would never match; we lower-case at load instead.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")

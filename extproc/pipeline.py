@@ -11,6 +11,7 @@ import json
 import logging
 
 from extproc.context import CapabilityRecord, Deny, Mode, Phase, RequestContext
+from extproc.identity.publish import strip_spoofable
 
 log = logging.getLogger("extproc.pipeline")
 
@@ -46,6 +47,16 @@ def resolve_route(ctx: RequestContext, bound_name: str | None) -> Deny | None:
         ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny", "unmatched"))
         return UNMATCHED
     return None
+
+
+async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:
+    """The request-headers step every request takes, whichever filter sent it:
+    drop client-sent identity headers, find the route, run its capabilities."""
+    strip_spoofable(ctx)
+    deny = resolve_route(ctx, bound_name)
+    if deny is None:
+        deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
+    return deny
 
 
 async def run_phase(ctx: RequestContext, phase: Phase) -> Deny | None:

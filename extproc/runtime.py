@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -22,7 +23,20 @@ class Runtime:
     # Quota backend for every quota capability: "memory" (the embedded
     # default) or a redis:// / rediss:// / redis+cluster:// URL.
     quota_backend: str = field(default_factory=lambda: os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"))
+    # Relative file paths in a policy (JWKS files, API key files) resolve
+    # against the policy directory, not the process's working directory.
+    policy_dir: Path | None = None
+    # Files the current policy refers to; a change to one reloads the policy.
+    referenced_files: set[Path] = field(default_factory=set)
     _shared: dict[Any, Any] = field(default_factory=dict)
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path)
+        if not candidate.is_absolute() and self.policy_dir is not None:
+            candidate = self.policy_dir / candidate
+        resolved = candidate.resolve()
+        self.referenced_files.add(resolved)
+        return resolved
 
     def shared(self, key: Any, factory: Callable[[], T]) -> T:
         """The one instance for ``key``, made by ``factory`` on first use."""

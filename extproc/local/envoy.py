@@ -20,6 +20,9 @@ from pathlib import Path
 import yaml
 
 ENVOY_DIR = Path(__file__).resolve().parents[2] / "envoy"
+# Where the shipped configs expect TLS material (compose mounts it there);
+# ``render`` points these paths at a local directory instead.
+CERTS_PLACEHOLDER = "/etc/extproc/certs"
 
 
 def envoy_binary() -> str:
@@ -34,10 +37,24 @@ def envoy_binary() -> str:
     return found
 
 
-def render(config_path: str | Path, ports: dict[str, int], admin_port: int | None = None,
-           address: str = "127.0.0.1") -> dict:
-    """Load an Envoy config and point the named listeners/clusters at ``ports``."""
+def _replace_certs_dir(node, certs_dir: str):
+    if isinstance(node, dict):
+        return {k: _replace_certs_dir(v, certs_dir) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_replace_certs_dir(v, certs_dir) for v in node]
+    if isinstance(node, str) and node.startswith(CERTS_PLACEHOLDER + "/"):
+        return str(Path(certs_dir) / node[len(CERTS_PLACEHOLDER) + 1:])
+    return node
+
+
+def render(config_path: str | Path, ports: dict[str, int] | None = None, admin_port: int | None = None,
+           address: str = "127.0.0.1", certs_dir: str | Path | None = None) -> dict:
+    """Load an Envoy config and point the named listeners/clusters at ``ports``
+    (and its TLS file paths at ``certs_dir``)."""
+    ports = ports or {}
     config = yaml.safe_load(Path(config_path).read_text())
+    if certs_dir is not None:
+        config = _replace_certs_dir(config, str(certs_dir))
     seen = set()
     if admin_port is not None:
         config["admin"]["address"]["socket_address"].update(address=address, port_value=admin_port)
@@ -62,6 +79,10 @@ def render(config_path: str | Path, ports: dict[str, int], admin_port: int | Non
 def validate(config_path: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config_path), "--log-level", "error"],
                           capture_output=True, text=True, timeout=60)
+
+
+def uses_certs(config_path: str | Path) -> bool:
+    return CERTS_PLACEHOLDER in Path(config_path).read_text()
 
 
 class EnvoyProcess:

@@ -13,6 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
+from extproc.local.certs import generate as generate_certs
 from extproc.local.echo import EchoServer
 from extproc.local.envoy import ENVOY_DIR, EnvoyProcess, render
 from extproc.local.processor import ProcessorProcess, free_port
@@ -36,28 +37,36 @@ def up(args: argparse.Namespace) -> int:
         print(f"extproc up: the policy in {policies} is invalid:\n{exc}", file=sys.stderr)
         return 2
 
+    certs = Path(args.certs)
+    if not (certs / "ca.pem").exists():
+        generate_certs(certs)
     echo = EchoServer().start()
     processor = ProcessorProcess(policies, workers=args.workers)
     admin_port = free_port()
     config = render(ENVOY_DIR / "gateway.yaml",
-                    {"gateway": args.listen_port, "governance": processor.port, "upstream": echo.port},
-                    admin_port=admin_port)
+                    {"gateway": args.listen_port, "gateway_mtls": args.mtls_port,
+                     "governance": processor.port, "upstream": echo.port},
+                    admin_port=admin_port, certs_dir=certs.resolve())
     envoy = None
     try:
         processor.wait_ready()
         envoy = EnvoyProcess(config, admin_port)
         envoy.wait_ready()
         base = f"http://127.0.0.1:{args.listen_port}"
+        tls = f"--cacert {certs}/ca.pem --cert {certs}/client.pem --key {certs}/client.key"
         print(f"""
 governance gateway is up (policy revision {policy.revision}, routes: {', '.join(sorted(policy.routes))})
-  envoy       {base}          (admin http://127.0.0.1:{admin_port})
+  envoy       {base}   and https://localhost:{args.mtls_port} (mTLS)   admin http://127.0.0.1:{admin_port}
   processor   127.0.0.1:{processor.port}  (ext_authz + ext_proc, gRPC; policies from {policies}, hot-reloaded)
   upstream    http://127.0.0.1:{echo.port}  (echo: shows what the gateway let through)
 
 try:
-  curl -i {base}/api/hello                          # allowed by the demo policy
-  curl -i -H 'x-debug: 1' {base}/api/hello          # denied (403) by header_match
-  curl -i {base}/nowhere                            # no policy route: denied by default
+  curl -i {base}/api/hello                                    # 401: no token
+  TOKEN=$(extproc token --sub alice --roles reader)
+  curl -i -H "authorization: Bearer $TOKEN" {base}/api/hello         # 200, identity headers upstream
+  curl -i -H "authorization: Bearer $TOKEN" {base}/api/admin/users   # 403: readers are not admins
+  curl -i {tls} https://localhost:{args.mtls_port}/internal/status    # 200 as spiffe://example.org/ns/demo/sa/client
+  curl -i {base}/nowhere                                      # 403: no policy route claims it
 
 Ctrl-C stops everything.""", flush=True)
         stop = threading.Event()

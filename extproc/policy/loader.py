@@ -183,6 +183,8 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -
     if not directory.exists():
         raise PolicyLoadError([PolicyError(str(directory), 0, "", "no such file or directory")])
     files = policy_files(directory)
+    runtime.policy_dir = directory if directory.is_dir() else directory.parent
+    runtime.referenced_files = set()
     digest = hashlib.sha256()
     errors: list[PolicyError] = []
     routes: dict[str, CompiledRoute] = {}
@@ -214,6 +216,13 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -
                 errors.append(PolicyError(name, line, "routes.name", f"route {route.name!r} is already defined at {first}"))
                 continue
             routes[route.name] = route
+
+    # Data a policy refers to (key files...) is part of its revision.
+    for path in sorted(runtime.referenced_files):
+        try:
+            digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+        except OSError:
+            pass  # the capability that refers to it has reported the error
 
     if errors:
         raise PolicyLoadError(errors)

@@ -26,9 +26,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from extproc.context import Mode
+from extproc.headers import validate_methods
 
 ROUTE_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
-HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 
 
 class Strict(BaseModel):
@@ -59,14 +59,7 @@ class RouteMatch(Strict):
                 raise ValueError(f"invalid regex: {exc}") from None
         return value
 
-    @field_validator("methods")
-    @classmethod
-    def _methods(cls, value: list[str]) -> list[str]:
-        upper = [m.upper() for m in value]
-        unknown = sorted(set(upper) - HTTP_METHODS)
-        if unknown:
-            raise ValueError(f"unknown HTTP method(s): {', '.join(unknown)}")
-        return upper
+    _methods = field_validator("methods")(validate_methods)
 
     @field_validator("hosts")
     @classmethod

@@ -37,12 +37,12 @@ class PolicyStore:
         except OSError:
             return ()
         signature = []
-        for path in files:
+        for path in (*files, *sorted(self.runtime.referenced_files)):
             try:
                 st = path.stat()
             except OSError:
                 continue
-            signature.append((path.name, st.st_mtime_ns, st.st_size, st.st_ino))
+            signature.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
         return tuple(signature)
 
     def reload(self) -> bool:

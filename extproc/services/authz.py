@@ -14,9 +14,9 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from extproc.context import Deny, HttpRequest, Phase, RequestContext
+from extproc.context import Deny, HttpRequest, RequestContext
 from extproc.headers import decode_header_value
-from extproc.pipeline import INTERNAL_ERROR, error_body, finish, resolve_route, run_phase
+from extproc.pipeline import INTERNAL_ERROR, error_body, finish, start
 from extproc.policy.store import PolicyStore
 
 log = logging.getLogger("extproc.authz")
@@ -68,9 +68,7 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
             attributes = request.attributes
             ctx = RequestContext(self.store.current, _request_from(attributes),
                                  {"source.principal": attributes.source.principal})
-            deny = resolve_route(ctx, attributes.context_extensions.get(ROUTE_KEY))
-            if deny is None:
-                deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
+            deny = await start(ctx, attributes.context_extensions.get(ROUTE_KEY))
             finish(ctx)
             if deny is not None:
                 return denied_response(deny, ctx.decision_id)

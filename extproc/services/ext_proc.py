@@ -23,7 +23,7 @@ from envoy.type.v3 import http_status_pb2
 
 from extproc.context import Deny, HeaderMutation, HttpRequest, Phase, RequestContext
 from extproc.headers import decode_header_value, encode_header_value
-from extproc.pipeline import INTERNAL_ERROR, error_body, finish, resolve_route, run_phase
+from extproc.pipeline import INTERNAL_ERROR, error_body, finish, run_phase, start
 from extproc.policy.store import PolicyStore
 from extproc.services.authz import DECISION_HEADER
 
@@ -139,9 +139,7 @@ class _Exchange:
             headers.pop(":authority", "") or headers.get("host", ""), headers, headers.pop(":scheme", "http"),
         )
         self.ctx = ctx = RequestContext(self.store.current, request, _attributes(message))
-        deny = resolve_route(ctx, self.bound_route)
-        if deny is None:
-            deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
+        deny = await start(ctx, self.bound_route)
         if deny is not None:
             return immediate(deny, ctx.decision_id)
         route = ctx.route

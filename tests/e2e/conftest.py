@@ -11,14 +11,17 @@ import httpx
 import pytest
 
 from extproc.local.echo import EchoServer
-from extproc.local.envoy import ENVOY_DIR, EnvoyProcess, render
+from extproc.local.certs import DEMO_CLIENT_ID
+from extproc.local.certs import generate as generate_certs
+from extproc.local.envoy import ENVOY_DIR, EnvoyProcess, render, uses_certs
 from extproc.local.processor import ProcessorProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 class Gateway:
-    def __init__(self, tmp_path: Path, policy_dir: Path, envoy_config: Path, workers: int = 1):
+    def __init__(self, tmp_path: Path, policy_dir: Path, envoy_config: Path, certs: Path, workers: int = 1,
+                 processor_args: tuple[str, ...] = ()):
         self.tmp_path = tmp_path
         self.policies = tmp_path / "policies"
         shutil.copytree(policy_dir, self.policies)
@@ -27,13 +30,16 @@ class Gateway:
         self.echo = self.processor = self.envoy = self.client = None
         try:
             self.echo = EchoServer().start()
+            self.processor_args = processor_args
             self.processor = ProcessorProcess(str(self.policies), workers=workers, reload_interval=0.1,
-                                              log_path=str(self.processor_log))
+                                              log_path=str(self.processor_log), extra_args=processor_args)
             self.processor.wait_ready()
-            self.port = free_port()
-            admin = free_port()
-            config = render(envoy_config, {"gateway": self.port, "governance": self.processor.port,
-                                           "upstream": self.echo.port}, admin_port=admin)
+            self.port, self.mtls_port, admin = free_port(), free_port(), free_port()
+            self.certs = certs
+            ports = {"gateway": self.port, "governance": self.processor.port, "upstream": self.echo.port}
+            if uses_certs(envoy_config):
+                ports["gateway_mtls"] = self.mtls_port
+            config = render(envoy_config, ports, admin_port=admin, certs_dir=certs)
             self.envoy = EnvoyProcess(config, admin, log_path=str(tmp_path / "envoy.log"))
             self.envoy.wait_ready()
         except BaseException:
@@ -44,7 +50,8 @@ class Gateway:
 
     def restart_processor(self) -> None:
         self.processor = ProcessorProcess(str(self.policies), port=self.processor.port, workers=self.workers,
-                                          reload_interval=0.1, log_path=str(self.processor_log)).wait_ready()
+                                          reload_interval=0.1, log_path=str(self.processor_log),
+                                          extra_args=self.processor_args).wait_ready()
 
     def write_policy(self, name: str, text: str) -> None:
         path = self.policies / name
@@ -72,15 +79,22 @@ class Gateway:
                 process.stop()
 
 
+@pytest.fixture(scope="session")
+def demo_certs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("certs")
+    generate_certs(out, [DEMO_CLIENT_ID, "spiffe://example.org/ns/other/sa/intruder"])
+    return out
+
+
 @pytest.fixture
-def gateway_factory(tmp_path):
+def gateway_factory(tmp_path, demo_certs):
     made: list[Gateway] = []
 
     def make(policy_dir: Path = REPO / "policies", envoy_config: Path = ENVOY_DIR / "gateway.yaml",
-             workers: int = 1) -> Gateway:
+             workers: int = 1, processor_args: tuple[str, ...] = ()) -> Gateway:
         directory = tmp_path / f"gw{len(made)}"
         directory.mkdir()
-        gw = Gateway(directory, policy_dir, envoy_config, workers)
+        gw = Gateway(directory, policy_dir, envoy_config, demo_certs, workers, processor_args)
         made.append(gw)
         return gw
 

@@ -1,0 +1,1 @@
+"""Establishing who is calling: JWT/OIDC, API keys, mTLS peer identity."""

@@ -1,0 +1,160 @@
+"""Signing keys from a JWKS file, a JWKS URL or OIDC discovery, cached.
+
+The key set is refreshed on an interval in the background. A token with an
+unknown ``kid`` may trigger one extra refresh, but at most one per
+``min_refresh_interval`` and never two at once, so a flood of forged tokens
+cannot turn into a flood of requests to the identity provider. When the
+endpoint is down, the keys already fetched keep working.
+
+Fetching uses urllib in a worker thread: it happens once per interval, far off
+the request path, and needs no HTTP client dependency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from jwt import PyJWK
+
+log = logging.getLogger("extproc.jwks")
+
+# Only asymmetric algorithms: a JWKS publishes public keys, and accepting an
+# HMAC algorithm with one is the classic RS/HS key-confusion attack.
+ASYMMETRIC_ALGORITHMS = frozenset({
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+})
+_KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+MAX_JWKS_BYTES = 1 << 20
+
+
+def key_type_for(algorithm: str) -> str:
+    return _KTY_FOR_ALG_PREFIX[algorithm[:2]]
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str | None
+    kty: str
+    algorithm: str | None  # the JWK's own `alg`, if it pins one
+    key: object
+
+
+def parse_jwks(document: dict) -> dict[str | None, SigningKey]:
+    keys: dict[str | None, SigningKey] = {}
+    for entry in document.get("keys", []):
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        if entry.get("alg") is not None and entry["alg"] not in ASYMMETRIC_ALGORITHMS:
+            continue
+        try:
+            jwk = PyJWK(entry)
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError):
+            log.warning("skipping unusable JWK", extra={"kid": entry.get("kid")})
+            continue
+        if jwk.key_type not in ("RSA", "EC", "OKP"):
+            continue
+        keys[entry.get("kid")] = SigningKey(entry.get("kid"), jwk.key_type, entry.get("alg"), jwk.key)
+    return keys
+
+
+def _http_get_json(url: str, timeout: float) -> dict:
+    request = urllib.request.Request(url, headers={"accept": "application/json", "user-agent": "extproc-jwks"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - URL comes from policy
+        body = response.read(MAX_JWKS_BYTES + 1)
+    if len(body) > MAX_JWKS_BYTES:
+        raise ValueError(f"{url}: response larger than {MAX_JWKS_BYTES} bytes")
+    return json.loads(body)
+
+
+class JwksCache:
+    """One key set. Created through ``Runtime.shared`` so every route (and
+    every policy revision) naming the same source shares it."""
+
+    def __init__(self, *, file: str | None = None, url: str | None = None, discovery: str | None = None,
+                 refresh_interval: float = 300.0, min_refresh_interval: float = 10.0, timeout: float = 5.0):
+        if sum(x is not None for x in (file, url, discovery)) != 1:
+            raise ValueError("give exactly one of file, url, discovery")
+        self.file, self.url, self.discovery = file, url, discovery
+        self.refresh_interval = refresh_interval
+        self.min_refresh_interval = min_refresh_interval
+        self.timeout = timeout
+        self.keys: dict[str | None, SigningKey] = {}
+        self.last_refresh = 0.0
+        self.fetches = 0
+        self._refreshing: asyncio.Task | None = None
+        self._background: asyncio.Task | None = None
+        if file is not None:
+            self.keys = parse_jwks(json.loads(Path(file).read_text()))  # a bad file fails the policy load
+            self.last_refresh = time.monotonic()
+
+    @property
+    def source(self) -> str:
+        return self.file or self.url or self.discovery or ""
+
+    async def _fetch(self) -> dict[str | None, SigningKey]:
+        if self.file is not None:
+            return parse_jwks(json.loads(await asyncio.to_thread(Path(self.file).read_text)))
+        url = self.url
+        if self.discovery is not None:
+            config = await asyncio.to_thread(_http_get_json, self.discovery, self.timeout)
+            url = config.get("jwks_uri")
+            if not isinstance(url, str):
+                raise ValueError(f"{self.discovery}: no jwks_uri")
+        return parse_jwks(await asyncio.to_thread(_http_get_json, url, self.timeout))
+
+    async def refresh(self) -> bool:
+        """Fetch now, unless a fetch is already running (then wait for it)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._do_refresh())
+        return await asyncio.shield(self._refreshing)
+
+    async def _do_refresh(self) -> bool:
+        self.last_refresh = time.monotonic()
+        self.fetches += 1
+        try:
+            keys = await self._fetch()
+        except Exception as exc:  # network, JSON, anything: keep serving the keys we have
+            log.warning("JWKS refresh failed; keeping %d cached key(s)", len(self.keys),
+                        extra={"source": self.source, "error": str(exc)})
+            return False
+        if keys:
+            self.keys = keys
+        return True
+
+    def ensure_background_refresh(self) -> None:
+        if self._background is None or self._background.done():
+            try:
+                self._background = asyncio.get_running_loop().create_task(self._refresh_loop())
+            except RuntimeError:
+                pass  # no loop yet; the first request will start it
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            if time.monotonic() - self.last_refresh >= self.refresh_interval or not self.keys:
+                await self.refresh()
+            await asyncio.sleep(min(self.refresh_interval, max(self.min_refresh_interval, 1.0)))
+
+    async def get(self, kid: str | None) -> SigningKey | None:
+        self.ensure_background_refresh()
+        key = self.keys.get(kid)
+        if key is not None:
+            return key
+        if time.monotonic() - self.last_refresh >= self.min_refresh_interval:
+            await self.refresh()
+            return self.keys.get(kid)
+        return None
+
+    def has_kid(self, kid: str | None) -> bool:
+        return kid in self.keys
+
+    async def aclose(self) -> None:
+        for task in (self._background, self._refreshing):
+            if task is not None and not task.done():
+                task.cancel()
