@@ -42,6 +42,10 @@ class Deny:
     reason: str
     message: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+    # A complete body in the protocol's own error shape (an LLM API's error
+    # JSON, a JSON-RPC error), used instead of the generic JSON error.
+    body: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass(slots=True)
@@ -115,6 +119,7 @@ class RequestContext:
         "decision_id", "policy", "route", "request", "attributes", "identity",
         "request_headers_out", "response_headers_out", "records", "dry_run",
         "response_status", "response_headers", "state",
+        "request_body", "request_body_replaced", "response_chunk", "response_end", "response_chunk_replaced",
     )
 
     def __init__(self, policy: PolicySet, request: HttpRequest, attributes: dict[str, Any] | None = None):
@@ -133,6 +138,13 @@ class RequestContext:
         self.response_status: int | None = None
         self.response_headers: dict[str, str] = {}
         self.state: dict[str, Any] = {}
+        # Bodies: the whole request body (Envoy buffers it), and the response
+        # one chunk at a time (Envoy streams it) with whether it is the last.
+        self.request_body: bytes | None = None
+        self.request_body_replaced = False
+        self.response_chunk = b""
+        self.response_end = False
+        self.response_chunk_replaced = False
 
     @property
     def revision(self) -> str:
@@ -152,6 +164,16 @@ class RequestContext:
     def set_response_header(self, name: str, value: str) -> None:
         if not self.dry_run:
             self.response_headers_out.set[name] = value
+
+    def replace_request_body(self, body: bytes) -> None:
+        if not self.dry_run:
+            self.request_body = body
+            self.request_body_replaced = True
+
+    def replace_response_chunk(self, chunk: bytes) -> None:
+        if not self.dry_run:
+            self.response_chunk = chunk
+            self.response_chunk_replaced = True
 
     def remove_response_header(self, name: str) -> None:
         if not self.dry_run:

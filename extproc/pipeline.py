@@ -99,6 +99,8 @@ def finish(ctx: RequestContext) -> None:
 def error_body(deny: Deny, decision_id: str) -> bytes:
     """The JSON body of a refusal: a stable code, a generic message and the id
     that finds the audit record. Never the reason: that helps attackers."""
+    if deny.body is not None:
+        return deny.body
     message = deny.message or _MESSAGES.get(deny.status, "request refused")
     return json.dumps({"error": {"code": deny.code, "message": message, "decision_id": decision_id}},
                       separators=(",", ":")).encode()

@@ -21,7 +21,6 @@ import hashlib
 import re
 import time
 from collections import OrderedDict
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -155,6 +154,10 @@ class JwtAuth(Capability):
         jwks = self.runtime.shared(("jwks", file, url, discovery), lambda: JwksCache(
             file=file, url=url, discovery=discovery,
             refresh_interval=src.refresh_interval, min_refresh_interval=src.min_refresh_interval))
+        if file is not None:
+            # The cache outlives reloads: re-read the file so that the reload a
+            # change to it triggers also sees it (a removed key stops verifying).
+            jwks.load_file()
         return _Issuer(
             config=cfg, jwks=jwks, algorithms=frozenset(cfg.algorithms),
             audience=list(cfg.audiences) or None,
@@ -176,12 +179,7 @@ class JwtAuth(Capability):
                 value = value[len(prefix):]
             found.append(value.strip())
         if self._cookie_sources and "cookie" in headers:
-            cookies = SimpleCookie()
-            try:
-                cookies.load(headers["cookie"])
-            except CookieError:
-                raise _Rejected("unparseable cookie header", "invalid_request") from None
-            found.extend(cookies[name].value for name in self._cookie_sources if name in cookies)
+            found.extend(_cookie_values(headers["cookie"], self._cookie_sources))
         if self._query_sources and ctx.request.query:
             params = parse_qs(ctx.request.query, keep_blank_values=True)
             for name in self._query_sources:
@@ -215,7 +213,7 @@ class JwtAuth(Capability):
     async def _verify(self, token: str) -> Identity:
         if len(token) > self.config.max_token_bytes:
             raise _Rejected("token too large")
-        if not _JWT_SHAPE.match(token):
+        if not _JWT_SHAPE.fullmatch(token):  # not match(): `$` would accept a trailing newline
             raise _Rejected("malformed token")
         digest = hashlib.sha256(token.encode()).digest()
         cached = self._cache.get(digest)
@@ -229,9 +227,11 @@ class JwtAuth(Capability):
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except (jwt.DecodeError, ValueError, TypeError):
+        except (jwt.PyJWTError, ValueError, TypeError):  # PyJWTError: also a non-string kid, unknown crit
             raise _Rejected("undecodable token") from None
         alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str):  # a list or object would be unhashable below
+            raise _Rejected("bad alg")
         issuer = self._issuers.get(unverified.get("iss")) if isinstance(unverified.get("iss"), str) else None
         if issuer is None:
             raise _Rejected("unknown issuer")
@@ -258,6 +258,22 @@ class JwtAuth(Capability):
                 self._cache.popitem(last=False)
             self._cache[digest] = (identity, expires, issuer.jwks, kid)
         return identity
+
+
+def _cookie_values(header: str, names: list[str]) -> list[str]:
+    """Every value of the named cookies, duplicates included (so that two
+    cookies of the same name are refused like any two tokens). Parsed by hand:
+    SimpleCookie keeps only the last duplicate and silently drops the whole
+    header when any unrelated cookie is malformed."""
+    values = []
+    for part in header.split(";"):
+        name, eq, value = part.partition("=")
+        if eq and name.strip() in names:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            values.append(value)
+    return values
 
 
 def _as_set(value: Any) -> frozenset[str]:

@@ -43,6 +43,9 @@ def compile_path_pattern(pattern: str) -> re.Pattern:
     if not pattern.startswith("/"):
         raise ValueError(f"path pattern {pattern!r} must start with /")
     out = []
+    names = _PARAM.findall(pattern)
+    if len(names) != len(set(names)):  # re.compile would raise re.error, which is no ValueError
+        raise ValueError(f"path pattern {pattern!r} captures the same {{param}} twice")
     for segment in pattern.strip("/").split("/") if pattern != "/" else []:
         if segment == "**":
             out.append(r"(?:/.*)?")
@@ -145,6 +148,12 @@ def _field_value(identity: Identity, name: str) -> Any:
     return value
 
 
+def _same(value: Any, expected: Any) -> bool:
+    # Python has True == 1 and False == 0: a claim `true` must not satisfy
+    # `equals: 1`, nor a claim `0` satisfy `equals: false`.
+    return value == expected and isinstance(value, bool) == isinstance(expected, bool)
+
+
 def _compile_condition(c: Condition) -> Callable[[Identity, dict], bool]:
     name = c.field
     if c.present is not None:
@@ -152,10 +161,14 @@ def _compile_condition(c: Condition) -> Callable[[Identity, dict], bool]:
         return lambda ident, params: (_field_value(ident, name) is not _MISSING) is want
     if c.equals is not None:
         expected = c.equals
-        return lambda ident, params: _field_value(ident, name) == expected
+        return lambda ident, params: _same(_field_value(ident, name), expected)
     if c.one_of is not None:
         options = list(c.one_of)
-        return lambda ident, params: (v := _field_value(ident, name)) is not _MISSING and v in options
+
+        def one_of(ident, params):
+            value = _field_value(ident, name)
+            return value is not _MISSING and any(_same(value, option) for option in options)
+        return one_of
     if c.contains is not None:
         item = c.contains
 

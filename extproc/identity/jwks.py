@@ -47,6 +47,10 @@ class SigningKey:
 
 
 def parse_jwks(document: dict) -> dict[str | None, SigningKey]:
+    # Not a JWKS at all is an error (a policy naming such a file must fail to
+    # load with a message, not a traceback); a bad entry inside one is skipped.
+    if not isinstance(document, dict) or not isinstance(document.get("keys", []), list):
+        raise ValueError('not a JWKS: expected an object with a "keys" list')
     keys: dict[str | None, SigningKey] = {}
     for entry in document.get("keys", []):
         if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
@@ -86,13 +90,21 @@ class JwksCache:
         self.min_refresh_interval = min_refresh_interval
         self.timeout = timeout
         self.keys: dict[str | None, SigningKey] = {}
-        self.last_refresh = 0.0
+        # -inf, not 0: time.monotonic() counts from boot, so on a host up for
+        # less than min_refresh_interval a 0 would block the first fetch.
+        self.last_refresh = float("-inf")
         self.fetches = 0
         self._refreshing: asyncio.Task | None = None
         self._background: asyncio.Task | None = None
         if file is not None:
-            self.keys = parse_jwks(json.loads(Path(file).read_text()))  # a bad file fails the policy load
-            self.last_refresh = time.monotonic()
+            self.load_file()  # a bad file fails the policy load
+
+    def load_file(self) -> None:
+        """Read the JWKS file now. Called on every policy load naming it, as
+        the cache is shared across reloads: the reload a change to the file
+        triggers must see the new key set (a removed key stops verifying)."""
+        self.keys = parse_jwks(json.loads(Path(self.file).read_text()))
+        self.last_refresh = time.monotonic()
 
     @property
     def source(self) -> str:
@@ -104,9 +116,13 @@ class JwksCache:
         url = self.url
         if self.discovery is not None:
             config = await asyncio.to_thread(_http_get_json, self.discovery, self.timeout)
-            url = config.get("jwks_uri")
+            url = config.get("jwks_uri") if isinstance(config, dict) else None
             if not isinstance(url, str):
                 raise ValueError(f"{self.discovery}: no jwks_uri")
+            if not url.startswith(("https://", "http://")):
+                # urllib also opens file:// and ftp:// URLs: the discovery
+                # document must not make us read local files.
+                raise ValueError(f"{self.discovery}: jwks_uri is not an http(s) URL")
         return parse_jwks(await asyncio.to_thread(_http_get_json, url, self.timeout))
 
     async def refresh(self) -> bool:

@@ -33,3 +33,8 @@ def publish(ctx: RequestContext, identity: Identity) -> None:
     ):
         if value:
             ctx.set_request_header(name, value)
+        elif not ctx.dry_run:
+            # An identity published earlier on this request (an API key before
+            # a JWT) must not leave its tenant or roles behind as if they were
+            # this identity's: the upstream trusts these headers.
+            ctx.request_headers_out.set.pop(name, None)

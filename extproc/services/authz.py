@@ -46,7 +46,7 @@ def _request_from(attributes) -> HttpRequest:
 
 
 def denied_response(deny: Deny, decision_id: str) -> authz_pb2.CheckResponse:
-    headers = [_option("content-type", "application/json"), _option(DECISION_HEADER, decision_id)]
+    headers = [_option("content-type", deny.content_type), _option(DECISION_HEADER, decision_id)]
     headers.extend(_option(k, v) for k, v in deny.headers)
     return authz_pb2.CheckResponse(
         status=_UNAUTHENTICATED if deny.status == 401 else _DENIED,

@@ -31,6 +31,7 @@ log = logging.getLogger("extproc.ext_proc")
 
 ROUTE_METADATA_KEY = "x-governance-route"
 PROTOCOL_ERROR = Deny(500, "internal_error", "unexpected ext_proc message sequence")
+BODY_TOO_LARGE = Deny(413, "body_too_large", "request body incomplete: larger than Envoy's buffer")
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _SKIP = processing_mode_pb2.ProcessingMode.SKIP
 # Asking Envoy not to send the response phase saves a round trip on routes
@@ -57,7 +58,7 @@ def _mutation(out: HeaderMutation, extra: tuple[tuple[str, str], ...] = ()) -> p
 
 
 def immediate(deny: Deny, decision_id: str) -> pb.ProcessingResponse:
-    headers = [("content-type", "application/json"), (DECISION_HEADER, decision_id), *deny.headers]
+    headers = [("content-type", deny.content_type), (DECISION_HEADER, decision_id), *deny.headers]
     return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
         status=http_status_pb2.HttpStatus(code=deny.status),
         headers=_mutation(HeaderMutation(), tuple(headers)),
@@ -116,13 +117,11 @@ class _Exchange:
             log.warning("ext_proc %s before request headers", kind)
             return immediate(PROTOCOL_ERROR, "-")
         if kind == "request_body":
-            deny = await run_phase(ctx, Phase.REQUEST_BODY)
-            return immediate(deny, ctx.decision_id) if deny else pb.ProcessingResponse(request_body=pb.BodyResponse())
+            return await self._request_body(message.request_body, ctx)
         if kind == "response_headers":
             return await self._response_headers(message, ctx)
         if kind == "response_body":
-            deny = await run_phase(ctx, Phase.RESPONSE_BODY)
-            return immediate(deny, ctx.decision_id) if deny else pb.ProcessingResponse(response_body=pb.BodyResponse())
+            return await self._response_body(message.response_body, ctx)
         if kind == "request_trailers":
             return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
         if kind == "response_trailers":
@@ -145,12 +144,43 @@ class _Exchange:
         route = ctx.route
         skip_response = not (ctx.response_headers_out or (route and (
             route.needs(Phase.RESPONSE_HEADERS) or route.needs(Phase.RESPONSE_BODY))))
+        mutation = _mutation(ctx.request_headers_out, ((DECISION_HEADER, ctx.decision_id),))
+        ctx.request_headers_out = HeaderMutation()  # applied; the body phase may add more
         return pb.ProcessingResponse(
-            request_headers=pb.HeadersResponse(response=pb.CommonResponse(
-                header_mutation=_mutation(ctx.request_headers_out, ((DECISION_HEADER, ctx.decision_id),)),
-            )),
+            request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation)),
             mode_override=_SKIP_RESPONSE if skip_response else None,
         )
+
+    async def _request_body(self, body: pb.HttpBody, ctx: RequestContext) -> pb.ProcessingResponse:
+        if not body.end_of_stream and ctx.route is not None and ctx.route.needs(Phase.REQUEST_BODY):
+            # Capabilities judge whole bodies: a partial one (BUFFERED_PARTIAL
+            # over its limit, or a STREAMED misconfiguration) cannot be
+            # governed, so it is refused rather than passed on unread.
+            return immediate(BODY_TOO_LARGE, ctx.decision_id)
+        ctx.request_body = body.body
+        deny = await run_phase(ctx, Phase.REQUEST_BODY)
+        if deny is not None:
+            return immediate(deny, ctx.decision_id)
+        common = pb.CommonResponse()
+        extra: tuple[tuple[str, str], ...] = ()
+        if ctx.request_body_replaced:
+            common.body_mutation.body = ctx.request_body
+            extra = (("content-length", str(len(ctx.request_body))),)
+        if ctx.request_headers_out or extra:
+            common.header_mutation.CopyFrom(_mutation(ctx.request_headers_out, extra))
+        return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+
+    async def _response_body(self, body: pb.HttpBody, ctx: RequestContext) -> pb.ProcessingResponse:
+        ctx.response_chunk = body.body
+        ctx.response_end = body.end_of_stream
+        ctx.response_chunk_replaced = False
+        deny = await run_phase(ctx, Phase.RESPONSE_BODY)
+        if deny is not None:
+            return immediate(deny, ctx.decision_id)
+        common = pb.CommonResponse()
+        if ctx.response_chunk_replaced:
+            common.body_mutation.body = ctx.response_chunk
+        return pb.ProcessingResponse(response_body=pb.BodyResponse(response=common))
 
     async def _response_headers(self, message: pb.ProcessingRequest, ctx: RequestContext) -> pb.ProcessingResponse:
         headers = _headers_dict(message.response_headers.headers)
@@ -160,6 +190,9 @@ class _Exchange:
         deny = await run_phase(ctx, Phase.RESPONSE_HEADERS)
         if deny is not None:
             return immediate(deny, ctx.decision_id)
+        if ctx.route is not None and ctx.route.needs(Phase.RESPONSE_BODY):
+            # The body may be rewritten chunk by chunk; its length is unknown.
+            ctx.response_headers_out.remove.append("content-length")
         return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
             header_mutation=_mutation(ctx.response_headers_out, ((DECISION_HEADER, ctx.decision_id),)),
         )))

@@ -1,0 +1,61 @@
+"""``model_access``: which callers may use which models.
+
+Rules map who (roles, subjects) to model globs; the first rule matching the
+caller decides, and a caller no rule matches may use no model. A request
+naming no model is refused too: the upstream's default model is still a model.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from extproc.capabilities.base import Capability, CapabilityConfig, register
+from extproc.capabilities.llm_common import parsed_or_deny
+from extproc.context import Deny, RequestContext
+from extproc.globs import compile_globs
+from extproc.llm.errors import llm_error
+from extproc.runtime import DEFAULT_RUNTIME
+
+
+class ModelRule(CapabilityConfig):
+    roles: list[str] = Field(default_factory=list, description="Any of these roles; empty: any caller.")
+    subjects: list[str] = Field(default_factory=list, description="Any of these subjects (globs).")
+    models: list[str] = Field(min_length=1, description="Model globs, e.g. gpt-4o*, claude-*-haiku*.")
+
+
+class ModelAccessConfig(CapabilityConfig):
+    rules: list[ModelRule] = Field(min_length=1)
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+
+
+@register
+class ModelAccess(Capability):
+    name = "model_access"
+    priority = 880  # after rbac: the route is allowed, now the model
+    Config = ModelAccessConfig
+    needs_request_body = True
+
+    def __init__(self, config: ModelAccessConfig, mode, runtime=DEFAULT_RUNTIME):
+        super().__init__(config, mode, runtime)
+        self._rules = [(frozenset(r.roles), compile_globs(r.subjects), compile_globs(r.models)) for r in config.rules]
+
+    def allowed_models(self, ctx: RequestContext):
+        identity = ctx.identity
+        for roles, subjects, models in self._rules:
+            if roles and roles.isdisjoint(identity.roles):
+                continue
+            if subjects is not None and not (identity.subject and subjects.fullmatch(identity.subject)):
+                continue
+            return models
+        return None
+
+    async def on_request_body(self, ctx: RequestContext) -> Deny | None:
+        request = parsed_or_deny(ctx, self.config.max_body_bytes)
+        if isinstance(request, Deny):
+            return request
+        models = self.allowed_models(ctx)
+        ctx.state["llm.model"] = request.model
+        if request.model is None or models is None or not models.fullmatch(request.model):
+            return llm_error(request.api, 403, "permission_denied", "this model is not available to you",
+                             reason=f"model {request.model!r} not allowed", code="model_not_allowed")
+        return None

@@ -1,0 +1,1 @@
+"""LLM APIs: request parsing, response rewriting, errors in each API's shape."""
