@@ -23,6 +23,7 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from extproc.sse import SseEvent, SseSplitter, encode
 from extproc.llm.request import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_RESPONSES
 
 
@@ -95,33 +96,12 @@ class JsonRewriter:
 
 # -- SSE -------------------------------------------------------------------
 
-class _Event:
-    __slots__ = ("lines", "data")
-
-    def __init__(self, block: str):
-        self.lines = block.split("\n")
-        data = [line[5:].lstrip(" ") if line.startswith("data:") else None for line in self.lines]
-        joined = [d for d in data if d is not None]
-        self.data = "\n".join(joined) if joined else None
-
-    def with_data(self, data: str) -> str:
-        out, placed = [], False
-        for line in self.lines:
-            if line.startswith("data:"):
-                if not placed:
-                    out.append("data: " + data)
-                    placed = True
-            else:
-                out.append(line)
-        return "\n".join(out)
-
-
 class SseRewriter:
     """Rewrites an SSE stream of an LLM API, event by event."""
 
     def __init__(self, api: str, make: TransformFactory, max_pending: int = 1 << 20):
-        self.api, self.make, self.max_pending = api, make, max_pending
-        self._pending = ""
+        self.api, self.make = api, make
+        self._splitter = SseSplitter(max_pending)
         self._streams: dict[Any, TextTransform] = {}
         self.last_json: dict | None = None  # the final data object (usage lives there)
         self.usage: dict | None = None
@@ -137,21 +117,17 @@ class SseRewriter:
         return transform.flush() if transform is not None else ""
 
     def feed(self, chunk: bytes, end: bool) -> bytes:
-        self._pending += chunk.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
-        if len(self._pending) > self.max_pending:
-            raise ValueError("SSE event over the inspection limit")
-        *blocks, self._pending = self._pending.split("\n\n")
-        out = [self._event(block) for block in blocks if block]
+        out = [self._event(block) for block in self._splitter.feed(chunk)]
         if end:
             tail = self._finish()
-            if self._pending:
-                out.append(self._pending)
-                self._pending = ""
+            rest = self._splitter.take_rest()
+            if rest:
+                out.append(rest)
             out.extend(tail)
-        return "".join(f"{e}\n\n" for e in out).encode("utf-8", "surrogateescape")
+        return encode(out)
 
     def _event(self, block: str) -> str:
-        event = _Event(block)
+        event = SseEvent(block)
         if event.data is None:
             return block
         if event.data.strip() == "[DONE]":
