@@ -93,9 +93,7 @@ def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
             body = decoder.decompress(body, max_bytes + 1)
         except (zlib.error, gzip.BadGzipFile):
             raise LlmRequestError(llm_error(api, 400, "invalid_request_error", "body is not valid " + encoding)) from None
-        # The body reaches the model decoded; the encoding header must go too.
-        ctx.remove_request_header("content-encoding")
-        ctx.state["llm.decoded"] = True
+        ctx.state["llm.decoded"] = True  # a rewritten body is sent decoded (see mark_changed)
     elif encoding not in ("", "identity"):
         raise LlmRequestError(llm_error(api, 415, "invalid_request_error", f"unsupported content-encoding {encoding}"))
     if len(body) > max_bytes:
@@ -141,6 +139,8 @@ def llm_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
 
 def mark_changed(ctx: RequestContext, request: LlmRequest) -> None:
     ctx.replace_request_body(request.serialize())
+    if ctx.state.get("llm.decoded"):
+        ctx.remove_request_header("content-encoding")
 
 
 # -- per-API text extraction ----------------------------------------------

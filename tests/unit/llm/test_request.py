@@ -65,8 +65,11 @@ def test_other_apis(path, body, api, expected):
 def test_gzip_bodies_are_decoded_and_the_encoding_header_dropped():
     ctx = ctx_for("/v1/chat/completions", gzip.compress(json.dumps(
         {"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()), {"content-encoding": "gzip"})
-    assert llm_request(ctx).slots[0].text == "hi"
-    assert "content-encoding" in ctx.request_headers_out.remove
+    request = llm_request(ctx)
+    assert request.slots[0].text == "hi"
+    assert "content-encoding" not in ctx.request_headers_out.remove  # unchanged: forwarded as it came
+    mark_changed(ctx, request)
+    assert "content-encoding" in ctx.request_headers_out.remove  # rewritten: sent decoded
 
 
 @pytest.mark.parametrize("body, headers, status", [

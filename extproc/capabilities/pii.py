@@ -1,0 +1,173 @@
+"""``pii``: keep personal data and secrets out of prompts and completions.
+
+Requests: every prompt string (of the configured roles) is scanned; entity
+types map to actions — ``redact`` (``[EMAIL_1]``), ``mask`` (last 4 kept),
+``pseudonymize`` (a placeholder the model sees, restored in the response for
+the same caller; the mapping lives only for this request) or ``block``.
+
+Responses (JSON and SSE streams): placeholders are restored and, with
+``responses: true``, new personal data the model produced is sanitized too,
+as it streams: a value split across two chunks is still caught, at the cost
+of holding back at most a few dozen characters (see ``StreamSanitizer``).
+In responses ``pseudonymize`` acts as ``redact``: a value the model made up
+has no caller to be restored for. A ``block`` entity in a streamed response
+ends the stream with an error event: what was sent is sent, the rest is not.
+
+Only entity types and counts are recorded, never values.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from extproc.capabilities.base import Capability, register
+from extproc.capabilities.llm_common import parsed_or_deny
+from extproc.context import Deny, RequestContext
+from extproc.guard.pii import PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
+from extproc.llm.errors import llm_error
+from extproc.llm.request import mark_changed
+from extproc.llm.response import JsonRewriter, SseRewriter
+from extproc.runtime import DEFAULT_RUNTIME
+
+ALL_ROLES = ("system", "user", "assistant", "tool")
+BLOCKED_MESSAGE = "the request contains data that may not be sent to the model"
+
+
+class PiiCapabilityConfig(PiiConfig):
+    roles: list[str] = Field(default_factory=lambda: list(ALL_ROLES), description="Message roles to sanitize.")
+    responses: bool = Field(True, description="Also sanitize what the model returns.")
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+
+
+class _Chain:
+    """Sanitize the model's new output, then restore the caller's pseudonyms."""
+
+    __slots__ = ("sanitizer", "restorer")
+
+    def __init__(self, sanitizer: StreamSanitizer | None, restorer: StreamRestorer):
+        self.sanitizer, self.restorer = sanitizer, restorer
+
+    def feed(self, text: str) -> str:
+        if self.sanitizer is not None:
+            text = self.sanitizer.feed(text)
+        return self.restorer.feed(text)
+
+    def flush(self) -> str:
+        text = self.sanitizer.flush() if self.sanitizer is not None else ""
+        return self.restorer.feed(text) + self.restorer.flush()
+
+
+class _ResponseState:
+    __slots__ = ("rewriter", "chains", "stopped", "streaming", "api")
+
+    def __init__(self):
+        self.rewriter = None
+        self.chains: list[_Chain] = []
+        self.stopped = False
+        self.streaming = False
+        self.api = ""
+
+
+@register
+class Pii(Capability):
+    name = "pii"
+    priority = 500
+    Config = PiiCapabilityConfig
+    needs_request_body = True
+    needs_response_body = True
+
+    def __init__(self, config: PiiCapabilityConfig, mode, runtime=DEFAULT_RUNTIME):
+        super().__init__(config, mode, runtime)
+        self._scanner = PiiScanner(config)
+        response_config = config.model_copy(update={
+            "entities": {e: ("redact" if a == "pseudonymize" else a) for e, a in config.entities.items()},
+            "custom": [c.model_copy(update={"action": "redact"}) if c.action == "pseudonymize" else c
+                       for c in config.custom],
+        })
+        self._response_scanner = PiiScanner(response_config) if config.responses else None
+        self._roles = frozenset(config.roles)
+
+    async def on_request_body(self, ctx: RequestContext) -> Deny | None:
+        request = parsed_or_deny(ctx, self.config.max_body_bytes)
+        if isinstance(request, Deny):
+            return request
+        vault = PseudonymVault()
+        ctx.state["pii.vault"] = vault
+        counts: dict[str, int] = {}
+        blocked: set[str] = set()
+        changed = False
+        for slot in request.texts(self._roles):
+            result = self._scanner.sanitize(slot.text, vault)
+            for entity, n in result.counts.items():
+                counts[entity] = counts.get(entity, 0) + n
+            blocked.update(result.blocked)
+            if result.text != slot.text:
+                slot.replace(result.text)
+                changed = True
+        ctx.state["pii.request_entities"] = counts
+        if blocked:
+            return llm_error(request.api, 400, "invalid_request_error", BLOCKED_MESSAGE,
+                             reason=f"blocked entities: {','.join(sorted(blocked))}", code="content_policy")
+        if changed and not ctx.dry_run:
+            mark_changed(ctx, request)
+        return None
+
+    async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
+        request = ctx.state.get("llm.request")
+        vault = ctx.state.get("pii.vault")
+        if request is None or (self._response_scanner is None and not vault):
+            return None
+        content_type = ctx.response_headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        state = _ResponseState()
+        state.api = request.api
+        vault = vault if vault is not None else PseudonymVault()
+
+        def make() -> _Chain:
+            sanitizer = (StreamSanitizer(self._response_scanner, vault, self._response_scanner.min_holdback)
+                         if self._response_scanner is not None else None)
+            chain = _Chain(sanitizer, StreamRestorer(vault))
+            state.chains.append(chain)
+            return chain
+
+        if content_type == "text/event-stream":
+            state.rewriter, state.streaming = SseRewriter(request.api, make), True
+        elif content_type.endswith("json"):
+            state.rewriter = JsonRewriter(request.api, make)
+        else:
+            return None  # not a shape we can find model text in: nothing to rewrite
+        ctx.state["pii.response"] = state
+        return None
+
+    async def on_response_body(self, ctx: RequestContext) -> Deny | None:
+        state: _ResponseState | None = ctx.state.get("pii.response")
+        if state is None:
+            return None
+        if state.stopped:
+            ctx.replace_response_chunk(b"")
+            return None
+        try:
+            out = state.rewriter.feed(ctx.response_chunk, ctx.response_end)
+        except ValueError:
+            # Beyond what we can inspect: stop rather than pass it unread.
+            return self._stop(ctx, state, "response over the inspection limit")
+        blocked = sorted({e for chain in state.chains if chain.sanitizer for e in chain.sanitizer.blocked})
+        if blocked:
+            return self._stop(ctx, state, f"blocked entities in response: {','.join(blocked)}")
+        counts: dict[str, int] = {}
+        for chain in state.chains:
+            for entity, n in (chain.sanitizer.counts.items() if chain.sanitizer else ()):
+                counts[entity] = counts.get(entity, 0) + n
+        ctx.state["pii.response_entities"] = counts
+        ctx.replace_response_chunk(out)
+        return None
+
+    def _stop(self, ctx: RequestContext, state: _ResponseState, reason: str) -> Deny | None:
+        deny = llm_error(state.api, 502, "api_error", "the response was withheld by the gateway's content policy",
+                         reason=reason, code="content_policy")
+        if not state.streaming:
+            return deny
+        # Headers (200) are already on their way: end the stream with an error event.
+        state.stopped = True
+        ctx.replace_response_chunk(b"event: error\ndata: " + deny.body + b"\n\ndata: [DONE]\n\n")
+        ctx.state["pii.response_stopped"] = reason
+        return None

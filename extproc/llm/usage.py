@@ -1,0 +1,99 @@
+"""Token accounting for LLM exchanges: an estimate before the model runs,
+the real ``usage`` after.
+
+The estimate is deliberately simple and pessimistic (about four characters
+per token, plus the completion the request allows): it only has to bound a
+reservation, which reconciliation corrects from the model's own ``usage``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from extproc.llm.request import ANTHROPIC_MESSAGES, LlmRequest
+from extproc.llm.response import usage_of
+from extproc.sse import SseEvent, SseSplitter
+
+CHARS_PER_TOKEN = 4
+
+
+def estimate_prompt_tokens(request: LlmRequest) -> int:
+    chars = sum(len(slot.text) for slot in request.slots)
+    return chars // CHARS_PER_TOKEN + 4 * max(1, len(request.slots))
+
+
+def normalize_usage(usage: dict | None) -> dict[str, int] | None:
+    """OpenAI (prompt/completion), Responses and Anthropic (input/output) shapes."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    if not isinstance(prompt, int) and not isinstance(completion, int):
+        return None
+    prompt = prompt if isinstance(prompt, int) else 0
+    completion = completion if isinstance(completion, int) else 0
+    return {"prompt": prompt, "completion": completion, "total": prompt + completion}
+
+
+class UsageTracker:
+    """Reads the real usage out of a response as it streams past, without
+    holding the stream: JSON bodies are kept (bounded) until complete; SSE
+    events are scanned one by one. Anthropic streams report input tokens in
+    ``message_start`` and output tokens in ``message_delta``."""
+
+    def __init__(self, api: str, streaming: bool, max_bytes: int = 8 << 20):
+        self.api, self.streaming, self.max_bytes = api, streaming, max_bytes
+        self._json_parts: list[bytes] = []
+        self._size = 0
+        self._splitter = SseSplitter() if streaming else None
+        self._anthropic: dict[str, int] = {}
+        self.completion_chars = 0
+        self.usage: dict[str, int] | None = None
+
+    def feed(self, chunk: bytes, end: bool) -> None:
+        if self._splitter is None:
+            self._size += len(chunk)
+            if self._size <= self.max_bytes:
+                self._json_parts.append(chunk)
+            if end:
+                try:
+                    self.usage = normalize_usage(usage_of(json.loads(b"".join(self._json_parts))))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    self.usage = None
+            return
+        try:
+            blocks = self._splitter.feed(chunk)
+        except ValueError:
+            return  # an event too large to read: usage stays unknown, the estimate stands
+        for block in blocks:
+            self._event(SseEvent(block).data)
+
+    def _event(self, data: str | None) -> None:
+        if not data or data == "[DONE]":
+            return
+        if '"usage"' not in data and '"delta"' not in data and '"text"' not in data:
+            return
+        try:
+            payload = json.loads(data)
+        except json.JSONDecodeError:
+            return
+        if not isinstance(payload, dict):
+            return
+        for choice in payload.get("choices") or ():
+            if isinstance(choice, dict):
+                delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice
+                text = delta.get("content") if "content" in delta else delta.get("text")
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+        if self.api == ANTHROPIC_MESSAGES:
+            message = payload.get("message") if isinstance(payload.get("message"), dict) else payload
+            for key in ("input_tokens", "output_tokens"):
+                value = (message.get("usage") or {}).get(key) if isinstance(message.get("usage"), dict) else None
+                if isinstance(value, int):
+                    self._anthropic[key] = value
+            if self._anthropic:
+                self.usage = normalize_usage(dict(self._anthropic))
+            return
+        found = normalize_usage(usage_of(payload))
+        if found is not None:
+            self.usage = found

@@ -1,0 +1,169 @@
+"""LLM traffic through real Envoy with the real `openai` client, unchanged."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from extproc.local.demo_keys import load_demo_key, mint
+
+REPO = Path(__file__).resolve().parents[2]
+EMAIL, CARD = "alice.smith@example.com", "4111 1111 1111 1111"
+
+
+def token(roles=("reader",)):
+    return mint(load_demo_key(), sub="alice", roles=list(roles))
+
+
+def client(gateway, roles=("reader",)) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=token(roles), max_retries=0, timeout=20)
+
+
+def model_saw(gateway) -> str:
+    return gateway.echo.httpd.model_requests[-1].decode()
+
+
+def llm_policy(tmp_path: Path, pii: str) -> Path:
+    out = tmp_path / "llm-policies"
+    shutil.copytree(REPO / "policies" / "keys", out / "keys")
+    (out / "llm.yaml").write_text(textwrap.dedent("""\
+        routes:
+          - name: llm
+            capabilities:
+              - type: jwt
+                config:
+                  issuers:
+                    - issuer: https://demo.extproc.local
+                      jwks: { file: keys/demo-jwks.json }
+                      audiences: [extproc-demo]
+              - type: model_access
+                config: { rules: [{ roles: [reader], models: [demo] }] }
+        """) + textwrap.indent(textwrap.dedent(pii), " " * 6))
+    return out
+
+
+def test_chat_completion_is_redacted_before_the_model(gateway):
+    reply = client(gateway).chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": f"mail {EMAIL} card {CARD}"}])
+    seen = model_saw(gateway)
+    assert EMAIL not in seen and "4111" not in seen
+    assert "[EMAIL_1]" in seen and "[CREDIT_CARD_1]" in seen
+    assert reply.choices[0].message.content == "You said: mail [EMAIL_1] card [CREDIT_CARD_1]"
+
+
+def test_streaming_completion_stays_streaming_and_redacted(gateway):
+    stream = client(gateway).chat.completions.create(
+        model="demo", stream=True, messages=[{"role": "user", "content": f"write to {EMAIL} now"}])
+    deltas = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(deltas) > 3  # many chunks, not one buffered blob
+    assert "".join(deltas) == "You said: write to [EMAIL_1] now"
+
+
+def test_pseudonymized_values_are_restored_for_the_caller(gateway_factory, tmp_path):
+    gateway = gateway_factory(policy_dir=llm_policy(tmp_path, """\
+        - type: pii
+          config: { entities: { EMAIL: pseudonymize, CREDIT_CARD: pseudonymize } }
+        """))
+    prompt = f"mail {EMAIL} card {CARD}"
+    reply = client(gateway).chat.completions.create(model="demo", messages=[{"role": "user", "content": prompt}])
+    assert EMAIL not in model_saw(gateway) and "[EMAIL_1]" in model_saw(gateway)
+    assert reply.choices[0].message.content == f"You said: {prompt}"
+    # Streamed: the placeholder is split across deltas, and still restored.
+    stream = client(gateway).chat.completions.create(
+        model="demo", stream=True, messages=[{"role": "user", "content": prompt}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == f"You said: {prompt}"
+
+
+def test_pii_the_model_produces_is_caught_across_chunks(gateway_factory, tmp_path):
+    # Only system prompts are sanitized on the way in, so the user's email
+    # reaches the model, which echoes it back split over 7-character deltas.
+    gateway = gateway_factory(policy_dir=llm_policy(tmp_path, """\
+        - type: pii
+          config: { roles: [system], entities: { EMAIL: redact }, responses: true }
+        """))
+    stream = client(gateway).chat.completions.create(
+        model="demo", stream=True, messages=[{"role": "user", "content": f"contact {EMAIL} please"}])
+    chunks = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert EMAIL in model_saw(gateway)
+    text = "".join(chunks)
+    assert text == "You said: contact [EMAIL_1] please"
+    assert not any("alice" in chunk for chunk in chunks)
+
+
+def test_block_action_refuses_the_request(gateway):
+    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\n-----END RSA PRIVATE KEY-----"
+    with pytest.raises(openai.BadRequestError) as info:
+        client(gateway).chat.completions.create(model="demo", messages=[{"role": "user", "content": key}])
+    assert "may not be sent" in info.value.message
+    assert "BEGIN" not in str(info.value.body)
+
+
+def test_disallowed_model_is_403_in_openai_shape(gateway):
+    with pytest.raises(openai.PermissionDeniedError) as info:
+        client(gateway).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.body["code"] == "model_not_allowed"
+
+
+def test_other_openai_apis(gateway):
+    c = client(gateway)
+    completion = c.completions.create(model="demo", prompt=f"reach {EMAIL}")
+    assert completion.choices[0].text == "You said: reach [EMAIL_1]"
+    embedding = c.embeddings.create(model="demo", input=f"about {EMAIL}")
+    assert embedding.data and EMAIL not in model_saw(gateway)
+
+
+def test_anthropic_messages_api(gateway):
+    r = httpx.post(f"{gateway.url}/v1/messages", headers={"authorization": f"Bearer {token()}"},
+                   json={"model": "demo", "max_tokens": 50, "messages": [{"role": "user", "content": f"hi {EMAIL}"}]},
+                   timeout=10)
+    assert r.status_code == 200
+    assert r.json()["content"][0]["text"] == "You said: hi [EMAIL_1]"
+
+
+def raw_post(gateway, body: bytes, headers: dict | None = None) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/v1/chat/completions", content=body, timeout=10,
+                      headers={"authorization": f"Bearer {token()}", "content-type": "application/json",
+                               **(headers or {})})
+
+
+@pytest.mark.parametrize("body, headers, status", [
+    (b'{"model": "demo", "messages": [', {}, 400),
+    (b'{"model": "demo"}', {"content-type": "text/plain"}, 415),
+    (b'{"model": "demo", "messages": [{"role": "user", "content": "\xff\xfe"}]}', {}, 400),
+    (b"{}", {"content-encoding": "br"}, 415),
+])
+def test_bad_requests_get_clear_4xx_and_the_processor_stays_healthy(gateway, body, headers, status):
+    r = raw_post(gateway, body, headers)
+    assert r.status_code == status
+    assert "message" in r.json()["error"]
+    ok = raw_post(gateway, json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hi"}]}).encode())
+    assert ok.status_code == 200
+
+
+def test_gzip_bodies_are_inspected(gateway):
+    body = gzip.compress(json.dumps({"model": "demo", "messages": [{"role": "user", "content": EMAIL}]}).encode())
+    r = raw_post(gateway, body, {"content-encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"] == "You said: [EMAIL_1]"
+    assert EMAIL not in model_saw(gateway)
+
+
+def test_body_over_the_limit_is_413(gateway):
+    huge = json.dumps({"model": "demo", "messages": [{"role": "user", "content": "a" * (5 << 20)}]}).encode()
+    assert raw_post(gateway, huge).status_code == 413
+    ok = raw_post(gateway, json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hi"}]}).encode())
+    assert ok.status_code == 200
+
+
+def test_huge_single_line_prompt_under_the_limit(gateway):
+    prompt = ("word " * 200_000) + EMAIL
+    r = raw_post(gateway, json.dumps({"model": "demo", "messages": [{"role": "user", "content": prompt}]}).encode())
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["message"]["content"].endswith("[EMAIL_1]")
