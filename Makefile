@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	@# xds-protos ships a stale copy of opentelemetry/proto that replaces
+	@# opentelemetry-proto's files when pip installs it second (grpc/grpc#42926);
+	@# the OTLP exporter then fails to import. Put the real ones back.
+	$(BIN)/pip install --quiet --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(BIN)/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 	touch $@
 
 clean:

@@ -16,7 +16,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     options = ServerOptions(host=args.host, port=args.port, policies=args.policies, workers=args.workers,
                             reload_interval=args.reload_interval, grace=args.grace,
-                            quota_backend=args.quota_backend)
+                            quota_backend=args.quota_backend,
+                            metrics_port=args.metrics_port, metrics_host=args.metrics_host,
+                            decision_log=args.decision_log, decision_log_mask=tuple(args.decision_log_mask or ()))
     try:
         return run(options)
     except PolicyLoadError as exc:
@@ -81,6 +83,59 @@ def _api_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    try:
+        with grpc.insecure_channel(f"{args.host}:{args.port}") as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout).status
+    except grpc.RpcError as exc:
+        print(f"not serving: {exc.code().name}", file=sys.stderr)
+        return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    print(name.lower())
+    return 0 if status == serving else 1
+
+
+def _demo_upstream(args: argparse.Namespace) -> int:
+    """The demo upstreams of `extproc up` as one long-running process (for
+    compose and Kubernetes): the echo + mock model, and the demo MCP server
+    and A2A agent where their packages are installed."""
+    import signal
+    import threading
+
+    from extproc.local.echo import EchoServer
+
+    servers = [EchoServer(args.host, args.port).start()]
+    print(f"demo upstream (echo + mock model) on http://{args.host}:{servers[0].port}", flush=True)
+    if args.mcp_port:
+        try:
+            from extproc.local.demo_mcp import DemoMcpServer
+
+            servers.append(DemoMcpServer(args.host, args.mcp_port, stateless=True).start())
+            print(f"demo MCP server on http://{args.host}:{args.mcp_port}/mcp", flush=True)
+        except Exception as exc:  # optional: the demo works without it
+            print(f"demo MCP server not started: {exc}", file=sys.stderr, flush=True)
+    if args.a2a_port:
+        try:
+            from extproc.local.demo_a2a import DemoA2aServer
+
+            servers.append(DemoA2aServer(args.public_url.rstrip("/") + "/a2a/", args.host, args.a2a_port).start())
+            print(f"demo A2A agent on http://{args.host}:{args.a2a_port}/a2a/", flush=True)
+        except Exception as exc:  # a2a-sdk is optional (pip install 'extproc[a2a]')
+            print(f"demo A2A agent not started: {exc}", file=sys.stderr, flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    for server in servers:
+        server.stop()
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from extproc.local.up import up
 
@@ -101,7 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight streams on SIGTERM")
     serve.add_argument("--quota-backend", default=os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"),
                        help="memory (default) or a redis:// URL shared by all replicas")
+    metrics_port = os.environ.get("EXTPROC_METRICS_PORT")
+    serve.add_argument("--metrics-port", type=int, default=int(metrics_port) if metrics_port else None,
+                       help="serve Prometheus /metrics on this port (default: off; with --workers, one "
+                            "endpoint for all workers)")
+    serve.add_argument("--metrics-host", default=os.environ.get("EXTPROC_METRICS_HOST"),
+                       help="address for /metrics (default: --host)")
+    serve.add_argument("--decision-log", default=os.environ.get("EXTPROC_DECISION_LOG", "off"), metavar="-|PATH|off",
+                       help="one JSON line per decision to stdout (-) or appended to PATH (default: off)")
+    serve.add_argument("--decision-log-mask", action="append", metavar="HEADER",
+                       default=[p for p in os.environ.get("EXTPROC_DECISION_LOG_MASK", "").split(",") if p],
+                       help="another header name (or fnmatch pattern) the decision log erases; repeatable")
     serve.set_defaults(func=_serve)
+
+    health = sub.add_parser("health", help="ask a processor's grpc.health.v1 service; exit 0 if SERVING")
+    health.add_argument("--host", default="127.0.0.1")
+    health.add_argument("--port", type=int, default=50051)
+    health.add_argument("--service", default="", help="a service name; default: the server as a whole")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds")
+    health.set_defaults(func=_health)
+
+    demo = sub.add_parser("demo-upstream", help="run the demo upstream (echo + mock model) alone")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--mcp-port", type=int, default=0, help="also the demo MCP server here (0: no)")
+    demo.add_argument("--a2a-port", type=int, default=0, help="also the demo A2A agent here (0: no)")
+    demo.add_argument("--public-url", default="http://localhost:10000",
+                      help="the gateway's URL as clients see it (the A2A agent card names it)")
+    demo.set_defaults(func=_demo_upstream)
 
     up = sub.add_parser("up", help="run processor + Envoy + demo upstream locally (no Docker)")
     up.add_argument("--listen-port", type=int, default=10000, help="Envoy's listener on 127.0.0.1")

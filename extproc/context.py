@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,7 @@ class CapabilityRecord:
     mode: Mode
     decision: str  # "deny" | "error" | "allow"
     reason: str
+    code: str = ""  # the Deny's stable code, for the audit trail
 
 
 @dataclass(slots=True)
@@ -120,6 +122,7 @@ class RequestContext:
         "request_headers_out", "response_headers_out", "records", "dry_run",
         "response_status", "response_headers", "state",
         "request_body", "request_body_replaced", "response_chunk", "response_end", "response_chunk_replaced",
+        "deny", "filter", "started_ns", "decided_ns", "trace",
     )
 
     def __init__(self, policy: PolicySet, request: HttpRequest, attributes: dict[str, Any] | None = None):
@@ -145,6 +148,15 @@ class RequestContext:
         self.response_chunk = b""
         self.response_end = False
         self.response_chunk_replaced = False
+        # For the audit step (extproc.audit): the refusal the client got, if
+        # any; which Envoy filter asked; when the request arrived and when its
+        # request-headers decision was made (perf_counter_ns); and Envoy's W3C
+        # trace context ({"traceparent": ..., "tracestate": ...}) when tracing is on.
+        self.deny: Deny | None = None
+        self.filter = ""
+        self.started_ns = time.perf_counter_ns()
+        self.decided_ns = 0
+        self.trace: dict[str, str] | None = None
 
     @property
     def revision(self) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from time import perf_counter_ns
 
+from extproc import audit
 from extproc.context import CapabilityRecord, Deny, Mode, Phase, RequestContext
 from extproc.identity.publish import strip_spoofable
 
@@ -56,6 +58,9 @@ async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:
     deny = resolve_route(ctx, bound_name)
     if deny is None:
         deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
+    else:
+        ctx.deny = deny
+    ctx.decided_ns = perf_counter_ns()
     return deny
 
 
@@ -74,26 +79,31 @@ async def run_phase(ctx: RequestContext, phase: Phase) -> Deny | None:
             ctx.records.append(CapabilityRecord(cap.name, cap.mode, "error", f"exception in {phase.value}"))
             if monitor:
                 continue  # a monitor-mode capability can never block, not even by failing
+            ctx.deny = INTERNAL_ERROR
             return INTERNAL_ERROR
         finally:
             ctx.dry_run = False
         if verdict is not None:
-            ctx.records.append(CapabilityRecord(cap.name, cap.mode, "deny", verdict.reason))
+            ctx.records.append(CapabilityRecord(cap.name, cap.mode, "deny", verdict.reason, verdict.code))
             if not monitor:
+                ctx.deny = verdict
                 return verdict
     return None
 
 
 def finish(ctx: RequestContext) -> None:
-    """The audit/log step: every capability's ``on_log``, once per request."""
+    """The audit/log step: every capability's ``on_log``, once per request,
+    then the audit trail (spans, decision log, metrics) when one is on."""
     route = ctx.route
-    if route is None:
-        return
-    for cap in route.capabilities:
-        try:
-            cap.on_log(ctx)
-        except Exception:
-            log.exception("capability %s failed in log", cap.name, extra={"decision_id": ctx.decision_id})
+    if route is not None:
+        for cap in route.capabilities:
+            try:
+                cap.on_log(ctx)
+            except Exception:
+                log.exception("capability %s failed in log", cap.name, extra={"decision_id": ctx.decision_id})
+    sink = audit.SINK
+    if sink is not None:
+        sink(ctx)  # never raises; see extproc.audit.telemetry
 
 
 def error_body(deny: Deny, decision_id: str) -> bytes:

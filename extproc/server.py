@@ -22,6 +22,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc.audit.telemetry import Telemetry, TelemetryOptions
 from extproc.policy.store import PolicyStore
 from extproc.runtime import Runtime
 from extproc.services.authz import AuthorizationService
@@ -30,6 +31,7 @@ from extproc.services.ext_proc import ExternalProcessorService
 log = logging.getLogger("extproc.server")
 
 SUPERVISED_ENV = "EXTPROC_SUPERVISOR_PID"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (extproc.audit.metrics)
 SERVICE_NAMES = (
     "envoy.service.auth.v3.Authorization",
     "envoy.service.ext_proc.v3.ExternalProcessor",
@@ -45,6 +47,11 @@ class ServerOptions:
     reload_interval: float = 1.0
     grace: float = 10.0  # seconds in-flight streams get to finish on SIGTERM
     quota_backend: str = "memory"  # or a redis:// URL; see extproc.runtime
+    # The audit trail (extproc.audit); tracing is configured by OTEL_* variables.
+    metrics_port: int | None = None   # Prometheus /metrics; with workers, served by the supervisor
+    metrics_host: str | None = None   # default: host
+    decision_log: str = "off"         # off | - (stdout) | a file path
+    decision_log_mask: tuple[str, ...] = ()  # more header names/patterns to erase
 
 
 def _install_fast_loop() -> None:
@@ -59,6 +66,10 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
     runtime = Runtime(quota_backend=options.quota_backend)
     store = PolicyStore(options.policies, runtime)
+    telemetry = Telemetry.start(TelemetryOptions(
+        metrics_port=options.metrics_port, metrics_host=options.metrics_host or options.host,
+        decision_log=options.decision_log, decision_log_mask=options.decision_log_mask,
+        metrics_multiprocess=bool(os.environ.get(SUPERVISED_ENV) and os.environ.get(MULTIPROC_ENV))))
     server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 1),
         # Envoy multiplexes many ext_proc streams on one connection.
@@ -73,6 +84,7 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
 
     address = f"{options.host}:{options.port}"
     if server.add_insecure_port(address) == 0:
+        telemetry.close()
         raise OSError(f"cannot bind {address}")
     await server.start()
     for name in ("", *SERVICE_NAMES):
@@ -87,6 +99,8 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
     except (NotImplementedError, RuntimeError, ValueError):
         pass  # not the main thread (embedded in tests or `extproc up`)
     watcher = asyncio.create_task(store.watch(options.reload_interval))
+    reloads = asyncio.create_task(telemetry.watch_policy_reloads(store, options.reload_interval)) \
+        if telemetry.metrics_enabled else None
     log.info("listening", extra={"address": address, "pid": os.getpid(), "revision": store.current.revision})
     if ready is not None:
         ready.set()
@@ -98,7 +112,10 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
         # new streams while in-flight ones finish.
         await health_servicer.enter_graceful_shutdown()
         watcher.cancel()
+        if reloads is not None:
+            reloads.cancel()
         await server.stop(options.grace)
+        telemetry.close()
         await runtime.aclose()
         log.info("stopped")
 
@@ -138,8 +155,18 @@ def _run_workers(options: ServerOptions) -> int:
     argv = [sys.executable, "-m", "extproc", "serve", "--host", options.host, "--port", str(options.port),
             "--policies", options.policies, "--workers", "1",
             "--reload-interval", str(options.reload_interval), "--grace", str(options.grace),
-            "--quota-backend", options.quota_backend]
+            "--quota-backend", options.quota_backend, "--decision-log", options.decision_log]
+    for pattern in options.decision_log_mask:
+        argv += ["--decision-log-mask", pattern]
     env = {**os.environ, SUPERVISED_ENV: str(os.getpid())}
+    env.pop(MULTIPROC_ENV, None)
+    metrics = None
+    if options.metrics_port is not None:
+        # One /metrics for all workers: they write to a shared directory, we serve the sum.
+        from extproc.audit.metrics import MultiprocessExporter
+
+        metrics = MultiprocessExporter(options.metrics_port, options.metrics_host or options.host)
+        env.update(metrics.env())
     children = [subprocess.Popen(argv, env=env) for _ in range(options.workers)]
     stopping = False
 
@@ -158,6 +185,11 @@ def _run_workers(options: ServerOptions) -> int:
         for i, child in enumerate(children):
             if child.poll() is not None and not stopping:
                 log.error("worker exited; restarting", extra={"pid": child.pid, "code": child.returncode})
+                if metrics is not None:
+                    metrics.worker_exited(child.pid)
                 children[i] = subprocess.Popen(argv, env=env)
         time.sleep(0.2)
-    return max(child.wait() for child in children)
+    code = max(child.wait() for child in children)
+    if metrics is not None:
+        metrics.close()
+    return code

@@ -15,6 +15,7 @@ from extproc.capabilities import (  # noqa: F401  (registration: one line per ca
     pii,
     quota,
     rbac,
+    token_budget,
 )
 from extproc.capabilities.base import REGISTRY, Capability, CapabilityConfig, register
 

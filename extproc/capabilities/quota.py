@@ -24,7 +24,7 @@ from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
 from extproc.quota import BackendUnavailable, MemoryBackend, Outcome, QuotaBackend, backend_for, fallback_for
 from extproc.quota import ratelimit_headers as rl
-from extproc.quota.backend import Lease, RateSpec, SlotSpec
+from extproc.quota.backend import RateCheck, RateSpec, SlotCheck, SlotSpec
 from extproc.quota.durations import parse_duration
 from extproc.quota.keys import MISSING, PREFIX, cluster_tag, compile_part, encode_value, normalize_part
 from extproc.runtime import DEFAULT_RUNTIME
@@ -32,11 +32,6 @@ from extproc.runtime import DEFAULT_RUNTIME
 log = logging.getLogger("extproc.quota")
 
 LIMIT_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
-# Set by the ext_authz servicer in ``ctx.attributes``: ext_authz has no
-# end-of-request signal, so a concurrency slot could only be released the
-# moment the check returns. Concurrency limits are skipped there (with an
-# error log) rather than pretending to hold.
-FILTER_ATTRIBUTE = "extproc.filter"
 UNAVAILABLE = Deny(503, "quota_unavailable", "quota backend unavailable (on_backend_error: fail_closed)",
                    headers=((rl.RETRY_AFTER, "1"),))
 
@@ -123,14 +118,18 @@ class _Limit:
         self.missing_deny = Deny(403, "forbidden", f"quota limit {self.name}: the request has no {', '.join(config.key)} to count by")
 
 
-class _Held:
-    """Concurrency slots a request holds, and where to give them back."""
+class _Plan:
+    """One request's checks; kept until on_log when it takes concurrency
+    slots, to know which to give back and where."""
 
-    __slots__ = ("leases", "backends")
+    __slots__ = ("rated", "rates", "slotted", "slots", "backends")
 
-    def __init__(self, leases: list[Lease], backends: tuple[QuotaBackend, ...]):
-        self.leases = leases
-        self.backends = backends
+    def __init__(self, backend: QuotaBackend):
+        self.rated: list[_Limit] = []
+        self.rates: list[RateCheck] = []
+        self.slotted: list[_Limit] = []
+        self.slots: list[SlotCheck] = []
+        self.backends: tuple[QuotaBackend, ...] = (backend,)
 
 
 @register
@@ -157,13 +156,30 @@ class Quota(Capability):
         self._warned_ext_authz = False
 
     async def on_request_headers(self, ctx: RequestContext) -> Deny | None:
+        plan = self._plan(ctx)
+        if plan is None or isinstance(plan, Deny):
+            return plan
+        if plan.slots:
+            # Recorded before the call: if it times out or is cancelled after
+            # Redis took the slots, on_log still gives them back.
+            ctx.state[self._state_key] = plan
+        outcome = await self._check(ctx, plan)
+        if outcome is None:
+            return UNAVAILABLE
+        if not outcome.allowed:
+            ctx.state.pop(self._state_key, None)
+            return self._refusal(plan, outcome)
+        if plan.rated:
+            ctx.set_response_header(rl.POLICY, ", ".join([limit.policy_item for limit in plan.rated]))
+            ctx.set_response_header(rl.STATUS, _status_header(plan.rated, outcome))
+        return None
+
+    def _plan(self, ctx: RequestContext) -> _Plan | Deny | None:
+        """The backend keys of this request's limits; None if none applies."""
         raw = [fn(ctx) for fn in self._part_fns]
         values = [encode_value(v) if v else MISSING for v in raw]
         head = PREFIX + "{" + cluster_tag([values[i] for i in self._tag_parts])
-        rated: list[_Limit] = []
-        rates: list = []
-        slotted: list[_Limit] = []
-        slots: list = []
+        plan = _Plan(self._backend)
         for limit in self._limits:
             if limit.missing != "shared" and not all(raw[i] for i in limit.parts):
                 if limit.missing == "deny":
@@ -171,39 +187,33 @@ class Quota(Capability):
                 continue  # skip: this limit does not apply to the request
             suffix = ":".join([values[i] for i in limit.parts])
             if limit.rate is not None:
-                rated.append(limit)
-                rates.append((head + limit.rate_infix + suffix, limit.rate))
+                plan.rated.append(limit)
+                plan.rates.append((head + limit.rate_infix + suffix, limit.rate))
             if limit.slot is not None and self._slots_possible(ctx, limit):
-                slotted.append(limit)
-                slots.append((head + limit.slot_infix + suffix, limit.slot, os.urandom(8).hex()))
-        if not rates and not slots:
-            return None
+                plan.slotted.append(limit)
+                plan.slots.append((head + limit.slot_infix + suffix, limit.slot, os.urandom(8).hex()))
+        return plan if plan.rates or plan.slots else None
 
-        held = None
-        if slots:
-            # Recorded before the call: if it times out or is cancelled after
-            # Redis took the slots, on_log still gives them back.
-            held = ctx.state[self._state_key] = _Held([(key, lease) for key, _spec, lease in slots], (self._backend,))
+    async def _check(self, ctx: RequestContext, plan: _Plan) -> Outcome | None:
+        """The backend's verdict; the fallback's when the backend is down and
+        the policy fails open; None when it fails closed."""
         try:
-            outcome = await self._backend.check(rates, slots)
+            return await self._backend.check(plan.rates, plan.slots)
         except Exception as exc:  # noqa: BLE001 - a backend must never fail the request by raising
             if not isinstance(exc, BackendUnavailable):
                 log.exception("quota backend error", extra={"decision_id": ctx.decision_id})
-            if self._fallback is None:
-                return UNAVAILABLE
-            outcome = await self._fallback.check(rates, slots)
-            if held is not None:
-                held.backends = (self._fallback, self._backend)
-        if not outcome.allowed:
-            ctx.state.pop(self._state_key, None)
-            return self._refusal(rated, slotted, outcome)
-        if rated:
-            ctx.set_response_header(rl.POLICY, ", ".join([limit.policy_item for limit in rated]))
-            ctx.set_response_header(rl.STATUS, _status_header(rated, outcome))
-        return None
+        if self._fallback is None:
+            return None
+        # Slots may have been taken by a call that timed out after Redis ran
+        # it: release in both, leases that were never taken are no-ops.
+        plan.backends = (self._fallback, self._backend)
+        return await self._fallback.check(plan.rates, plan.slots)
 
     def _slots_possible(self, ctx: RequestContext, limit: _Limit) -> bool:
-        if ctx.attributes.get(FILTER_ATTRIBUTE) != "ext_authz":
+        # ext_authz has no end-of-request signal: a slot could only be given
+        # back the moment the check returns, so the limit would cap concurrent
+        # checks, not requests. Say so loudly instead of pretending it holds.
+        if ctx.filter != "ext_authz":
             return True
         if not self._warned_ext_authz:
             self._warned_ext_authz = True
@@ -212,16 +222,16 @@ class Quota(Capability):
         return False
 
     @staticmethod
-    def _refusal(rated: Sequence[_Limit], slotted: Sequence[_Limit], outcome: Outcome) -> Deny:
-        over_rate = [limit.name for limit, s in zip(rated, outcome.rates) if s.retry_after > 0]
-        over_slots = [limit.name for limit, n in zip(slotted, outcome.slots_in_use) if n >= limit.slot.limit]
+    def _refusal(plan: _Plan, outcome: Outcome) -> Deny:
+        over_rate = [limit.name for limit, s in zip(plan.rated, outcome.rates) if s.retry_after > 0]
+        over_slots = [limit.name for limit, n in zip(plan.slotted, outcome.slots_in_use) if n >= limit.slot.limit]
         # Every limit must admit the request, so the client waits for the slowest.
         # A concurrency limit frees up when some request ends: a second is a hint.
-        wait = max([s.retry_after for s in outcome.rates] + ([1.0] if over_slots else []))
+        wait = max([s.retry_after for s in outcome.rates] + ([1.0] if over_slots else []), default=1.0)
         headers = [(rl.RETRY_AFTER, rl.retry_after(wait))]
-        if rated:
-            headers.append((rl.POLICY, ", ".join([limit.policy_item for limit in rated])))
-            headers.append((rl.STATUS, _status_header(rated, outcome)))
+        if plan.rated:
+            headers.append((rl.POLICY, ", ".join([limit.policy_item for limit in plan.rated])))
+            headers.append((rl.STATUS, _status_header(plan.rated, outcome)))
         if over_rate:
             reason = f"rate limit exceeded: {', '.join(over_rate + over_slots)}"
             code = "rate_limited"
@@ -230,11 +240,22 @@ class Quota(Capability):
             code = "concurrency_limited"
         return Deny(429, code, reason, headers=tuple(headers))
 
+    async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
+        # Nothing to decide here. Having this phase keeps Envoy's ext_proc
+        # stream open past the request headers: with nothing left to send,
+        # Envoy would end the stream (and so run on_log, releasing the
+        # concurrency slot) while the upstream is still working. With it the
+        # slot is held until the response headers, or to the very end of the
+        # response when Envoy also sends the response body or trailers
+        # (docs/quota.md, "Concurrency limits").
+        return None
+
     def on_log(self, ctx: RequestContext) -> None:
-        held = ctx.state.pop(self._state_key, None)
-        if held is not None:
-            for backend in held.backends:
-                backend.release_soon(held.leases)
+        plan = ctx.state.pop(self._state_key, None)
+        if plan is not None:
+            leases = [(key, lease) for key, _spec, lease in plan.slots]
+            for backend in plan.backends:
+                backend.release_soon(leases)
 
 
 def _status_header(rated: Sequence[_Limit], outcome: Outcome) -> str:

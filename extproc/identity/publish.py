@@ -36,5 +36,8 @@ def publish(ctx: RequestContext, identity: Identity) -> None:
         elif not ctx.dry_run:
             # An identity published earlier on this request (an API key before
             # a JWT) must not leave its tenant or roles behind as if they were
-            # this identity's: the upstream trusts these headers.
-            ctx.request_headers_out.set.pop(name, None)
+            # this identity's: the upstream trusts these headers. Its `set`
+            # also cancelled the removal of a client-sent copy: restore that.
+            out = ctx.request_headers_out
+            if out.set.pop(name, None) is not None and name not in out.remove:
+                out.remove.append(name)

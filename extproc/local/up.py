@@ -41,11 +41,13 @@ def up(args: argparse.Namespace) -> int:
     if not (certs / "ca.pem").exists():
         generate_certs(certs)
     echo = EchoServer().start()
+    agents = _demo_agents(args.listen_port)
     processor = ProcessorProcess(policies, workers=args.workers)
     admin_port = free_port()
     config = render(ENVOY_DIR / "gateway.yaml",
                     {"gateway": args.listen_port, "gateway_mtls": args.mtls_port,
-                     "governance": processor.port, "upstream": echo.port},
+                     "governance": processor.port, "upstream": echo.port,
+                     **{name: server.port for name, server in agents.items()}},
                     admin_port=admin_port, certs_dir=certs.resolve())
     envoy = None
     try:
@@ -59,7 +61,7 @@ governance gateway is up (policy revision {policy.revision}, routes: {', '.join(
   envoy       {base}   and https://localhost:{args.mtls_port} (mTLS)   admin http://127.0.0.1:{admin_port}
   processor   127.0.0.1:{processor.port}  (ext_authz + ext_proc, gRPC; policies from {policies}, hot-reloaded)
   upstream    http://127.0.0.1:{echo.port}  (echo: shows what the gateway let through)
-
+{_agents_banner(agents, base)}
 try:
   curl -i {base}/api/hello                                    # 401: no token
   TOKEN=$(extproc token --sub alice --roles reader)
@@ -82,4 +84,39 @@ Ctrl-C stops everything.""", flush=True)
             envoy.stop()
         processor.stop()
         echo.stop()
+        for server in agents.values():
+            server.stop()
         print("stopped", file=sys.stderr)
+
+
+def _demo_agents(listen_port: int) -> dict:
+    """The demo MCP server (always) and A2A agent (when a2a-sdk is installed),
+    by the Envoy cluster name they stand behind."""
+    from extproc.local.demo_mcp import DemoMcpServer
+
+    # Stateless: every POST stands alone, so a plain curl can call it too.
+    agents = {"mcp": DemoMcpServer(stateless=True).start()}
+    try:
+        from extproc.local.demo_a2a import DemoA2aServer
+
+        agents["a2a"] = DemoA2aServer(public_url=f"http://127.0.0.1:{listen_port}/a2a/").start()
+    except ImportError:
+        pass  # a2a-sdk is optional: pip install 'extproc[a2a]'
+    return agents
+
+
+def _agents_banner(agents: dict, base: str) -> str:
+    lines = [f"  mcp server  {agents['mcp'].url}/mcp  (demo tools: search_docs, read_file, delete_record)"]
+    if "a2a" in agents:
+        lines.append(f"  a2a agent   {agents['a2a'].url}/a2a/  (demo skills: summarize, translate, purge_cache)")
+    lines += ["",
+              "MCP (readers see search_docs and read_file; admins also delete_record):",
+              "  TOKEN=$(extproc token --sub alice --roles reader)",
+              "  curl -s -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\",
+              "       -H 'accept: application/json, text/event-stream' \\",
+              f"       -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}}' {base}/mcp"]
+    if "a2a" in agents:
+        lines += ["A2A (agents planner-* may use summarize and translate):",
+                  "  AGENT=$(extproc token --sub planner-bot --agent-id planner-1)",
+                  f"  curl -s -H \"authorization: Bearer $AGENT\" {base}/a2a/.well-known/agent-card.json"]
+    return "\n".join(lines) + "\n"

@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from extproc.quota import lua
 from extproc.quota.backend import (
@@ -54,7 +54,8 @@ log = logging.getLogger("extproc.quota")
 SCHEMES = {"redis": ("redis", False), "rediss": ("rediss", False),
            "redis+cluster": ("redis", True), "rediss+cluster": ("rediss", True)}
 DEFAULTS = {"timeout": 0.05, "connect_timeout": 0.05, "retry_interval": 0.25, "max_connections": 64}
-_FAILURES = (RedisError, OSError, TimeoutError)
+# RedisClusterException (slot and topology trouble) is not a RedisError.
+_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def _split_options(url: str) -> tuple[str, bool, dict]:
@@ -96,36 +97,79 @@ class RedisBackend(QuotaBackend):
         # Bounds operations in flight (the cluster client raises instead of
         # waiting when its per-node pool is exhausted).
         self._gate = asyncio.Semaphore(options["max_connections"])
-        self._check = self._client.register_script(lua.CHECK)      # EVALSHA, loading on NOSCRIPT
+        # EVALSHA; on NOSCRIPT (e.g. Redis restarted) redis-py loads the script and retries.
+        self._check = self._client.register_script(lua.CHECK)
         self._release = self._client.register_script(lua.RELEASE)
         self._reserve = self._client.register_script(lua.RESERVE)
         self._reconcile = self._client.register_script(lua.RECONCILE)
-        self._down_until = 0.0   # monotonic time before which we do not try Redis
+        self._scripts = (self._check, self._release, self._reserve, self._reconcile)
+        self._ready = False           # connected (cluster: slot map loaded) and scripts loaded
+        self._connect_lock = asyncio.Lock()
         self._down_since: float | None = None
+        self._down_until = 0.0        # monotonic time before which we do not try Redis
+        self._probing = False
         self._pending: set[asyncio.Task] = set()
+        try:
+            # Built while the policy loads inside the server's loop: connect
+            # now, so the first request does not pay for it and an unreachable
+            # Redis is reported at start-up.
+            self._track(asyncio.get_running_loop().create_task(self._warm_up()))
+        except RuntimeError:
+            pass  # no loop (policy validation, tests): connect on first use
 
     @property
     def available(self) -> bool:
         return self._down_since is None
 
+    async def _warm_up(self) -> None:
+        try:
+            async with asyncio.timeout(max(self.timeout, 1.0)):
+                await self._connect()
+        except _FAILURES as exc:
+            self._failed(exc)
+
+    async def _connect(self) -> None:
+        # One task connects while the others wait: concurrent first use of a
+        # fresh cluster client races in redis-py, and loading the scripts up
+        # front spares every request of a burst its own NOSCRIPT round trip.
+        async with self._connect_lock:
+            if self._ready:
+                return
+            if self.cluster:
+                await self._client.initialize()
+            for script in self._scripts:
+                await self._client.script_load(script.script)
+            self._ready = True
+
     async def _run(self, script, keys: Sequence[str], args: Sequence) -> list:
-        if self._down_since is not None and time.monotonic() < self._down_until:
-            raise BackendUnavailable(f"{self.name} unavailable (retrying in {self._down_until - time.monotonic():.2f}s)")
+        probing = False
+        if self._down_since is not None:
+            # Down: answer at once until retry_interval has passed, then let
+            # exactly one request probe while the others keep failing fast.
+            if self._probing or time.monotonic() < self._down_until:
+                raise BackendUnavailable(f"{self.name} unavailable since {self._down_since:.3f}")
+            self._probing = probing = True
         try:
             async with asyncio.timeout(self.timeout):
+                if not self._ready:
+                    await self._connect()
                 async with self._gate:
                     result = await script(keys=keys, args=args)
         except _FAILURES as exc:
             self._failed(exc)
             raise BackendUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if probing:
+                self._probing = False
         if self._down_since is not None:
             log.info("quota backend recovered", extra={"backend": self._redacted(),
-                                                          "down_s": round(time.monotonic() - self._down_since, 3)})
+                                                       "down_s": round(time.monotonic() - self._down_since, 3)})
             self._down_since = None
         return result
 
     def _failed(self, exc: BaseException) -> None:
         now = time.monotonic()
+        self._ready = False  # reconnect (and reload scripts: a restarted Redis forgot them)
         self._down_until = now + self.retry_interval
         if self._down_since is None:
             self._down_since = now
@@ -156,9 +200,10 @@ class RedisBackend(QuotaBackend):
             await self._run(self._release, [key for key, _ in leases], [lease for _, lease in leases])
 
     def release_soon(self, leases: Sequence[Lease]) -> None:
-        if not leases:
-            return
-        task = asyncio.get_running_loop().create_task(self._release_quietly(leases))
+        if leases:
+            self._track(asyncio.get_running_loop().create_task(self._release_quietly(leases)))
+
+    def _track(self, task: asyncio.Task) -> None:
         self._pending.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._pending.discard)
 

@@ -14,6 +14,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
+from extproc import audit
 from extproc.context import Deny, HttpRequest, RequestContext
 from extproc.headers import decode_header_value
 from extproc.pipeline import INTERNAL_ERROR, error_body, finish, start
@@ -64,11 +65,16 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
 
     async def Check(self, request: authz_pb2.CheckRequest, context) -> authz_pb2.CheckResponse:
         ctx: RequestContext | None = None
+        finished = False
         try:
             attributes = request.attributes
             ctx = RequestContext(self.store.current, _request_from(attributes),
                                  {"source.principal": attributes.source.principal})
+            ctx.filter = "ext_authz"
+            if audit.TRACING:
+                ctx.trace = audit.trace_carrier(context.invocation_metadata())
             deny = await start(ctx, attributes.context_extensions.get(ROUTE_KEY))
+            finished = True
             finish(ctx)
             if deny is not None:
                 return denied_response(deny, ctx.decision_id)
@@ -77,6 +83,12 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
             # Fail closed: a bug here must never become an allowed request.
             decision_id = ctx.decision_id if ctx else "-"
             log.exception("ext_authz check failed", extra={"decision_id": decision_id})
+            if ctx is not None and not finished:
+                ctx.deny = INTERNAL_ERROR
+                try:
+                    finish(ctx)  # the failure is audited too
+                except Exception:
+                    log.exception("audit of a failed check failed", extra={"decision_id": decision_id})
             return denied_response(INTERNAL_ERROR, decision_id)
 
     @staticmethod

@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 
+import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
+from extproc import audit
 from extproc.context import Deny, HeaderMutation, HttpRequest, Phase, RequestContext
 from extproc.headers import decode_header_value, encode_header_value
 from extproc.pipeline import INTERNAL_ERROR, error_body, finish, run_phase, start
@@ -80,14 +82,27 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest], context):
         exchange = _Exchange(self.store, _route_binding(context))
+        if audit.TRACING:
+            exchange.trace = audit.trace_carrier(context.invocation_metadata())
+        # read()/write() rather than an async generator: when Envoy resets the
+        # stream (a client hanging up), the cancellation lands in this
+        # coroutine and `finally` runs at once. A suspended generator would
+        # only be finalized whenever the garbage collector got to it, and the
+        # audit step (releasing concurrency slots, settling token budgets)
+        # with it.
         try:
-            async for message in request_iterator:
+            while True:
+                message = await context.read()
+                if message is grpc.aio.EOF:
+                    return
                 try:
                     response = await exchange.handle(message)
                 except Exception:
                     log.exception("ext_proc message failed", extra={"decision_id": exchange.decision_id})
                     response = immediate(INTERNAL_ERROR, exchange.decision_id)
-                yield response
+                    if exchange.ctx is not None:
+                        exchange.ctx.deny = INTERNAL_ERROR
+                await context.write(response)
                 if response.HasField("immediate_response"):
                     return  # Envoy has sent the reply; nothing more will come
         finally:
@@ -97,12 +112,13 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
 class _Exchange:
     """The state of one HTTP request's ext_proc stream."""
 
-    __slots__ = ("store", "bound_route", "ctx")
+    __slots__ = ("store", "bound_route", "ctx", "trace")
 
     def __init__(self, store: PolicyStore, bound_route: str | None):
         self.store = store
         self.bound_route = bound_route
         self.ctx: RequestContext | None = None
+        self.trace: dict[str, str] | None = None  # Envoy's trace context, when tracing is on
 
     @property
     def decision_id(self) -> str:
@@ -138,6 +154,8 @@ class _Exchange:
             headers.pop(":authority", "") or headers.get("host", ""), headers, headers.pop(":scheme", "http"),
         )
         self.ctx = ctx = RequestContext(self.store.current, request, _attributes(message))
+        ctx.filter = "ext_proc"
+        ctx.trace = self.trace
         deny = await start(ctx, self.bound_route)
         if deny is not None:
             return immediate(deny, ctx.decision_id)
@@ -156,6 +174,7 @@ class _Exchange:
             # Capabilities judge whole bodies: a partial one (BUFFERED_PARTIAL
             # over its limit, or a STREAMED misconfiguration) cannot be
             # governed, so it is refused rather than passed on unread.
+            ctx.deny = BODY_TOO_LARGE
             return immediate(BODY_TOO_LARGE, ctx.decision_id)
         ctx.request_body = body.body
         deny = await run_phase(ctx, Phase.REQUEST_BODY)

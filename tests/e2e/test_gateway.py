@@ -10,13 +10,18 @@ import time
 
 import httpx
 
+from extproc.local.demo_keys import load_demo_key, mint
+
+# /api/ and /proc/ require a token from the demo issuer (policies/demo.yaml).
+AUTH = {"authorization": f"Bearer {mint(load_demo_key(), sub='alice', roles=['reader'], ttl=6 * 3600)}"}
+
 
 def upstream_saw(response: httpx.Response) -> dict:
     return response.json()["headers"]
 
 
 def test_allowed_request_reaches_upstream_with_governance_headers(gateway):
-    r = gateway.client.get("/api/hello")
+    r = gateway.client.get("/api/hello", headers=AUTH)
     assert r.status_code == 200
     seen = upstream_saw(r)
     assert seen["x-gateway"] == "governance"
@@ -25,7 +30,7 @@ def test_allowed_request_reaches_upstream_with_governance_headers(gateway):
 
 
 def test_denied_request_never_reaches_upstream(gateway):
-    r = gateway.client.get("/api/hello", headers={"x-debug": "1"})
+    r = gateway.client.get("/api/hello", headers={**AUTH, "x-debug": "1"})
     assert r.status_code == 403
     assert r.headers["content-type"] == "application/json"
     assert r.json()["error"] == {"code": "forbidden", "message": "access denied",
@@ -62,7 +67,7 @@ def test_path_tricks_do_not_escape_the_policy(gateway):
 
 
 def test_ext_proc_route_edits_request_and_response_headers(gateway):
-    r = gateway.client.get("/proc/thing")
+    r = gateway.client.get("/proc/thing", headers=AUTH)
     assert r.status_code == 200
     assert upstream_saw(r)["x-gateway"] == "governance"
     assert r.headers["x-governed-by"] == "extproc"
@@ -71,17 +76,17 @@ def test_ext_proc_route_edits_request_and_response_headers(gateway):
 
 
 def test_spoofed_identity_headers_are_stripped(gateway):
-    r = gateway.client.get("/api/hello", headers={"x-auth-subject": "admin", "x-auth-roles": "admin"})
+    r = gateway.client.get("/api/hello", headers={**AUTH, "x-auth-subject": "admin", "x-auth-roles": "admin"})
     assert r.status_code == 200
-    assert "x-auth-subject" not in upstream_saw(r) and "x-auth-roles" not in upstream_saw(r)
+    assert upstream_saw(r)["x-auth-subject"] == "alice" and upstream_saw(r)["x-auth-roles"] == "reader"
 
 
 def test_processor_down_fails_closed(gateway):
     gateway.processor.stop(signal.SIGKILL)
-    assert gateway.client.get("/api/hello").status_code == 503
-    assert gateway.client.get("/proc/thing").status_code >= 500
+    assert gateway.client.get("/api/hello", headers=AUTH).status_code == 503
+    assert gateway.client.get("/proc/thing", headers=AUTH).status_code >= 500
     gateway.restart_processor()
-    assert gateway.wait_for(lambda: gateway.client.get("/api/hello").status_code == 200)
+    assert gateway.wait_for(lambda: gateway.client.get("/api/hello", headers=AUTH).status_code == 200)
 
 
 def test_processor_slow_past_timeout_fails_closed(gateway):
@@ -89,19 +94,19 @@ def test_processor_slow_past_timeout_fails_closed(gateway):
     os.kill(pid, signal.SIGSTOP)  # alive, connected, not answering
     try:
         started = time.monotonic()
-        r = gateway.client.get("/api/hello")
+        r = gateway.client.get("/api/hello", headers=AUTH)
         assert r.status_code == 503
-        r = gateway.client.get("/proc/thing")
+        r = gateway.client.get("/proc/thing", headers=AUTH)
         assert r.status_code == 504
         assert time.monotonic() - started < 5  # Envoy's 250 ms timeouts, not a hang
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert gateway.wait_for(lambda: gateway.client.get("/api/hello").status_code == 200)
+    assert gateway.wait_for(lambda: gateway.client.get("/api/hello", headers=AUTH).status_code == 200)
 
 
 def _load(gateway, paths, stop: threading.Event, results: list, threads: int = 4):
     def worker(i):
-        with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        with httpx.Client(base_url=gateway.url, timeout=10, headers=AUTH) as client:
             n = 0
             while not stop.is_set():
                 path = paths[n % len(paths)]
@@ -158,13 +163,13 @@ def test_policy_reload_during_traffic_drops_nothing(gateway):
 
 
 def test_invalid_reload_keeps_last_good_policy(gateway):
-    assert gateway.client.get("/api/x", headers={"x-debug": "1"}).status_code == 403
+    assert gateway.client.get("/api/x", headers={**AUTH, "x-debug": "1"}).status_code == 403
     gateway.write_policy("demo.yaml", "routes:\n  - name: api\n    match: {path_prefix: api}\n")
     gateway.wait_for(lambda: "policy reload rejected" in gateway.processor_log_text())
     assert "demo.yaml:3: routes[0].match.path_prefix: must start with /" in gateway.processor_log_text()
     # The old policy still governs: allowed stays allowed, denied stays denied.
-    assert gateway.client.get("/api/x").status_code == 200
-    assert gateway.client.get("/api/x", headers={"x-debug": "1"}).status_code == 403
+    assert gateway.client.get("/api/x", headers=AUTH).status_code == 200
+    assert gateway.client.get("/api/x", headers={**AUTH, "x-debug": "1"}).status_code == 403
 
 
 def test_killing_the_processor_under_load_never_lets_a_request_through_ungoverned(gateway_factory):
@@ -206,7 +211,7 @@ def _children_of(pid: int) -> list[int]:
 def test_two_workers_share_the_port_and_both_serve(gateway_factory):
     gateway = gateway_factory(workers=2)
     for _ in range(50):
-        assert gateway.client.get("/api/x").status_code == 200
+        assert gateway.client.get("/api/x", headers=AUTH).status_code == 200
     assert len(_children_of(gateway.processor.proc.pid)) == 2
 
 
@@ -222,7 +227,7 @@ def test_a_crashed_worker_is_replaced(gateway_factory):
     first, second = _children_of(gateway.processor.proc.pid)
     os.kill(first, signal.SIGKILL)
     gateway.wait_for(lambda: len(set(_children_of(gateway.processor.proc.pid)) - {first, second}) == 1)
-    gateway.wait_for(lambda: all(gateway.client.get("/api/x").status_code == 200 for _ in range(20)))
+    gateway.wait_for(lambda: all(gateway.client.get("/api/x", headers=AUTH).status_code == 200 for _ in range(20)))
 
 
 def _state(pid: int) -> str:
@@ -234,6 +239,6 @@ def _state(pid: int) -> str:
 
 
 def test_sigterm_drains_and_exits_cleanly(gateway):
-    assert gateway.client.get("/api/x").status_code == 200
+    assert gateway.client.get("/api/x", headers=AUTH).status_code == 200
     assert gateway.processor.stop(signal.SIGTERM) == 0
     assert "draining" in gateway.processor_log_text() and '"stopped"' in gateway.processor_log_text()

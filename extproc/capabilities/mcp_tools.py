@@ -1,0 +1,443 @@
+"""``mcp_tools``: which MCP tools, resources and prompts each caller may use.
+
+On an MCP route (Streamable HTTP, Envoy's ext_proc with the request body
+buffered and the response streamed) every JSON-RPC request is parsed and
+judged against the rules (``extproc.mcp.policy``): ``tools/call``,
+``prompts/get``, ``resources/read|subscribe|unsubscribe`` and
+``completion/complete`` by their target; list results (``tools/list``,
+``resources/list``, ``resources/templates/list``, ``prompts/list``) are
+filtered on the way back by the *same* decision, so a caller sees what it may
+use and nothing else. Default deny: a target no allow rule grants is refused.
+
+A refused request is answered by the gateway with a JSON-RPC error carrying
+the request's id (HTTP 200, code -32019; as an SSE event when the client
+accepts only SSE), so MCP clients raise their normal protocol error.
+Malformed bodies get -32700 / -32600 / -32602 with HTTP 400.
+
+Batches (JSON-RPC arrays, from the 2025-03-26 protocol) are judged as a
+unit: if any message in a batch is refused or invalid, the gateway answers
+the whole batch itself — the refused message with its own error, every other
+request with "not executed" — and the server sees none of it. A batch is
+forwarded only when every message in it is allowed. (Rewriting the batch to
+forward the allowed part would execute a subset the client never asked for
+as such, and MCP dropped batches in 2025-06-18: current servers reject them.)
+
+Also: tool-definition pinning (``extproc.mcp.pins``), an optional scan of
+tool descriptions and results for injected instructions (when the
+``extproc.guard.injection`` detector is installed), delegation-chain checks,
+and an audit record per targeted request in ``ctx.state["audit"]``
+(arguments as a SHA-256 of their canonical JSON, never their values).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from extproc.capabilities.base import Capability, CapabilityConfig, register
+from extproc.context import CapabilityRecord, Deny, RequestContext
+from extproc.globs import compile_globs
+from extproc.mcp import jsonrpc
+from extproc.mcp.callers import caller, caller_label
+from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
+from extproc.mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, POLICY_DENIED, Invalid, Message, error_object, id_key
+from extproc.mcp.pins import PinStore, definition_hash
+from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, Decision, validate_rules
+from extproc.mcp.protocol import LISTS, PASS, ParamsError, is_notification, target_of
+from extproc.mcp.responses import rewriter
+from extproc.runtime import DEFAULT_RUNTIME
+
+log = logging.getLogger("extproc.mcp")
+
+SESSION_HEADER = "mcp-session-id"
+_HEX = set("0123456789abcdef")
+
+
+class PinningConfig(CapabilityConfig):
+    mode: Literal["off", "alert", "block"] = Field(
+        "alert", description="On a changed tool definition: alert (audit + log) or block (hide it, refuse its calls).")
+    trust_on_first_use: bool = Field(True, description="Pin the first definition seen; false: only explicit pins count.")
+    pins: dict[str, str] = Field(default_factory=dict, description="Tool name → SHA-256 of its definition (always wins).")
+    server: str | None = Field(None, description="Pin namespace; default: the route name.")
+
+    @field_validator("pins")
+    @classmethod
+    def _digests(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, digest in value.items():
+            if len(digest) != 64 or not set(digest.lower()) <= _HEX:
+                raise ValueError(f"pin for {name!r} must be a hex SHA-256 (64 characters)")
+        return value
+
+
+class ScanConfig(CapabilityConfig):
+    descriptions: bool = Field(False, description="Scan tool descriptions in tools/list results.")
+    results: bool = Field(False, description="Scan the text of tools/call results.")
+    threshold: float = Field(0.5, ge=0, description="Detector score at or above which text is flagged.")
+    action: Literal["alert", "block"] = Field(
+        "alert", description="block: a flagged tool is hidden and refused; a flagged result is withheld.")
+
+
+class McpToolsConfig(CapabilityConfig):
+    rules: list[AccessRule] = Field(min_length=1)
+    allow_methods: list[str] = Field(default_factory=list,
+                                     description="Other JSON-RPC methods (globs) to let through, e.g. vendor extensions.")
+    max_batch: int = Field(16, ge=1, le=1000, description="Most messages in a JSON-RPC batch.")
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_response_bytes: int = Field(8 << 20, ge=1024, description="Largest JSON response held for filtering.")
+    pinning: PinningConfig = Field(default_factory=PinningConfig)
+    scan: ScanConfig = Field(default_factory=ScanConfig)
+    delegation: DelegationConfig | None = None
+
+    _rules = field_validator("rules")(validate_rules)
+
+
+@dataclass(slots=True)
+class _Pending:
+    id: Any
+    method: str
+    record: dict | None = None
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What one HTTP request's processing remembers between phases."""
+
+    pending: dict = field(default_factory=dict)
+    batch: bool = False
+    reasons: list[str] = field(default_factory=list)
+    body: Any = None
+    fed: bool = False  # the response body reached us (Envoy's route sends it)  # the response rewriter
+
+
+def _load_detector():
+    try:
+        from extproc.guard.injection import InjectionDetector
+    except ImportError:
+        return None
+    try:
+        return InjectionDetector()
+    except Exception:  # a detector that cannot start must not take the route down
+        log.exception("injection detector failed to start; MCP scanning disabled")
+        return None
+
+
+@register
+class McpTools(Capability):
+    name = "mcp_tools"
+    priority = 850  # after authentication (1000+) and rbac (900), before quotas
+    Config = McpToolsConfig
+    needs_request_body = True
+    needs_response_body = True
+
+    def __init__(self, config: McpToolsConfig, mode, runtime=DEFAULT_RUNTIME):
+        super().__init__(config, mode, runtime)
+        self._policy = AccessPolicy(config.rules)
+        self._delegation = DelegationPolicy(config.delegation) if config.delegation else None
+        self._allow_methods = compile_globs(config.allow_methods)
+        self._pins_applied: set[str] = set()
+        scan = config.scan
+        self._detector = None
+        if scan.descriptions or scan.results:
+            self._detector = runtime.shared(("mcp.injection_detector",), _load_detector)
+            if self._detector is None:
+                log.warning("mcp_tools scan is configured but extproc.guard.injection is not available; not scanning")
+
+    # -- shared decision --------------------------------------------------
+
+    def _pins(self, ctx: RequestContext) -> PinStore:
+        key = self.config.pinning.server or (ctx.route.name if ctx.route else "-")
+        store = self.runtime.shared(("mcp.pins", key), PinStore)
+        if key not in self._pins_applied:
+            store.apply_policy(self.config.pinning.pins)
+            self._pins_applied.add(key)
+        return store
+
+    def decide(self, ctx: RequestContext, kind: str, name: str, arguments: Any = NOT_GIVEN) -> Decision:
+        """The one decision both calls and lists use: the rules, then (for
+        tools) whether pinning or the description scan blocks the tool."""
+        decision = self._policy.decide(ctx.identity, kind, name, arguments)
+        if not decision or kind != "tool":
+            return decision
+        pinning, scan = self.config.pinning, self.config.scan
+        blocked = self._pins(ctx).blocked_reason(
+            name, drift=pinning.mode == "block", flagged=scan.action == "block" and scan.descriptions,
+            trust_on_first_use=pinning.trust_on_first_use)
+        if blocked is not None:
+            return Decision(False, blocked, decision.rule)
+        return decision
+
+    # -- request ------------------------------------------------------------
+
+    def _exchange(self, ctx: RequestContext) -> _Exchange:
+        exchange = ctx.state.get("mcp")
+        if exchange is None:
+            exchange = ctx.state["mcp"] = _Exchange()
+        return exchange
+
+    async def on_request_headers(self, ctx: RequestContext) -> Deny | None:
+        headers = ctx.request.headers
+        audit = jsonrpc.audit_of(ctx)
+        if headers.get(SESSION_HEADER):
+            audit["mcp.session_id"] = headers[SESSION_HEADER]
+        if headers.get("mcp-protocol-version"):
+            audit["mcp.protocol_version"] = headers["mcp-protocol-version"]
+        if self._delegation is not None:
+            violation = self._delegation.violation(ctx.identity)
+            if violation is not None:
+                return Deny(403, "forbidden", f"{caller_label(ctx.identity)}: {violation}")
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return Deny(415, "unsupported_media_type", f"content-encoding {encoding} cannot be inspected")
+        # Responses must stay readable: they are filtered on the way back.
+        ctx.remove_request_header("accept-encoding")
+        return None
+
+    async def on_request_body(self, ctx: RequestContext) -> Deny | None:
+        if ctx.request.method != "POST":
+            return None
+        exchange = self._exchange(ctx)
+        body = ctx.request_body or b""
+        accept = ctx.request.headers.get("accept")
+        if len(body) > self.config.max_body_bytes:
+            return jsonrpc.refusal(error_object(None, INVALID_REQUEST, "request too large"), status=413,
+                                   code="body_too_large", reason=f"MCP body of {len(body)} bytes", accept=accept)
+        try:
+            envelope = jsonrpc.parse(body, max_batch=self.config.max_batch, is_notification=is_notification)
+        except jsonrpc.JsonRpcError as exc:
+            jsonrpc.audit_of(ctx)["mcp.error"] = exc.code
+            return jsonrpc.refusal(error_object(exc.id, exc.code, exc.message), status=400, code="invalid_request",
+                                   reason=f"malformed JSON-RPC ({exc.code}): {exc.message}", accept=accept)
+        exchange.batch = envelope.batch
+        audit = jsonrpc.audit_of(ctx)
+        audit["mcp.methods"] = [m.method for m in envelope.messages() if m.method]
+        if audit["mcp.methods"]:
+            audit["mcp.method"] = audit["mcp.methods"][0]
+        errors: dict[int, dict] = {}
+        status = 200
+        for item in envelope.items:
+            if isinstance(item, Invalid):
+                errors[item.index] = error_object(item.id, item.code, item.message)
+                exchange.reasons.append(f"message {item.index}: {item.message}")
+                status = 400
+                continue
+            error = self._authorize(ctx, exchange, item)
+            if error is not None:
+                errors[item.index] = error
+                if error["error"]["code"] != POLICY_DENIED:
+                    status = 400
+        if not errors:
+            return None
+        return self._refuse(ctx, envelope, errors, status, accept)
+
+    def _refuse(self, ctx, envelope, errors: dict[int, dict], status: int, accept: str | None) -> Deny:
+        if not envelope.batch:
+            payload: dict | list = errors[0]
+        else:
+            payload = []
+            for item in envelope.items:
+                if item.index in errors:
+                    payload.append(errors[item.index])
+                elif isinstance(item, Message) and item.kind == "request":
+                    payload.append(error_object(item.id, POLICY_DENIED,
+                                                "not executed: another message in this batch was refused",
+                                                {"decision_id": ctx.decision_id}))
+            audit = jsonrpc.audit_of(ctx)
+            for record in audit.get("mcp.calls", ()):
+                if record["decision"] == "allow":
+                    record["decision"], record["reason"] = "deny", "batch refused: " + record["reason"]
+            if "tool.decision" in audit:
+                audit["tool.decision"] = "deny"
+        code = "forbidden" if status == 200 else "invalid_request"
+        reason = "; ".join(self._exchange(ctx).reasons) or "refused"
+        return jsonrpc.refusal(payload, status=status, code=code, reason=reason, accept=accept)
+
+    def _authorize(self, ctx: RequestContext, exchange: _Exchange, message: Message) -> dict | None:
+        """Judge one message; None to let it through, else its error object."""
+        if message.kind != "request":
+            return None  # notifications, and the client's answers to server requests
+        method = message.method
+        try:
+            target = target_of(message)
+        except ParamsError as exc:
+            exchange.reasons.append(f"{method}: {exc.message}")
+            return error_object(message.id, exc.code, exc.message)
+        if target is None:
+            if method in LISTS or method in PASS or (self._allow_methods and self._allow_methods.fullmatch(method)):
+                exchange.pending[id_key(message.id)] = _Pending(message.id, method)
+                return None
+            exchange.reasons.append(f"method {method} not allowed")
+            return error_object(message.id, POLICY_DENIED, f"method {method} is not allowed by the gateway",
+                                {"decision_id": ctx.decision_id})
+        decision = self.decide(ctx, target.kind, target.name, target.arguments)
+        digest = jsonrpc.sha256_json(target.arguments) if target.arguments is not NOT_GIVEN else None
+        record = {
+            "id": message.id, "method": method, "kind": target.kind, "target": target.name,
+            "arguments_sha256": digest, "decision": "allow" if decision else "deny",
+            "reason": decision.reason, "rule": decision.rule, "caller": caller(ctx.identity),
+        }
+        audit = jsonrpc.audit_of(ctx)
+        audit.setdefault("mcp.calls", []).append(record)
+        if target.kind == "tool" and "tool.name" not in audit:
+            # Flat facts for the audit exporter (the first tool call of a batch;
+            # every call is in mcp.calls).
+            audit["tool.name"] = target.name
+            audit["tool.server"] = self.config.pinning.server or (ctx.route.name if ctx.route else "")
+            audit["tool.arguments_sha256"] = digest
+            audit["tool.decision"] = record["decision"]
+        exchange.pending[id_key(message.id)] = _Pending(message.id, method, record)
+        summary = (f"{method} {target.kind} {target.name} by {caller_label(ctx.identity)}: {decision.reason}"
+                   + (f" (arguments sha256 {digest})" if digest else ""))
+        if decision:
+            ctx.records.append(CapabilityRecord(self.name, self.mode, "allow", summary))
+            return None
+        exchange.reasons.append(summary)
+        if decision.argument is not None:
+            text = f"argument {decision.argument!r} is not permitted for {target.kind} {target.name!r}"
+        else:
+            text = f"{target.kind} {target.name!r} is not available"
+        return error_object(message.id, POLICY_DENIED, text, {"decision_id": ctx.decision_id})
+
+    # -- response ------------------------------------------------------------
+
+    async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
+        exchange = self._exchange(ctx)
+        session = ctx.response_headers.get(SESSION_HEADER)
+        if session:
+            jsonrpc.audit_of(ctx)["mcp.session_id"] = session
+        if ctx.response_status != 200:
+            return None
+        content_type = ctx.response_headers.get("content-type")
+        body = rewriter(content_type, lambda m: self._transform(ctx, exchange, m),
+                        lambda: self._unreadable(ctx, exchange), max_json_bytes=self.config.max_response_bytes)
+        if body is None:
+            return None
+        encoding = ctx.response_headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return Deny(502, "bad_gateway", f"MCP response with content-encoding {encoding} cannot be inspected")
+        exchange.body = body
+        return None
+
+    async def on_response_body(self, ctx: RequestContext) -> Deny | None:
+        exchange = ctx.state.get("mcp")
+        if exchange is None or exchange.body is None:
+            return None
+        exchange.fed = True
+        ctx.replace_response_chunk(exchange.body.feed(ctx.response_chunk, ctx.response_end))
+        return None
+
+    def _transform(self, ctx: RequestContext, exchange: _Exchange, message: dict) -> dict | None:
+        if "method" in message or "id" not in message:
+            return None  # the server's own requests and notifications pass
+        rid = message["id"]
+        pending = exchange.pending.pop(id_key(rid), None) if jsonrpc.valid_id(rid) else None
+        result = message.get("result")
+        if pending is not None and pending.record is not None:
+            pending.record["outcome"] = ("rpc_error" if "error" in message else
+                                         "tool_error" if isinstance(result, dict) and result.get("isError") else "ok")
+        if not isinstance(result, dict):
+            return None
+        if pending is not None:
+            spec = LISTS.get(pending.method)
+        else:
+            # A response this request did not send (a resumed stream replaying
+            # an earlier one): recognized by its shape, filtered all the same.
+            spec = next((s for s in LISTS.values() if isinstance(result.get(s[1]), list)), None)
+        if spec is not None:
+            return self._filter_list(ctx, message, result, spec)
+        if pending is not None and pending.method == "tools/call" and self.config.scan.results:
+            return self._scan_result(ctx, message, result, pending)
+        return None
+
+    def _filter_list(self, ctx: RequestContext, message: dict, result: dict, spec: tuple) -> dict | None:
+        kind, key, field_name = spec
+        items = result.get(key)
+        if not isinstance(items, list):
+            return None
+        kept, hidden = [], []
+        for item in items:
+            name = item.get(field_name) if isinstance(item, dict) else None
+            if not isinstance(name, str):
+                hidden.append("?")
+                continue
+            if kind == "tool" and key == "tools":
+                self._observe_tool(ctx, item)
+            if self.decide(ctx, kind, name):
+                kept.append(item)
+            else:
+                hidden.append(name)
+        audit = jsonrpc.audit_of(ctx)
+        audit.setdefault("mcp.listed", []).append({"list": key, "shown": len(kept), "hidden": len(hidden)})
+        private = result.get("cacheScope") == "public"
+        if not hidden and not private:
+            return None
+        new_result = {**result, key: kept}
+        if private:
+            new_result["cacheScope"] = "private"  # the list now depends on who asked
+        return {**message, "result": new_result}
+
+    def _observe_tool(self, ctx: RequestContext, tool: dict) -> None:
+        name = tool["name"]
+        pinning = self.config.pinning
+        store = self._pins(ctx)
+        if pinning.mode != "off":
+            drift = store.observe(name, definition_hash(tool), pinning.trust_on_first_use)
+            if drift is not None:
+                jsonrpc.audit_of(ctx).setdefault("mcp.pin_drift", []).append(drift.as_audit())
+                log.warning("MCP tool definition changed: %s (%s pin %s, seen %s), action %s", name, drift.source,
+                            drift.pinned, drift.seen, pinning.mode,
+                            extra={"decision_id": ctx.decision_id, "route": ctx.route.name if ctx.route else None})
+        if self.config.scan.descriptions and self._detector is not None:
+            description = tool.get("description")
+            flagged = self._scan(ctx, "description", name, [description] if isinstance(description, str) else [])
+            store.flag(name, flagged)
+
+    def _scan(self, ctx: RequestContext, where: str, name: str, texts: list[str]) -> bool:
+        worst, rules = 0.0, []
+        for text in texts:
+            found = self._detector.scan(text, "tool")
+            score = float(getattr(found, "score", 0.0) or 0.0)
+            if score > worst:
+                worst, rules = score, list(getattr(found, "rule_ids", []) or [])
+        flagged = worst >= self.config.scan.threshold
+        if flagged:
+            jsonrpc.audit_of(ctx).setdefault("mcp.scan", []).append(
+                {"where": where, "tool": name, "score": round(worst, 3), "rules": rules,
+                 "action": self.config.scan.action})
+            log.warning("MCP tool %s %s flagged by the injection scan (score %.2f)", name, where, worst,
+                        extra={"decision_id": ctx.decision_id})
+        return flagged
+
+    def _scan_result(self, ctx: RequestContext, message: dict, result: dict, pending: _Pending) -> dict | None:
+        if self._detector is None:
+            return None
+        texts = [c["text"] for c in result.get("content") or () if isinstance(c, dict) and isinstance(c.get("text"), str)]
+        name = pending.record["target"] if pending.record else "?"
+        if not self._scan(ctx, "result", name, texts) or self.config.scan.action != "block":
+            return None
+        if pending.record is not None:
+            pending.record["outcome"] = "withheld"
+        return error_object(message["id"], POLICY_DENIED, "the tool result was withheld by the gateway's content policy",
+                            {"decision_id": ctx.decision_id})
+
+    def on_log(self, ctx: RequestContext) -> None:
+        exchange = ctx.state.get("mcp")
+        if exchange is not None and exchange.body is not None and not exchange.fed and exchange.pending:
+            # Responses awaited but no body ever came through: the Envoy route
+            # does not send response bodies, so nothing could be filtered.
+            log.error("MCP route %s: response body never reached the processor; set "
+                      "response_body_mode: STREAMED on its Envoy route", ctx.route.name if ctx.route else "?",
+                      extra={"decision_id": ctx.decision_id})
+
+    def _unreadable(self, ctx: RequestContext, exchange: _Exchange) -> bytes | None:
+        jsonrpc.audit_of(ctx)["mcp.unreadable_response"] = True
+        log.warning("MCP response withheld: not strictly valid JSON", extra={"decision_id": ctx.decision_id})
+        waiting = list(exchange.pending.values())
+        exchange.pending.clear()
+        if not waiting:
+            return None
+        errors = [error_object(p.id, INTERNAL_ERROR, "the server's response was withheld by the gateway: invalid JSON")
+                  for p in waiting]
+        return jsonrpc.dumps(errors if exchange.batch or len(errors) > 1 else errors[0])

@@ -1,0 +1,254 @@
+"""``token_budget``: LLM token budgets that hold under concurrency.
+
+Before the request reaches the model, each budget reserves an estimate:
+the prompt's tokens (about four characters each) plus the completion the
+request allows (``max_tokens``, or the configured cap when it names none).
+A request whose reservation does not fit the remaining budget is refused
+(429 in the API's error shape) before the model runs. When the response
+ends, the reservation is reconciled with the model's real ``usage`` (from
+the JSON body or the final SSE chunk): the unused part is returned, an
+overrun is charged. Reservations and reconciliations are atomic in the
+backend, so N concurrent requests can overspend by at most what the ones
+still in flight under-estimated — and with ``max_tokens`` known, not at all.
+
+A response that ends without usage (the model errored, the client went
+away mid-stream) keeps its reservation when the model may have run, and
+is refunded when the upstream answered an error status before any body.
+A client that hangs up once it has the final event (SDKs stop reading at
+``[DONE]``) is settled from the usage already seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from extproc.capabilities.base import Capability, CapabilityConfig, register
+from extproc.capabilities.llm_common import parsed_or_deny
+from extproc.context import Deny, RequestContext
+from extproc.llm.errors import llm_error
+from extproc.llm.usage import CHARS_PER_TOKEN, UsageTracker, estimate_prompt_tokens
+from extproc.quota import BackendUnavailable, MemoryBackend, QuotaBackend, backend_for, fallback_for
+from extproc.quota import ratelimit_headers as rl
+from extproc.quota.durations import parse_duration
+from extproc.quota.keys import PREFIX, cluster_tag, compile_part, encode_value, normalize_part, register_part
+from extproc.runtime import DEFAULT_RUNTIME
+
+log = logging.getLogger("extproc.token_budget")
+
+
+def _model(_argument: str | None):
+    def part(ctx: RequestContext) -> str | None:
+        request = ctx.state.get("llm.request")
+        return request.model if request is not None else None
+    return part
+
+
+register_part("model", _model)
+
+
+class BudgetConfig(CapabilityConfig):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
+    key: list[str] = Field(description="What to budget by: consumer, tenant, api_key, route, principal, model, "
+                                       "header:<name>. Empty: one budget for everyone.")
+    tokens: int = Field(gt=0, description="Tokens (or cost units) per period.")
+    per: str = Field(description="The period, refilled continuously: 1m, 1h, 1d...")
+    count: Literal["prompt", "completion", "total", "weighted"] = "total"
+    prompt_weight: float = Field(1.0, ge=0, description="With count: weighted, cost per prompt token.")
+    completion_weight: float = Field(1.0, ge=0, description="With count: weighted, cost per completion token.")
+
+    @field_validator("key")
+    @classmethod
+    def _parts(cls, value: list[str]) -> list[str]:
+        return [normalize_part(p) for p in value]
+
+    @field_validator("per")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value, minimum=1.0)
+        return value
+
+
+class TokenBudgetConfig(CapabilityConfig):
+    budgets: list[BudgetConfig] = Field(min_length=1)
+    default_max_tokens: int = Field(1024, gt=0, description="Completion tokens assumed when a request sets no max_tokens.")
+    max_body_bytes: int = Field(4 << 20, ge=1024)
+    on_backend_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+
+
+@dataclass(slots=True)
+class _Held:
+    budget: BudgetConfig
+    key: str
+    reserved: int
+    backend: QuotaBackend
+
+
+class _State:
+    __slots__ = ("held", "tracker", "prompt_estimate", "settled", "body_seen")
+
+    def __init__(self, held: list[_Held], prompt_estimate: int):
+        self.held = held
+        self.prompt_estimate = prompt_estimate
+        self.tracker: UsageTracker | None = None
+        self.settled = False
+        self.body_seen = False
+
+
+def _cost(budget: BudgetConfig, prompt: int, completion: int) -> int:
+    if budget.count == "prompt":
+        return prompt
+    if budget.count == "completion":
+        return completion
+    if budget.count == "weighted":
+        return round(prompt * budget.prompt_weight + completion * budget.completion_weight)
+    return prompt + completion
+
+
+@register
+class TokenBudget(Capability):
+    name = "token_budget"
+    priority = 690  # after model_access and the request-rate quota
+    Config = TokenBudgetConfig
+    needs_request_body = True
+    needs_response_body = True
+
+    def __init__(self, config: TokenBudgetConfig, mode, runtime=DEFAULT_RUNTIME):
+        super().__init__(config, mode, runtime)
+        self._backend = backend_for(runtime)
+        self._fallback = None if isinstance(self._backend, MemoryBackend) or config.on_backend_error == "fail_closed" \
+            else fallback_for(runtime)
+        self._budgets = [(b, [compile_part(p) for p in b.key], parse_duration(b.per)) for b in config.budgets]
+        self._state_key = f"token_budget:{id(self)}"
+
+    def _key(self, budget: BudgetConfig, parts, ctx: RequestContext) -> str | None:
+        values = [fn(ctx) for fn in parts]
+        if not all(values):
+            return None  # a part this request lacks (no model, no subject): the budget does not apply
+        encoded = [encode_value(v) for v in values]
+        # One tag per budget key: each reservation is its own atomic call.
+        return f"{PREFIX}{{{cluster_tag(encoded)}}}:t:{budget.name}:{':'.join(encoded)}"
+
+    async def _reserve(self, key: str, amount: int, budget: BudgetConfig, period: float):
+        try:
+            return await self._backend.reserve(key, amount, budget.tokens, period), self._backend
+        except Exception as exc:  # noqa: BLE001 - a backend must never fail the request by raising
+            if not isinstance(exc, BackendUnavailable):
+                log.exception("token budget backend error")
+        if self._fallback is None:
+            return None, None
+        return await self._fallback.reserve(key, amount, budget.tokens, period), self._fallback
+
+    async def on_request_body(self, ctx: RequestContext) -> Deny | None:
+        request = parsed_or_deny(ctx, self.config.max_body_bytes)
+        if isinstance(request, Deny):
+            return request
+        prompt = estimate_prompt_tokens(request)
+        completion = request.max_tokens if request.max_tokens is not None else self.config.default_max_tokens
+        held: list[_Held] = []
+        for budget, parts, period in self._budgets:
+            key = self._key(budget, parts, ctx)
+            if key is None:
+                continue
+            amount = _cost(budget, prompt, completion)
+            reservation, backend = await self._reserve(key, amount, budget, period)
+            if reservation is None or not reservation.granted:
+                self._refund(held)
+                if reservation is None:
+                    return llm_error(request.api, 503, "api_error", "token budget temporarily unavailable",
+                                     reason="token budget backend unavailable (fail_closed)", code="quota_unavailable")
+                deficit = max(1, amount - max(0, reservation.remaining))
+                wait = deficit * period / budget.tokens
+                deny = llm_error(request.api, 429, "rate_limit_exceeded", "token budget exhausted",
+                                 reason=f"token budget {budget.name}: needs {amount}, {reservation.remaining} left",
+                                 code="token_budget_exceeded")
+                return Deny(deny.status, deny.code, deny.reason, deny.message,
+                            headers=((rl.RETRY_AFTER, rl.retry_after(wait)),), body=deny.body)
+            held.append(_Held(budget, key, amount, backend))
+            ctx.set_response_header(f"x-token-budget-remaining-{budget.name}", str(reservation.remaining))
+        if held:
+            ctx.state[self._state_key] = _State(held, prompt)
+            ctx.state["llm.tokens_reserved"] = sum(h.reserved for h in held)
+        return None
+
+    async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
+        state: _State | None = ctx.state.get(self._state_key)
+        if state is None:
+            return None
+        content_type = ctx.response_headers.get("content-type", "")
+        request = ctx.state["llm.request"]
+        state.tracker = UsageTracker(request.api, content_type.startswith("text/event-stream"))
+        return None
+
+    async def on_response_body(self, ctx: RequestContext) -> Deny | None:
+        state: _State | None = ctx.state.get(self._state_key)
+        if state is None or state.tracker is None or state.settled:
+            return None
+        state.body_seen = True
+        state.tracker.feed(ctx.response_chunk, ctx.response_end)
+        if ctx.response_end:
+            state.settled = True
+            await self._settle(ctx, state)
+        return None
+
+    def _actual(self, state: _State) -> tuple[int, int]:
+        usage = state.tracker.usage if state.tracker else None
+        if usage is not None:
+            return usage["prompt"], usage["completion"]
+        # No usage reported (a stream without include_usage): count what we saw.
+        completion = state.tracker.completion_chars // CHARS_PER_TOKEN if state.tracker else 0
+        return state.prompt_estimate, completion
+
+    async def _settle(self, ctx: RequestContext, state: _State) -> None:
+        prompt, completion = self._actual(state)
+        ctx.state["llm.tokens"] = {"prompt": prompt, "completion": completion}
+        for h in state.held:
+            actual = _cost(h.budget, prompt, completion)
+            try:
+                await h.backend.reconcile(h.key, h.reserved, actual)
+            except Exception:  # noqa: BLE001 - the reservation stands; logged for the operator
+                log.warning("token budget reconcile failed; the reservation stands",
+                            extra={"decision_id": ctx.decision_id, "budget": h.budget.name})
+
+    def _refund(self, held: list[_Held]) -> None:
+        for h in held:
+            _spawn(h.backend.reconcile(h.key, h.reserved, 0))
+
+    def on_log(self, ctx: RequestContext) -> None:
+        state: _State | None = ctx.state.get(self._state_key)
+        if state is None or state.settled:
+            return
+        state.settled = True
+        if state.tracker is not None and state.tracker.usage is not None:
+            # The client hung up after the final event (SDKs stop reading at
+            # [DONE]): the usage is known, settle as usual.
+            _spawn(self._settle(ctx, state))
+        elif not state.body_seen and ((ctx.response_status or 0) >= 400 or ctx.response_status is None):
+            # The model answered an error, or never answered: nothing was generated.
+            self._refund(state.held)
+        # Otherwise the stream broke off mid-response: the reservation stands.
+
+
+_background: set[asyncio.Task] = set()
+
+
+async def _logged(coro) -> None:
+    try:
+        await coro
+    except Exception:  # noqa: BLE001 - background settlement: the reservation stands
+        log.warning("token budget refund failed; the reservation stands")
+
+
+def _spawn(coro) -> None:
+    """Run a refund from synchronous code (``on_log``) without blocking it."""
+    try:
+        task = asyncio.get_running_loop().create_task(_logged(coro))
+    except RuntimeError:
+        coro.close()
+        return
+    _background.add(task)
+    task.add_done_callback(_background.discard)

@@ -1,0 +1,388 @@
+"""Prompt-injection scoring: curated signatures plus de-obfuscation.
+
+``InjectionDetector.scan(text, role)`` returns a score in 0..1 with the ids
+and categories of the rules that fired. The rules live in
+``rules/injection.yaml`` (versioned; see the header of that file). Matching
+runs on several views of the text, each only when it can differ from the
+others:
+
+* the canonical text (NFKC, invisible characters removed, Cyrillic/Greek
+  look-alikes mapped to Latin) and, when that changed anything, the raw text:
+  a rule matching only the canonical text adds ``obfuscation.homoglyph``
+  and/or ``obfuscation.zero_width``;
+* a leetspeak-decoded copy (``1gn0r3`` → ``ignore``): rules matching only
+  there add ``obfuscation.leetspeak``;
+* letter-spaced runs squeezed together (``i g n o r e`` → ``ignore``),
+  against the rules with their whitespace made optional: adds
+  ``obfuscation.spaced_letters``;
+* text hidden in Unicode tag characters, decoded (``obfuscation.unicode_tags``
+  fires on any such hidden text);
+* base64 blobs that decode to text: scanned like the rest, one level deep;
+  a match inside adds ``obfuscation.base64``.
+
+All rule patterns go into one Hyperscan database (case-insensitive,
+single-match: the scan only says which rules matched); without Hyperscan
+each is a compiled ``re`` pattern.
+
+Weights combine as independent evidence, ``score = 1 - prod(1 - w)``: one
+strong signature (0.75 to 0.9) crosses a 0.5 threshold alone, weak ones
+(0.2 to 0.45) need company.
+
+Policy lists come on top (``PromptGuardConfig``): a ``deny`` regex that
+matches (raw or canonical text) scores 1.0 with rule id ``policy.deny[i]``;
+a text that fully matches an ``allow`` regex skips the signatures (deny
+still applies, as for ``header_match``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, field_validator
+
+from extproc.capabilities.base import CapabilityConfig
+from extproc.guard import _multi, normalize
+
+RULES_PATH = Path(__file__).with_name("rules") / "injection.yaml"
+
+Role = Literal["user", "system", "tool", "assistant"]
+ROLES: tuple[str, ...] = ("user", "system", "tool", "assistant")
+BUILTINS = ("base64", "leetspeak", "spaced_letters", "homoglyph", "zero_width", "unicode_tags")
+
+_B64_RUN = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}|[A-Za-z0-9_\-]{24,}={0,2}")
+_B64_MAX_BLOBS = 8
+_B64_MAX_CHARS = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionResult:
+    score: float
+    rule_ids: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+
+
+_CLEAN = InjectionResult(0.0, [], [])
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    category: str
+    weight: float
+    patterns: tuple[str, ...]
+    roles: frozenset[str] | None
+    role_weights: dict[str, float]
+    builtin: str | None
+    examples: tuple[str, ...]
+    near_misses: tuple[str, ...]
+
+    def weight_for(self, role: str) -> float:
+        if self.roles is not None and role not in self.roles:
+            return 0.0
+        return self.role_weights.get(role, self.weight)
+
+
+def _squeezed(pattern: str) -> str:
+    """The pattern for letter-spaced text squeezed together: whitespace
+    optional, no word boundaries (there are no words left)."""
+    out = pattern.replace(r"\b", "")
+    return re.sub(r"(\\s|\[\\s[^\]]*\])\+", r"\1*", out)
+
+
+class RuleError(ValueError):
+    pass
+
+
+def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RuleError(f"{path}: {exc}") from None
+    if not isinstance(data, dict) or "version" not in data or not isinstance(data.get("rules"), list):
+        raise RuleError(f"{path}: expected a mapping with version and rules")
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(data["rules"]):
+        where = f"{path}: rules[{i}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+            raise RuleError(f"{where}: a rule needs an id")
+        rid = raw["id"]
+        if rid in seen:
+            raise RuleError(f"{where}: duplicate id {rid}")
+        seen.add(rid)
+        unknown = set(raw) - {"id", "category", "weight", "patterns", "roles", "role_weights", "builtin",
+                              "examples", "near_misses"}
+        if unknown:
+            raise RuleError(f"{where} ({rid}): unknown keys {sorted(unknown)}")
+        weight = raw.get("weight")
+        if not isinstance(weight, (int, float)) or not 0 < weight <= 1:
+            raise RuleError(f"{where} ({rid}): weight must be in (0, 1]")
+        patterns = tuple("".join(p) if isinstance(p, list) else p for p in raw.get("patterns") or ())
+        builtin = raw.get("builtin")
+        if builtin is not None and builtin not in BUILTINS:
+            raise RuleError(f"{where} ({rid}): unknown builtin {builtin!r}")
+        if not patterns and builtin is None:
+            raise RuleError(f"{where} ({rid}): give patterns or a builtin")
+        for p in patterns:
+            try:
+                re.compile(p)
+            except (re.error, TypeError) as exc:
+                raise RuleError(f"{where} ({rid}): invalid pattern: {exc}") from None
+            reason = _multi.compile_check(p.encode("latin-1"), _multi.CASELESS | _multi.SINGLEMATCH)
+            if reason:
+                raise RuleError(f"{where} ({rid}): pattern rejected by Hyperscan: {reason}")
+        roles = raw.get("roles")
+        if roles is not None and (not isinstance(roles, list) or set(roles) - set(ROLES)):
+            raise RuleError(f"{where} ({rid}): roles must be a list of {ROLES}")
+        role_weights = raw.get("role_weights") or {}
+        if set(role_weights) - set(ROLES) or not all(0 <= w <= 1 for w in role_weights.values()):
+            raise RuleError(f"{where} ({rid}): role_weights maps roles to weights in [0, 1]")
+        rules.append(Rule(
+            id=rid,
+            category=str(raw.get("category") or rid.split(".")[0]),
+            weight=float(weight),
+            patterns=patterns,
+            roles=frozenset(roles) if roles is not None else None,
+            role_weights={k: float(v) for k, v in role_weights.items()},
+            builtin=builtin,
+            examples=tuple(raw.get("examples") or ()),
+            near_misses=tuple(raw.get("near_misses") or ()),
+        ))
+    return str(data["version"]), tuple(rules)
+
+
+# Trigger expressions appended after the rule patterns: they say whether a
+# costlier view is worth building.
+_TRIGGERS = {
+    # a leet character between letters: "1gn0r3", "pr3v10us"
+    "leet": r"[a-z][0134578@$!|]+[a-z]|[0134578@$!|][a-z]+[0134578@$!|]",
+    # four single letters in a row, separated: "i g n o", "i.g.n.o"
+    "spaced": r"(?:^|[^a-z0-9])[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z](?:[^a-z0-9]|$)",
+    # something base64-like long enough to hide a sentence
+    "b64": r"[A-Za-z0-9+/_\-]{24}",
+}
+
+
+class _Matcher:
+    """Which rules match a byte string: Hyperscan or a list of re patterns."""
+
+    def __init__(self, expressions: Sequence[tuple[int, str, int]], engine: str):
+        # expressions: (id, pattern, hyperscan flags)
+        self._engine = engine
+        if engine == "hyperscan":
+            self._db = _multi.MultiPattern(
+                [p.encode("latin-1") for _, p, _ in expressions],
+                [i for i, _, _ in expressions],
+                [f for _, _, f in expressions],
+            )
+        else:
+            self._res = [
+                (i, re.compile(p.encode("latin-1"), re.IGNORECASE if f & _multi.CASELESS else 0))
+                for i, p, f in expressions
+            ]
+
+    def ids(self, data: bytes) -> set[int]:
+        if self._engine == "hyperscan":
+            return self._db.ids(data)
+        return {i for i, pattern in self._res if pattern.search(data)}
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(digest: str, path: str, engine: str):
+    """Rules and matchers for one rules file content (reloads that do not
+    change the file reuse the compiled databases)."""
+    version, rules = load_rules(Path(path))
+    flags = _multi.CASELESS | _multi.SINGLEMATCH
+    expressions: list[tuple[int, str, int]] = []
+    squeezed: list[tuple[int, str, int]] = []
+    owners: list[int] = []  # expression id -> rule index
+    for index, rule in enumerate(rules):
+        for p in rule.patterns:
+            expressions.append((len(owners), p, flags))
+            squeezed.append((len(owners), _squeezed(p), flags))
+            owners.append(index)
+    triggers = {}
+    for name, p in _TRIGGERS.items():
+        triggers[name] = len(owners) + len(triggers)
+        expressions.append((triggers[name], p, flags))
+    return version, rules, tuple(owners), triggers, _Matcher(expressions, engine), _Matcher(squeezed, engine)
+
+
+class InjectionDetector:
+    """Compiled signatures; immutable and thread-safe."""
+
+    def __init__(self, rules_path: str | Path | None = None, extra_deny: Iterable[str] = (),
+                 extra_allow: Iterable[str] = (), *, builtin_rules: bool = True, engine: str | None = None):
+        self.engine = _multi.resolve_engine(engine)
+        self._deny = [re.compile(p) for p in extra_deny]
+        self._allow = [re.compile(p) for p in extra_allow]
+        self._builtin_rules = builtin_rules
+        path = Path(rules_path) if rules_path is not None else RULES_PATH
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        (self.version, self.rules, self._owners, self._triggers,
+         self._matcher, self._squeezed) = _compiled(digest, str(path.resolve()), self.engine)
+        self._by_builtin = {rule.builtin: rule for rule in self.rules if rule.builtin}
+
+    def __repr__(self) -> str:
+        return f"<InjectionDetector rules={len(self.rules)} version={self.version} engine={self.engine}>"
+
+    def scan(self, text: str, role: str = "user") -> InjectionResult:
+        fired: dict[str, float] = {}  # rule id -> weight
+        for i, pattern in enumerate(self._deny):
+            if pattern.search(text):
+                fired[f"policy.deny[{i}]"] = 1.0
+        canon = None
+        if self._deny and not text.isascii():
+            canon = normalize.canonical(text)
+            for i, pattern in enumerate(self._deny):
+                if f"policy.deny[{i}]" not in fired and pattern.search(canon.text):
+                    fired[f"policy.deny[{i}]"] = 1.0
+        if self._builtin_rules and text and not any(p.fullmatch(text) for p in self._allow):
+            for index in self._match(text, canon, depth=0):
+                rule = self.rules[index]
+                weight = rule.weight_for(role)
+                if weight > 0:
+                    fired[rule.id] = weight
+        if not fired:
+            return _CLEAN
+        return self._result(fired)
+
+    def _result(self, fired: dict[str, float]) -> InjectionResult:
+        miss = 1.0
+        for weight in fired.values():
+            miss *= 1.0 - weight
+        order = {rule.id: i for i, rule in enumerate(self.rules)}
+        ids = sorted(fired, key=lambda rid: (order.get(rid, len(order)), rid))
+        categories: list[str] = []
+        for rid in ids:
+            category = self.rules[order[rid]].category if rid in order else "policy"
+            if category not in categories:
+                categories.append(category)
+        return InjectionResult(round(1.0 - miss, 4), ids, categories)
+
+    def _match(self, text: str, canon: normalize.Canonical | None, depth: int) -> set[int]:
+        """Indexes of the rules that match any view of ``text``."""
+        if canon is None:
+            canon = normalize.canonical(text)
+        owners = self._owners
+        triggers = self._triggers
+        data = normalize.as_bytes(canon.text)
+        ids = self._matcher.ids(data)
+        found = {owners[i] for i in ids if i < len(owners)}
+        extra: set[str] = set()
+
+        if canon.changed:
+            plain = {owners[i] for i in self._matcher.ids(normalize.as_bytes(text)) if i < len(owners)}
+            if found - plain:
+                if canon.invisible:
+                    extra.add("zero_width")
+                if not canon.invisible or normalize.canonical(text.replace("\u200b", "")).changed:
+                    extra.add("homoglyph")
+        if triggers["leet"] in ids:
+            leet_ids = self._matcher.ids(data.translate(normalize.LEET))
+            only = {owners[i] for i in leet_ids if i < len(owners)} - found
+            if only:
+                found |= only
+                extra.add("leetspeak")
+        if triggers["spaced"] in ids:
+            squeezed = normalize.squeeze_spaced(data)
+            if squeezed:
+                only = {owners[i] for i in self._squeezed.ids(squeezed)} - found
+                if only:
+                    found |= only
+                    extra.add("spaced_letters")
+        if canon.hidden:
+            extra.add("unicode_tags")
+            found |= self._match(canon.hidden, None, depth + 1)
+        if depth == 0 and triggers["b64"] in ids:
+            decoded_rules = set()
+            for decoded in _base64_texts(text):
+                decoded_rules |= self._match(decoded, None, depth + 1)
+            if decoded_rules:
+                found |= decoded_rules
+                extra.add("base64")
+        for name in extra:
+            rule = self._by_builtin.get(name)
+            if rule is not None:
+                found.add(self.rules.index(rule))
+        return found
+
+
+def _base64_texts(text: str) -> list[str]:
+    """Texts that base64 runs of ``text`` decode to (printable UTF-8 only)."""
+    out = []
+    for m in _B64_RUN.finditer(text):
+        blob = m.group()
+        if len(out) >= _B64_MAX_BLOBS:
+            break
+        if len(blob) > _B64_MAX_CHARS:
+            continue
+        body = blob.rstrip("=")
+        altchars = b"-_" if ("-" in body or "_" in body) else None
+        body = body[: len(body) - len(body) % 4] if len(body) % 4 == 1 else body
+        try:
+            raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
+            decoded = raw.decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if len(decoded) >= 8 and sum(ch.isprintable() or ch in "\n\r\t" for ch in decoded) >= 0.95 * len(decoded):
+            out.append(decoded)
+    return out
+
+
+class PromptGuardConfig(CapabilityConfig):
+    deny: list[str] = Field(default_factory=list, description="Regexes: a match scores 1.0 (rule policy.deny[i]).")
+    allow: list[str] = Field(
+        default_factory=list, description="Regexes: a message matching one entirely skips the built-in signatures."
+    )
+    roles: list[Role] = Field(default_factory=lambda: ["user", "tool"], description="Message roles inspected.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Score from which a message is an injection.")
+    detector: bool = Field(True, description="Use the built-in signatures (false: deny/allow lists only).")
+
+    @field_validator("deny", "allow")
+    @classmethod
+    def _compiles(cls, values: list[str]) -> list[str]:
+        for i, value in enumerate(values):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"[{i}]: invalid regex: {exc}") from None
+        return values
+
+
+class PromptGuard:
+    """A ``PromptGuardConfig`` compiled: which roles, which lists, what threshold."""
+
+    def __init__(self, config: PromptGuardConfig, *, rules_path: str | Path | None = None,
+                 engine: str | None = None):
+        self.config = config
+        self.detector = InjectionDetector(
+            rules_path, config.deny, config.allow, builtin_rules=config.detector, engine=engine
+        )
+        self._roles = frozenset(config.roles)
+
+    def inspects(self, role: str) -> bool:
+        return role in self._roles
+
+    def scan(self, text: str, role: str = "user") -> InjectionResult:
+        """The detector's result; a clean result for roles not inspected."""
+        if role not in self._roles:
+            return _CLEAN
+        return self.detector.scan(text, role)
+
+    def verdict(self, text: str, role: str = "user") -> InjectionResult | None:
+        """The result when it reaches the threshold, else None."""
+        result = self.scan(text, role)
+        return result if result.score >= self.config.threshold and result.rule_ids else None
+
+    def __repr__(self) -> str:
+        return f"<PromptGuard roles={sorted(self._roles)} threshold={self.config.threshold}>"

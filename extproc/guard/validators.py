@@ -1,0 +1,241 @@
+"""Checks that turn a regex candidate into a detection.
+
+A regex says "this looks like a card number"; these functions say whether it
+is one: checksums (Luhn, IBAN mod-97), issuer and country tables, parsers
+(``ipaddress``, JWT headers) and entropy. They take the bare value and never
+log or raise with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import math
+from collections import Counter
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# (IIN prefix range low, high, allowed lengths). Prefixes are compared on the
+# leading digits of the same width as the bound, so ("51", "55") covers
+# 51xxxx..55xxxx. Sources: the networks' published IIN ranges.
+_CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
+    ("4", "4", frozenset({13, 16, 19})),                      # Visa
+    ("51", "55", frozenset({16})),                            # Mastercard
+    ("2221", "2720", frozenset({16})),                        # Mastercard 2-series
+    ("34", "34", frozenset({15})),                            # Amex
+    ("37", "37", frozenset({15})),
+    ("6011", "6011", frozenset(range(16, 20))),               # Discover
+    ("644", "649", frozenset(range(16, 20))),
+    ("65", "65", frozenset(range(16, 20))),
+    ("622126", "622925", frozenset(range(16, 20))),
+    ("300", "305", frozenset(range(14, 20))),                 # Diners
+    ("3095", "3095", frozenset(range(14, 20))),
+    ("36", "36", frozenset(range(14, 20))),
+    ("38", "39", frozenset(range(16, 20))),
+    ("3528", "3589", frozenset(range(16, 20))),               # JCB
+    ("62", "62", frozenset(range(16, 20))),                   # UnionPay
+    ("2200", "2204", frozenset(range(16, 20))),               # Mir
+    ("50", "50", frozenset(range(12, 20))),                   # Maestro
+    ("56", "58", frozenset(range(12, 20))),
+    ("6304", "6304", frozenset(range(12, 20))),
+    ("6759", "6759", frozenset(range(12, 20))),
+    ("6761", "6763", frozenset(range(12, 20))),
+    ("60", "60", frozenset(range(16, 20))),                   # RuPay
+    ("81", "82", frozenset(range(16, 20))),
+)
+
+
+def card_issuer_ok(digits: str) -> bool:
+    """A known issuer prefix whose card lengths include ``len(digits)``."""
+    n = len(digits)
+    for low, high, lengths in _CARD_RANGES:
+        if n in lengths and low <= digits[: len(low)] <= high:
+            return True
+    return False
+
+
+def card_ok(digits: str) -> bool:
+    return card_issuer_ok(digits) and luhn_ok(digits)
+
+
+# IBAN length per country (SWIFT IBAN registry).
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
+    "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24,
+    "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
+    "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
+    "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
+    "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
+    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
+    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
+    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "YE": 30,
+}
+
+
+def iban_mod97_ok(iban: str) -> bool:
+    """ISO 13616 check: the rearranged number is 1 modulo 97."""
+    rearranged = iban[4:] + iban[:4]
+    try:
+        number = "".join(str(int(ch, 36)) for ch in rearranged)
+    except ValueError:
+        return False
+    return int(number) % 97 == 1
+
+
+def iban_ok(iban: str) -> bool:
+    """``iban`` without spaces, upper case."""
+    return (
+        IBAN_LENGTHS.get(iban[:2]) == len(iban)
+        and iban[2:4].isdigit()
+        and iban.isalnum()
+        and iban_mod97_ok(iban)
+    )
+
+
+def _codes(spec: str) -> frozenset[str]:
+    out: set[str] = set()
+    for part in spec.split():
+        if "-" in part:
+            low, high = part.split("-")
+            out.update(str(c) for c in range(int(low), int(high) + 1))
+        else:
+            out.add(part)
+    return frozenset(out)
+
+
+# Assigned ITU-T E.164 country calling codes (a few spare ones are included in
+# the ranges; what matters is rejecting +0xx, +28x, +80x-like noise).
+COUNTRY_CODES = _codes(
+    "1 7 20 27 30-34 36 39 40 41 43-49 51-58 60-66 81 82 84 86 90-95 98 "
+    "211-213 216 218 220-258 260-269 290 291 297-299 350-359 370-383 385-387 389 "
+    "420 421 423 500-509 590-599 670 672-692 800 808 850 852 853 855 856 870 878 "
+    "880-883 886 888 960-968 970-977 979 992-998"
+)
+
+# Digits after the country code, where the numbering plan is strict enough to
+# be worth checking. Others use E.164's general bound.
+_NATIONAL_LENGTHS: dict[str, tuple[int, int]] = {
+    "1": (10, 10), "7": (10, 10), "33": (9, 9), "44": (9, 10), "49": (6, 13),
+    "39": (6, 11), "34": (9, 9), "31": (9, 9), "32": (8, 9), "41": (9, 9),
+    "61": (9, 9), "81": (9, 10), "86": (8, 11), "91": (10, 10),
+}
+
+
+def intl_phone_ok(digits: str) -> bool:
+    """``digits``: country code and national number, no ``+`` or trunk ``0``."""
+    if not 8 <= len(digits) <= 15:
+        return False
+    for size in (1, 2, 3):
+        code = digits[:size]
+        if code in COUNTRY_CODES:
+            national = digits[size:]
+            low, high = _NATIONAL_LENGTHS.get(code, (6, 14))
+            if not low <= len(national) <= high:
+                return False
+            if code == "1" and national[0] in "01":
+                return False
+            return True
+    return False
+
+
+def ipv4_ok(value: str) -> bool:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def ipv6_ok(value: str) -> bool:
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return False
+    # Require some substance: "::", "a::b" or "dead::beef" are valid but are
+    # far more often C++ scopes or hex words than addresses.
+    groups = [g for g in value.split(":") if g]
+    return len(groups) >= 2 and any(ch.isdigit() for ch in value)
+
+
+def shannon_entropy(value: str) -> float:
+    """Bits per character."""
+    n = len(value)
+    if not n:
+        return 0.0
+    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+
+
+def char_classes(value: str) -> int:
+    """How many of lower, upper, digit, other appear."""
+    lower = upper = digit = other = False
+    for ch in value:
+        if ch.islower():
+            lower = True
+        elif ch.isupper():
+            upper = True
+        elif ch.isdigit():
+            digit = True
+        else:
+            other = True
+    return lower + upper + digit + other
+
+
+def alnum_classes(value: str) -> int:
+    """How many of lower, upper, digit appear (symbols do not count)."""
+    return any(c.islower() for c in value) + any(c.isupper() for c in value) + any(c.isdigit() for c in value)
+
+
+def b64url_json(segment: str) -> object | None:
+    """Decode a base64url JWT segment to JSON, or None."""
+    padded = segment + "=" * (-len(segment) % 4)
+    try:
+        raw = base64.urlsafe_b64decode(padded)
+        return json.loads(raw)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def jwt_ok(token: str) -> bool:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return False
+    header = b64url_json(parts[0])
+    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
+        return False
+    return isinstance(b64url_json(parts[1]), dict)
+
+
+_PLACEHOLDER_WORDS = frozenset({
+    "null", "none", "true", "false", "undefined", "required", "optional", "changeme",
+    "password", "secret", "example", "string", "redacted", "placeholder", "your_token",
+    "your_api_key", "yourpassword", "your-api-key", "xxxxxxxx", "********", "hidden",
+})
+
+
+def looks_like_placeholder(value: str) -> bool:
+    low = value.lower()
+    return (
+        low in _PLACEHOLDER_WORDS
+        or len(set(low)) <= 2
+        or "xxxx" in low
+        or "****" in low
+        or "..." in low
+        or low.startswith(("$", "%(", "{{", "<", "your", "my_", "my-"))
+        or low.endswith("_here")
+    )

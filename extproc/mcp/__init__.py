@@ -1,0 +1,25 @@
+"""Agent protocols: MCP (Model Context Protocol) over Streamable HTTP, and the
+JSON-RPC, caller-matching, delegation and audit pieces that the A2A side
+(``extproc.a2a``) shares with it.
+
+* ``jsonrpc``: strict JSON-RPC 2.0 parsing (single and batch), the error
+  objects and how a refusal is rendered (JSON or SSE, per the client's Accept);
+* ``responses``: rewriting JSON-RPC responses as they stream back (a JSON body
+  held until complete, or an SSE stream event by event);
+* ``callers``: the ``who`` of a rule (subjects, agents, SPIFFE principals,
+  roles, scopes, claim conditions) and the caller summary audit records carry;
+* ``delegation``: the RFC 8693 ``act`` chain checks (depth, trusted actors,
+  scopes narrowing hop by hop);
+* ``policy``: tool / resource / prompt access rules and argument constraints,
+  the single decision function that both authorizes calls and filters lists;
+* ``pins``: tool-definition pinning;
+* ``protocol``: which MCP methods carry which target.
+
+The capabilities themselves are ``extproc.capabilities.mcp_tools`` and
+``extproc.capabilities.a2a_access``; docs/agents.md describes the semantics.
+"""
+
+# The capability modules import this package's modules; loading the registry
+# first means whichever side is imported first, each module body runs once
+# its imports are complete (no partially initialized module).
+import extproc.capabilities  # noqa: E402,F401

@@ -1,0 +1,104 @@
+"""Trusted identity headers: client copies stripped, verified ones published,
+and nothing stale left over when a second identity capability publishes."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from extproc.capabilities.api_key import hash_key
+from extproc.context import HttpRequest, Identity, RequestContext
+from extproc.identity.publish import publish, strip_spoofable
+from extproc.identity.responses import unauthenticated
+from extproc.local.demo_keys import load_demo_key, mint
+from extproc.pipeline import start
+from extproc.policy.loader import load_policy_dir
+from extproc.policy.model import PolicySet
+from extproc.runtime import Runtime
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def ctx_with(headers: dict) -> RequestContext:
+    return RequestContext(PolicySet("r", {}), HttpRequest("GET", "/api/x", "h", dict(headers)))
+
+
+def test_strip_spoofable_removes_every_client_x_auth_header():
+    ctx = ctx_with({"x-auth-subject": "admin", "x-auth-roles": "admin", "x-auth-whatever": "1",
+                    "x-authorization": "keep", "authorization": "keep"})
+    strip_spoofable(ctx)
+    assert set(ctx.request.headers) == {"x-authorization", "authorization"}  # capabilities can't see them
+    assert sorted(ctx.request_headers_out.remove) == ["x-auth-roles", "x-auth-subject", "x-auth-whatever"]
+
+
+def test_publish_overrides_a_stripped_header_instead_of_removing_it():
+    ctx = ctx_with({"x-auth-subject": "admin"})
+    strip_spoofable(ctx)
+    publish(ctx, Identity(subject="alice", methods=frozenset({"jwt"})))
+    assert ctx.request_headers_out.set == {"x-auth-subject": "alice", "x-auth-methods": "jwt"}
+    assert "x-auth-subject" not in ctx.request_headers_out.remove
+
+
+def test_a_second_identity_leaves_nothing_stale_behind():
+    # An API key (tenant, roles) then a JWT without them: the upstream must
+    # not see the key's tenant and roles next to the JWT's subject.
+    ctx = ctx_with({})
+    publish(ctx, Identity(subject="svc", tenant="acme", roles=frozenset({"admin"}), methods=frozenset({"api_key"})))
+    publish(ctx, Identity(subject="bob", methods=frozenset({"api_key", "jwt"})))
+    assert ctx.request_headers_out.set == {"x-auth-subject": "bob", "x-auth-methods": "api_key,jwt"}
+    assert {"x-auth-tenant", "x-auth-roles"} <= set(ctx.request_headers_out.remove)
+    assert ctx.identity.tenant is None and ctx.identity.roles == frozenset()
+
+
+def test_publish_in_monitor_mode_mutates_nothing():
+    ctx = ctx_with({})
+    ctx.dry_run = True
+    publish(ctx, Identity(subject="alice", methods=frozenset({"jwt"})))
+    assert not ctx.request_headers_out
+    ctx.dry_run = False
+    publish(ctx, Identity(subject="alice", tenant="t", methods=frozenset({"jwt"})))
+    ctx.dry_run = True
+    publish(ctx, Identity(subject="bob", methods=frozenset({"jwt"})))
+    assert ctx.request_headers_out.set["x-auth-tenant"] == "t"  # dry run: not even a removal
+
+
+def test_unauthenticated_challenge():
+    bare = unauthenticated("no token", None)
+    assert (bare.status, bare.code, bare.headers) == (401, "unauthenticated",
+                                                      (("www-authenticate", 'Bearer realm="extproc"'),))
+    bad = unauthenticated("signature", "invalid_token")
+    assert bad.headers == (("www-authenticate", 'Bearer realm="extproc", error="invalid_token"'),)
+    assert bad.reason == "signature"
+
+
+async def test_api_key_then_jwt_on_one_route_publishes_one_consistent_identity(tmp_path):
+    key = "egk_test-key-123"
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "demo-jwks.json").write_text((REPO / "policies/keys/demo-jwks.json").read_text())
+    (tmp_path / "p.yaml").write_text(textwrap.dedent(f"""\
+        routes:
+          - name: api
+            match: {{path_prefix: /api/}}
+            capabilities:
+              - type: api_key
+                config:
+                  keys: [{{id: k1, hash: "{hash_key(key)}", subject: svc, tenant: acme, roles: [admin]}}]
+              - type: jwt
+                config:
+                  issuers: [{{issuer: "https://demo.extproc.local", jwks: {{file: keys/demo-jwks.json}}}}]
+    """))
+    runtime = Runtime()
+    try:
+        policy = load_policy_dir(tmp_path, runtime)
+        token = mint(load_demo_key(), sub="bob", audience=None)
+        ctx = RequestContext(policy, HttpRequest("GET", "/api/x", "h", {
+            "x-api-key": key, "authorization": f"Bearer {token}", "x-auth-tenant": "spoofed"}))
+        assert await start(ctx, "api") is None
+        out = ctx.request_headers_out
+        assert ctx.identity.subject == "bob" and ctx.identity.methods == {"api_key", "jwt"}
+        assert out.set["x-auth-subject"] == "bob" and out.set["x-auth-methods"] == "api_key,jwt"
+        assert "x-auth-tenant" not in out.set and "x-auth-roles" not in out.set
+        assert "x-auth-tenant" in out.remove  # the client's copy is still removed
+        assert "x-api-key" in out.remove
+    finally:
+        await runtime.aclose()

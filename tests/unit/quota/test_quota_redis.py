@@ -1,0 +1,155 @@
+"""What only the Redis backend does: URLs, server time, key hygiene, script
+loading, timeouts, outages and recovery, cluster slots. Real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+import pytest
+
+from extproc.quota import BackendUnavailable, RateSpec, SlotSpec, lua, open_backend
+from extproc.quota.redis_backend import RedisBackend, _split_options
+from tests.redis_server import patient
+
+HOUR = 3600.0
+RATE = RateSpec.of(10, HOUR)
+
+
+@pytest.fixture
+async def make_backend():
+    made: list[RedisBackend] = []
+
+    def make(url: str) -> RedisBackend:
+        made.append(RedisBackend(patient(url)))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        await backend.aclose()
+
+
+async def eventually(call, timeout: float = 5.0):
+    """Retry ``call`` until it stops raising BackendUnavailable."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await call()
+        except BackendUnavailable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+def test_url_options_are_ours_and_the_rest_goes_to_redis_py():
+    url, cluster, options = _split_options(
+        "redis://user:pw@h:6380/2?timeout=20ms&connect_timeout=1s&retry_interval=2s&max_connections=8&client_name=gw")
+    assert url == "redis://user:pw@h:6380/2?client_name=gw" and not cluster
+    assert options == {"timeout": 0.02, "connect_timeout": 1.0, "retry_interval": 2.0, "max_connections": 8}
+    url, cluster, options = _split_options("rediss+cluster://h:7000")
+    assert url == "rediss://h:7000" and cluster and options["timeout"] == 0.05
+
+
+@pytest.mark.parametrize("url", ["http://h", "redis://", "redis://h?timeout=fast", "redis://h?max_connections=0",
+                                 "memcached://h"])
+def test_bad_urls_are_refused_before_connecting(url):
+    with pytest.raises(ValueError):
+        open_backend(url)
+
+
+async def test_state_is_kept_in_server_time_and_expires(redis_server, make_backend):
+    backend = make_backend(redis_server.url)
+    await backend.check([("quota:{t}:r", RATE)], [("quota:{t}:c", SlotSpec(2, 30), "lease")])
+    await backend.reserve("quota:{t}:b", 5, 100, 60)
+    with redis_server.client() as client:
+        seconds, micros = client.time()
+        tat = int(client.get("quota:{t}:r"))
+        # The TAT is on Redis' clock (epoch microseconds), one interval ahead.
+        assert 0 < tat - (seconds * 1_000_000 + micros) <= RATE.interval_us
+        # Nothing lives forever: the TAT key goes when it no longer limits,
+        # the lease set with its newest lease, the budget a period after it refills.
+        assert 0 < client.pttl("quota:{t}:r") <= RATE.interval_us / 1000 + 1
+        assert 29_000 < client.pttl("quota:{t}:c") <= 30_001
+        assert 60_000 < client.pttl("quota:{t}:b") <= 63_001
+
+
+async def test_scripts_are_loaded_at_start_and_reloaded_after_a_flush(redis_server, make_backend):
+    sha = hashlib.sha1(lua.CHECK.encode()).hexdigest()
+    with redis_server.client() as client:
+        backend = make_backend(redis_server.url)  # built inside a running loop: connects at once
+        for _ in range(250):
+            if client.script_exists(sha)[0]:
+                break
+            await asyncio.sleep(0.02)
+        assert client.script_exists(sha)[0]
+        client.script_flush()  # what a restart or failover does to the script cache
+    assert (await backend.check([("quota:{t}:r", RATE)])).allowed
+
+
+async def test_a_hung_redis_is_an_error_within_the_timeout_not_a_hang(redis_server, make_backend):
+    backend = make_backend(redis_server.url + "?timeout=50ms&retry_interval=100ms")
+    assert (await eventually(lambda: backend.check([("quota:{t}:r", RATE)]))).allowed
+    redis_server.pause()
+    try:
+        with pytest.raises(BackendUnavailable):
+            await asyncio.wait_for(backend.check([("quota:{t}:r", RATE)]), 5)
+        assert not backend.available
+        # While down, requests are answered at once without touching Redis.
+        with pytest.raises(BackendUnavailable, match="unavailable since"):
+            await asyncio.wait_for(backend.check([("quota:{t}:r", RATE)]), 5)
+    finally:
+        redis_server.resume()
+    outcome = await eventually(lambda: backend.check([("quota:{t}:r", RATE)]))
+    assert outcome.allowed and backend.available
+
+
+async def test_outage_and_restart_on_the_same_port(redis_server, make_backend, caplog):
+    backend = make_backend(redis_server.url + "?retry_interval=100ms")
+    for _ in range(3):
+        assert (await backend.check([("quota:{t}:r", RATE)])).allowed
+    redis_server.kill()
+    with caplog.at_level(logging.INFO, logger="extproc.quota"):
+        for _ in range(3):
+            with pytest.raises(BackendUnavailable):
+                await backend.check([("quota:{t}:r", RATE)])
+        redis_server.start()
+        outcome = await eventually(lambda: backend.check([("quota:{t}:r", RATE)]))
+    # A restarted Redis (no persistence) starts from a full bucket.
+    assert outcome.allowed and outcome.rates[0].remaining == 9
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unavailable" in m for m in messages) == 1  # one log line per outage, not per request
+    assert sum("recovered" in m for m in messages) == 1
+
+
+async def test_unreachable_at_start_is_reported_and_retried(make_backend, caplog):
+    from tests.redis_server import RedisServer, free_port
+
+    port = free_port()
+    with caplog.at_level(logging.ERROR, logger="extproc.quota"):
+        backend = make_backend(f"redis://127.0.0.1:{port}?retry_interval=50ms")
+        with pytest.raises(BackendUnavailable):
+            await eventually(lambda: backend.check([("quota:{t}:r", RATE)]), timeout=0.2)
+    assert any("unavailable" in r.getMessage() for r in caplog.records)
+    with RedisServer(port):
+        assert (await eventually(lambda: backend.check([("quota:{t}:r", RATE)]))).allowed
+
+
+async def test_release_soon_gives_the_slot_back(redis_server, make_backend):
+    backend = make_backend(redis_server.url)
+    slot = SlotSpec(1, HOUR)
+    assert (await backend.check([], [("quota:{t}:c", slot, "a")])).allowed
+    backend.release_soon([("quota:{t}:c", "a")])
+    await backend.aclose()  # waits for pending releases
+    with redis_server.client() as client:
+        assert client.zcard("quota:{t}:c") == 0
+
+
+async def test_cluster_keeps_one_requests_keys_in_one_slot(redis_cluster, make_backend):
+    backend = make_backend(redis_cluster.url)
+    same_tag = [("quota:{alice}:r:a", RATE), ("quota:{alice}:r:b", RATE)]
+    assert (await backend.check(same_tag)).allowed
+    # Without a common tag the keys hash to different slots and Redis Cluster
+    # refuses the script (CROSSSLOT): why every key of a request shares one.
+    with pytest.raises(BackendUnavailable, match="(?i)slot"):
+        await backend.check([("quota:{alice}:r:a", RATE), ("quota:{bob}:r:a", RATE)])
