@@ -191,8 +191,7 @@ class TokenBudget(Capability):
         state.body_seen = True
         state.tracker.feed(ctx.response_chunk, ctx.response_end)
         if ctx.response_end:
-            state.settled = True
-            await self._settle(ctx, state)
+            self._settle(ctx, state)
         return None
 
     def _actual(self, state: _State) -> tuple[int, int]:
@@ -203,16 +202,15 @@ class TokenBudget(Capability):
         completion = state.tracker.completion_chars // CHARS_PER_TOKEN if state.tracker else 0
         return state.prompt_estimate, completion
 
-    async def _settle(self, ctx: RequestContext, state: _State) -> None:
+    def _settle(self, ctx: RequestContext, state: _State) -> None:
+        # In the background, not awaited: the response need not wait for the
+        # backend, and a client hanging up (which cancels this request's
+        # handler) must not cancel the settlement with it.
+        state.settled = True
         prompt, completion = self._actual(state)
         ctx.state["llm.tokens"] = {"prompt": prompt, "completion": completion}
         for h in state.held:
-            actual = _cost(h.budget, prompt, completion)
-            try:
-                await h.backend.reconcile(h.key, h.reserved, actual)
-            except Exception:  # noqa: BLE001 - the reservation stands; logged for the operator
-                log.warning("token budget reconcile failed; the reservation stands",
-                            extra={"decision_id": ctx.decision_id, "budget": h.budget.name})
+            _spawn(h.backend.reconcile(h.key, h.reserved, _cost(h.budget, prompt, completion)))
 
     def _refund(self, held: list[_Held]) -> None:
         for h in held:
@@ -222,12 +220,13 @@ class TokenBudget(Capability):
         state: _State | None = ctx.state.get(self._state_key)
         if state is None or state.settled:
             return
-        state.settled = True
         if state.tracker is not None and state.tracker.usage is not None:
             # The client hung up after the final event (SDKs stop reading at
             # [DONE]): the usage is known, settle as usual.
-            _spawn(self._settle(ctx, state))
-        elif not state.body_seen and ((ctx.response_status or 0) >= 400 or ctx.response_status is None):
+            self._settle(ctx, state)
+            return
+        state.settled = True
+        if not state.body_seen and ((ctx.response_status or 0) >= 400 or ctx.response_status is None):
             # The model answered an error, or never answered: nothing was generated.
             self._refund(state.held)
         # Otherwise the stream broke off mid-response: the reservation stands.
@@ -240,7 +239,7 @@ async def _logged(coro) -> None:
     try:
         await coro
     except Exception:  # noqa: BLE001 - background settlement: the reservation stands
-        log.warning("token budget refund failed; the reservation stands")
+        log.warning("token budget settlement failed; the reservation stands")
 
 
 def _spawn(coro) -> None:

@@ -280,12 +280,13 @@ class InjectionDetector:
         found = {owners[i] for i in ids if i < len(owners)}
         extra: set[str] = set()
 
-        if canon.changed:
+        if canon.invisible or canon.folded:
             plain = {owners[i] for i in self._matcher.ids(normalize.as_bytes(text)) if i < len(owners)}
             if found - plain:
+                # Rules visible only once disguises are undone.
                 if canon.invisible:
                     extra.add("zero_width")
-                if not canon.invisible or normalize.canonical(text.replace("\u200b", "")).changed:
+                if canon.folded:
                     extra.add("homoglyph")
         if triggers["leet"] in ids:
             leet_ids = self._matcher.ids(data.translate(normalize.LEET))

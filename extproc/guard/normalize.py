@@ -67,8 +67,12 @@ LEET = bytes.maketrans(b"0134578@$!|", b"oieastbasil")
 class Canonical:
     text: str               # what signatures are matched against
     hidden: str             # text smuggled in Unicode tag characters, decoded
-    invisible: bool         # format characters inside words
-    changed: bool           # text differs from the input (NFKC, confusables, stripping)
+    invisible: bool         # format characters inside words were removed
+    folded: bool            # NFKC or the confusables map changed letters
+
+    @property
+    def changed(self) -> bool:
+        return self.invisible or self.folded or bool(self.hidden)
 
 
 def _decode_tags(text: str) -> str:
@@ -85,12 +89,13 @@ def canonical(text: str) -> Canonical:
         return Canonical(text, "", False, False)
     hidden = _decode_tags(text) if "\U000E0000" <= max(text) else ""
     invisible = _INVISIBLE_IN_WORD.search(text) is not None
-    out = _STRIP.sub("", text)
+    stripped = _STRIP.sub("", text)
+    out = stripped
     if not unicodedata.is_normalized("NFKC", out):
         out = unicodedata.normalize("NFKC", out)
     if _CONFUSABLE.search(out):
         out = _CONFUSABLE.sub(lambda m: _CONFUSABLES[m.group()], out)
-    return Canonical(out, hidden, invisible, out != text)
+    return Canonical(out, hidden, invisible, out != stripped)
 
 
 def as_bytes(text: str) -> bytes:

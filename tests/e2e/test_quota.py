@@ -237,32 +237,57 @@ def test_two_processors_share_one_limit_through_redis(stack_factory, redis_serve
 
 def test_redis_outage_fail_open_and_fail_closed_then_recovery(stack_factory, redis_server):
     limit = "[{name: l, key: [route], rate: {requests: 3, per: 1h}}]"
-    stack = stack_factory(policy(limit, limit, "on_backend_error: fail_closed", "on_backend_error: fail_open"),
-                          redis_server.url)
+    text = policy(limit, limit, "on_backend_error: fail_closed", "on_backend_error: fail_open") + f"""\
+  - name: llm
+    capabilities:
+      - type: quota
+        config:
+          limits: [{{name: l, key: [route], rate: {{requests: 20, per: 1s}}}}]
+"""
+    stack = stack_factory(text, redis_server.url)
     assert stack.get("/api/x").status_code == 200
     assert stack.get("/proc/x").status_code == 200
 
-    redis_server.kill()
-    for _ in range(3):
-        r = stack.get("/api/x")
-        assert r.status_code == 503
-        assert r.json()["error"]["code"] == "quota_unavailable"  # the processor's answer, not Envoy's
-        assert r.headers["retry-after"] == "1"
-    # fail_open: the local limiter enforces the same limit from a fresh count.
-    assert stack.statuses("/proc/x", 4) == [200, 200, 200, 429]
-    assert stack.processor.proc.poll() is None
-    wait_serving(stack.processor.port, timeout=2)
+    # Live traffic on a fail-open route through the whole outage and recovery.
+    stop, background = threading.Event(), []
 
-    redis_server.start()  # same port, empty (no persistence)
-    restarted = time.monotonic()
-    while stack.get("/api/x").status_code == 503:
-        assert time.monotonic() - restarted < 1.0, "enforcement did not resume within a second"
-        time.sleep(0.01)
+    def traffic():
+        with httpx.Client(base_url=stack.url, timeout=10) as client:
+            while not stop.is_set():
+                background.append(client.get("/v1/x").status_code)
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        wait_for(lambda: len(background) > 20)
+        redis_server.kill()
+        for _ in range(3):
+            r = stack.get("/api/x")
+            assert r.status_code == 503
+            assert r.json()["error"]["code"] == "quota_unavailable"  # the processor's answer, not Envoy's
+            assert r.headers["retry-after"] == "1"
+        # fail_open: the local limiter enforces the same limit from a fresh count.
+        assert stack.statuses("/proc/x", 4) == [200, 200, 200, 429]
+        assert stack.processor.proc.poll() is None
+        wait_serving(stack.processor.port, timeout=2)
+
+        redis_server.start()  # same port, empty (no persistence)
+        restarted = time.monotonic()
+        while stack.get("/api/x").status_code == 503:
+            assert time.monotonic() - restarted < 1.0, "enforcement did not resume within a second"
+            time.sleep(0.01)
+        seen = len(background)
+        wait_for(lambda: len(background) > seen + 20)
+    finally:
+        stop.set()
+        thread.join()
     # Back on Redis: its count (one request so far), not the exhausted local one.
     assert stack.statuses("/api/x", 3) == [200, 200, 429]
     assert stack.statuses("/proc/x", 4) == [200, 200, 200, 429]
+    # Not one request of the live traffic failed: admitted or rate limited, throughout.
+    assert set(background) <= {200, 429} and 200 in background
     log = stack.log_path.read_text()
-    assert "quota backend unavailable" in log and "quota backend recovered" in log
+    assert log.count("quota backend unavailable") == 1 and log.count("quota backend recovered") == 1
 
 
 def test_redis_cluster_enforces_the_same_limits(stack_factory, redis_cluster):

@@ -152,3 +152,16 @@ async def test_concurrent_reservations_never_overspend(backend):
     granted = [r for r in results if r.granted]
     assert len(granted) == 14  # 14 * 7 = 98; a 15th would need 105
     assert min(r.remaining for r in granted) == 2
+
+
+async def test_concurrent_settlements_charge_exactly_what_was_used(backend):
+    budget = key("tokens")
+    results = await asyncio.gather(*(backend.reserve(budget, 60, 500, HOUR) for _ in range(40)))
+    granted = sum(r.granted for r in results)
+    assert granted == 8  # 8 * 60 = 480 reserved; a 9th would need 540
+    differences = await asyncio.gather(*(backend.reconcile(budget, 60, 7) for _ in range(granted)))
+    assert differences == [-53] * granted
+    # 8 * 7 = 56 spent, 444 left (the refill during the test is well under a token).
+    assert not (await backend.reserve(budget, 445, 500, HOUR)).granted
+    last = await backend.reserve(budget, 444, 500, HOUR)
+    assert last.granted and last.remaining == 0
