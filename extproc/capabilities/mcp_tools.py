@@ -47,7 +47,7 @@ from extproc.mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, POLICY_DENIED, 
 from extproc.mcp.pins import PinStore, definition_hash
 from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, Decision, validate_rules
 from extproc.mcp.protocol import LISTS, PASS, ParamsError, is_notification, target_of
-from extproc.mcp.responses import rewriter
+from extproc.mcp.responses import AmbiguousContentType, rewriter
 from extproc.runtime import DEFAULT_RUNTIME
 
 log = logging.getLogger("extproc.mcp")
@@ -307,11 +307,13 @@ class McpTools(Capability):
         session = ctx.response_headers.get(SESSION_HEADER)
         if session:
             jsonrpc.audit_of(ctx)["mcp.session_id"] = session
-        if ctx.response_status != 200:
-            return None
+        # Any status: a client reads a JSON-RPC body under a 2xx other than 200 too.
         content_type = ctx.response_headers.get("content-type")
-        body = rewriter(content_type, lambda m: self._transform(ctx, exchange, m),
-                        lambda: self._unreadable(ctx, exchange), max_json_bytes=self.config.max_response_bytes)
+        try:
+            body = rewriter(content_type, lambda m: self._transform(ctx, exchange, m),
+                            lambda: self._unreadable(ctx, exchange), max_json_bytes=self.config.max_response_bytes)
+        except AmbiguousContentType as exc:
+            return Deny(502, "bad_gateway", f"MCP response cannot be inspected: {exc}")
         if body is None:
             return None
         encoding = ctx.response_headers.get("content-encoding", "identity").strip().lower()

@@ -33,8 +33,8 @@ class PromptGuard(Capability):
 
     def __init__(self, config: PromptGuardCapabilityConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
-        self._detector = InjectionDetector(extra_deny=config.deny, extra_allow=config.allow) if config.detector \
-            else InjectionDetector(extra_deny=config.deny, extra_allow=config.allow, rules_path=False)
+        self._detector = InjectionDetector(extra_deny=config.deny, extra_allow=config.allow,
+                                           builtin_rules=config.detector)
         self._roles = frozenset(config.roles)
 
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
@@ -46,7 +46,8 @@ class PromptGuard(Capability):
             result = self._detector.scan(slot.text, slot.role)
             if result.score > worst_score:
                 worst_score, worst_rules = result.score, result.rule_ids
-        ctx.state["prompt_guard"] = {"score": round(worst_score, 3), "rules": worst_rules}
+        ctx.state["prompt_guard"] = {"score": round(worst_score, 3), "rules": worst_rules,
+                                     "rules_version": self._detector.version}
         if worst_score >= self.config.threshold:
             return llm_error(request.api, 400, "invalid_request_error", BLOCKED_MESSAGE,
                              reason=f"prompt injection score {worst_score:.2f} rules {','.join(worst_rules)}",

@@ -135,11 +135,9 @@ def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
         for p in patterns:
             try:
                 re.compile(p)
-            except (re.error, TypeError) as exc:
+                p.encode("latin-1")
+            except (re.error, TypeError, UnicodeEncodeError) as exc:
                 raise RuleError(f"{where} ({rid}): invalid pattern: {exc}") from None
-            reason = _multi.compile_check(p.encode("latin-1"), _multi.CASELESS | _multi.SINGLEMATCH)
-            if reason:
-                raise RuleError(f"{where} ({rid}): pattern rejected by Hyperscan: {reason}")
         roles = raw.get("roles")
         if roles is not None and (not isinstance(roles, list) or set(roles) - set(ROLES)):
             raise RuleError(f"{where} ({rid}): roles must be a list of {ROLES}")
@@ -179,11 +177,20 @@ class _Matcher:
         # expressions: (id, pattern, hyperscan flags)
         self._engine = engine
         if engine == "hyperscan":
-            self._db = _multi.MultiPattern(
-                [p.encode("latin-1") for _, p, _ in expressions],
-                [i for i, _, _ in expressions],
-                [f for _, _, f in expressions],
-            )
+            try:
+                self._db = _multi.MultiPattern(
+                    [p.encode("latin-1") for _, p, _ in expressions],
+                    [i for i, _, _ in expressions],
+                    [f for _, _, f in expressions],
+                )
+            except Exception:
+                # Name the pattern Hyperscan refuses (lookarounds and
+                # backreferences are the usual suspects).
+                for _, p, f in expressions:
+                    reason = _multi.compile_check(p.encode("latin-1"), f)
+                    if reason:
+                        raise RuleError(f"pattern rejected by Hyperscan ({reason}): {p}") from None
+                raise
         else:
             self._res = [
                 (i, re.compile(p.encode("latin-1"), re.IGNORECASE if f & _multi.CASELESS else 0))
@@ -214,7 +221,9 @@ def _compiled(digest: str, path: str, engine: str):
     for name, p in _TRIGGERS.items():
         triggers[name] = len(owners) + len(triggers)
         expressions.append((triggers[name], p, flags))
-    return version, rules, tuple(owners), triggers, _Matcher(expressions, engine), _Matcher(squeezed, engine)
+    # Squeezed runs are a few dozen bytes when they exist at all: re is fast
+    # enough there, and a second Hyperscan database would double start-up.
+    return version, rules, tuple(owners), triggers, _Matcher(expressions, engine), _Matcher(squeezed, "re")
 
 
 class InjectionDetector:

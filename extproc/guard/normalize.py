@@ -59,6 +59,15 @@ _CONFUSABLES = {
 }
 _CONFUSABLE = re.compile("[" + "".join(_CONFUSABLES) + "]")
 
+# Typographic punctuation, so that signatures can say ' and " (don’t, “DAN”).
+# Not a disguise: mapping it does not count as folding.
+_PUNCTUATION = str.maketrans({
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
+    "\u2013": "-", "\u2014": "-", "\u2212": "-",
+})
+_HAS_PUNCTUATION = re.compile("[\u2018\u2019\u201a\u201b\u2032\u201c-\u201f\u2033\u00ab\u00bb\u2013\u2014\u2212]")
+
 # Leetspeak digits and symbols back to letters (bytes, for translate()).
 LEET = bytes.maketrans(b"0134578@$!|", b"oieastbasil")
 
@@ -90,6 +99,8 @@ def canonical(text: str) -> Canonical:
     hidden = _decode_tags(text) if "\U000E0000" <= max(text) else ""
     invisible = _INVISIBLE_IN_WORD.search(text) is not None
     stripped = _STRIP.sub("", text)
+    if _HAS_PUNCTUATION.search(stripped):
+        stripped = stripped.translate(_PUNCTUATION)
     out = stripped
     if not unicodedata.is_normalized("NFKC", out):
         out = unicodedata.normalize("NFKC", out)

@@ -32,11 +32,20 @@ Transform = Callable[[dict], "dict | None"]
 
 
 def content_kind(content_type: str | None) -> str | None:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
-        return "json"
-    if media == "text/event-stream":
-        return "sse"
+    """``json``, ``sse``, None (not JSON-RPC: clients will not read it as
+    such) or ``ambiguous``: a header a client might read as JSON or SSE but
+    that is not exactly one of them (two media types joined, a JSON or SSE
+    name in a parameter...). Clients differ (prefix match, substring match),
+    so an ambiguous response is refused rather than guessed at."""
+    raw = (content_type or "").lower()
+    media = raw.split(";", 1)[0].strip()
+    if "," not in raw:
+        if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+            return "json" if "event-stream" not in raw else "ambiguous"
+        if media == "text/event-stream":
+            return "sse" if "json" not in raw else "ambiguous"
+    if "json" in raw or "event-stream" in raw:
+        return "ambiguous"
     return None
 
 
@@ -128,9 +137,17 @@ class SseBody:
         return event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
 
 
+class AmbiguousContentType(ValueError):
+    pass
+
+
 def rewriter(content_type: str | None, transform: Transform, on_unreadable: Callable[[], bytes | None],
              max_json_bytes: int = 8 << 20, max_event_bytes: int = 4 << 20) -> JsonBody | SseBody | None:
+    """The rewriter for a response's content type; None when it is not one
+    JSON-RPC travels in. Raises AmbiguousContentType."""
     kind = content_kind(content_type)
+    if kind == "ambiguous":
+        raise AmbiguousContentType(f"ambiguous content-type {content_type!r}")
     if kind == "json":
         return JsonBody(transform, on_unreadable, max_json_bytes)
     if kind == "sse":

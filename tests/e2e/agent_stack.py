@@ -7,6 +7,7 @@ seconds) and stopped by PID."""
 from __future__ import annotations
 
 import shutil
+import ssl
 from pathlib import Path
 
 import httpx
@@ -30,9 +31,9 @@ class AgentStack:
             self.echo = EchoServer().start()
             self.processor = ProcessorProcess(str(self.policies), reload_interval=0.1,
                                               log_path=str(self.processor_log)).wait_ready()
-            self.port = port or free_port()
+            self.port, self.mtls_port = port or free_port(), free_port()
             admin = free_port()
-            ports = {"gateway": self.port, "gateway_mtls": free_port(), "governance": self.processor.port,
+            ports = {"gateway": self.port, "gateway_mtls": self.mtls_port, "governance": self.processor.port,
                      "upstream": self.echo.port, **upstreams}
             config = render(ENVOY_DIR / "gateway.yaml", ports, admin_port=admin, certs_dir=certs)
             self.envoy = EnvoyProcess(config, admin, log_path=str(directory / "envoy.log"))
@@ -41,9 +42,16 @@ class AgentStack:
             self.close()
             raise
         self.url = f"http://127.0.0.1:{self.port}"
+        self.certs = certs
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+
+    def mtls_client(self, cert: str = "client") -> httpx.Client:
+        """A client of the mTLS listener presenting ``certs/<cert>.pem``."""
+        context = ssl.create_default_context(cafile=str(self.certs / "ca.pem"))
+        context.load_cert_chain(str(self.certs / f"{cert}.pem"), str(self.certs / f"{cert}.key"))
+        return httpx.Client(base_url=f"https://localhost:{self.mtls_port}", verify=context, timeout=10)
 
     def processor_log_text(self) -> str:
         return self.processor_log.read_text(errors="replace")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from extproc.mcp.responses import JsonBody, SseBody, content_kind, rewriter
+from extproc.mcp.responses import AmbiguousContentType, JsonBody, SseBody, content_kind, rewriter
 from tests.unit.mcp.harness import sse, sse_payloads
 
 
@@ -34,10 +34,19 @@ def split(raw: bytes, size: int) -> list[bytes]:
 @pytest.mark.parametrize("content_type, kind", [
     ("application/json", "json"), ("application/json; charset=utf-8", "json"), ("application/problem+json", "json"),
     ("text/event-stream", "sse"), ("Text/Event-Stream; charset=utf-8", "sse"), ("text/plain", None), (None, None),
+    # Clients match content types by prefix or substring: anything that could
+    # be read as JSON-RPC but is not exactly one shape is refused, not guessed.
+    ("application/json, text/plain", "ambiguous"), ("application/json,text/event-stream", "ambiguous"),
+    ("application/json; x=text/event-stream", "ambiguous"), ("text/event-stream; profile=json", "ambiguous"),
+    ("application/jsonp", "ambiguous"), ("text/plain; note=event-stream", "ambiguous"),
 ])
 def test_content_kinds(content_type, kind):
     assert content_kind(content_type) == kind
-    assert (rewriter(content_type, hide_secret, lambda: None) is None) is (kind is None)
+    if kind == "ambiguous":
+        with pytest.raises(AmbiguousContentType):
+            rewriter(content_type, hide_secret, lambda: None)
+    else:
+        assert (rewriter(content_type, hide_secret, lambda: None) is None) is (kind is None)
 
 
 @pytest.mark.parametrize("size", [1, 7, 1000])

@@ -309,6 +309,24 @@ async def test_an_unreadable_list_response_is_withheld():
     assert out["id"] == 5 and out["error"]["code"] == -32603 and "delete_record" not in json.dumps(out)
 
 
+async def test_lists_are_filtered_whatever_the_status():
+    cap = make()
+    ctx = context(cap, READER)
+    await request(cap, ctx, rpc("tools/list"))
+    assert names(json.loads(await respond(cap, ctx, [json.dumps(listed()).encode()], status=203))) == \
+        ["search_docs", "read_file"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json, text/plain", "text/event-stream; x=json"])
+async def test_an_ambiguous_content_type_is_refused(content_type):
+    cap = make()
+    ctx = context(cap, READER)
+    await request(cap, ctx, rpc("tools/list"))
+    ctx.response_status, ctx.response_headers = 200, {"content-type": content_type}
+    deny = await cap.on_response_headers(ctx)
+    assert deny.status == 502 and "ambiguous" in deny.reason
+
+
 async def test_an_encoded_response_cannot_be_inspected():
     cap = make()
     ctx = context(cap, READER)
