@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--mtls-port", type=int, default=10443, help="Envoy's mTLS listener on 127.0.0.1")
     up.add_argument("--certs", default=".certs", help="demo certificates (generated if missing)")
     up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--redis", metavar="URL", help="count quotas in Redis (redis://host:port) instead of in memory")
     up.set_defaults(func=_up)
 
     token = sub.add_parser("token", help="mint a demo JWT that `extproc up`'s demo policy trusts")

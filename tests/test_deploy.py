@@ -378,3 +378,45 @@ def test_every_yaml_under_deploy_parses():
     for path in DEPLOY.rglob("*.yaml"):
         documents(path)
     assert fnmatch.filter([p.name for p in DEPLOY.rglob("*")], "*.yaml")
+
+
+# -- the commands the image runs --------------------------------------------
+
+def test_health_command_is_what_the_healthchecks_run(tmp_path):
+    from extproc.local.processor import ProcessorProcess, free_port
+
+    dead = subprocess.run([sys.executable, "-m", "extproc", "health", "--port", str(free_port()), "--timeout", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert dead.returncode == 1 and "not serving" in dead.stderr
+    processor = ProcessorProcess(str(REPO / "policies"), log_path=str(tmp_path / "processor.log")).wait_ready()
+    try:
+        alive = subprocess.run([sys.executable, "-m", "extproc", "health", "--port", str(processor.port)],
+                               capture_output=True, text=True, timeout=60)
+        assert alive.returncode == 0 and alive.stdout.strip() == "serving", alive.stderr
+    finally:
+        processor.stop()
+
+
+def test_demo_upstream_command_serves_the_echo():
+    import signal
+    import time
+    import urllib.request
+
+    from extproc.local.processor import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "extproc", "demo-upstream", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                    assert response.status == 200 and json.loads(response.read())["path"] == "/healthz"
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "demo-upstream did not start"
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0

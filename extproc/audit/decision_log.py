@@ -75,12 +75,16 @@ def _now_rfc3339(ns: int) -> str:
 class HeaderMask:
     def __init__(self, extra: Iterable[str] = ()):
         patterns = [p.strip().lower() for p in (*DEFAULT_MASK, *extra) if p and p.strip()]
-        self._exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
-        self._globs = tuple(p for p in patterns if p not in self._exact)
+        self._regex = re.compile("|".join(fnmatch.translate(p) for p in patterns))
+        self._known: dict[str, bool] = {}  # header names repeat: decide each once
 
     def masked_name(self, name: str) -> bool:
-        name = name.lower()
-        return name in self._exact or any(fnmatch.fnmatchcase(name, g) for g in self._globs)
+        known = self._known.get(name)
+        if known is None:
+            known = self._regex.match(name.lower()) is not None
+            if len(self._known) < 4096:
+                self._known[name] = known
+        return known
 
     def apply(self, headers: dict[str, str], erased: list[str]) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -23,6 +23,17 @@ llm.output_tokens    int     completion tokens
 llm.total_tokens     int     both
 tool.name            str     MCP/agent tool called
 tool.server          str     MCP server the tool belongs to
+tool.decision        str     the tool call's decision
+tool.arguments_sha256 str    fingerprint of the canonical arguments (never the values)
+mcp.method(s)        str/[str] JSON-RPC method(s) of the MCP request
+mcp.session_id, mcp.protocol_version  str
+mcp.error            int     JSON-RPC error code of a malformed request
+mcp.unreadable_response bool
+a2a.method, a2a.skill, a2a.decision, a2a.arguments_sha256, a2a.task_id,
+a2a.task_state       str     the A2A call, as for tools
+a2a.error            int
+a2a.card             {str: int} or str   agent card filtering (``shown``/``hidden``)
+a2a.unreadable_response bool
 quota.limit          str     name of the quota limit that decided
 quota.cost           int     units this request consumed
 quota.remaining      int     units left in the window
@@ -63,6 +74,23 @@ AUDIT_KEYS: dict[str, tuple[str, type]] = {
     "llm.total_tokens": ("extproc.llm.total_tokens", int),
     "tool.name": ("gen_ai.tool.name", str),
     "tool.server": ("extproc.tool.server", str),
+    "tool.decision": ("extproc.tool.decision", str),
+    "tool.arguments_sha256": ("extproc.tool.arguments_sha256", str),
+    "mcp.method": ("extproc.mcp.method", str),
+    "mcp.methods": ("extproc.mcp.methods", list),
+    "mcp.session_id": ("extproc.mcp.session_id", str),
+    "mcp.protocol_version": ("extproc.mcp.protocol_version", str),
+    "mcp.error": ("extproc.mcp.error", int),
+    "mcp.unreadable_response": ("extproc.mcp.unreadable_response", bool),
+    "a2a.method": ("extproc.a2a.method", str),
+    "a2a.skill": ("extproc.a2a.skill", str),
+    "a2a.decision": ("extproc.a2a.decision", str),
+    "a2a.arguments_sha256": ("extproc.a2a.arguments_sha256", str),
+    "a2a.task_id": ("extproc.a2a.task_id", str),
+    "a2a.task_state": ("extproc.a2a.task_state", str),
+    "a2a.error": ("extproc.a2a.error", int),
+    "a2a.card": ("extproc.a2a.card", dict),
+    "a2a.unreadable_response": ("extproc.a2a.unreadable_response", bool),
     "quota.limit": ("extproc.quota.limit", str),
     "quota.cost": ("extproc.quota.cost", int),
     "quota.remaining": ("extproc.quota.remaining", int),
@@ -227,6 +255,14 @@ def _typed(value: Any, kind: type) -> Any:
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return [scrub(v) for v in value[:MAX_LIST]]
         return None
+    if kind is dict:  # a few named counts, or a short word
+        if isinstance(value, str):
+            return scrub(value) if value else None
+        if isinstance(value, dict) and value and len(value) <= MAX_LIST and all(
+                isinstance(k, str) and _SUFFIX.match(k) and isinstance(v, int) and not isinstance(v, bool)
+                for k, v in value.items()):
+            return dict(value)
+        return None
     return None
 
 
@@ -240,7 +276,10 @@ def facts(ctx: RequestContext) -> dict[str, Any]:
     def put(key: str, value: Any) -> None:
         name, kind = AUDIT_KEYS[key]
         value = _typed(value, kind)
-        if value is not None:
+        if isinstance(value, dict):  # counts: one attribute each
+            for sub, count in value.items():
+                out[f"{name}.{sub}"] = count
+        elif value is not None:
             out[name] = value
 
     # Facts capabilities already keep for their own use.

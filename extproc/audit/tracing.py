@@ -155,11 +155,11 @@ class Tracing:
                 carrier = {"traceparent": traceparent, "tracestate": ctx.request.headers.get("tracestate", "")}
         parent = _PROPAGATOR.extract(carrier) if carrier else None
         name = f"{record.filter} {record.route or 'unmatched'}"
-        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, start_time=start_ns,
-                                      attributes=_span_attributes(ctx, record))
-        if not span.is_recording():
+        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, start_time=start_ns)
+        if not span.is_recording():  # not sampled (Envoy's decision, by default): nothing more to build
             span.end(end_time=end_ns)
             return None
+        span.set_attributes(_span_attributes(ctx, record))
         revision = record.revision
         for outcome in record.capabilities:
             event = {

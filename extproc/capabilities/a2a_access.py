@@ -285,6 +285,10 @@ class A2aAccess(Capability):
             if not self.config.filter_card:
                 return None
             transform = lambda card: self._filter_card(ctx, card)  # noqa: E731
+            # The card now depends on who asked: no shared caching, and no
+            # validator of the unfiltered card.
+            ctx.set_response_header("cache-control", "private")
+            ctx.remove_response_header("etag")
         else:
             transform = lambda m: self._transform(ctx, exchange, m)  # noqa: E731
         try:

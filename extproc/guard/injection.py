@@ -58,9 +58,11 @@ Role = Literal["user", "system", "tool", "assistant"]
 ROLES: tuple[str, ...] = ("user", "system", "tool", "assistant")
 BUILTINS = ("base64", "leetspeak", "spaced_letters", "homoglyph", "zero_width", "unicode_tags")
 
-_B64_RUN = re.compile(r"[A-Za-z0-9+/]{24,}={0,2}|[A-Za-z0-9_\-]{24,}={0,2}")
 _B64_MAX_BLOBS = 8
 _B64_MAX_CHARS = 65536
+# Leetspeak is decoded around the words that contain it, this far each side
+# (snapped to whitespace): a signature is shorter than that.
+_LEET_REACH = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,18 +160,6 @@ def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
     return str(data["version"]), tuple(rules)
 
 
-# Trigger expressions appended after the rule patterns: they say whether a
-# costlier view is worth building.
-_TRIGGERS = {
-    # a leet character between letters: "1gn0r3", "pr3v10us"
-    "leet": r"[a-z][0134578@$!|]+[a-z]|[0134578@$!|][a-z]+[0134578@$!|]",
-    # four single letters in a row, separated: "i g n o", "i.g.n.o"
-    "spaced": r"(?:^|[^a-z0-9])[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z](?:[^a-z0-9]|$)",
-    # something base64-like long enough to hide a sentence
-    "b64": r"[A-Za-z0-9+/_\-]{24}",
-}
-
-
 class _Matcher:
     """Which rules match a byte string: Hyperscan or a list of re patterns."""
 
@@ -203,6 +193,105 @@ class _Matcher:
         return {i for i, pattern in self._res if pattern.search(data)}
 
 
+# Four single letters in a row, separated: "i g n o", "i.g.n.o".
+_SPACED_TRIGGER = (
+    r"(?:^|[^a-z0-9])[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z](?:[^a-z0-9]|$)"
+)
+_WHITESPACE = re.compile(rb"\s")
+_UP_TO_LAST_WHITESPACE = re.compile(rb".*\s", re.DOTALL)
+_MAX_WORD = 256
+
+
+def _mask(classes: dict[bytes, bytes]) -> bytes:
+    """A translate() table mapping each byte class to one byte, others to space."""
+    table = bytearray(b" " * 256)
+    for members, to in classes.items():
+        for byte in members:
+            table[byte] = to[0]
+    return bytes(table)
+
+
+_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B64_MASK = _mask({_LETTERS + b"0123456789+/_-": b"A", b"=": b"="})
+_LEET_MASK = _mask({_LETTERS: b"a", b"0134578@$": b"1"})
+_NOT_A = re.compile(rb"[^A]")
+_NOT_1 = re.compile(rb"[^1]")
+
+
+class _Views:
+    """Where the costlier views are needed, from translate() masks of the text
+    (a C-speed pass each; no regex runs over ordinary text). Engine
+    independent, so both engines build exactly the same views."""
+
+    @staticmethod
+    def base64_runs(data: bytes) -> list[tuple[int, int]]:
+        """Runs of 24+ base64 characters (with up to two '=' of padding)."""
+        mask = data.translate(_B64_MASK)
+        runs = []
+        pos = 0
+        while len(runs) < _B64_MAX_BLOBS * 4 and (start := mask.find(b"A" * 24, pos)) >= 0:
+            m = _NOT_A.search(mask, start + 24)
+            end = m.start() if m else len(mask)
+            pad = end
+            while pad < len(mask) and pad - end < 2 and mask[pad] == 61:  # "="
+                pad += 1
+            runs.append((start, pad))
+            pos = pad + 1
+        return runs
+
+    @staticmethod
+    def leet_positions(data: bytes) -> list[int]:
+        """One position in each word where a leet character sits between letters."""
+        mask = data.translate(_LEET_MASK)
+        out = []
+        pos = 0
+        while (i := mask.find(b"a1", pos)) >= 0:
+            m = _NOT_1.search(mask, i + 2)
+            j = m.start() if m else len(mask)
+            if j < len(mask) and mask[j] == 97:  # "a": letters on both sides
+                out.append(i)
+                m = _WHITESPACE.search(data, j)  # one position per word is enough
+                j = m.start() if m else len(mask)
+            pos = j
+        return out
+
+
+def _word_start(data: bytes, pos: int) -> int:
+    """Where the whitespace-delimited word containing ``pos`` starts (looking
+    back at most _MAX_WORD bytes)."""
+    lo = max(0, pos - _MAX_WORD)
+    m = _UP_TO_LAST_WHITESPACE.match(data, lo, pos)
+    return m.end() if m else lo
+
+
+def _word_end(data: bytes, pos: int) -> int:
+    m = _WHITESPACE.search(data, pos, pos + _MAX_WORD)
+    return m.start() if m else min(len(data), pos + _MAX_WORD)
+
+
+def _word(data: bytes, pos: int) -> tuple[int, int]:
+    """The whitespace-delimited word around ``pos``."""
+    return _word_start(data, pos), _word_end(data, pos)
+
+
+def _windows(data: bytes, positions: Iterable[int], reach: int) -> list[tuple[int, int]]:
+    """Merged windows reaching ``reach`` bytes around the words at
+    ``positions``, widened to whitespace so no word is cut."""
+    spans = sorted({_word(data, pos) for pos in positions})
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        lo = max(0, start - reach)
+        hi = min(len(data), end + reach)
+        if lo:
+            lo = _word_start(data, lo)
+        hi = _word_end(data, hi)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled(digest: str, path: str, engine: str):
     """Rules and matchers for one rules file content (reloads that do not
@@ -217,13 +306,11 @@ def _compiled(digest: str, path: str, engine: str):
             expressions.append((len(owners), p, flags))
             squeezed.append((len(owners), _squeezed(p), flags))
             owners.append(index)
-    triggers = {}
-    for name, p in _TRIGGERS.items():
-        triggers[name] = len(owners) + len(triggers)
-        expressions.append((triggers[name], p, flags))
+    # Not a rule: says whether letter-spaced runs are worth extracting.
+    expressions.append((len(owners), _SPACED_TRIGGER, flags))
     # Squeezed runs are a few dozen bytes when they exist at all: re is fast
     # enough there, and a second Hyperscan database would double start-up.
-    return version, rules, tuple(owners), triggers, _Matcher(expressions, engine), _Matcher(squeezed, "re")
+    return version, rules, tuple(owners), _Matcher(expressions, engine), _Matcher(squeezed, "re")
 
 
 class InjectionDetector:
@@ -237,7 +324,7 @@ class InjectionDetector:
         self._builtin_rules = builtin_rules
         path = Path(rules_path) if rules_path is not None else RULES_PATH
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        (self.version, self.rules, self._owners, self._triggers,
+        (self.version, self.rules, self._owners,
          self._matcher, self._squeezed) = _compiled(digest, str(path.resolve()), self.engine)
         self._by_builtin = {rule.builtin: rule for rule in self.rules if rule.builtin}
 
@@ -283,12 +370,12 @@ class InjectionDetector:
         if canon is None:
             canon = normalize.canonical(text)
         owners = self._owners
-        triggers = self._triggers
         data = normalize.as_bytes(canon.text)
         ids = self._matcher.ids(data)
-        found = {owners[i] for i in ids if i < len(owners)}
+        spaced = len(owners) in ids
+        ids.discard(len(owners))
+        found = {owners[i] for i in ids}
         extra: set[str] = set()
-
         if canon.invisible or canon.folded:
             plain = {owners[i] for i in self._matcher.ids(normalize.as_bytes(text)) if i < len(owners)}
             if found - plain:
@@ -297,13 +384,17 @@ class InjectionDetector:
                     extra.add("zero_width")
                 if canon.folded:
                     extra.add("homoglyph")
-        if triggers["leet"] in ids:
-            leet_ids = self._matcher.ids(data.translate(normalize.LEET))
+        leet = _Views.leet_positions(data)
+        if leet:
+            decoded = data.translate(normalize.LEET)
+            leet_ids: set[int] = set()
+            for lo, hi in _windows(data, leet, _LEET_REACH):
+                leet_ids |= self._matcher.ids(decoded[lo:hi])
             only = {owners[i] for i in leet_ids if i < len(owners)} - found
             if only:
                 found |= only
                 extra.add("leetspeak")
-        if triggers["spaced"] in ids:
+        if spaced:
             squeezed = normalize.squeeze_spaced(data)
             if squeezed:
                 only = {owners[i] for i in self._squeezed.ids(squeezed)} - found
@@ -313,13 +404,15 @@ class InjectionDetector:
         if canon.hidden:
             extra.add("unicode_tags")
             found |= self._match(canon.hidden, None, depth + 1)
-        if depth == 0 and triggers["b64"] in ids:
-            decoded_rules = set()
-            for decoded in _base64_texts(text):
-                decoded_rules |= self._match(decoded, None, depth + 1)
-            if decoded_rules:
-                found |= decoded_rules
-                extra.add("base64")
+        if depth == 0:
+            runs = _Views.base64_runs(data)
+            if runs:
+                decoded_rules: set[int] = set()
+                for decoded_text in _base64_texts(data, runs):
+                    decoded_rules |= self._match(decoded_text, None, depth + 1)
+                if decoded_rules:
+                    found |= decoded_rules
+                    extra.add("base64")
         for name in extra:
             rule = self._by_builtin.get(name)
             if rule is not None:
@@ -327,20 +420,20 @@ class InjectionDetector:
         return found
 
 
-def _base64_texts(text: str) -> list[str]:
-    """Texts that base64 runs of ``text`` decode to (printable UTF-8 only)."""
+def _base64_texts(data: bytes, runs: list[tuple[int, int]]) -> list[str]:
+    """Texts that base64 runs decode to (printable UTF-8 only)."""
     out = []
-    for m in _B64_RUN.finditer(text):
-        blob = m.group()
+    for start, end in runs:
         if len(out) >= _B64_MAX_BLOBS:
             break
-        if len(blob) > _B64_MAX_CHARS:
+        if end - start > _B64_MAX_CHARS:
             continue
-        body = blob.rstrip("=")
-        altchars = b"-_" if ("-" in body or "_" in body) else None
-        body = body[: len(body) - len(body) % 4] if len(body) % 4 == 1 else body
+        body = data[start:end].rstrip(b"=")
+        altchars = b"-_" if (b"-" in body or b"_" in body) else None
+        if len(body) % 4 == 1:
+            body = body[:-1]
         try:
-            raw = base64.b64decode(body + "=" * (-len(body) % 4), altchars=altchars, validate=True)
+            raw = base64.b64decode(body + b"=" * (-len(body) % 4), altchars=altchars, validate=True)
             decoded = raw.decode("utf-8")
         except (binascii.Error, ValueError):
             continue

@@ -69,7 +69,7 @@ _PUNCTUATION = str.maketrans({
 _HAS_PUNCTUATION = re.compile("[\u2018\u2019\u201a\u201b\u2032\u201c-\u201f\u2033\u00ab\u00bb\u2013\u2014\u2212]")
 
 # Leetspeak digits and symbols back to letters (bytes, for translate()).
-LEET = bytes.maketrans(b"0134578@$!|", b"oieastbasil")
+LEET = bytes.maketrans(b"0134578@$", b"oieastbas")
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,8 @@ def up(args: argparse.Namespace) -> int:
         generate_certs(certs)
     echo = EchoServer().start()
     agents = _demo_agents(args.listen_port)
-    processor = ProcessorProcess(policies, workers=args.workers)
+    processor = ProcessorProcess(policies, workers=args.workers,
+                                 extra_args=("--quota-backend", args.redis or "memory"))
     admin_port = free_port()
     config = render(ENVOY_DIR / "gateway.yaml",
                     {"gateway": args.listen_port, "gateway_mtls": args.mtls_port,
@@ -59,7 +60,8 @@ def up(args: argparse.Namespace) -> int:
         print(f"""
 governance gateway is up (policy revision {policy.revision}, routes: {', '.join(sorted(policy.routes))})
   envoy       {base}   and https://localhost:{args.mtls_port} (mTLS)   admin http://127.0.0.1:{admin_port}
-  processor   127.0.0.1:{processor.port}  (ext_authz + ext_proc, gRPC; policies from {policies}, hot-reloaded)
+  processor   127.0.0.1:{processor.port}  (ext_authz + ext_proc, gRPC; policies from {policies}, hot-reloaded;
+              quotas {"in Redis at " + args.redis if args.redis else "in memory"})
   upstream    http://127.0.0.1:{echo.port}  (echo: shows what the gateway let through)
 {_agents_banner(agents, base)}
 try:

@@ -106,7 +106,10 @@ def test_processor_slow_past_timeout_fails_closed(gateway):
 
 def _load(gateway, paths, stop: threading.Event, results: list, threads: int = 4):
     def worker(i):
-        with httpx.Client(base_url=gateway.url, timeout=10, headers=AUTH) as client:
+        # A subject per thread: the demo policy's 60 requests/minute per
+        # subject must not turn this load into 429s.
+        auth = {"authorization": f"Bearer {mint(load_demo_key(), sub=f'load-{i}', roles=['reader'])}"}
+        with httpx.Client(base_url=gateway.url, timeout=10, headers=auth) as client:
             n = 0
             while not stop.is_set():
                 path = paths[n % len(paths)]
@@ -242,3 +245,18 @@ def test_sigterm_drains_and_exits_cleanly(gateway):
     assert gateway.client.get("/api/x", headers=AUTH).status_code == 200
     assert gateway.processor.stop(signal.SIGTERM) == 0
     assert "draining" in gateway.processor_log_text() and '"stopped"' in gateway.processor_log_text()
+
+
+def test_demo_policy_limits_each_subject_to_60_requests_a_minute(gateway):
+    started = time.monotonic()
+    statuses = [gateway.client.get("/api/hello", headers=AUTH).status_code for _ in range(70)]
+    elapsed = time.monotonic() - started
+    assert statuses[:60] == [200] * 60
+    # GCRA: a burst of 60, then one more each second.
+    assert 429 in statuses
+    assert statuses.count(200) <= 60 + int(elapsed) + 1
+    limited = gateway.client.get("/api/hello", headers=AUTH)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    assert '"per-subject"' in limited.headers["ratelimit-policy"]
+    other = {"authorization": f"Bearer {mint(load_demo_key(), sub='bob', roles=['reader'])}"}
+    assert gateway.client.get("/api/hello", headers=other).status_code == 200  # per subject

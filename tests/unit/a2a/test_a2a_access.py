@@ -210,8 +210,9 @@ async def test_the_agent_card_shows_the_skills_the_caller_may_use(identity, show
     cap = make()
     ctx = ctx_for(cap, identity, method="GET", path="/a2a/.well-known/agent-card.json")
     assert await request(cap, ctx) is None
-    card = json.loads(await respond(cap, ctx, [json.dumps(CARD).encode()]))
+    card = json.loads(await respond(cap, ctx, [json.dumps(CARD).encode()], headers={"etag": '"abc"'}))
     assert [s["id"] for s in card["skills"]] == shown and card["name"] == "demo"
+    assert ctx.response_headers_out.set["cache-control"] == "private" and "etag" in ctx.response_headers_out.remove
 
 
 async def test_a_signed_card_is_left_alone():

@@ -170,3 +170,22 @@ def test_scrub_removes_credentials_and_addresses_from_free_text():
     assert scrub("deny rule readers-read-everything-except-the-admin-paths") == \
         "deny rule readers-read-everything-except-the-admin-paths"
     assert len(scrub("x" * 1000)) == 128
+
+
+def test_agent_facts_from_the_mcp_and_a2a_capabilities():
+    ctx = context()
+    ctx.state["audit"] = {
+        "mcp.methods": ["tools/call"], "mcp.method": "tools/call", "tool.name": "read_file",
+        "tool.arguments_sha256": "ab" * 32, "tool.decision": "allow", "mcp.error": -32600,
+        "a2a.card": {"shown": 2, "hidden": 1}, "a2a.skill": "summarize",
+        "tool.arguments": {"path": "secrets/x"},  # not allow-listed: never exported
+    }
+    assert facts(ctx) == {
+        "extproc.mcp.methods": ["tools/call"], "extproc.mcp.method": "tools/call", "gen_ai.tool.name": "read_file",
+        "extproc.tool.arguments_sha256": "ab" * 32, "extproc.tool.decision": "allow", "extproc.mcp.error": -32600,
+        "extproc.a2a.card.shown": 2, "extproc.a2a.card.hidden": 1, "extproc.a2a.skill": "summarize",
+    }
+    ctx.state["audit"] = {"a2a.card": "signed: not filtered"}
+    assert facts(ctx) == {"extproc.a2a.card": "signed: not filtered"}
+    ctx.state["audit"] = {"a2a.card": {"shown": "two"}}
+    assert facts(ctx) == {}
