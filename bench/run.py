@@ -43,13 +43,23 @@ class Scenario:
     policies: str | None = None       # directory in bench/policies/; None runs no processor
     workers: int = 2
     headers: tuple[str, ...] = ()     # "name: value" sent with every request (tokens, API keys)
+    token: bool = False               # send a demo reader JWT (RS256) with every request
+    redis: bool = False               # count quotas in a Redis started for the scenario
 
 
 SCENARIOS = [
     Scenario(BASELINE, "alone.yaml"),
     Scenario("ext_authz-allow-all", "ext_authz.yaml", "allow-all"),
     Scenario("ext_proc-headers", "ext_proc.yaml", "allow-all"),
+    Scenario("ext_authz-jwt-rbac", "ext_authz.yaml", "jwt-rbac", token=True),
+    Scenario("ext_authz-jwt-rbac-redis-quota", "ext_authz.yaml", "jwt-rbac-quota", token=True, redis=True),
 ]
+
+
+def demo_token() -> str:
+    from extproc.local.demo_keys import load_demo_key, mint
+
+    return mint(load_demo_key(), sub="bench", roles=["reader"], ttl=24 * 3600)
 
 
 # --- load generators -------------------------------------------------------
@@ -173,13 +183,21 @@ def check_ok(url: str, headers: tuple[str, ...]) -> None:
 
 
 def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
-    processor = envoy = None
+    processor = envoy = redis = None
     workers: list[int] = []
     try:
         ports = {"gateway": free_port()}
+        extra_args: tuple[str, ...] = ()
+        if scenario.redis:
+            sys.path.insert(0, str(BENCH.parent))  # the tests' real-Redis helper
+            from tests.redis_server import RedisServer
+
+            redis = RedisServer().start()
+            extra_args = ("--quota-backend", redis.url)
         if scenario.policies:
             processor = ProcessorProcess(str(BENCH / "policies" / scenario.policies), workers=scenario.workers,
-                                         log_path=str(logs / f"{scenario.name}.processor.log")).wait_ready()
+                                         log_path=str(logs / f"{scenario.name}.processor.log"),
+                                         extra_args=extra_args).wait_ready()
             wait_listening(processor.port, scenario.workers)
             workers = worker_pids(processor, scenario.workers)
             ports["governance"] = processor.port
@@ -189,6 +207,8 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
         envoy.wait_ready()
 
         url, headers = f"http://127.0.0.1:{ports['gateway']}/", scenario.headers
+        if scenario.token:
+            headers = (*headers, f"authorization: Bearer {demo_token()}")
         check_ok(url, headers)
         # Warm up connection pools, the processor's gRPC channels and its lazy imports.
         wrk(url, headers, opts.threads, opts.connections, opts.warmup)
@@ -216,6 +236,8 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
             }
         return result
     finally:
+        if redis is not None:
+            redis.close()
         if envoy is not None:
             envoy.stop()
         if processor is not None:

@@ -387,9 +387,10 @@ class InjectionDetector:
         leet = _Views.leet_positions(data)
         if leet:
             decoded = data.translate(normalize.LEET)
-            leet_ids: set[int] = set()
-            for lo, hi in _windows(data, leet, _LEET_REACH):
-                leet_ids |= self._matcher.ids(decoded[lo:hi])
+            # One scan over all windows, NUL-separated: no signature spans a
+            # NUL (no \s, no letter), and one call beats one per window.
+            joined = b"\0\n\0".join(decoded[lo:hi] for lo, hi in _windows(data, leet, _LEET_REACH))
+            leet_ids = self._matcher.ids(joined)
             only = {owners[i] for i in leet_ids if i < len(owners)} - found
             if only:
                 found |= only
