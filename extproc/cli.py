@@ -19,6 +19,12 @@ def _serve(args: argparse.Namespace) -> int:
                             quota_backend=args.quota_backend,
                             metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                             decision_log=args.decision_log, decision_log_mask=tuple(args.decision_log_mask or ()))
+    if args.decision_log not in ("off", "-", ""):
+        try:  # fail here, once, rather than in every worker
+            open(args.decision_log, "a").close()
+        except OSError as exc:
+            print(f"extproc: cannot write the decision log {args.decision_log}: {exc}", file=sys.stderr)
+            return 2
     try:
         return run(options)
     except PolicyLoadError as exc:
@@ -155,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reload-interval", type=float, default=1.0, help="seconds between policy change checks")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight streams on SIGTERM")
     serve.add_argument("--quota-backend", default=os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"),
-                       help="memory (default) or a redis:// URL shared by all replicas")
+                       help="memory (default), or a redis://, rediss:// or redis+cluster:// URL shared by all replicas "
+                            "(docs/quota.md)")
     metrics_port = os.environ.get("EXTPROC_METRICS_PORT")
     serve.add_argument("--metrics-port", type=int, default=int(metrics_port) if metrics_port else None,
                        help="serve Prometheus /metrics on this port (default: off; with --workers, one "

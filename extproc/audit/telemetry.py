@@ -58,6 +58,18 @@ class Telemetry:
     @classmethod
     def start(cls, options: TelemetryOptions) -> Telemetry:
         self = cls(options)
+        try:
+            self._start()
+        except BaseException:
+            self.close()  # nothing half-started stays behind (a metrics server thread, a writer)
+            raise
+        if self.enabled:
+            audit.SINK = self
+            audit.TRACING = self.tracing is not None
+        return self
+
+    def _start(self) -> None:
+        options = self.options
         iid = instance_id()
         from extproc.audit.config import DEFAULT_SERVICE_NAME, package_version, tracing_endpoint
 
@@ -93,11 +105,6 @@ class Telemetry:
             self.decision_log = DecisionLog(options.decision_log, labels, options.decision_log_mask,
                                             on_drop=self._log_dropped)
             log.info("decision log on", extra={"destination": options.decision_log})
-
-        if self.enabled:
-            audit.SINK = self
-            audit.TRACING = self.tracing is not None
-        return self
 
     @property
     def enabled(self) -> bool:

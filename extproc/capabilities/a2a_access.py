@@ -72,7 +72,8 @@ class A2aRule(CapabilityConfig):
 class A2aAccessConfig(CapabilityConfig):
     rules: list[A2aRule] = Field(min_length=1)
     skill_key: str = Field("skill", min_length=1, description="Metadata key that designates the target skill.")
-    default_skill: str | None = Field(None, description="Skill of a message that names none; null: such messages are refused.")
+    default_skill: str | None = Field(
+        None, description="Skill of a message that names none; null: such messages are refused.")
     require_agent: bool = Field(True, description="The caller must have an agent_id (jwt) or a peer principal (mtls).")
     card_paths: list[str] = Field(default_factory=lambda: ["*/.well-known/agent-card.json", "*/.well-known/agent.json"],
                                   description="Path globs of the agent card (GET); other GETs are refused.")

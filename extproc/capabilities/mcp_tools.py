@@ -59,8 +59,10 @@ _HEX = set("0123456789abcdef")
 class PinningConfig(CapabilityConfig):
     mode: Literal["off", "alert", "block"] = Field(
         "alert", description="On a changed tool definition: alert (audit + log) or block (hide it, refuse its calls).")
-    trust_on_first_use: bool = Field(True, description="Pin the first definition seen; false: only explicit pins count.")
-    pins: dict[str, str] = Field(default_factory=dict, description="Tool name → SHA-256 of its definition (always wins).")
+    trust_on_first_use: bool = Field(True,
+                                     description="Pin the first definition seen; false: only explicit pins count.")
+    pins: dict[str, str] = Field(default_factory=dict,
+                                 description="Tool name → SHA-256 of its definition (always wins).")
     server: str | None = Field(None, description="Pin namespace; default: the route name.")
 
     @field_validator("pins")
@@ -82,8 +84,8 @@ class ScanConfig(CapabilityConfig):
 
 class McpToolsConfig(CapabilityConfig):
     rules: list[AccessRule] = Field(min_length=1)
-    allow_methods: list[str] = Field(default_factory=list,
-                                     description="Other JSON-RPC methods (globs) to let through, e.g. vendor extensions.")
+    allow_methods: list[str] = Field(
+        default_factory=list, description="Other JSON-RPC methods (globs) to let through, e.g. vendor extensions.")
     max_batch: int = Field(16, ge=1, le=1000, description="Most messages in a JSON-RPC batch.")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_response_bytes: int = Field(8 << 20, ge=1024, description="Largest JSON response held for filtering.")
@@ -415,13 +417,15 @@ class McpTools(Capability):
     def _scan_result(self, ctx: RequestContext, message: dict, result: dict, pending: _Pending) -> dict | None:
         if self._detector is None:
             return None
-        texts = [c["text"] for c in result.get("content") or () if isinstance(c, dict) and isinstance(c.get("text"), str)]
+        texts = [c["text"] for c in result.get("content") or ()
+                 if isinstance(c, dict) and isinstance(c.get("text"), str)]
         name = pending.record["target"] if pending.record else "?"
         if not self._scan(ctx, "result", name, texts) or self.config.scan.action != "block":
             return None
         if pending.record is not None:
             pending.record["outcome"] = "withheld"
-        return error_object(message["id"], POLICY_DENIED, "the tool result was withheld by the gateway's content policy",
+        return error_object(message["id"], POLICY_DENIED,
+                            "the tool result was withheld by the gateway's content policy",
                             {"decision_id": ctx.decision_id})
 
     def on_log(self, ctx: RequestContext) -> None:

@@ -22,10 +22,11 @@ from extproc.globs import compile_globs
 
 
 class Who(CapabilityConfig):
-    subjects: list[str] = Field(default_factory=list, description="Any of these subjects (globs): the user or consumer.")
+    subjects: list[str] = Field(default_factory=list,
+                                description="Any of these subjects (globs): the user or consumer.")
     agents: list[str] = Field(default_factory=list, description="Any of these agent ids (globs): the `agent_id` claim.")
-    principals: list[str] = Field(default_factory=list,
-                                  description="Any of these mTLS peer identities (globs), e.g. spiffe://example.org/ns/agents/*.")
+    principals: list[str] = Field(
+        default_factory=list, description="Any of these mTLS peer identities (globs), e.g. spiffe://example.org/ns/a/*.")
     roles: list[str] = Field(default_factory=list, description="Any of these roles.")
     scopes: list[str] = Field(default_factory=list, description="All of these scopes.")
     authenticated_by: list[Literal["jwt", "api_key", "mtls"]] = Field(

@@ -123,6 +123,16 @@ def test_allowed_calls_succeed(stack, mode):
     run(scenario())
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_tool_result_carrying_injected_instructions_is_withheld(stack, mode):
+    async def scenario():
+        async with connect(stack, READER, mode) as client:
+            with pytest.raises(MCPError) as info:
+                await client.call_tool("read_file", {"path": "docs/meeting-notes.md"})
+            assert info.value.code == POLICY_DENIED and "withheld" in str(info.value)
+    run(scenario())
+
+
 def test_resources_and_prompts_follow_the_same_rules(stack):
     async def scenario():
         async with connect(stack, READER, "legacy") as client:

@@ -237,12 +237,12 @@ def test_two_processors_share_one_limit_through_redis(stack_factory, redis_serve
 
 def test_redis_outage_fail_open_and_fail_closed_then_recovery(stack_factory, redis_server):
     limit = "[{name: l, key: [route], rate: {requests: 3, per: 1h}}]"
-    text = policy(limit, limit, "on_backend_error: fail_closed", "on_backend_error: fail_open") + f"""\
+    text = policy(limit, limit, "on_backend_error: fail_closed", "on_backend_error: fail_open") + """\
   - name: llm
     capabilities:
       - type: quota
         config:
-          limits: [{{name: l, key: [route], rate: {{requests: 20, per: 1s}}}}]
+          limits: [{name: l, key: [route], rate: {requests: 20, per: 1s}}]
 """
     stack = stack_factory(text, redis_server.url)
     assert stack.get("/api/x").status_code == 200

@@ -13,7 +13,7 @@ from extproc.capabilities.a2a_access import A2aAccess, A2aAccessConfig
 from extproc.context import Mode
 from extproc.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED, sha256_json
 from extproc.runtime import Runtime
-from tests.unit.mcp.harness import context, deny_payload, request, respond, sse, sse_payloads, user
+from tests.unit.mcp.harness import context, deny_payload, request, respond, sse, user
 
 RULES = [
     {"name": "planners", "who": {"agents": ["planner-*"]}, "skills": ["summarize", "translate"]},
@@ -73,7 +73,8 @@ def test_skill_designation():
 
 
 def test_task_of_reads_1_0_and_0_3_results():
-    assert task_of({"task": {"id": "t1", "status": {"state": "TASK_STATE_COMPLETED"}}}) == ("t1", "TASK_STATE_COMPLETED")
+    assert task_of({"task": {"id": "t1", "status": {"state": "TASK_STATE_COMPLETED"}}}) == \
+        ("t1", "TASK_STATE_COMPLETED")
     assert task_of({"statusUpdate": {"taskId": "t2", "status": {"state": "TASK_STATE_WORKING"}}}) == \
         ("t2", "TASK_STATE_WORKING")
     assert task_of({"kind": "task", "id": "t3", "contextId": "c", "status": {"state": "completed"}}) == \
@@ -186,7 +187,8 @@ async def test_every_task_request_is_audited_with_the_task_seen_in_the_response(
     ctx = ctx_for(cap, PLANNER)
     message = send("summarize", method="SendStreamingMessage")
     assert await request(cap, ctx, message) is None
-    events = [{"jsonrpc": "2.0", "id": "r1", "result": {"task": {"id": "t-9", "status": {"state": "TASK_STATE_SUBMITTED"}}}},
+    events = [{"jsonrpc": "2.0", "id": "r1",
+               "result": {"task": {"id": "t-9", "status": {"state": "TASK_STATE_SUBMITTED"}}}},
               {"jsonrpc": "2.0", "id": "r1", "result": {"statusUpdate": {"taskId": "t-9",
                                                                          "status": {"state": "TASK_STATE_COMPLETED"}}}}]
     raw = sse(*events)

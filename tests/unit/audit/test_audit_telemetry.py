@@ -117,3 +117,19 @@ def test_quota_and_redis_hooks_are_importable_counters():
     QUOTA_DECISIONS.labels(limit="per-user", result="deny").inc()
     REDIS_ERRORS.labels(operation="acquire").inc()
     assert QUOTA_DECISIONS.labels(limit="per-user", result="deny")._value.get() >= 1
+
+
+def test_an_unwritable_decision_log_fails_start_up_once(tmp_path, capsys):
+    from extproc.cli import main
+
+    assert main(["serve", "--policies", str(tmp_path), "--decision-log", str(tmp_path / "no" / "such" / "d.jsonl")]) == 2
+    assert "cannot write the decision log" in capsys.readouterr().err
+
+
+def test_a_failed_start_leaves_nothing_running(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("OTEL_"):
+            monkeypatch.delenv(name)
+    with pytest.raises(OSError):
+        Telemetry.start(TelemetryOptions(metrics_port=0, decision_log=str(tmp_path / "missing" / "d.jsonl")))
+    assert audit.SINK is None

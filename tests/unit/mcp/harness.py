@@ -20,7 +20,8 @@ def user(subject="alice", roles=(), agent_id=None, principal=None, scopes=(), me
 def context(cap, identity: Identity, method: str = "POST", path: str = "/mcp", headers: dict | None = None,
             route_name: str = "mcp") -> RequestContext:
     route = CompiledRoute(route_name, "test", (cap,))
-    ctx = RequestContext(PolicySet("rev", {route_name: route}), HttpRequest(method, path, "gw.test", dict(headers or {})))
+    ctx = RequestContext(PolicySet("rev", {route_name: route}),
+                         HttpRequest(method, path, "gw.test", dict(headers or {})))
     ctx.route = route
     ctx.identity = identity
     return ctx

@@ -429,6 +429,15 @@ async def test_scanned_results_are_withheld_in_block_mode(fake_detector):
     assert ctx.state["audit"]["mcp.calls"][0]["outcome"] == "withheld"
 
 
+async def test_the_prompt_guard_detector_flags_a_poisoned_description():
+    pytest.importorskip("extproc.guard.injection")
+    cap = make(pinning={"mode": "off"}, scan={"descriptions": True, "results": True, "action": "block"})
+    assert cap._detector is not None
+    shown, ctx = await list_as(cap, ADMIN, rug_pull())
+    assert "search_docs" not in shown and "read_file" in shown
+    assert ctx.state["audit"]["mcp.scan"][0]["rules"]
+
+
 def test_scanning_without_the_detector_is_skipped_with_a_warning(monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "extproc.guard.injection", None)  # import fails
     with caplog.at_level(logging.WARNING, logger="extproc.mcp"):
