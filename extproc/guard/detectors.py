@@ -20,6 +20,8 @@ scanner needs to run it fast and to stream it exactly:
 * ``alphabet``: the characters a match consists of (and the first one after
   it that a lookahead looks at), when that set is narrow: a stream need not
   hold a position whose run of such characters has already ended.
+* ``decided``: the same idea for patterns with a keyword and a free-form
+  tail (``Bearer <token>``, ``password=<value>``, PEM blocks).
 
 Attempts are independent ("all starts" semantics: after an attempt at ``s``
 the scan resumes at ``s + 1``, whatever it found); the scanner resolves
@@ -47,6 +49,19 @@ class ScanOptions:
 Validator = Callable[[str, "re.Match[str]", ScanOptions], Span | None]
 
 
+# JSON escapes end a word: in a serialized body "\\njane@x.com" the email
+# starts after "\\n", not at the "n". Lookbehinds that refuse a letter
+# before a value accept one that closes such an escape; the scanner then
+# trims the escape letters off any value starting on them.
+_ESCAPED = r"(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})"
+
+
+def _not_after(chars: str) -> str:
+    """A lookbehind: not preceded by ``chars`` (a class body), unless they
+    close a JSON escape."""
+    return f"(?:(?<![{chars}])|{_ESCAPED})"
+
+
 def _whole(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     return m.span()
 
@@ -64,8 +79,9 @@ class Detector:
     prefilter_flags: int = 0
     before: int = 0
     after: int = 0
-    context: int = 1
+    context: int = 6  # lookbehinds: one character, or a JSON escape
     lead: int = 0
+    min_tail: int = 0
     alphabet: str | None = None
     priority: int = 50
     # Compiled "[^alphabet]", searched on a reversed tail by streams.
@@ -78,6 +94,11 @@ class Detector:
     # Hyperscan expression works too, but a leading "(?:^|[^...])" stops re
     # from skipping ahead to the first possible character.
     re_prefilter: re.Pattern[bytes] | None = None
+    # For streams: whether the attempt at ``start`` is final given
+    # ``text[:end]``, for patterns whose match ends long before ``width``
+    # (a PEM block once its END line is in, a token once a space follows).
+    # Without it an attempt is final only once ``width`` characters are in.
+    decided: Callable[[Detector, str, int, int], bool] | None = None
 
     def __repr__(self) -> str:
         return f"<Detector {self.key}>"
@@ -121,11 +142,11 @@ def _email(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 EMAIL = _detector(
     "EMAIL", "EMAIL",
-    r"(?<![\w.%+\-])[\w.%+\-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}"
+    _not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}"
     r"(?![A-Za-z0-9\-]|\.[A-Za-z0-9])",
     _email,
-    head=r"(?<![\w.%+\-])[\w.%+\-]{1,64}@", head_len=65,
-    scan_head=r"(?<![\w.%+\-])[\w.%+\-]",
+    head=_not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@", head_len=65,
+    scan_head=_not_after(r"\w.%+\-") + r"[\w.%+\-]",
     width=64 + 1 + 8 * 64 + 24 + 2,
     alphabet=r"\w.%+\-@",
     prefilter=r"@[A-Za-z0-9][A-Za-z0-9.\-]*\.[A-Za-z]{2}", before=64,
@@ -139,7 +160,7 @@ EMAIL = _detector(
 # DE and most of Europe: 0AAA[A] SSS SSSS). National numbers must be grouped:
 # a bare run of digits is an order id as often as a phone number.
 
-_PHONE_BEFORE = r"(?<![\w+.\-/])"
+_PHONE_BEFORE = _not_after(r"\w+.\-/")
 _PHONE_AFTER = r"(?![\w\-]|[./][0-9])"
 _PHONE_ALPHABET = r"0-9 .()\-+/"
 
@@ -226,7 +247,7 @@ PHONE_TRUNK = _detector(
     head=_PHONE_BEFORE + r"[(0]", head_len=1,
     width=40,
     alphabet=_PHONE_ALPHABET,
-    prefilter=r"(?:^|[^0-9A-Za-z_+.\-/])\(?0[1-9][0-9]{1,4}(?:\) ?|[ \-/])[0-9]{2}",
+    prefilter=r"(?:^|[^0-9_+.\-/])\(?0[1-9][0-9]{1,4}(?:\) ?|[ \-/])[0-9]{2}",
     re_prefilter=r"0[1-9][0-9]{1,4}(?:\) ?|[ \-/])[0-9]{2}",
     before=1,
     context=21,
@@ -307,9 +328,9 @@ def _iban(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 IBAN = _detector(
     "IBAN", "IBAN",
-    r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])",
+    _not_after("A-Za-z0-9") + r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])",
     _iban,
-    head=r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}", head_len=4,
+    head=_not_after("A-Za-z0-9") + r"[A-Z]{2}[0-9]{2}", head_len=4,
     width=46,
     alphabet=r"A-Za-z0-9 ",
     prefilter=r"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}",
@@ -323,12 +344,13 @@ _VERSION_WORD = re.compile(
     r"(?i)(?:\b(?:version|ver|release|rel|build|firmware|fw|revision|rev|v)\.?[ \t]*[:=#]?[ \t]*)$"
 )
 _VERSION_CONTEXT = 24
+_AFTER_ESCAPE = re.compile(_ESCAPED)
 
 
 def _ipv4(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     start = m.start()
     version_like = False
-    if start and (text[start - 1].isalnum() or text[start - 1] == "_"):
+    if start and (text[start - 1].isalnum() or text[start - 1] == "_") and not _AFTER_ESCAPE.match(text, start):
         # Glued to a word: only "v1.2.3.4" passes as a (version-like) IP.
         if text[start - 1] not in "vV" or (start > 1 and (text[start - 2].isalnum() or text[start - 2] == "_")):
             return None
@@ -360,10 +382,10 @@ def _ipv6(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 IPV6 = _detector(
     "IPV6", "IPV6",
-    r"(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?"
+    _not_after("0-9A-Za-z:.") + r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?"
     r"(?![0-9A-Za-z:]|\.[0-9])",
     _ipv6,
-    head=r"(?<![0-9A-Za-z:.])[0-9A-Fa-f:]", head_len=1,
+    head=_not_after("0-9A-Za-z:.") + r"[0-9A-Fa-f:]", head_len=1,
     width=35 + 15 + 4,
     alphabet=r"0-9A-Fa-f:.",
     # Every address the validator accepts (two groups or more, a decimal
@@ -382,8 +404,8 @@ IPV6 = _detector(
 
 AWS_ACCESS_KEY = _detector(
     "AWS_ACCESS_KEY", "AWS_ACCESS_KEY",
-    r"(?<![A-Za-z0-9])A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])",
-    head=r"(?<![A-Za-z0-9])A[KS]IA", head_len=4,
+    _not_after("A-Za-z0-9") + r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])",
+    head=_not_after("A-Za-z0-9") + r"A[KS]IA", head_len=4,
     width=21,
     alphabet=r"A-Za-z0-9",
     prefilter=r"A[KS]IA[A-Z0-9]{16}",
@@ -393,14 +415,20 @@ AWS_ACCESS_KEY = _detector(
 _AWS_CONTEXT = 96
 _AWS_WORDS = re.compile(r"(?i)aws|amazon|secret|access.?key")
 _HEX = re.compile(r"[0-9a-fA-F]+")
-_AWS_SECRET = r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+_PLACEHOLDERS = re.compile(r"^[A-Z0-9_]*\]|\[[A-Z][A-Z0-9_]*_[0-9]+\]")
+_AWS_SECRET = _not_after("A-Za-z0-9/+") + r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
 
 
 def _aws_secret(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     value = m.group()
     if _HEX.fullmatch(value) or v.alnum_classes(value) < 2 or v.shannon_entropy(value) < 3.5:
         return None  # a SHA-1 or a word run, not a key
-    if not _AWS_WORDS.search(text, max(0, m.start() - _AWS_CONTEXT), m.start()):
+    context = text[max(0, m.start() - _AWS_CONTEXT):m.start()]
+    if "[" in context or "]" in context:
+        # Our own placeholders ([AWS_SECRET_KEY_1], [GENERIC_SECRET_2]) are
+        # not evidence: sanitized text would otherwise grow new findings.
+        context = _PLACEHOLDERS.sub(" ", context)
+    if not _AWS_WORDS.search(context):
         return None
     return m.span()
 
@@ -412,7 +440,7 @@ AWS_SECRET_KEY = _detector(
     "AWS_SECRET_KEY", "AWS_SECRET_KEY",
     _AWS_SECRET,
     _aws_secret,
-    head=r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]", head_len=1,
+    head=_not_after("A-Za-z0-9/+") + r"[A-Za-z0-9/+]", head_len=1,
     width=41,
     alphabet=r"A-Za-z0-9/+=",
     prefilter=r"aws|amazon|secret|access.?key", prefilter_flags=CASELESS,
@@ -439,13 +467,24 @@ AWS_SECRET_KEY_ENTROPY = _detector(
     "AWS_SECRET_KEY/entropy", "AWS_SECRET_KEY",
     _AWS_SECRET,
     _aws_secret_entropy,
-    head=r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]", head_len=1,
+    head=_not_after("A-Za-z0-9/+") + r"[A-Za-z0-9/+]", head_len=1,
     width=41,
     alphabet=r"A-Za-z0-9/+=",
-    prefilter=r"(?:^|[^A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)",
+    prefilter=r"(?:^|[^A-Za-z0-9/+]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)",
     re_prefilter=r"[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)",
     priority=4,
 )
+
+
+_PEM_HEADER_MAX = 84
+
+
+def _private_key_decided(det: Detector, text: str, start: int, end: int) -> bool:
+    m = det.pattern.match(text, start, min(end, start + det.width))
+    if m is None:
+        return end - start >= _PEM_HEADER_MAX  # the header cannot complete any more
+    # The END line is in: the lazy body stops at the first one, whatever follows.
+    return "-----END" in m.group() or start + det.width <= end
 
 
 def _private_key(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
@@ -467,7 +506,8 @@ PRIVATE_KEY = _detector(
     r"|(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]{1,80}|[A-Za-z\-]{1,32}:[^\r\n\"\\]{0,128})?){0,64})",
     _private_key,
     head=r"-----BEGIN ", head_len=11,
-    width=84 + 64 * 163 + 16,
+    width=_PEM_HEADER_MAX + 64 * 163 + 16,
+    decided=_private_key_decided,
     prefilter=r"-----BEGIN [A-Z0-9 ]{0,60}PRIVATE KEY",
     context=0,
     priority=0,
@@ -480,15 +520,25 @@ def _jwt(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 JWT = _detector(
     "JWT", "JWT",
-    r"(?<![A-Za-z0-9_\-])e[wy][A-Za-z0-9_\-]{8,1024}\.e[wy][A-Za-z0-9_\-]{2,8192}\.[A-Za-z0-9_\-]{0,1024}"
+    _not_after(r"A-Za-z0-9_\-") + r"e[wy][A-Za-z0-9_\-]{8,1024}\.e[wy][A-Za-z0-9_\-]{2,8192}\.[A-Za-z0-9_\-]{0,1024}"
     r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9_\-])",
     _jwt,
-    head=r"(?<![A-Za-z0-9_\-])e[wy]", head_len=2,
+    head=_not_after(r"A-Za-z0-9_\-") + r"e[wy]", head_len=2,
     width=2 + 1024 + 3 + 8192 + 1 + 1024 + 3,
     alphabet=r"A-Za-z0-9_\-.",
     prefilter=r"e[wy][A-Za-z0-9_\-]{8,}\.e[wy]",
     priority=1,
 )
+
+
+def _decided_when_terminated(det: Detector, text: str, start: int, end: int) -> bool:
+    """For patterns ending in a greedy run: a match followed by a character
+    is final (the run cannot grow); no match once the keyword, separator and
+    shortest value would all fit is final too."""
+    m = det.pattern.match(text, start, min(end, start + det.width))
+    if m is None:
+        return end - start >= det.lead + det.min_tail
+    return m.end() < end
 
 
 def _bearer(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
@@ -503,12 +553,14 @@ def _bearer(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 BEARER_TOKEN = _detector(
     "BEARER_TOKEN", "BEARER_TOKEN",
-    r"(?<![A-Za-z0-9])(?i:bearer)[ \t]{1,8}(?P<tok>[A-Za-z0-9\-._~+/]{8,4096}={0,2})(?![A-Za-z0-9\-._~+/=])",
+    _not_after("A-Za-z0-9") + r"(?i:bearer)[ \t]{1,8}(?P<tok>[A-Za-z0-9\-._~+/]{8,4096}={0,2})(?![A-Za-z0-9\-._~+/=])",
     _bearer,
-    head=r"(?i)(?<![A-Za-z0-9])bearer", head_len=6,
+    head=_not_after("A-Za-z0-9") + r"(?i:bearer)", head_len=6,
     width=6 + 8 + 4098 + 1,
     prefilter=r"bearer[ \t]{1,8}[A-Za-z0-9\-._~+/]{8}", prefilter_flags=CASELESS,
     lead=14,
+    min_tail=8 + 1,
+    decided=_decided_when_terminated,
     priority=5,
 )
 
@@ -523,7 +575,7 @@ def _prefixed_secret(text: str, m: re.Match[str], opts: ScanOptions) -> Span | N
 # Vendor token formats with a fixed, documented prefix.
 GENERIC_SECRET_PREFIXED = _detector(
     "GENERIC_SECRET/prefixed", "GENERIC_SECRET",
-    r"(?<![A-Za-z0-9_\-])(?:"
+    _not_after(r"A-Za-z0-9_\-") + r"(?:"
     r"sk-(?:proj-|ant-(?:api|admin)[0-9]{2}-|svcacct-|None-)?[A-Za-z0-9_\-]{20,200}"
     r"|gh[pousr]_[A-Za-z0-9]{36,255}"
     r"|github_pat_[A-Za-z0-9_]{22,255}"
@@ -544,7 +596,7 @@ GENERIC_SECRET_PREFIXED = _detector(
     r"|gsk_[A-Za-z0-9]{48,60}"
     r")(?![A-Za-z0-9_\-])",
     _prefixed_secret,
-    head=r"(?<![A-Za-z0-9_\-])(?:sk|gh|github_|xox|xapp|glpat|AIza|[sr]k_|whsec|SG\.|npm_|hf_|pypi-|dop_|shp|glsa|xai-|gsk_)",
+    head=_not_after(r"A-Za-z0-9_\-") + r"(?:sk|gh|github_|xox|xapp|glpat|AIza|[sr]k_|whsec|SG\.|npm_|hf_|pypi-|dop_|shp|glsa|xai-|gsk_)",
     head_len=7,
     width=330,
     alphabet=r"A-Za-z0-9_\-.+/=",
@@ -593,6 +645,8 @@ GENERIC_SECRET_KEYED = _detector(
     before=10,
     context=0,
     lead=16 + 24 + 1 + 3 + 2 + 3 + 1,
+    min_tail=6 + 1,
+    decided=_decided_when_terminated,
     priority=6,
 )
 

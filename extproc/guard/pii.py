@@ -13,9 +13,11 @@ entity action:
 * ``block``: the text is left as is and the entity listed in
   ``Redaction.blocked``: the caller refuses the request.
 
-Overlaps are resolved leftmost first, then longest, then most specific
-(private keys and vendor tokens before generic secrets, cards before phone
-numbers): a value nested in a longer one is never reported on its own.
+Overlapping detections merge into one finding labelled with the longest,
+then most specific of them (private keys and vendor tokens before generic
+secrets, cards before phone numbers): a value nested in a longer one is
+never reported on its own, and a partial overlap never leaves part of a
+value in clear.
 
 Streaming (``StreamSanitizer``) reproduces ``sanitize`` exactly on text that
 arrives in pieces; see its docstring for how much it holds back.
@@ -205,6 +207,23 @@ def _prefilter_db(detectors: tuple[Detector, ...]) -> _multi.MultiPattern:
     )
 
 
+_JSON_ESCAPE = re.compile(r"u[0-9A-Fa-f]{4}|[nrtbf]")
+
+
+def _trim_escapes(text: str, candidates: list) -> list:
+    """Values starting on the letters of a JSON escape ("\\n", "\\u00e9")
+    start after it: replacing them would otherwise split the escape and
+    break a serialized body."""
+    out = []
+    for start, end, det in candidates:
+        if start and text[start - 1] == "\\" and (m := _JSON_ESCAPE.match(text, start, end)):
+            start = m.end()
+            if start >= end:
+                continue
+        out.append((start, end, det))
+    return out
+
+
 def _scan_region(det: Detector, text: str, lo: int, hi: int, n: int, opts: ScanOptions, out: list) -> None:
     """Validated matches of ``det`` starting in [lo, hi), every start tried.
 
@@ -270,6 +289,9 @@ class PiiScanner:
         self._prefiltered = tuple(d for d in detectors if d.prefilter is not None)
         self._unfiltered = tuple(d for d in detectors if d.prefilter is None)
         self._db = _prefilter_db(self._prefiltered) if self._prefiltered and self.engine == "hyperscan" else None
+        # The frontier is cheapest when the detectors likely to hold the most
+        # go first: the others then only look at what is left.
+        self._stream_order = tuple(sorted(detectors, key=lambda d: -d.head_len))
         # Streams keep this much already-emitted text as left context: what
         # lookbehinds and validators read, plus the gap between where a
         # match starts and where its reported value starts.
@@ -316,6 +338,8 @@ class PiiScanner:
             self._scan_hits(text, self._re_hits(_multi.as_bytes(text)), clipped, opts, out)
         for det in full:
             _scan_region(det, text, det.context if clipped else 0, n, n, opts, out)
+        if "\\" in text:
+            out = _trim_escapes(text, out)
         if self._allow:
             allow = self._allow
             out = [c for c in out if text[c[0]:c[1]].casefold() not in allow]
@@ -376,17 +400,30 @@ class PiiScanner:
 
     @staticmethod
     def _resolve(candidates: Iterable[tuple[int, int, Detector]], lo: int, hi: int) -> list[Finding]:
-        """Leftmost, then longest, then most specific; among starts in [lo, hi)."""
-        chosen = sorted(
-            (c for c in candidates if lo <= c[0] < hi),
-            key=lambda c: (c[0], c[0] - c[1], c[2].priority),
-        )
+        """Findings from the candidates starting in [lo, hi).
+
+        Overlapping candidates merge into one finding covering all of them
+        (a partial overlap must not leave the rest of a value in clear: in
+        "4111 1111 1111 11112jane@x.com" both the card and the email
+        "1111jane@x.com" are candidates), labelled with the longest, then
+        most specific, then leftmost of them.
+        """
+        chosen = sorted((c for c in candidates if lo <= c[0] < hi), key=lambda c: (c[0], c[0] - c[1]))
         out: list[Finding] = []
-        last_end = lo
-        for start, end, det in chosen:
-            if start >= last_end:
-                out.append(Finding(det.entity, start, end))
-                last_end = end
+        group_start = group_end = -1
+        best = None
+        for c in chosen:
+            if c[0] >= group_end:
+                if best is not None:
+                    out.append(Finding(best[2].entity, group_start, group_end))
+                group_start, group_end, best = c[0], c[1], c
+                continue
+            if c[1] > group_end:
+                group_end = c[1]
+            if (c[1] - c[0], -c[2].priority) > (best[1] - best[0], -best[2].priority):
+                best = c
+        if best is not None:
+            out.append(Finding(best[2].entity, group_start, group_end))
         return out
 
     # -- rewriting ---------------------------------------------------------
@@ -430,19 +467,23 @@ class PiiScanner:
         with more text; everything before it is decided."""
         n = len(buf)
         frontier = n
-        for det in self._detectors:
+        for det in self._stream_order:
             lo = n - det.width + 1
             floor = det.context if clipped else 0
             if lo < floor:
                 lo = floor
             if lo >= frontier:
                 continue
-            if det.nonalpha is not None:
+            nonalpha = det.nonalpha
+            if nonalpha is not None:
                 # Only the trailing run of the detector's characters can
-                # still grow into a match.
-                m = det.nonalpha.search(buf[lo:][::-1])
+                # still grow into a match: none can start before the
+                # frontier if the run is already broken after it.
+                if nonalpha.search(buf, frontier, n) is not None:
+                    continue
+                m = nonalpha.search(buf[lo:frontier][::-1])
                 if m is not None:
-                    lo = n - m.start()
+                    lo = frontier - m.start()
                     if lo >= frontier:
                         continue
             head = det.head
@@ -454,9 +495,16 @@ class PiiScanner:
             undecided = n - det.head_len + 1
             if undecided < lo:
                 undecided = lo
-            m = head.search(buf, lo, min(n, frontier + det.head_len))
-            if m is not None and m.start() < undecided:
-                undecided = m.start()
+            decided = det.decided
+            pos = lo
+            while (m := head.search(buf, pos, min(n, frontier + det.head_len))) is not None:
+                start = m.start()
+                if start >= undecided:
+                    break
+                if decided is None or not decided(det, buf, start, n):
+                    undecided = start
+                    break
+                pos = start + 1
             if undecided < frontier:
                 frontier = undecided
         return frontier
@@ -481,7 +529,10 @@ class StreamSanitizer:
     JWT); after that the text is released whatever comes next.
 
     ``holdback`` is the bound promised to the caller for the first case; it
-    must be at least ``scanner.min_holdback``.
+    must be at least ``scanner.min_holdback``. Text is released in bursts:
+    nothing is computed (or returned) while no more than ``holdback``
+    characters are pending, which makes a stream of small deltas cost about
+    as much as one scan of the whole text.
     """
 
     def __init__(self, scanner: PiiScanner, vault: PseudonymVault | None = None, holdback: int = 64):
@@ -527,13 +578,18 @@ class StreamSanitizer:
         if final:
             frontier = n
         else:
+            if n - done <= self.holdback:
+                # Holding everything is within the promise: skip the work,
+                # and emit in bursts of about holdback characters.
+                return ""
             frontier = scanner._frontier(buf, clipped)
             if frontier <= done:
                 return ""
         findings = scanner._resolve(scanner._candidates(buf, clipped), done, frontier)
         cut = frontier
-        if findings and findings[-1].end > cut:
-            cut = findings[-1].end
+        if findings and findings[-1].end > frontier:
+            # Undecided candidates may still join the last finding: hold it.
+            cut = findings.pop().start
         out = scanner._render(buf, done, cut, findings, self.vault, self.counts, self.blocked)
         self._done = base + cut
         new_base = max(0, self._done - scanner.lookback)

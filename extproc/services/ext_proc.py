@@ -221,10 +221,15 @@ class _Exchange:
             finish(self.ctx)
 
 
+# ext_proc attribute names → the names capabilities read (ext_authz's), so a
+# capability works the same behind either filter.
+_ATTRIBUTE_ALIASES = {"connection.uri_san_peer_certificate": "source.principal"}
+
+
 def _attributes(message: pb.ProcessingRequest) -> dict:
     # Envoy keys attributes by filter name; flatten them, the names are unique.
     out: dict = {}
     for struct in message.attributes.values():
         for key, value in struct.fields.items():
-            out[key] = value.string_value if value.HasField("string_value") else value
+            out[_ATTRIBUTE_ALIASES.get(key, key)] = value.string_value if value.HasField("string_value") else value
     return out

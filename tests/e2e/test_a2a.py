@@ -147,10 +147,6 @@ def test_malformed_json_rpc_gets_clear_errors_and_the_processor_stays_healthy(st
     assert artifact_texts(asyncio.run(ask(stack, PLANNER, "summarize", text="still here"))) == ["summary: still here"]
 
 
-@pytest.mark.xfail(reason="ext_proc receives no peer principal: envoy/gateway.yaml asks for request attribute "
-                          "`source.principal`, which is an ext_authz field, not an Envoy (CEL) attribute; Envoy "
-                          "sends the SPIFFE ID as `connection.uri_san_peer_certificate`, which the mtls capability "
-                          "does not read yet")
 def test_a_workload_certificate_identifies_the_agent_on_the_mtls_listener(stack):
     # No token at all: the SPIFFE ID Envoy verified is the agent identity.
     def send(http, skill):

@@ -90,7 +90,9 @@ def test_hold_extends_over_a_straddling_key_and_is_bounded():
     assert "BEGIN" not in emitted
     for line in PEM_BODY.split("\n"):
         assert s.feed(line + "\n") == ""  # the block is still open
-    out = s.feed("-----END RSA PRIVATE KEY----- done and more text here")
+    out = s.feed("-----END RSA PRIVATE KEY----- done, and then some more text to decide the rest")
+    # Released once the END line is in (and the text around it is decided),
+    # not max_hold characters later.
     assert "[PRIVATE_KEY_1]" in out and "MII" not in out
     # A header never closed is released after scanner.max_hold characters.
     s = StreamSanitizer(scanner)
