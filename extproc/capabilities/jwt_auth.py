@@ -280,7 +280,7 @@ def _as_set(value: Any) -> frozenset[str]:
     if isinstance(value, str):
         return frozenset(value.split())
     if isinstance(value, (list, tuple)):
-        return frozenset(str(v) for v in value if isinstance(v, (str, int)))
+        return frozenset(_clean(str(v)) for v in value if isinstance(v, (str, int)) and not isinstance(v, bool))
     return frozenset()
 
 
@@ -294,12 +294,24 @@ def _delegation(claims: dict) -> tuple[str, ...]:
     return tuple(chain)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(value: str) -> str:
+    # Identity values become upstream headers: a signed claim with CR/LF/NUL
+    # would make Envoy refuse the header (an outage-looking 5xx), so such a
+    # token is refused as invalid instead.
+    if _CONTROL.search(value):
+        raise _Rejected("control characters in an identity claim")
+    return value
+
+
 def _identity_from(claims: dict, cfg: IssuerConfig) -> Identity:
     mapping = cfg.claims
 
     def text(name: str | None) -> str | None:
         value = claims.get(name) if name else None
-        return str(value) if isinstance(value, (str, int)) else None
+        return _clean(str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
     return Identity(
         subject=text(mapping.subject),

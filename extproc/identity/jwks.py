@@ -49,7 +49,7 @@ class SigningKey:
 def parse_jwks(document: dict) -> dict[str | None, SigningKey]:
     # Not a JWKS at all is an error (a policy naming such a file must fail to
     # load with a message, not a traceback); a bad entry inside one is skipped.
-    if not isinstance(document, dict) or not isinstance(document.get("keys", []), list):
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError('not a JWKS: expected an object with a "keys" list')
     keys: dict[str | None, SigningKey] = {}
     for entry in document.get("keys", []):
@@ -140,8 +140,9 @@ class JwksCache:
             log.warning("JWKS refresh failed; keeping %d cached key(s)", len(self.keys),
                         extra={"source": self.source, "error": str(exc)})
             return False
-        if keys:
-            self.keys = keys
+        # An empty set is the identity provider revoking every key: honoured.
+        # (A response that is not a JWKS at all raised above and changed nothing.)
+        self.keys = keys
         return True
 
     def ensure_background_refresh(self) -> None:

@@ -652,3 +652,13 @@ def test_fuzzed_tokens_never_raise_and_never_authenticate():
         loop.run_until_complete(runtime.aclose())
         loop.close()
 
+
+
+def test_control_characters_in_identity_claims_are_refused():
+    from extproc.capabilities.jwt_auth import _Rejected, _identity_from, IssuerConfig
+
+    cfg = IssuerConfig(issuer="https://i", jwks={"url": "https://i/jwks"})
+    for claims in ({"sub": "alice\r\nx-auth-roles: admin"}, {"sub": "a", "roles": ["reader\n"]}, {"sub": "a\x00"}):
+        with pytest.raises(_Rejected):
+            _identity_from(claims, cfg)
+    assert _identity_from({"sub": "alice", "roles": "a b"}, cfg).roles == frozenset({"a", "b"})

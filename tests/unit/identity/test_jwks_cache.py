@@ -258,3 +258,11 @@ async def test_aclose_stops_the_background_refresh(idp, rsa_keys):
     hits = idp.hits[JWKS_PATH]
     await asyncio.sleep(0.3)
     assert idp.hits[JWKS_PATH] == hits
+
+
+def test_an_empty_key_set_revokes_every_key_but_a_non_jwks_changes_nothing():
+    from extproc.identity.jwks import parse_jwks
+
+    assert parse_jwks({"keys": []}) == {}
+    with pytest.raises(ValueError):
+        parse_jwks({})
