@@ -5,9 +5,10 @@ scanner needs to run it fast and to stream it exactly:
 
 * ``prefilter``: a Hyperscan expression (matched with SOM_LEFTMOST) that
   fires on every text where the precise regex can produce a detection. The
-  regex then runs only in ``[prefilter start - before, prefilter end]``.
-  Every accepted match must start in such a window; the property tests check
-  this by comparing the Hyperscan and pure-``re`` engines.
+  regex then runs only for starts in ``[prefilter start - before, prefilter
+  end + after]``. Every accepted match must start in such a window; the
+  property tests check this by comparing the Hyperscan and pure-``re``
+  engines (the latter finds the same windows with ``re_prefilter``).
 * ``width``: the furthest the regex and validator read past an attempt's
   start (match plus lookahead). Every quantifier is bounded, so that an
   attempt's outcome is decided by ``text[start - context : start + width]``.
@@ -596,7 +597,8 @@ GENERIC_SECRET_PREFIXED = _detector(
     r"|gsk_[A-Za-z0-9]{48,60}"
     r")(?![A-Za-z0-9_\-])",
     _prefixed_secret,
-    head=_not_after(r"A-Za-z0-9_\-") + r"(?:sk|gh|github_|xox|xapp|glpat|AIza|[sr]k_|whsec|SG\.|npm_|hf_|pypi-|dop_|shp|glsa|xai-|gsk_)",
+    head=_not_after(r"A-Za-z0-9_\-")
+    + r"(?:sk|gh|github_|xox|xapp|glpat|AIza|[sr]k_|whsec|SG\.|npm_|hf_|pypi-|dop_|shp|glsa|xai-|gsk_)",
     head_len=7,
     width=330,
     alphabet=r"A-Za-z0-9_\-.+/=",
@@ -685,10 +687,7 @@ def builtin_detectors(entities: frozenset[str], ssn_unformatted: bool = False,
 
 # --- Custom patterns ---------------------------------------------------------
 
-from re import _parser as _sre  # noqa: E402  (stdlib internals; see _analyze)
-
 CUSTOM_MAX_WIDTH = 1024
-_LOOKAROUND_MARGIN = 0
 
 
 def _class_source(items) -> str | None:
@@ -789,8 +788,10 @@ def analyze_custom(pattern: str) -> tuple[int, int, int, str | None]:
     pattern (``\\d+``) is also how one regex turns a large body into
     quadratic work. Bound it instead (``\\d{6,12}``).
     """
+    from re import _parser as sre  # stdlib internals: widths and first characters of a regex
+
     try:
-        tree = _sre.parse(pattern)
+        tree = sre.parse(pattern)
     except re.error as exc:
         raise ValueError(f"invalid regex: {exc}") from None
     low, high = tree.getwidth()

@@ -58,8 +58,12 @@ Role = Literal["user", "system", "tool", "assistant"]
 ROLES: tuple[str, ...] = ("user", "system", "tool", "assistant")
 BUILTINS = ("base64", "leetspeak", "spaced_letters", "homoglyph", "zero_width", "unicode_tags")
 
-_B64_MAX_BLOBS = 8
+# Base64 decoding budget per text: runs looked at, longest run decoded, and
+# bytes decoded in all. Past it the rest is not decoded (a 10 MB image must
+# not be; a payload hidden behind a thousand decoys is not either).
+_B64_MAX_RUNS = 1024
 _B64_MAX_CHARS = 65536
+_B64_BUDGET = 512 * 1024
 # Leetspeak is decoded around the words that contain it, this far each side
 # (snapped to whitespace): a signature is shorter than that.
 _LEET_REACH = 160
@@ -72,7 +76,8 @@ class InjectionResult:
     categories: list[str] = field(default_factory=list)
 
 
-_CLEAN = InjectionResult(0.0, [], [])
+def _clean() -> InjectionResult:
+    return InjectionResult(0.0, [], [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +187,91 @@ class _Matcher:
                         raise RuleError(f"pattern rejected by Hyperscan ({reason}): {p}") from None
                 raise
         else:
-            self._res = [
-                (i, re.compile(p.encode("latin-1"), re.IGNORECASE if f & _multi.CASELESS else 0))
-                for i, p, f in expressions
-            ]
+            # re tries every pattern at every position, which is slow for
+            # these: a pattern runs only when one of the literals any match
+            # must start with is in the text (a C-speed substring test).
+            # Caseless patterns search a lower-cased copy without IGNORECASE,
+            # and a leading \b is checked by hand: both let re skip ahead to
+            # the possible first characters instead of trying every position.
+            self._res = []
+            for i, p, f in expressions:
+                caseless = bool(f & _multi.CASELESS)
+                bounded = caseless and p.startswith("\\b") and _leads_with_boundary(p)
+                source = p[2:] if bounded else p
+                self._res.append((i, re.compile(source.encode("latin-1")), caseless, bounded,
+                                  _anchors(p) if caseless else None))
 
     def ids(self, data: bytes) -> set[int]:
         if self._engine == "hyperscan":
             return self._db.ids(data)
-        return {i for i, pattern in self._res if pattern.search(data)}
+        lowered = data.lower()
+        found = set()
+        for i, pattern, caseless, bounded, anchors in self._res:
+            if anchors is not None and not any(a in lowered for a in anchors):
+                continue
+            if _search(pattern, lowered if caseless else data, bounded):
+                found.add(i)
+        return found
+
+
+_WORD = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _search(pattern: re.Pattern[bytes], data: bytes, bounded: bool) -> bool:
+    """pattern.search, with the \\b the pattern lost in front when bounded."""
+    pos = 0
+    while (m := pattern.search(data, pos)) is not None:
+        start = m.start()
+        if not bounded or start == m.end() or (
+            (start == 0 or data[start - 1] not in _WORD) != (data[start] not in _WORD)
+        ):
+            return True
+        pos = start + 1
+    return False
+
+
+def _leads_with_boundary(pattern: str) -> bool:
+    """Whether the \\b the pattern starts with applies to all of it (not to
+    the first branch of a top-level alternation only)."""
+    from re import _parser as sre
+
+    data = sre.parse(pattern).data
+    return bool(data) and str(data[0][0]) == "AT" and str(data[0][1]) == "AT_BOUNDARY"
+
+
+def _literal_prefix(items) -> str:
+    out = []
+    for op, av in items:
+        if str(op) != "LITERAL":
+            break
+        out.append(chr(av))
+    return "".join(out)
+
+
+def _anchors(pattern: str) -> tuple[bytes, ...] | None:
+    """Lower-case literals one of which starts every match of ``pattern``
+    (a leading literal, or the literal prefixes of a leading alternation),
+    or None when there are none worth testing."""
+    from re import _parser as sre  # stdlib internals, used only for this analysis
+
+    items = list(sre.parse(pattern).data)
+    while items and str(items[0][0]) == "AT":
+        items.pop(0)
+    if not items:
+        return None
+    op, av = items[0]
+    if str(op) == "SUBPATTERN" and not av[1] and not av[2]:
+        items = list(av[-1].data) + items[1:]
+        op, av = items[0]
+    if str(op) == "LITERAL":
+        prefixes = [_literal_prefix(items)]
+    elif str(op) == "BRANCH":
+        prefixes = [_literal_prefix(branch.data) for branch in av[1]]
+    else:
+        return None
+    if not prefixes or min(map(len, prefixes)) < 2:
+        return None
+    return tuple(sorted({p.lower().encode("latin-1") for p in prefixes}))
 
 
 # Four single letters in a row, separated: "i g n o", "i.g.n.o".
@@ -229,7 +310,7 @@ class _Views:
         mask = data.translate(_B64_MASK)
         runs = []
         pos = 0
-        while len(runs) < _B64_MAX_BLOBS * 4 and (start := mask.find(b"A" * 24, pos)) >= 0:
+        while len(runs) < _B64_MAX_RUNS and (start := mask.find(b"A" * 24, pos)) >= 0:
             m = _NOT_A.search(mask, start + 24)
             end = m.start() if m else len(mask)
             pad = end
@@ -326,7 +407,8 @@ class InjectionDetector:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         (self.version, self.rules, self._owners,
          self._matcher, self._squeezed) = _compiled(digest, str(path.resolve()), self.engine)
-        self._by_builtin = {rule.builtin: rule for rule in self.rules if rule.builtin}
+        self._builtin_index = {rule.builtin: i for i, rule in enumerate(self.rules) if rule.builtin}
+        self._order = {rule.id: i for i, rule in enumerate(self.rules)}
 
     def __repr__(self) -> str:
         return f"<InjectionDetector rules={len(self.rules)} version={self.version} engine={self.engine}>"
@@ -349,14 +431,14 @@ class InjectionDetector:
                 if weight > 0:
                     fired[rule.id] = weight
         if not fired:
-            return _CLEAN
+            return _clean()
         return self._result(fired)
 
     def _result(self, fired: dict[str, float]) -> InjectionResult:
         miss = 1.0
         for weight in fired.values():
             miss *= 1.0 - weight
-        order = {rule.id: i for i, rule in enumerate(self.rules)}
+        order = self._order
         ids = sorted(fired, key=lambda rid: (order.get(rid, len(order)), rid))
         categories: list[str] = []
         for rid in ids:
@@ -415,20 +497,22 @@ class InjectionDetector:
                     found |= decoded_rules
                     extra.add("base64")
         for name in extra:
-            rule = self._by_builtin.get(name)
-            if rule is not None:
-                found.add(self.rules.index(rule))
+            index = self._builtin_index.get(name)
+            if index is not None:
+                found.add(index)
         return found
 
 
 def _base64_texts(data: bytes, runs: list[tuple[int, int]]) -> list[str]:
     """Texts that base64 runs decode to (printable UTF-8 only)."""
     out = []
+    budget = _B64_BUDGET
     for start, end in runs:
-        if len(out) >= _B64_MAX_BLOBS:
-            break
         if end - start > _B64_MAX_CHARS:
             continue
+        budget -= end - start
+        if budget < 0:
+            break
         body = data[start:end].rstrip(b"=")
         altchars = b"-_" if (b"-" in body or b"_" in body) else None
         if len(body) % 4 == 1:
@@ -480,7 +564,7 @@ class PromptGuard:
     def scan(self, text: str, role: str = "user") -> InjectionResult:
         """The detector's result; a clean result for roles not inspected."""
         if role not in self._roles:
-            return _CLEAN
+            return _clean()
         return self.detector.scan(text, role)
 
     def verdict(self, text: str, role: str = "user") -> InjectionResult | None:

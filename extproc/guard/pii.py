@@ -34,7 +34,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -54,6 +54,8 @@ Entity = Literal[
     "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IPV4", "IPV6", "AWS_ACCESS_KEY",
     "AWS_SECRET_KEY", "PRIVATE_KEY", "JWT", "BEARER_TOKEN", "GENERIC_SECRET",
 ]
+
+assert set(get_args(Entity)) == set(BUILTIN_ENTITIES)
 
 _CUSTOM_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
 
@@ -95,7 +97,7 @@ class PiiConfig(CapabilityConfig):
     aws_secret_entropy: bool = Field(
         False,
         description="Also report 40-character base64 strings with no AWS word nearby when they look random "
-        "(entropy >= 4.3 bits/char); costs prefilter throughput on large bodies.",
+        "(>= 4.4 bits/char, mixed case and digits); roughly halves prefilter throughput on prose.",
     )
     ssn_unformatted: bool = Field(
         False, description="Also report 9 bare digits as a US SSN (otherwise dashes or spaces are required)."
@@ -180,9 +182,10 @@ class PseudonymVault:
 
 
 def mask(value: str, entity: str) -> str:
-    """Keep the last four letters or digits (the local part of an email is
-    hidden whole); separators and the character after a backslash (JSON
-    escapes) keep their place, so the shape and any escaping survive."""
+    """Keep the last four letters or digits (all are hidden in a value of
+    four or fewer; an email's local part is hidden whole). Separators and
+    the character after a backslash (JSON escapes) keep their place, so the
+    shape and any escaping survive."""
     if entity == "EMAIL":
         local, _, domain = value.rpartition("@")
         return "*" * len(local) + "@" + domain
@@ -294,14 +297,17 @@ class PiiScanner:
         self._stream_order = tuple(sorted(detectors, key=lambda d: -d.head_len))
         # Streams keep this much already-emitted text as left context: what
         # lookbehinds and validators read, plus the gap between where a
-        # match starts and where its reported value starts.
-        self.lookback = max((d.context + d.lead for d in detectors), default=0)
-        # The longest a detection can be: a stream holds at most this much.
+        # match starts and where its reported value starts (a key, or a JSON
+        # escape trimmed off, at most 6 characters).
+        self.lookback = max((d.context + d.lead for d in detectors), default=0) + 6
+        # The longest a detection can be: a stream holds at most this much
+        # (unless values overlap one another in a chain, which merges them).
         self.max_hold = max((d.width for d in detectors), default=0)
         # What a stream needs to hold when no candidate straddles its end.
-        self.min_holdback = max(
-            ((d.head_len - 1) if d.head is not None else d.width - 1 for d in detectors), default=0
-        )
+        # (A custom pattern whose first character cannot be worked out, one
+        # starting with "." or an optional part, is a candidate anywhere: it
+        # always holds its width and is not counted here.)
+        self.min_holdback = max((d.head_len - 1 for d in detectors if d.head is not None), default=0)
 
     @property
     def entities(self) -> dict[str, str]:
@@ -434,7 +440,9 @@ class PiiScanner:
         findings = self.find(text)
         if not findings:
             return Redaction(text, counts, blocked)
-        out = self._render(text, 0, len(text), findings, vault if vault is not None else PseudonymVault(), counts, blocked)
+        # "is not None": an empty vault is falsy (it has a length).
+        vault = vault if vault is not None else PseudonymVault()
+        out = self._render(text, 0, len(text), findings, vault, counts, blocked)
         return Redaction(out, counts, blocked)
 
     def _render(self, text: str, start: int, end: int, findings: list[Finding], vault: PseudonymVault,
@@ -526,7 +534,11 @@ class StreamSanitizer:
     without its ``END``, a JWT still growing, ``password=`` without its
     value) the hold extends until the candidate is decided, at most
     ``scanner.max_hold`` characters (about 10 KB, for a PEM private key or a
-    JWT); after that the text is released whatever comes next.
+    JWT); after that the text is released whatever comes next. Two ways
+    past that bound: values overlapping one another in a chain (they merge
+    into one finding), and custom patterns whose first character cannot be
+    worked out (starting with "." or an optional part), which hold their
+    width at all times.
 
     ``holdback`` is the bound promised to the caller for the first case; it
     must be at least ``scanner.min_holdback``. Text is released in bursts:
