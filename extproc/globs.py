@@ -1,4 +1,5 @@
-"""Glob lists compiled once into a single regex."""
+"""Pattern helpers: glob lists compiled once into one regex; regex validation
+for policy schemas."""
 
 from __future__ import annotations
 
@@ -12,3 +13,13 @@ def compile_globs(patterns: list[str]) -> re.Pattern | None:
     if not patterns:
         return None
     return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
+
+
+def validate_regex(value: str | None) -> str | None:
+    """Pydantic validator: the value compiles as a Python regex (or is None)."""
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from None
+    return value

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
 from extproc.runtime import DEFAULT_RUNTIME
+from extproc.globs import validate_regex
 from extproc.headers import validate_header_name
 
 
@@ -27,15 +28,7 @@ class HeaderRule(CapabilityConfig):
 
     _name_ok = field_validator("name")(validate_header_name)
 
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex: {exc}") from None
-        return value
+    _regex_ok = field_validator("regex")(validate_regex)
 
     @model_validator(mode="after")
     def _one_matcher(self) -> HeaderRule:

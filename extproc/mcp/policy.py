@@ -45,20 +45,13 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from extproc.capabilities.base import CapabilityConfig
 from extproc.context import Identity
-from extproc.globs import compile_globs
+from extproc.globs import compile_globs, validate_regex
 from extproc.mcp.callers import CallerMatcher, Who
 
 KINDS = ("tool", "resource", "prompt")
 NOT_GIVEN: Any = object()  # "no arguments": the listing question
 
 
-def _check_regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regex {value!r}: {exc}") from None
-    return value
 
 
 def _schema_validator(schema: dict):
@@ -86,7 +79,7 @@ class ArgumentConstraint(CapabilityConfig):
     max_length: int | None = Field(None, ge=0, description="Characters of a string or items of an array.")
     json_schema: dict | None = Field(None, alias="schema", description="A JSON Schema for the value.")
 
-    _regex = field_validator("pattern", "not_pattern")(_check_regex)
+    _regex = field_validator("pattern", "not_pattern")(validate_regex)
 
     @field_validator("json_schema")
     @classmethod

@@ -20,12 +20,12 @@ Each capability's ``config`` is validated by that capability's own schema.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from extproc.context import Mode
+from extproc.globs import validate_regex
 from extproc.headers import validate_methods
 
 ROUTE_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
@@ -49,15 +49,7 @@ class RouteMatch(Strict):
             raise ValueError("must start with /")
         return value
 
-    @field_validator("path_regex")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regex: {exc}") from None
-        return value
+    _regex_ok = field_validator("path_regex")(validate_regex)
 
     _methods = field_validator("methods")(validate_methods)
 
