@@ -59,11 +59,15 @@ def test_chat_completion_is_redacted_before_the_model(gateway):
 
 
 def test_streaming_completion_stays_streaming_and_redacted(gateway):
+    filler = "and then some more words to stream " * 8
     stream = client(gateway).chat.completions.create(
-        model="demo", stream=True, messages=[{"role": "user", "content": f"write to {EMAIL} now"}])
+        model="demo", stream=True, messages=[{"role": "user", "content": f"write to {EMAIL} {filler}now"}])
     deltas = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
-    assert len(deltas) > 3  # many chunks, not one buffered blob
-    assert "".join(deltas) == "You said: write to [EMAIL_1] now"
+    # Text is released as soon as no value can still be forming in it (a
+    # hold-back of a few dozen characters), so a long answer comes in several
+    # pieces, not one buffered blob.
+    assert len(deltas) >= 3
+    assert "".join(deltas) == f"You said: write to [EMAIL_1] {filler}now"
 
 
 def test_pseudonymized_values_are_restored_for_the_caller(gateway_factory, tmp_path):
