@@ -295,6 +295,10 @@ def test_deployments_are_locked_down(manifests):
             for mount in container.get("volumeMounts", []):
                 assert mount["name"] in volumes, f"{where}: volume {mount['name']} is not defined"
         for volume in volumes.values():
+            if "secret" in volume:  # a non-root container reads it through fsGroup: group-readable
+                mode = volume["secret"].get("defaultMode", 0o644)
+                assert mode & 0o040 and not mode & 0o007, f"{name}: secret {volume['name']} mode {oct(mode)}"
+                assert pod["securityContext"].get("fsGroup") is not None, name
             if "configMap" in volume:
                 configmap = configmaps.get(volume["configMap"]["name"])
                 assert configmap is not None, f"{name}: ConfigMap {volume['configMap']['name']} is not defined"

@@ -9,6 +9,7 @@ from the ``opentelemetry-proto`` package; nothing is stored on disk.
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 import time
 from concurrent import futures
@@ -84,19 +85,14 @@ class OtlpReceiver:
     def spans(self) -> list[ReceivedSpan]:
         with self._lock:
             requests = list(self.requests)
-        out = []
-        for request in requests:
-            for resource_spans in request.resource_spans:
-                service = _attributes(resource_spans.resource.attributes).get("service.name", "")
-                for scope_spans in resource_spans.scope_spans:
-                    for span in scope_spans.spans:
-                        out.append(ReceivedSpan(
-                            service=service, name=span.name, trace_id=span.trace_id.hex(),
-                            span_id=span.span_id.hex(), parent_span_id=span.parent_span_id.hex(),
-                            kind=span.kind, attributes=_attributes(span.attributes),
-                            events=[(e.name, _attributes(e.attributes)) for e in span.events],
-                        ))
-        return out
+        return decode(requests)
+
+    def take(self) -> list[ReceivedSpan]:
+        """The spans received since the last ``take``, forgetting them."""
+        with self._lock:
+            requests = self.requests[:]
+            del self.requests[:], self.raw[:]
+        return decode(requests)
 
     def wait_for(self, predicate, timeout: float = 30.0, interval: float = 0.1):
         """Poll ``predicate(spans)`` until it returns something truthy."""
@@ -108,6 +104,23 @@ class OtlpReceiver:
             time.sleep(interval)
 
 
+def decode(requests) -> list[ReceivedSpan]:
+    """The spans in ExportTraceServiceRequests, flattened."""
+    out = []
+    for request in requests:
+        for resource_spans in request.resource_spans:
+            service = _attributes(resource_spans.resource.attributes).get("service.name", "")
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    out.append(ReceivedSpan(
+                        service=service, name=span.name, trace_id=span.trace_id.hex(),
+                        span_id=span.span_id.hex(), parent_span_id=span.parent_span_id.hex(),
+                        kind=span.kind, attributes=_attributes(span.attributes),
+                        events=[(e.name, _attributes(e.attributes)) for e in span.events],
+                    ))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print the spans an OTLP/gRPC exporter sends.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -115,15 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     receiver = OtlpReceiver(args.host, args.port).start()
     print(f"OTLP/gRPC receiver on {receiver.endpoint}", flush=True)
-    seen = 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(0.5)
-            spans = receiver.spans()
-            for span in spans[seen:]:
+        while not stop.wait(0.5):
+            for span in receiver.take():  # printed, then forgotten: memory stays flat
                 parent = span.parent_span_id or "-"
                 print(f"{span.service:16} {span.trace_id} {span.span_id} parent={parent:16} {span.name}", flush=True)
-            seen = len(spans)
     except KeyboardInterrupt:
         pass
     finally:
