@@ -41,7 +41,7 @@ from extproc.mcp.callers import CallerMatcher, Who, caller, caller_label
 from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
 from extproc.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED, Invalid, Message, error_object, id_key
 from extproc.mcp.policy import Decision
-from extproc.mcp.responses import AmbiguousContentType, rewriter
+from extproc.mcp.responses import feed_response, open_response
 from extproc.runtime import DEFAULT_RUNTIME
 
 log = logging.getLogger("extproc.a2a")
@@ -281,7 +281,6 @@ class A2aAccess(Capability):
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
         exchange = self._exchange(ctx)
         # Any status: a client reads a JSON-RPC body under a 2xx other than 200 too.
-        content_type = ctx.response_headers.get("content-type")
         if exchange.card:
             if not self.config.filter_card:
                 return None
@@ -292,25 +291,12 @@ class A2aAccess(Capability):
             ctx.remove_response_header("etag")
         else:
             transform = lambda m: self._transform(ctx, exchange, m)  # noqa: E731
-        try:
-            body = rewriter(content_type, transform, lambda: self._unreadable(ctx, exchange),
-                            max_json_bytes=self.config.max_response_bytes)
-        except AmbiguousContentType as exc:
-            return Deny(502, "bad_gateway", f"A2A response cannot be inspected: {exc}")
-        if body is None:
-            return None
-        encoding = ctx.response_headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            return Deny(502, "bad_gateway", f"A2A response with content-encoding {encoding} cannot be inspected")
-        exchange.body = body
-        return None
+        exchange.body, deny = open_response(ctx, transform, lambda: self._unreadable(ctx, exchange),
+                                            self.config.max_response_bytes, "A2A")
+        return deny
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
-        exchange = ctx.state.get("a2a")
-        if exchange is None or exchange.body is None:
-            return None
-        exchange.fed = True
-        ctx.replace_response_chunk(exchange.body.feed(ctx.response_chunk, ctx.response_end))
+        feed_response(ctx, ctx.state.get("a2a"))
         return None
 
     def _transform(self, ctx: RequestContext, exchange: _Exchange, message: dict) -> dict | None:

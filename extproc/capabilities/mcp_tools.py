@@ -47,7 +47,7 @@ from extproc.mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, POLICY_DENIED, 
 from extproc.mcp.pins import PinStore, definition_hash
 from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, Decision, validate_rules
 from extproc.mcp.protocol import LISTS, PASS, ParamsError, is_notification, target_of
-from extproc.mcp.responses import AmbiguousContentType, rewriter
+from extproc.mcp.responses import feed_response, open_response
 from extproc.runtime import DEFAULT_RUNTIME
 
 log = logging.getLogger("extproc.mcp")
@@ -310,26 +310,13 @@ class McpTools(Capability):
         if session:
             jsonrpc.audit_of(ctx)["mcp.session_id"] = session
         # Any status: a client reads a JSON-RPC body under a 2xx other than 200 too.
-        content_type = ctx.response_headers.get("content-type")
-        try:
-            body = rewriter(content_type, lambda m: self._transform(ctx, exchange, m),
-                            lambda: self._unreadable(ctx, exchange), max_json_bytes=self.config.max_response_bytes)
-        except AmbiguousContentType as exc:
-            return Deny(502, "bad_gateway", f"MCP response cannot be inspected: {exc}")
-        if body is None:
-            return None
-        encoding = ctx.response_headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            return Deny(502, "bad_gateway", f"MCP response with content-encoding {encoding} cannot be inspected")
-        exchange.body = body
-        return None
+        exchange.body, deny = open_response(ctx, lambda m: self._transform(ctx, exchange, m),
+                                            lambda: self._unreadable(ctx, exchange),
+                                            self.config.max_response_bytes, "MCP")
+        return deny
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
-        exchange = ctx.state.get("mcp")
-        if exchange is None or exchange.body is None:
-            return None
-        exchange.fed = True
-        ctx.replace_response_chunk(exchange.body.feed(ctx.response_chunk, ctx.response_end))
+        feed_response(ctx, ctx.state.get("mcp"))
         return None
 
     def _transform(self, ctx: RequestContext, exchange: _Exchange, message: dict) -> dict | None:

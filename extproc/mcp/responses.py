@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from extproc.context import Deny
 from extproc.mcp.jsonrpc import dumps, loads_strict
 from extproc.sse import SseEvent, SseSplitter, encode
 
@@ -153,3 +154,29 @@ def rewriter(content_type: str | None, transform: Transform, on_unreadable: Call
     if kind == "sse":
         return SseBody(transform, on_unreadable, max_event_bytes)
     return None
+
+
+def open_response(ctx, transform: Transform, on_unreadable: Callable[[], bytes | None], max_json_bytes: int,
+                  protocol: str):
+    """The body rewriter for this response, or the 502 that says why it cannot
+    be inspected (an ambiguous content type, a compressed body). ``(None,
+    None)``: not a body JSON-RPC travels in; nothing to do."""
+    try:
+        body = rewriter(ctx.response_headers.get("content-type"), transform, on_unreadable,
+                        max_json_bytes=max_json_bytes)
+    except AmbiguousContentType as exc:
+        return None, Deny(502, "bad_gateway", f"{protocol} response cannot be inspected: {exc}")
+    if body is None:
+        return None, None
+    encoding = ctx.response_headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        return None, Deny(502, "bad_gateway", f"{protocol} response with content-encoding {encoding} cannot be inspected")
+    return body, None
+
+
+def feed_response(ctx, exchange) -> None:
+    """Pass this response chunk through the exchange's rewriter, if it has one."""
+    if exchange is None or exchange.body is None:
+        return
+    exchange.fed = True
+    ctx.replace_response_chunk(exchange.body.feed(ctx.response_chunk, ctx.response_end))
