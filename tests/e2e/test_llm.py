@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import openai
 import pytest
 
 from extproc.local.demo_keys import load_demo_key, mint
+from tests.e2e.llm_policies import llm_route_policy
 
-REPO = Path(__file__).resolve().parents[2]
 EMAIL, CARD = "alice.smith@example.com", "4111 1111 1111 1111"
 
 
@@ -31,22 +30,8 @@ def model_saw(gateway) -> str:
 
 
 def llm_policy(tmp_path: Path, pii: str) -> Path:
-    out = tmp_path / "llm-policies"
-    shutil.copytree(REPO / "policies" / "keys", out / "keys")
-    (out / "llm.yaml").write_text(textwrap.dedent("""\
-        routes:
-          - name: llm
-            capabilities:
-              - type: jwt
-                config:
-                  issuers:
-                    - issuer: https://demo.extproc.local
-                      jwks: { file: keys/demo-jwks.json }
-                      audiences: [extproc-demo]
-              - type: model_access
-                config: { rules: [{ roles: [reader], models: [demo] }] }
-        """) + textwrap.indent(textwrap.dedent(pii), " " * 6))
-    return out
+    model_access = "- type: model_access\n  config: { rules: [{ roles: [reader], models: [demo] }] }\n"
+    return llm_route_policy(tmp_path / "llm-policies", model_access + textwrap.dedent(pii))
 
 
 def test_chat_completion_is_redacted_before_the_model(gateway):

@@ -4,37 +4,23 @@ real Redis: reservations before the model, reconciliation after it."""
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
-import textwrap
 from pathlib import Path
 
 import openai
 
 from extproc.local.demo_keys import load_demo_key, mint
+from tests.e2e.llm_policies import llm_route_policy
 from tests.redis_server import patient
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def budget_policy(tmp_path: Path, tokens: int) -> Path:
-    out = tmp_path / "budget-policies"
-    shutil.copytree(REPO / "policies" / "keys", out / "keys")
-    (out / "llm.yaml").write_text(textwrap.dedent(f"""\
-        routes:
-          - name: llm
-            capabilities:
-              - type: jwt
-                config:
-                  issuers:
-                    - issuer: https://demo.extproc.local
-                      jwks: {{ file: keys/demo-jwks.json }}
-                      audiences: [extproc-demo]
-              - type: token_budget
-                config:
-                  budgets:
-                    - {{ name: daily, key: [consumer, model], tokens: {tokens}, per: 1d }}
-        """))
-    return out
+    return llm_route_policy(tmp_path / "budget-policies", f"""\
+        - type: token_budget
+          config:
+            budgets:
+              - {{ name: daily, key: [consumer, model], tokens: {tokens}, per: 1d }}
+        """)
 
 
 def client(gateway, sub="alice") -> openai.OpenAI:
