@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import re
 import time
 from collections import OrderedDict
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 from pydantic import Field, field_validator, model_validator
@@ -51,14 +52,28 @@ class JwksSource(CapabilityConfig):
             raise ValueError("give exactly one of file, url, discovery")
         for name in ("url", "discovery"):
             value = getattr(self, name)
-            if value is not None and not value.startswith(("https://", "http://")):
-                raise ValueError(f"{name} must be an http(s) URL")
+            if value is None:
+                continue
+            # Keys fetched over plain HTTP can be swapped by anyone on the path;
+            # only a loopback identity provider (tests, sidecars) may use it.
+            host = urlsplit(value).hostname or ""
+            if not (value.startswith("https://") or (value.startswith("http://") and _is_loopback(host))):
+                raise ValueError(f"{name} must be an https URL (http only for a loopback host)")
         return self
 
     def discovery_url(self) -> str | None:
         if self.discovery is None or self.discovery.endswith("/.well-known/openid-configuration"):
             return self.discovery
         return self.discovery.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ClaimMapping(CapabilityConfig):
@@ -151,8 +166,9 @@ class JwtAuth(Capability):
         src = cfg.jwks
         file = str(self.runtime.resolve_path(src.file)) if src.file else None
         url, discovery = src.url, src.discovery_url()
-        jwks = self.runtime.shared(("jwks", file, url, discovery), lambda: JwksCache(
-            file=file, url=url, discovery=discovery,
+        expected_issuer = cfg.issuer if discovery else None
+        jwks = self.runtime.shared(("jwks", file, url, discovery, expected_issuer), lambda: JwksCache(
+            file=file, url=url, discovery=discovery, issuer=expected_issuer,
             refresh_interval=src.refresh_interval, min_refresh_interval=src.min_refresh_interval))
         if file is not None:
             # The cache outlives reloads: re-read the file so that the reload a

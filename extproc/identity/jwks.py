@@ -82,10 +82,14 @@ class JwksCache:
     every policy revision) naming the same source shares it."""
 
     def __init__(self, *, file: str | None = None, url: str | None = None, discovery: str | None = None,
-                 refresh_interval: float = 300.0, min_refresh_interval: float = 10.0, timeout: float = 5.0):
+                 refresh_interval: float = 300.0, min_refresh_interval: float = 10.0, timeout: float = 5.0,
+                 issuer: str | None = None):
         if sum(x is not None for x in (file, url, discovery)) != 1:
             raise ValueError("give exactly one of file, url, discovery")
         self.file, self.url, self.discovery = file, url, discovery
+        # OIDC Discovery §4.3: the document's issuer must be the one we trust,
+        # or one provider's document could hand us another's keys.
+        self.issuer = issuer
         self.refresh_interval = refresh_interval
         self.min_refresh_interval = min_refresh_interval
         self.timeout = timeout
@@ -119,6 +123,8 @@ class JwksCache:
             url = config.get("jwks_uri") if isinstance(config, dict) else None
             if not isinstance(url, str):
                 raise ValueError(f"{self.discovery}: no jwks_uri")
+            if self.issuer is not None and config.get("issuer") != self.issuer:
+                raise ValueError(f"{self.discovery}: issuer {config.get('issuer')!r} is not {self.issuer!r}")
             if not url.startswith(("https://", "http://")):
                 # urllib also opens file:// and ftp:// URLs: the discovery
                 # document must not make us read local files.

@@ -662,3 +662,23 @@ def test_control_characters_in_identity_claims_are_refused():
         with pytest.raises(_Rejected):
             _identity_from(claims, cfg)
     assert _identity_from({"sub": "alice", "roles": "a b"}, cfg).roles == frozenset({"a", "b"})
+
+
+@pytest.mark.parametrize("source, ok", [
+    ({"url": "https://idp.example.com/jwks"}, True),
+    ({"url": "http://127.0.0.1:8080/jwks"}, True),
+    ({"discovery": "http://localhost:9000"}, True),
+    ({"url": "http://idp.example.com/jwks"}, False),   # keys over plain HTTP from the network
+    ({"discovery": "http://10.0.0.5"}, False),
+    ({"url": "file:///etc/passwd"}, False),
+])
+def test_jwks_urls_must_be_https_unless_loopback(source, ok):
+    from pydantic import ValidationError
+
+    from extproc.capabilities.jwt_auth import JwksSource
+
+    if ok:
+        JwksSource(**source)
+    else:
+        with pytest.raises(ValidationError):
+            JwksSource(**source)

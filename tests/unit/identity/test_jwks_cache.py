@@ -266,3 +266,11 @@ def test_an_empty_key_set_revokes_every_key_but_a_non_jwks_changes_nothing():
     assert parse_jwks({"keys": []}) == {}
     with pytest.raises(ValueError):
         parse_jwks({})
+
+
+async def test_discovery_document_for_another_issuer_is_refused(idp, rsa_keys, make_cache):
+    idp.serve_keys({"k1": rsa_keys[0].public_key()})
+    assert await make_cache(discovery=idp.discovery_url, issuer=idp.issuer).get("k1") is not None
+    impostor = make_cache(discovery=idp.discovery_url, issuer="https://someone-else.test")
+    assert await impostor.get("k1") is None
+    assert impostor.keys == {}
