@@ -590,10 +590,9 @@ class StreamSanitizer:
         if final:
             frontier = n
         else:
-            if n - done <= self.holdback:
-                # Holding everything is within the promise: skip the work,
-                # and emit in bursts of about holdback characters.
-                return ""
+            # Release everything before the frontier on every delta, so text
+            # flows token by token; holding back is only for what could still
+            # become a detected value (the current word, an open candidate).
             frontier = scanner._frontier(buf, clipped)
             if frontier <= done:
                 return ""
