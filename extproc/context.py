@@ -121,7 +121,7 @@ class RequestContext:
         "decision_id", "policy", "route", "request", "attributes", "identity",
         "request_headers_out", "response_headers_out", "records", "dry_run",
         "response_status", "response_headers", "state",
-        "request_body", "request_body_replaced", "response_chunk", "response_end", "response_chunk_replaced",
+        "query_remove", "request_body", "request_body_replaced", "response_chunk", "response_end", "response_chunk_replaced",
         "deny", "filter", "started_ns", "decided_ns", "trace",
     )
 
@@ -143,6 +143,7 @@ class RequestContext:
         self.state: dict[str, Any] = {}
         # Bodies: the whole request body (Envoy buffers it), and the response
         # one chunk at a time (Envoy streams it) with whether it is the last.
+        self.query_remove: list[str] = []  # query parameters the upstream must not see
         self.request_body: bytes | None = None
         self.request_body_replaced = False
         self.response_chunk = b""
@@ -176,6 +177,10 @@ class RequestContext:
     def set_response_header(self, name: str, value: str) -> None:
         if not self.dry_run:
             self.response_headers_out.set[name] = value
+
+    def remove_query_param(self, name: str) -> None:
+        if not self.dry_run:
+            self.query_remove.append(name)
 
     def replace_request_body(self, body: bytes) -> None:
         if not self.dry_run:

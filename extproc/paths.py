@@ -9,7 +9,7 @@ decoded here (the stricter reading): ``/api%2Fadmin`` authorizes as
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 _SUSPICIOUS = ("%", "//", "/.", "\\")
 
@@ -34,3 +34,10 @@ def normalize_path(path: str) -> str:
     if decoded.endswith(("/", "/.", "/..")) and normalized != "/":
         normalized += "/"
     return normalized
+
+
+def drop_query_params(query: str, names: frozenset[str] | set[str]) -> str:
+    """``query`` without the parameters named ``names``, every other byte kept
+    as it was (re-encoding could change what the upstream parses)."""
+    kept = [part for part in query.split("&") if part and unquote_plus(part.partition("=")[0]) not in names]
+    return "&".join(kept)

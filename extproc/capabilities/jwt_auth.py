@@ -121,7 +121,8 @@ class JwtConfig(CapabilityConfig):
     issuers: list[IssuerConfig] = Field(min_length=1)
     sources: list[TokenSource] = Field(default_factory=lambda: [TokenSource(header="authorization", prefix="Bearer ")])
     required: bool = Field(True, description="false: a request without a token continues anonymous (for RBAC to decide).")
-    forward_token: bool = Field(True, description="false: remove the token header before the upstream.")
+    forward_token: bool = Field(True, description="false: remove the token (header, cookie or query parameter) "
+                                                  "before the upstream.")
     max_token_bytes: int = Field(8192, ge=256, le=65536)
     cache_size: int = Field(10_000, ge=0)
 
@@ -222,9 +223,24 @@ class JwtAuth(Capability):
         )
         publish(ctx, merged)
         if not self.config.forward_token:
-            for name in self._token_headers:
-                ctx.remove_request_header(name)
+            self._strip_token(ctx)
         return None
+
+    def _strip_token(self, ctx: RequestContext) -> None:
+        """The upstream (and its access logs) never sees the token, wherever
+        it came from: header, cookie or query parameter."""
+        for name in self._token_headers:
+            ctx.remove_request_header(name)
+        cookie = ctx.request.headers.get("cookie")
+        if self._cookie_sources and cookie is not None:
+            kept = [part.strip() for part in cookie.split(";")
+                    if part.strip() and part.partition("=")[0].strip() not in self._cookie_sources]
+            if kept:
+                ctx.set_request_header("cookie", "; ".join(kept))
+            else:
+                ctx.remove_request_header("cookie")
+        for name in self._query_sources:
+            ctx.remove_query_param(name)
 
     async def _verify(self, token: str) -> Identity:
         if len(token) > self.config.max_token_bytes:

@@ -103,6 +103,7 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
             ok_response=authz_pb2.OkHttpResponse(
                 headers=headers,
                 headers_to_remove=request_out.remove,
+                query_parameters_to_remove=ctx.query_remove,
                 response_headers_to_add=response_headers,
             ),
         )

@@ -25,6 +25,7 @@ from envoy.type.v3 import http_status_pb2
 from extproc import audit
 from extproc.context import Deny, HeaderMutation, HttpRequest, Phase, RequestContext
 from extproc.headers import decode_header_value, encode_header_value
+from extproc.paths import drop_query_params
 from extproc.pipeline import INTERNAL_ERROR, error_body, finish, run_phase, start
 from extproc.policy.store import PolicyStore
 from extproc.services.authz import DECISION_HEADER
@@ -162,7 +163,13 @@ class _Exchange:
         route = ctx.route
         skip_response = not (ctx.response_headers_out or (route and (
             route.needs(Phase.RESPONSE_HEADERS) or route.needs(Phase.RESPONSE_BODY))))
-        mutation = _mutation(ctx.request_headers_out, ((DECISION_HEADER, ctx.decision_id),))
+        extra = [(DECISION_HEADER, ctx.decision_id)]
+        if ctx.query_remove:
+            # ext_proc has no query mutation of its own: rewrite :path.
+            path, _, query = request.raw_path.partition("?")
+            query = drop_query_params(query, frozenset(ctx.query_remove))
+            extra.append((":path", f"{path}?{query}" if query else path))
+        mutation = _mutation(ctx.request_headers_out, tuple(extra))
         ctx.request_headers_out = HeaderMutation()  # applied; the body phase may add more
         return pb.ProcessingResponse(
             request_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation)),
