@@ -175,6 +175,12 @@ class JwtAuth(Capability):
             # The cache outlives reloads: re-read the file so that the reload a
             # change to it triggers also sees it (a removed key stops verifying).
             jwks.load_file()
+        else:
+            # Fetch now, while the policy loads in the server's loop, so the
+            # first request does not wait on the identity provider (Envoy
+            # gives the whole check 250 ms). Without a loop (policy
+            # validation), the first request starts it.
+            jwks.ensure_background_refresh()
         return _Issuer(
             config=cfg, jwks=jwks, algorithms=frozenset(cfg.algorithms),
             audience=list(cfg.audiences) or None,

@@ -274,3 +274,23 @@ async def test_discovery_document_for_another_issuer_is_refused(idp, rsa_keys, m
     impostor = make_cache(discovery=idp.discovery_url, issuer="https://someone-else.test")
     assert await impostor.get("k1") is None
     assert impostor.keys == {}
+
+
+async def test_a_policy_with_a_jwks_url_fetches_keys_when_it_loads(idp, rsa_keys):
+    import asyncio
+
+    from extproc.capabilities.jwt_auth import JwtAuth, JwtConfig
+    from extproc.context import Mode
+    from extproc.runtime import Runtime
+
+    idp.serve_keys({"k1": rsa_keys[0].public_key()})
+    runtime = Runtime()
+    cap = JwtAuth(JwtConfig.model_validate({"issuers": [{"issuer": idp.issuer, "jwks": {"url": idp.jwks_url}}]}),
+                  Mode.ENFORCE, runtime)
+    jwks = next(iter(cap._issuers.values())).jwks
+    for _ in range(100):  # before any request arrives
+        if jwks.has_kid("k1"):
+            break
+        await asyncio.sleep(0.02)
+    assert jwks.has_kid("k1") and idp.hits[JWKS_PATH] == 1
+    await runtime.aclose()
