@@ -46,3 +46,10 @@ def decode_header_value(raw: bytes) -> str:
 
 def encode_header_value(value: str) -> bytes:
     return value.encode("utf-8", "surrogateescape")
+
+
+def content_encoding(headers: dict[str, str]) -> str:
+    """The body's content coding, lower-cased; "" for an unencoded body
+    (no header, or ``identity``)."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    return "" if encoding == "identity" else encoding

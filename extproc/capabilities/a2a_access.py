@@ -35,6 +35,7 @@ from extproc.a2a.protocol import CARD_METHODS, SKILL_METHODS, SkillError, canoni
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import CapabilityRecord, Deny, Identity, RequestContext
 from extproc.globs import compile_globs
+from extproc.headers import content_encoding
 from extproc.identity.responses import unauthenticated
 from extproc.mcp import jsonrpc
 from extproc.mcp.callers import CallerMatcher, Who, caller, caller_label
@@ -132,8 +133,6 @@ class A2aAccess(Capability):
     name = "a2a_access"
     priority = 850
     Config = A2aAccessConfig
-    needs_request_body = True
-    needs_response_body = True
 
     def __init__(self, config: A2aAccessConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
@@ -180,8 +179,8 @@ class A2aAccess(Capability):
             self._exchange(ctx).card = True
         elif method != "POST":
             return Deny(403, "forbidden", f"{method} {ctx.request.path}: only JSON-RPC POSTs and the agent card")
-        encoding = ctx.request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
+        encoding = content_encoding(ctx.request.headers)
+        if encoding:
             return Deny(415, "unsupported_media_type", f"content-encoding {encoding} cannot be inspected")
         ctx.remove_request_header("accept-encoding")
         return None

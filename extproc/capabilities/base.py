@@ -40,10 +40,6 @@ class Capability:
     name: ClassVar[str]
     priority: ClassVar[int]
     Config: ClassVar[type[CapabilityConfig]] = CapabilityConfig
-    # Whether the ext_proc filter must send the body for this capability's
-    # body handlers; used to tell users which routes need body processing.
-    needs_request_body: ClassVar[bool] = False
-    needs_response_body: ClassVar[bool] = False
 
     def __init__(self, config: CapabilityConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME):
         self.config = config

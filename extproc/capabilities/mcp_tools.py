@@ -40,6 +40,7 @@ from pydantic import Field, field_validator
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import CapabilityRecord, Deny, RequestContext
 from extproc.globs import compile_globs
+from extproc.headers import content_encoding
 from extproc.mcp import jsonrpc
 from extproc.mcp.callers import caller, caller_label
 from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
@@ -131,8 +132,6 @@ class McpTools(Capability):
     name = "mcp_tools"
     priority = 850  # after authentication (1000+) and rbac (900), before quotas
     Config = McpToolsConfig
-    needs_request_body = True
-    needs_response_body = True
 
     def __init__(self, config: McpToolsConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
@@ -190,8 +189,8 @@ class McpTools(Capability):
             violation = self._delegation.violation(ctx.identity)
             if violation is not None:
                 return Deny(403, "forbidden", f"{caller_label(ctx.identity)}: {violation}")
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
+        encoding = content_encoding(headers)
+        if encoding:
             return Deny(415, "unsupported_media_type", f"content-encoding {encoding} cannot be inspected")
         # Responses must stay readable: they are filtered on the way back.
         ctx.remove_request_header("accept-encoding")

@@ -33,7 +33,6 @@ class ModelAccess(Capability):
     name = "model_access"
     priority = 880  # after rbac: the route is allowed, now the model
     Config = ModelAccessConfig
-    needs_request_body = True
 
     def __init__(self, config: ModelAccessConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)

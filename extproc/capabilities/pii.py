@@ -73,8 +73,6 @@ class Pii(Capability):
     name = "pii"
     priority = 500
     Config = PiiCapabilityConfig
-    needs_request_body = True
-    needs_response_body = True
 
     def __init__(self, config: PiiCapabilityConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)

@@ -29,7 +29,6 @@ class PromptGuard(Capability):
     name = "prompt_guard"
     priority = 600
     Config = PromptGuardCapabilityConfig
-    needs_request_body = True
 
     def __init__(self, config: PromptGuardCapabilityConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)

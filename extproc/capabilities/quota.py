@@ -22,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
-from extproc.quota import BackendUnavailable, MemoryBackend, Outcome, QuotaBackend, backend_for, fallback_for
+from extproc.quota import BackendUnavailable, Outcome, QuotaBackend, backend_for, fallback_for
 from extproc.quota import ratelimit_headers as rl
 from extproc.quota.backend import RateCheck, RateSpec, SlotCheck, SlotSpec
 from extproc.quota.durations import parse_duration
@@ -141,9 +141,7 @@ class Quota(Capability):
     def __init__(self, config: QuotaConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
         self._backend = backend_for(runtime)
-        # A local limiter to fall back on only makes sense for a shared backend.
-        self._fallback = None if isinstance(self._backend, MemoryBackend) or config.on_backend_error == "fail_closed" \
-            else fallback_for(runtime)
+        self._fallback = fallback_for(runtime, self._backend, config.on_backend_error)
         # Each distinct key part is evaluated once per request, whatever the
         # number of limits using it.
         distinct = list(dict.fromkeys(p for limit in config.limits for p in limit.key))

@@ -32,7 +32,7 @@ from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
 from extproc.llm.errors import llm_error
 from extproc.llm.usage import CHARS_PER_TOKEN, UsageTracker, estimate_prompt_tokens
-from extproc.quota import BackendUnavailable, MemoryBackend, QuotaBackend, backend_for, fallback_for
+from extproc.quota import BackendUnavailable, QuotaBackend, backend_for, fallback_for
 from extproc.quota import ratelimit_headers as rl
 from extproc.quota.durations import parse_duration
 from extproc.quota.keys import PREFIX, cluster_tag, compile_part, encode_value, normalize_part, register_part
@@ -114,14 +114,11 @@ class TokenBudget(Capability):
     name = "token_budget"
     priority = 690  # after model_access and the request-rate quota
     Config = TokenBudgetConfig
-    needs_request_body = True
-    needs_response_body = True
 
     def __init__(self, config: TokenBudgetConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
         self._backend = backend_for(runtime)
-        self._fallback = None if isinstance(self._backend, MemoryBackend) or config.on_backend_error == "fail_closed" \
-            else fallback_for(runtime)
+        self._fallback = fallback_for(runtime, self._backend, config.on_backend_error)
         self._budgets = [(b, [compile_part(p) for p in b.key], parse_duration(b.per)) for b in config.budgets]
         self._state_key = f"token_budget:{id(self)}"
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from extproc.context import Deny, RequestContext
+from extproc.headers import content_encoding
 from extproc.llm.errors import llm_error
 
 OPENAI_CHAT = "openai.chat"
@@ -86,7 +87,7 @@ class LlmRequestError(Exception):
 
 def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
     body = ctx.request_body or b""
-    encoding = ctx.request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = content_encoding(ctx.request.headers)
     if encoding in ("gzip", "x-gzip", "deflate"):
         try:
             decoder = zlib.decompressobj(wbits=31 if "gzip" in encoding else 15)
@@ -94,7 +95,7 @@ def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
         except (zlib.error, gzip.BadGzipFile):
             raise LlmRequestError(llm_error(api, 400, "invalid_request_error", "body is not valid " + encoding)) from None
         ctx.state["llm.decoded"] = True  # a rewritten body is sent decoded (see mark_changed)
-    elif encoding not in ("", "identity"):
+    elif encoding:
         raise LlmRequestError(llm_error(api, 415, "invalid_request_error", f"unsupported content-encoding {encoding}"))
     if len(body) > max_bytes:
         raise LlmRequestError(llm_error(api, 413, "invalid_request_error", "request body too large"))

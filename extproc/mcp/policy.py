@@ -54,6 +54,13 @@ NOT_GIVEN: Any = object()  # "no arguments": the listing question
 
 
 
+def _checked_schema(value: dict | None) -> dict | None:
+    """Pydantic validator: ``value`` is a valid JSON Schema (or None)."""
+    if value is not None:
+        _schema_validator(value)
+    return value
+
+
 def _schema_validator(schema: dict):
     try:
         import jsonschema
@@ -81,12 +88,7 @@ class ArgumentConstraint(CapabilityConfig):
 
     _regex = field_validator("pattern", "not_pattern")(validate_regex)
 
-    @field_validator("json_schema")
-    @classmethod
-    def _valid_schema(cls, value: dict | None) -> dict | None:
-        if value is not None:
-            _schema_validator(value)
-        return value
+    _schema_ok = field_validator("json_schema")(_checked_schema)
 
     @model_validator(mode="after")
     def _some_test(self) -> ArgumentConstraint:
@@ -106,12 +108,7 @@ class ArgumentRules(CapabilityConfig):
     arguments: dict[str, ArgumentConstraint] = Field(default_factory=dict)
     json_schema: dict | None = Field(None, alias="schema", description="A JSON Schema for the whole arguments object.")
 
-    @field_validator("json_schema")
-    @classmethod
-    def _valid_schema(cls, value: dict | None) -> dict | None:
-        if value is not None:
-            _schema_validator(value)
-        return value
+    _schema_ok = field_validator("json_schema")(_checked_schema)
 
     @model_validator(mode="after")
     def _target(self) -> ArgumentRules:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from extproc.context import Deny
+from extproc.headers import content_encoding
 from extproc.mcp.jsonrpc import dumps, loads_strict
 from extproc.sse import SseEvent, SseSplitter, encode
 
@@ -168,8 +169,8 @@ def open_response(ctx, transform: Transform, on_unreadable: Callable[[], bytes |
         return None, Deny(502, "bad_gateway", f"{protocol} response cannot be inspected: {exc}")
     if body is None:
         return None, None
-    encoding = ctx.response_headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
+    encoding = content_encoding(ctx.response_headers)
+    if encoding:
         return None, Deny(502, "bad_gateway", f"{protocol} response with content-encoding {encoding} cannot be inspected")
     return body, None
 

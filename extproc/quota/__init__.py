@@ -32,9 +32,12 @@ def backend_for(runtime: Runtime) -> QuotaBackend:
     return runtime.shared(("quota", url), lambda: open_backend(url))
 
 
-def fallback_for(runtime: Runtime) -> MemoryBackend:
-    """The local limiter that fail-open capabilities use while the shared
-    backend is unreachable."""
+def fallback_for(runtime: Runtime, backend: QuotaBackend, on_backend_error: str) -> MemoryBackend | None:
+    """The local limiter a capability falls back on while the shared backend
+    is unreachable: only when it fails open, and only in front of a shared
+    (not already local) backend."""
+    if on_backend_error != "fail_open" or isinstance(backend, MemoryBackend):
+        return None
     return runtime.shared(("quota", MEMORY), MemoryBackend)
 
 
