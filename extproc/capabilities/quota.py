@@ -20,6 +20,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from extproc import audit
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
 from extproc.quota import BackendUnavailable, Outcome, QuotaBackend, backend_for, fallback_for
@@ -164,6 +165,7 @@ class Quota(Capability):
         outcome = await self._check(ctx, plan)
         if outcome is None:
             return UNAVAILABLE
+        _note_outcome(ctx, plan, outcome)
         if not outcome.allowed:
             ctx.state.pop(self._state_key, None)
             return self._refusal(plan, outcome)
@@ -254,6 +256,21 @@ class Quota(Capability):
             leases = [(key, lease) for key, _spec, lease in plan.slots]
             for backend in plan.backends:
                 backend.release_soon(leases)
+
+
+def _note_outcome(ctx: RequestContext, plan: _Plan, outcome: Outcome) -> None:
+    """The audit facts: the limit that decided (the first one over, or the
+    rate limit closest to running out) and what is left of it."""
+    if not plan.rated:
+        if plan.slotted:
+            audit.note(ctx, "quota.limit", plan.slotted[0].name)
+            audit.note(ctx, "quota.cost", 1 if outcome.allowed else 0)
+        return
+    over = [i for i, status in enumerate(outcome.rates) if status.retry_after > 0]
+    i = over[0] if over else min(range(len(outcome.rates)), key=lambda k: outcome.rates[k].remaining)
+    audit.note(ctx, "quota.limit", plan.rated[i].name)
+    audit.note(ctx, "quota.cost", 1 if outcome.allowed else 0)
+    audit.note(ctx, "quota.remaining", outcome.rates[i].remaining)
 
 
 def _status_header(rated: Sequence[_Limit], outcome: Outcome) -> str:

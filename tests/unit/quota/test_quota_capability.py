@@ -263,3 +263,17 @@ async def test_counters_survive_a_policy_reload(tmp_path, memory_runtime):
         ctx.route = policy.route_named("api")
         results.append(await run_phase(ctx, Phase.REQUEST_HEADERS))
     assert [d.status if d else 200 for d in results] == [200, 200, 429]
+
+
+async def test_the_audit_record_names_the_deciding_limit_and_what_is_left(runtime):
+    from extproc.audit.record import build
+
+    cap = quota(runtime, PER_CONSUMER, {"name": "per-tenant", "key": ["tenant"], "rate": {"requests": 10, "per": "1h"}})
+    facts = []
+    for _ in range(4):
+        ctx = request(cap, subject="alice", tenant="t1")
+        await cap.on_request_headers(ctx)
+        facts.append(build(ctx).facts)
+    assert facts[0] == {"extproc.quota.limit": "per-consumer", "extproc.quota.cost": 1, "extproc.quota.remaining": 2}
+    assert facts[2]["extproc.quota.remaining"] == 0
+    assert facts[3] == {"extproc.quota.limit": "per-consumer", "extproc.quota.cost": 0, "extproc.quota.remaining": 0}
