@@ -26,6 +26,15 @@ nothing but a dictionary lookup, then the next request probes again: when
 Redis is back, enforcement resumes within about ``retry_interval``. redis-py
 retries are turned off: a retried ``check`` whose first attempt did run
 would consume twice, and the timeout must bound the whole operation.
+
+So a connection that died while idle in the pool (Redis restarted) must be
+replaced before it is used, never cost a request: redis-py checks a pooled
+connection for EOF before handing it out, but skips that check while "maint
+notifications" are enabled, and redis-py 8 enables them by default (the
+truthy string "auto"). They are turned off explicitly, and the request that
+probes a recovering Redis first drops every idle connection (one that sat
+through an outage is dead), which also covers the cluster client, whose
+node pools make no such check.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from extproc.quota import lua
 from extproc.quota.backend import (
@@ -89,7 +99,8 @@ class RedisBackend(QuotaBackend):
         self.timeout: float = options["timeout"]
         self.retry_interval: float = options["retry_interval"]
         common = dict(socket_timeout=self.timeout, socket_connect_timeout=options["connect_timeout"],
-                      retry=Retry(NoBackoff(), 0), health_check_interval=0)
+                      retry=Retry(NoBackoff(), 0), health_check_interval=0,
+                      maint_notifications_config=MaintNotificationsConfig(enabled=False))
         if self.cluster:
             self._client = RedisCluster.from_url(redis_url, max_connections=options["max_connections"], **common)
         else:
@@ -151,6 +162,8 @@ class RedisBackend(QuotaBackend):
             self._probing = probing = True
         try:
             async with asyncio.timeout(self.timeout):
+                if probing:
+                    await self._drop_idle_connections()
                 if not self._ready:
                     await self._connect()
                 async with self._gate:
@@ -166,6 +179,12 @@ class RedisBackend(QuotaBackend):
                                                        "down_s": round(time.monotonic() - self._down_since, 3)})
             self._down_since = None
         return result
+
+    async def _drop_idle_connections(self) -> None:
+        if self.cluster:
+            await asyncio.gather(*(node.disconnect_free_connections() for node in self._client.get_nodes()))
+        else:
+            await self._client.connection_pool.disconnect(inuse_connections=False)
 
     def _failed(self, exc: BaseException) -> None:
         now = time.monotonic()

@@ -153,3 +153,78 @@ async def test_cluster_keeps_one_requests_keys_in_one_slot(redis_cluster, make_b
     # refuses the script (CROSSSLOT): why every key of a request shares one.
     with pytest.raises(BackendUnavailable, match="(?i)slot"):
         await backend.check([("quota:{alice}:r:a", RATE), ("quota:{bob}:r:a", RATE)])
+
+
+async def _fill_pool(backend: RedisBackend, connections: int) -> None:
+    # Concurrent checks each hold a connection, so the pool ends up with
+    # ``connections`` idle ones: what a busy processor has when Redis dies.
+    await asyncio.gather(*(backend.check([(f"quota:{{p{i}}}:r", RATE)]) for i in range(connections)))
+
+
+async def _failures_after_first_success(backend: RedisBackend, rounds: int = 20, burst: int = 10) -> tuple[int, int]:
+    # Bursts of concurrent checks; a failure counts when its burst started
+    # after one that saw a success (the probe's own burst fails fast by design).
+    admitted = failed_after = 0
+    for _ in range(rounds):
+        recovered = admitted > 0
+        results = await asyncio.gather(*(backend.check([(f"quota:{{n{i}}}:r", RATE)]) for i in range(burst)),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BackendUnavailable):
+                failed_after += recovered
+            else:
+                admitted += 1
+        await asyncio.sleep(0.01)
+    return admitted, failed_after
+
+
+def test_maint_notifications_are_off_so_the_pool_checks_idle_connections(redis_server):
+    # redis-py skips its dead-connection check while maintenance notifications
+    # are on (8.x default: the truthy "auto"); an upgrade that turns them back
+    # on must fail here, not in production after a Redis restart.
+    backend = RedisBackend(redis_server.url)
+    assert not backend._client.connection_pool.maint_notifications_enabled()
+
+
+async def test_restart_while_idle_costs_no_request(redis_server, make_backend):
+    # Redis restarts between two requests: no outage was ever seen, and every
+    # pooled connection is dead. Not one request may fail for it.
+    backend = make_backend(redis_server.url + "?retry_interval=100ms")
+    await _fill_pool(backend, 16)
+    redis_server.restart()
+    # restart() blocked this loop; a serving processor's loop would have seen
+    # the closed sockets at once (redis-py's check reads the stream's EOF flag).
+    await asyncio.sleep(0.01)
+    admitted, failed_after = await _failures_after_first_success(backend)
+    assert backend.available and failed_after == 0 and admitted == 200
+
+
+async def test_recovery_does_not_flap_back_into_outage(redis_server, make_backend, caplog):
+    backend = make_backend(redis_server.url + "?retry_interval=50ms")
+    await _fill_pool(backend, 16)
+    redis_server.kill()
+    with caplog.at_level(logging.INFO, logger="extproc.quota"):
+        with pytest.raises(BackendUnavailable):
+            await backend.check([("quota:{t}:r", RATE)])
+        redis_server.start()
+        await asyncio.sleep(0.1)  # past retry_interval: the next request probes
+        admitted, failed_after = await _failures_after_first_success(backend)
+    assert admitted > 0 and failed_after == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unavailable" in m for m in messages) == 1 and sum("recovered" in m for m in messages) == 1
+
+
+async def test_cluster_recovers_without_stale_connection_failures(redis_cluster, make_backend):
+    # The cluster client's node pools never check an idle connection before
+    # use: the request that probes after an outage must drop them first.
+    backend = make_backend(redis_cluster.url + "?retry_interval=50ms")
+    await _fill_pool(backend, 16)
+    for node in redis_cluster.nodes:  # every idle connection dies, as in a restart
+        with node.client() as client:
+            client.execute_command("CLIENT KILL TYPE normal SKIPME yes")
+    await asyncio.sleep(0.01)
+    with pytest.raises(BackendUnavailable):  # one idle connection is used and fails: the outage starts
+        await backend.check([("quota:{p0}:r", RATE)])
+    await asyncio.sleep(0.06)
+    admitted, failed_after = await _failures_after_first_success(backend, rounds=5)
+    assert admitted > 0 and failed_after == 0
