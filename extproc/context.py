@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from extproc.paths import normalize_path
+from extproc.paths import AmbiguousPath, canonical_path, printable_path
 
 if TYPE_CHECKING:
     from extproc.policy.model import CompiledRoute, PolicySet
@@ -101,16 +101,22 @@ def new_decision_id() -> str:
 
 
 class HttpRequest:
-    """The request as the processor sees it. ``path`` is normalized and has no
-    query: it is what policies authorize on."""
+    """The request as the processor sees it. ``path`` is canonical (see
+    ``extproc.paths``) and has no query: it is what policies authorize on.
+    A path too ambiguous to canonicalize sets ``path_refusal``, which the
+    pipeline answers with a 400 before any route or capability sees it."""
 
-    __slots__ = ("method", "raw_path", "path", "query", "host", "scheme", "headers")
+    __slots__ = ("method", "raw_path", "path", "query", "host", "scheme", "headers", "path_refusal")
 
     def __init__(self, method: str, raw_path: str, host: str, headers: dict[str, str], scheme: str = "http"):
         self.method = method
         self.raw_path = raw_path
         path, _, self.query = raw_path.partition("?")
-        self.path = normalize_path(path)
+        try:
+            self.path = canonical_path(path)
+            self.path_refusal: AmbiguousPath | None = None
+        except AmbiguousPath as refusal:
+            self.path, self.path_refusal = printable_path(path), refusal
         self.host = host.lower()
         self.scheme = scheme
         self.headers = headers

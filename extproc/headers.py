@@ -24,10 +24,31 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9a-z]+$")
 PROTECTED = frozenset({"host", ":authority", ":method", ":path", ":scheme", ":status", "content-length"})
 
 
+# Headers that tell some upstream framework to route or dispatch the request
+# as something other than what was authorized (IIS/Symfony/Laravel/Rails/
+# Express/Spring/Traefik/nginx conventions). A client's copy never reaches
+# the upstream.
+ROUTING_OVERRIDE_HEADERS = frozenset({
+    "x-original-url", "x-rewrite-url", "x-original-uri", "x-override-url", "x-forwarded-uri", "x-forwarded-path",
+    "x-forwarded-prefix", "x-envoy-original-path", "x-original-method", "x-http-method-override",
+    "x-http-method", "x-method-override",
+})
+
+
+def fold_header_name(name: str) -> str:
+    """The name CGI, WSGI and Rack stacks read: ``X_Auth_Tenant`` and
+    ``x-auth-tenant`` both become ``HTTP_X_AUTH_TENANT``, so compare on this."""
+    return name.lower().replace("_", "-")
+
+
 def validate_header_name(value: str) -> str:
     name = value.strip().lower()
     if not _TOKEN.match(name):
         raise ValueError(f"invalid header name {value!r}")
+    if "_" in name:
+        # The edge rejects such requests (headers_with_underscores_action) and
+        # the processor strips such headers: a rule naming one would never apply.
+        raise ValueError(f"header name {value!r} has '_': such headers never reach a policy; use '-'")
     return name
 
 

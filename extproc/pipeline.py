@@ -52,10 +52,22 @@ def resolve_route(ctx: RequestContext, bound_name: str | None) -> Deny | None:
 
 
 async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:
+def refuse_ambiguous_path(ctx: RequestContext) -> Deny | None:
+    """A path whose meaning depends on who reads it is refused before any
+    route matches it (extproc.paths lists the cases and their codes)."""
+    refusal = ctx.request.path_refusal
+    if refusal is None:
+        return None
+    ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny", refusal.reason, refusal.code))
+    return Deny(400, refusal.code, refusal.reason, message="ambiguous request path")
+
+
     """The request-headers step every request takes, whichever filter sent it:
     drop client-sent identity headers, find the route, run its capabilities."""
     strip_spoofable(ctx)
-    deny = resolve_route(ctx, bound_name)
+    deny = refuse_ambiguous_path(ctx) or resolve_route(ctx, bound_name)
+    if deny is None and ctx.route is not None:
+        ctx.request.path = ctx.route.authorized_path(ctx.request.path)
     if deny is None:
         deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
     else:

@@ -20,17 +20,35 @@ from extproc.policy.schema import RouteMatch
 Matcher = Callable[[HttpRequest], bool]
 
 
-def compile_match(match: RouteMatch) -> Matcher:
+class RouteMatcher:
+    """A route's compiled match. With ``case_insensitive`` the policy's paths
+    are folded once here and the request's path per request, so ``/API/x``
+    matches a ``/api/`` prefix (the route then folds the path its
+    capabilities see, see ``CompiledRoute.authorized_path``)."""
+
+    __slots__ = ("checks", "case_insensitive")
+
+    def __init__(self, checks: tuple[Matcher, ...], case_insensitive: bool):
+        self.checks = checks
+        self.case_insensitive = case_insensitive
+
+    def __call__(self, request: HttpRequest) -> bool:
+        return all(check(request) for check in self.checks)
+
+
+def compile_match(match: RouteMatch) -> RouteMatcher:
     checks: list[Matcher] = []
+    fold = match.case_insensitive
+    path_of: Callable[[HttpRequest], str] = (lambda r: r.path.lower()) if fold else (lambda r: r.path)
     if match.path_exact is not None:
-        exact = match.path_exact
-        checks.append(lambda r: r.path == exact)
+        exact = match.path_exact.lower() if fold else match.path_exact
+        checks.append(lambda r: path_of(r) == exact)
     elif match.path_prefix is not None:
-        prefix = match.path_prefix
-        checks.append(lambda r: r.path.startswith(prefix))
+        prefix = match.path_prefix.lower() if fold else match.path_prefix
+        checks.append(lambda r: path_of(r).startswith(prefix))
     elif match.path_regex is not None:
-        pattern = re.compile(match.path_regex)
-        checks.append(lambda r: pattern.fullmatch(r.path) is not None)
+        pattern = re.compile(match.path_regex, re.IGNORECASE if fold else 0)
+        checks.append(lambda r: pattern.fullmatch(path_of(r)) is not None)
     if match.methods:
         methods = frozenset(match.methods)
         checks.append(lambda r: r.method in methods)
@@ -38,7 +56,7 @@ def compile_match(match: RouteMatch) -> Matcher:
         hosts = re.compile("|".join(fnmatch.translate(h) for h in match.hosts))
         # A Host header may carry a port; policies name hosts without one.
         checks.append(lambda r: hosts.match(r.host.rsplit(":", 1)[0] if ":" in r.host else r.host) is not None)
-    return lambda r: all(check(r) for check in checks)
+    return RouteMatcher(tuple(checks), fold)
 
 
 @dataclass(slots=True)
@@ -60,6 +78,16 @@ class CompiledRoute:
     def needs(self, phase: Phase) -> bool:
         return bool(self.handlers[phase])
 
+    @property
+    def case_insensitive(self) -> bool:
+        return getattr(self.matcher, "case_insensitive", False)
+
+    def authorized_path(self, path: str) -> str:
+        """The path this route's capabilities judge: folded when its match is
+        case-insensitive, or an RBAC rule on ``/api/admin/**`` would miss
+        ``/api/Admin/users`` that the route itself claimed."""
+        return path.lower() if self.case_insensitive else path
+
 
 @dataclass(slots=True)
 class PolicySet:
@@ -67,6 +95,10 @@ class PolicySet:
     routes: dict[str, CompiledRoute]
     unmatched_allow: bool = False
     files: tuple[str, ...] = ()
+    # Reload safety (policy/store.py) and the Runtime.shared keys this revision holds.
+    max_route_removal: float = 0.5
+    allow_route_removal: bool = False
+    resources: frozenset = frozenset()
     _matchable: tuple[CompiledRoute, ...] = ()
 
     def __post_init__(self) -> None:

@@ -1,30 +1,133 @@
-import pytest
+"""The canonical path: one documented form, every ambiguity refused with its
+own code (extproc.paths). The Envoy side of the contract, that Envoy's own
+normalization yields the same path, is tests/e2e/test_path_canonical.py."""
 
-from extproc.paths import normalize_path
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extproc.context import HttpRequest, RequestContext
+from extproc.paths import AmbiguousPath, canonical_path, drop_query_params, require_canonical_path
+from extproc.pipeline import start
+from extproc.policy.model import CompiledRoute, PolicySet, compile_match
+from extproc.policy.schema import RouteMatch
 
 
 @pytest.mark.parametrize("raw, expected", [
     ("/api/hello", "/api/hello"),
     ("/", "/"),
-    ("", "/"),
-    ("api", "/api"),
     ("//api///admin", "/api/admin"),
     ("/api/./admin", "/api/admin"),
     ("/api/public/../admin", "/api/admin"),
     ("/../../etc/passwd", "/etc/passwd"),
-    ("/api%2Fadmin", "/api/admin"),
-    ("/api%2fadmin/", "/api/admin/"),
     ("/api/%2e%2e/admin", "/admin"),
-    ("/api\\admin", "/api/admin"),
+    ("/api/.%2E/x", "/x"),
+    ("/api/%61dmin", "/api/admin"),            # escaped unreserved: decoded, as Envoy does
+    ("/api/%41%7e%2D%5f", "/api/A~-_"),
+    ("/api/a%3fb", "/api/a%3Fb"),              # other escapes kept, one spelling of the hex
+    ("/api/a%20b", "/api/a%20b"),
+    ('/api/a"b{c}', "/api/a%22b%7Bc%7D"),      # what Envoy escapes, escaped
     ("/api/", "/api/"),
     ("/api/x/..", "/api/"),
+    ("/api/x/.", "/api/x/"),
+    ("/.well-known/agent.json", "/.well-known/agent.json"),
+    ("/api/a.b/c", "/api/a.b/c"),
 ])
-def test_normalizes_like_the_upstream_will_resolve(raw, expected):
-    assert normalize_path(raw) == expected
+def test_canonical_form(raw, expected):
+    assert canonical_path(raw) == expected
 
 
-def test_non_utf8_escapes_survive():
-    assert normalize_path("/a%ff%2Fb") == "/a\udcff/b"
+@pytest.mark.parametrize("raw, code", [
+    ("/api/admin;/users", "path_parameter"),
+    ("/api/admin%3b/users", "path_parameter"),
+    ("/api/..;/admin", "path_parameter"),
+    ("/api/admin./users", "path_trailing_dot"),
+    ("/api/admin%2E/users", "path_trailing_dot"),
+    ("/api/admin.../users", "path_trailing_dot"),
+    ("/api/%2561dmin/users", "path_double_encoding"),
+    ("/api/%25", "path_double_encoding"),
+    ("/api/\uff41dmin/users", "path_non_ascii"),   # fullwidth a
+    ("/api/%EF%BD%81dmin", "path_non_ascii"),      # the same, escaped
+    ("/api/caf\u00e9", "path_non_ascii"),
+    ("/api/a\udcffb", "path_non_ascii"),           # a raw non-UTF-8 byte
+    ("/api/a%00b", "path_control_char"),
+    ("/api/a\x00b", "path_control_char"),
+    ("/api/a%0d%0aset-cookie", "path_control_char"),
+    ("/api/a%7Fb", "path_control_char"),
+    ("/api/a\tb", "path_control_char"),
+    ("/api/a b", "path_invalid_char"),
+    ("/api/a#b", "path_invalid_char"),
+    ("/api%2Fadmin", "path_encoded_separator"),
+    ("/api%5cadmin", "path_encoded_separator"),
+    ("/api\\admin", "path_backslash"),
+    ("/api/a%zz", "path_malformed_escape"),
+    ("/api/a%4", "path_malformed_escape"),
+    ("/api/a%", "path_malformed_escape"),
+    ("api/x", "path_not_absolute"),
+    ("", "path_not_absolute"),
+    ("*", "path_not_absolute"),
+])
+def test_ambiguous_paths_are_refused_with_a_precise_code(raw, code):
+    with pytest.raises(AmbiguousPath) as refused:
+        canonical_path(raw)
+    assert refused.value.code == code
+
+
+_ASCII = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+_PIECES = st.sampled_from(["/", "//", ".", "..", "/./", "/../", "%2e", "%2E", "%41", "%7e", "%3f", "%25", "%2f",
+                           ";", "\\", "%", "admin", "Admin", "\uff41", "%00", "#", " "])
+paths = st.lists(st.one_of(_PIECES, st.text(_ASCII, max_size=3)), max_size=12).map(lambda xs: "/" + "".join(xs))
+
+
+@settings(max_examples=600, deadline=None)
+@given(paths)
+def test_canonical_is_a_fixed_point_and_never_ambiguous(raw):
+    try:
+        canonical = canonical_path(raw)
+    except AmbiguousPath:
+        return
+    assert canonical_path(canonical) == canonical
+    segments = canonical.split("/")
+    assert canonical.startswith("/") and "//" not in canonical
+    assert not any(s in (".", "..") or s.endswith(".") for s in segments)
+    assert not any(c in canonical for c in ";\\# ") and canonical.isascii() and canonical.isprintable()
+    assert "%25" not in canonical and "%2F" not in canonical.upper()
+
+
+def test_a_refused_path_is_a_400_before_any_route_or_capability():
+    matched = []
+    route = CompiledRoute("all", "t", (), compile_match(RouteMatch(path_prefix="/")))
+    policy = PolicySet("r", {"all": route}, unmatched_allow=True)
+    for raw in ("/api/admin;/users", "/api/%2561dmin/users", "/api/\uff41dmin", "/api/admin./users"):
+        ctx = RequestContext(policy, HttpRequest("GET", raw, "h", {}))
+        deny = asyncio.run(start(ctx, None))
+        assert deny is not None and deny.status == 400 and deny.code.startswith("path_"), raw
+        assert ctx.route is None and not matched
+        assert ctx.request.path.isascii() and ctx.request.path.isprintable()  # safe to audit
+
+
+def test_policy_paths_must_be_canonical_or_the_rule_could_never_apply():
+    assert require_canonical_path("/api/") == "/api/"
+    assert require_canonical_path("/api/v1.") == "/api/v1."  # a prefix may stop mid-segment
+    for bad in ("/api/%61dmin", "/api//x", "/api/a;b", "/api/./x"):
+        with pytest.raises(ValueError):
+            RouteMatch(path_prefix=bad)
+        with pytest.raises(ValueError):
+            RouteMatch(path_exact=bad)
+
+
+def test_case_insensitive_route_matches_and_folds_what_capabilities_see():
+    route = CompiledRoute("api", "t", (), compile_match(RouteMatch(path_prefix="/api/admin/", case_insensitive=True)))
+    policy = PolicySet("r", {"api": route})
+    ctx = RequestContext(policy, HttpRequest("GET", "/API/Admin/users", "h", {}))
+    assert asyncio.run(start(ctx, None)) is None
+    assert ctx.route is route and ctx.request.path == "/api/admin/users"
+    sensitive = compile_match(RouteMatch(path_prefix="/api/admin/"))
+    assert not sensitive(HttpRequest("GET", "/api/Admin/users", "h", {}))
+    regex = compile_match(RouteMatch(path_regex=r"/api/admin/\w+", case_insensitive=True))
+    assert regex(HttpRequest("GET", "/Api/ADMIN/x", "h", {}))
 
 
 @pytest.mark.parametrize("query, expected", [
@@ -36,6 +139,4 @@ def test_non_utf8_escapes_survive():
     ("", ""),
 ])
 def test_drop_query_params(query, expected):
-    from extproc.paths import drop_query_params
-
     assert drop_query_params(query, {"access_token"}) == expected

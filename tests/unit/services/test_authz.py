@@ -50,4 +50,5 @@ async def test_fallback_match_and_default_deny(processor):
 
 async def test_empty_check_request_is_denied_not_crashed(processor):
     response = await pb_grpc.AuthorizationStub(processor).Check(pb.CheckRequest())
-    assert response.denied_response.status.code == 403
+    # No path at all is not a path policies can judge: refused as malformed.
+    assert response.denied_response.status.code == 400
