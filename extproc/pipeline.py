@@ -51,7 +51,6 @@ def resolve_route(ctx: RequestContext, bound_name: str | None) -> Deny | None:
     return None
 
 
-async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:
 def refuse_ambiguous_path(ctx: RequestContext) -> Deny | None:
     """A path whose meaning depends on who reads it is refused before any
     route matches it (extproc.paths lists the cases and their codes)."""
@@ -62,6 +61,7 @@ def refuse_ambiguous_path(ctx: RequestContext) -> Deny | None:
     return Deny(400, refusal.code, refusal.reason, message="ambiguous request path")
 
 
+async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:
     """The request-headers step every request takes, whichever filter sent it:
     drop client-sent identity headers, find the route, run its capabilities."""
     strip_spoofable(ctx)

@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from extproc.context import Mode
 from extproc.globs import validate_regex
 from extproc.headers import validate_methods
-
 from extproc.paths import require_canonical_path
+
 ROUTE_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
 
 
@@ -42,9 +42,9 @@ class RouteMatch(Strict):
     path_regex: str | None = Field(None, description="Python regex matched against the whole normalized path.")
     methods: list[str] = Field(default_factory=list, description="Empty means any method.")
     hosts: list[str] = Field(default_factory=list, description="Host globs such as *.example.com; empty means any.")
-
     case_insensitive: bool = Field(False, description="Match the case-folded path; the route's capabilities "
                                                       "(RBAC paths…) then see the folded path too.")
+
     @field_validator("path_prefix", "path_exact")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
