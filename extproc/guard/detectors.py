@@ -33,6 +33,7 @@ neighbourhood, which is what lets a stream reproduce a one-shot scan exactly.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -143,8 +144,8 @@ def _email(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 EMAIL = _detector(
     "EMAIL", "EMAIL",
-    _not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}"
-    r"(?![A-Za-z0-9\-]|\.[A-Za-z0-9])",
+    _not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}"
+    r"(?![^\W_]|-|\.[^\W_])",
     _email,
     head=_not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@", head_len=65,
     scan_head=_not_after(r"\w.%+\-") + r"[\w.%+\-]",
@@ -265,15 +266,15 @@ def _card(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 CREDIT_CARD = _detector(
     "CREDIT_CARD", "CREDIT_CARD",
     r"(?<![0-9.\-])(?:[0-9]{13,19}"
-    r"|[0-9]{4}(?P<cs>[ \-])[0-9]{4}(?P=cs)[0-9]{4}(?P=cs)[0-9]{1,4}(?:(?P=cs)[0-9]{3})?"
-    r"|[0-9]{4}(?P<as>[ \-])[0-9]{6}(?P=as)[0-9]{4,5})"
+    r"|[0-9]{4}(?P<cs>[ .\-])[0-9]{4}(?P=cs)[0-9]{4}(?P=cs)[0-9]{1,4}(?:(?P=cs)[0-9]{3})?"
+    r"|[0-9]{4}(?P<as>[ .\-])[0-9]{6}(?P=as)[0-9]{4,5})"
     r"(?![0-9]|[.\-][0-9])",
     _card,
     head=r"(?<![0-9.\-])[0-9]", head_len=1,
     width=26,
     alphabet=r"0-9 .\-",
-    prefilter=r"(?:^|[^0-9.\-])[0-9]{4}[ \-]?[0-9]{4}[ \-]?[0-9]{2}",
-    re_prefilter=r"[0-9]{4}[ \-]?[0-9]{4}[ \-]?[0-9]{2}",
+    prefilter=r"(?:^|[^0-9.\-])[0-9]{4}[ .\-]?[0-9]{4}[ .\-]?[0-9]{2}",
+    re_prefilter=r"[0-9]{4}[ .\-]?[0-9]{4}[ .\-]?[0-9]{2}",
     priority=7,
 )
 
@@ -285,12 +286,12 @@ _SSN_AREA = r"(?<![0-9.\-])(?!000|666|9)[0-9]{3}"
 
 US_SSN = _detector(
     "US_SSN", "US_SSN",
-    _SSN_AREA + r"(?P<ss>[\- ])(?!00)[0-9]{2}(?P=ss)(?!0000)[0-9]{4}(?![0-9]|[.\-][0-9])",
+    _SSN_AREA + r"(?P<ss>[\- .])(?!00)[0-9]{2}(?P=ss)(?!0000)[0-9]{4}(?![0-9]|[.\-][0-9])",
     head=r"(?<![0-9.\-])[0-8]", head_len=1,
     width=14,
     alphabet=r"0-9 .\-",
-    prefilter=r"(?:^|[^0-9.\-])[0-8][0-9]{2}[\- ][0-9]{2}[\- ][0-9]{4}",
-    re_prefilter=r"[0-8][0-9]{2}[\- ][0-9]{2}[\- ][0-9]{4}",
+    prefilter=r"(?:^|[^0-9.\-])[0-8][0-9]{2}[\- .][0-9]{2}[\- .][0-9]{4}",
+    re_prefilter=r"[0-8][0-9]{2}[\- .][0-9]{2}[\- .][0-9]{4}",
     priority=9,
 )
 
@@ -477,40 +478,97 @@ AWS_SECRET_KEY_ENTROPY = _detector(
 )
 
 
-_PEM_HEADER_MAX = 84
+# PEM armor as written by tools (five dashes, upper case) or by someone
+# dodging a signature: three to eight dashes, any case, stray spaces.
+_PEM_HEADER_MAX = 96
+_PEM_BODY_MAX = 8192
+_PEM_END_MAX = 96
+_PEM_LINE = 163  # a line break and the longest line
+_PEM_LINES = re.compile(
+    r"(?:[A-Za-z0-9+/=]{1,80})?"
+    r"(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]{1,80}|[A-Za-z\-]{1,32}:[^\r\n\"\\]{0,128})?){0,64}"
+)
+_PEM_END = re.compile(r"(?i)-{3,8} {0,2}END {1,2}(?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)? {0,2}-{3,8}")
+# Where a block's body stops: an END line of any kind, or a string delimiter
+# (redacting in serialized JSON must not swallow a '"').
+_PEM_STOP = re.compile(r'(?i)"|-{3,8} {0,2}END\b')
+_PEM_HEADER_PREFIX = re.compile(
+    r"(?i)-{1,8}(?: {1,2}| {0,2}b(?:e(?:g(?:i(?:n(?: {1,2}[a-z0-9 ]{0,70}-{0,8})?)?)?)?)?)?\Z"
+)
+_pem_memo = threading.local()
 
 
-def _private_key_decided(det: Detector, text: str, start: int, end: int) -> bool:
-    m = det.pattern.match(text, start, min(end, start + det.width))
-    if m is None:
-        return end - start >= _PEM_HEADER_MAX  # the header cannot complete any more
-    # The END line is in: the lazy body stops at the first one, whatever follows.
-    return "-----END" in m.group() or start + det.width <= end
+def _next_pem_stop(text: str, pos: int) -> re.Match[str] | None:
+    """The first body stop at or after ``pos``. A text with thousands of
+    headers and no END line would cost a search to the end per header; the
+    answer for the previous position holds for every later one up to the
+    stop it found, so a scan (whose positions only grow) reads the text once."""
+    memo = getattr(_pem_memo, "last", None)
+    if memo is not None and memo[0] is text and memo[1] <= pos and (memo[2] is None or pos <= memo[2].start()):
+        return memo[2]
+    stop = _PEM_STOP.search(text, pos)
+    _pem_memo.last = (text, pos, stop)
+    return stop
+
+
+def _private_key_span(text: str, start: int, header_end: int, limit: int) -> tuple[int, bool] | None:
+    """(end, complete) of the block whose header ends at ``header_end``,
+    reading no further than ``limit``; None for a header alone."""
+    stop = _next_pem_stop(text, header_end)
+    if stop is not None and stop.group() != '"' and stop.start() - header_end <= _PEM_BODY_MAX:
+        end_line = _PEM_END.match(text, stop.start(), limit)
+        if end_line is not None:
+            return end_line.end(), True
+    # Truncated block: a header alone ("files start with -----BEGIN ...") is
+    # not a secret; a header followed by key material is.
+    lines = _PEM_LINES.match(text, header_end, limit)
+    if sum(ch.isalnum() for ch in lines.group()) >= 16:
+        return lines.end(), False
+    return None
 
 
 def _private_key(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
-    if "-----END" in m.group():
-        return m.span()
-    # Truncated block: a header alone ("files start with -----BEGIN ...") is
-    # not a secret; a header followed by key material is.
-    body = m.group()[m.group().index("-----", 10) + 5:]
-    return m.span() if sum(ch.isalnum() for ch in body) >= 16 else None
+    found = _private_key_span(text, m.start(), m.end(), m.start() + PRIVATE_KEY.width)
+    return (m.start(), found[0]) if found is not None else None
 
 
-# A complete block, or a truncated one (header and base64 lines, with literal
-# "\n" escapes as found in JSON). No '"' inside: redacting a block in
-# serialized JSON must not swallow a string delimiter.
+def _private_key_decided(det: Detector, text: str, start: int, end: int) -> bool:
+    if start + det.width <= end:
+        return True
+    m = det.pattern.match(text, start, end)
+    if m is None:
+        # Undecided only while the text so far could still grow into a header.
+        return _PEM_HEADER_PREFIX.match(text, start, end) is None
+    if m.end() >= end:
+        return False  # its dashes may go on
+    stop = _next_pem_stop(text, m.end())
+    if stop is None or stop.end() >= end:
+        return False  # key lines may still come, or the END line is not in yet
+    if stop.group() == '"':
+        return True
+    end_line = _PEM_END.match(text, stop.start(), end)
+    if end_line is None:
+        return end - stop.start() >= _PEM_END_MAX  # another kind of END line
+    return end_line.end() < end
+
+
+# The header is matched by the regex; the body, up to the first END line or
+# key lines alone, is found by a linear scan in the validator (a lazy regex
+# across the body re-read up to 8 KB per header: one request with thousands
+# of headers stalled the gateway).
 PRIVATE_KEY = _detector(
     "PRIVATE_KEY", "PRIVATE_KEY",
-    r"-----BEGIN (?P<pk>(?:[A-Z0-9]{1,16} ){0,3})PRIVATE KEY(?P<pb>(?: BLOCK)?)-----"
-    r"(?:[^\"]{0,8192}?-----END (?P=pk)PRIVATE KEY(?P=pb)-----"
-    r"|(?:(?:\r?\n|\\n)(?:[A-Za-z0-9+/=]{1,80}|[A-Za-z\-]{1,32}:[^\r\n\"\\]{0,128})?){0,64})",
+    # Attempts start where a dash run starts (or 8 dashes into a longer
+    # one): not three overlapping attempts per header.
+    r"(?:(?<!-)|(?<=--------))-{3,8} {0,2}BEGIN {1,2}(?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)? {0,2}-{3,8}",
     _private_key,
-    head=r"-----BEGIN ", head_len=11,
-    width=_PEM_HEADER_MAX + 64 * 163 + 16,
+    flags=re.IGNORECASE,
+    head=r"---", head_len=3,
+    width=_PEM_HEADER_MAX + 80 + 64 * _PEM_LINE + 16,
     decided=_private_key_decided,
-    prefilter=r"-----BEGIN [A-Z0-9 ]{0,60}PRIVATE KEY",
-    context=0,
+    prefilter=r"--- {0,2}begin {1,2}[a-z0-9 ]{0,60}private key", prefilter_flags=CASELESS,
+    before=5,
+    context=8,
     priority=0,
 )
 

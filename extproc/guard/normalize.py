@@ -58,6 +58,7 @@ _CONFUSABLES = {
     "ı": "i", "ȷ": "j", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ſ": "s",
 }
 _CONFUSABLE = re.compile("[" + "".join(_CONFUSABLES) + "]")
+CONFUSABLES = _CONFUSABLES  # shared with the PII fold
 
 # Typographic punctuation, so that signatures can say ' and " (don’t, “DAN”).
 # Not a disguise: mapping it does not count as folding.

@@ -48,6 +48,7 @@ from extproc.guard.detectors import (
     builtin_detectors,
     custom_detector,
 )
+from extproc.guard.fold import fold, prefilter_bytes
 
 Action = Literal["block", "redact", "mask", "pseudonymize"]
 Entity = Literal[
@@ -324,9 +325,22 @@ class PiiScanner:
         return self._resolve(self._candidates(text), 0, len(text))
 
     def _candidates(self, text: str, clipped: bool = False) -> list[tuple[int, int, Detector]]:
-        """Every validated match, overlapping. With ``clipped`` (a stream
-        window that does not start at the beginning of the text), attempts
-        without their full left context are skipped."""
+        """Every validated match, overlapping, as spans of ``text``. With
+        ``clipped`` (a stream window that does not start at the beginning of
+        the text), attempts without their full left context are skipped.
+
+        Detection runs on the folded text (see ``fold``): fullwidth or
+        other-script digits, invisible characters and odd separators do not
+        hide a value, and each span maps back to every original character
+        the value was made of."""
+        folded = fold(text)
+        out = self._folded_candidates(folded.text, clipped)
+        if folded.identity:
+            return out
+        span = folded.span
+        return [(*span(start, end), det) for start, end, det in out]
+
+    def _folded_candidates(self, text: str, clipped: bool) -> list[tuple[int, int, Detector]]:
         n = len(text)
         out: list[tuple[int, int, Detector]] = []
         if not n:
@@ -335,13 +349,13 @@ class PiiScanner:
         full = self._unfiltered
         if self._db is not None:
             try:
-                hits = self._db.scan(_multi.as_bytes(text), limit=64 + int(n * _HITS_PER_CHAR))
+                hits = self._db.scan(prefilter_bytes(text), limit=64 + int(n * _HITS_PER_CHAR))
             except _multi.TooManyMatches:
                 full = self._detectors
             else:
                 self._scan_hits(text, hits, clipped, opts, out)
         elif self._prefiltered:
-            self._scan_hits(text, self._re_hits(_multi.as_bytes(text)), clipped, opts, out)
+            self._scan_hits(text, self._re_hits(prefilter_bytes(text)), clipped, opts, out)
         for det in full:
             _scan_region(det, text, det.context if clipped else 0, n, n, opts, out)
         if "\\" in text:
@@ -472,7 +486,12 @@ class PiiScanner:
 
     def _frontier(self, buf: str, clipped: bool) -> int:
         """The first position of ``buf`` where an attempt could still change
-        with more text; everything before it is decided."""
+        with more text; everything before it is decided. (Folding is per
+        character, so the folded buffer is a prefix of the folded stream.)"""
+        folded = fold(buf)
+        return folded.start(self._folded_frontier(folded.text, clipped))
+
+    def _folded_frontier(self, buf: str, clipped: bool) -> int:
         n = len(buf)
         frontier = n
         for det in self._stream_order:
