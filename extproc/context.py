@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -128,7 +129,7 @@ class RequestContext:
         "request_headers_out", "response_headers_out", "records", "dry_run",
         "response_status", "response_headers", "state",
         "query_remove", "request_body", "request_body_replaced", "response_chunk", "response_end", "response_chunk_replaced",
-        "deny", "filter", "started_ns", "decided_ns", "trace",
+        "deny", "filter", "started_ns", "decided_ns", "trace", "_staged", "_phase_end",
     )
 
     def __init__(self, policy: PolicySet, request: HttpRequest, attributes: dict[str, Any] | None = None):
@@ -142,7 +143,8 @@ class RequestContext:
         self.response_headers_out = HeaderMutation()
         self.records: list[CapabilityRecord] = []
         # True while a capability in monitor mode runs: it decides and records,
-        # but its mutations must not reach the traffic.
+        # but its mutations must not reach the traffic (the pipeline discards
+        # its staged edits; this flag is for code that cannot stage).
         self.dry_run = False
         self.response_status: int | None = None
         self.response_headers: dict[str, str] = {}
@@ -164,40 +166,89 @@ class RequestContext:
         self.started_ns = time.perf_counter_ns()
         self.decided_ns = 0
         self.trace: dict[str, str] | None = None
+        # Edits of what is forwarded, buffered per capability while the
+        # pipeline runs one (see ``stage``); None outside a pipeline run.
+        self._staged: list[Callable[[], None]] | None = None
+        self._phase_end: dict[str, Callable[[], None]] | None = None
 
     @property
     def revision(self) -> str:
         return self.policy.revision
 
+    # -- staged edits ----------------------------------------------------
+    #
+    # Every change a capability makes to what is forwarded (headers, query,
+    # bodies, the parsed LLM request) is an edit queued here. The pipeline
+    # applies a capability's edits only when it runs in enforce mode and
+    # returns without denying or failing, and drops them otherwise: monitor
+    # mode cannot touch the traffic, by construction, whatever the capability
+    # does. Applied edits are visible to the capabilities that run next.
+    # Outside a pipeline run (a capability called directly) edits apply at
+    # once, unless ``dry_run`` is set.
+
+    def stage(self, apply: Callable[[], None]) -> None:
+        if self._staged is not None:
+            self._staged.append(apply)
+        elif not self.dry_run:
+            apply()
+
+    def at_phase_end(self, key: str, finish: Callable[[], None]) -> None:
+        """Run ``finish`` once when the phase's edits are all applied (e.g.
+        re-serialize a body after any number of edits). Call it from an edit."""
+        if self._phase_end is None:
+            finish()
+        else:
+            self._phase_end[key] = finish
+
+    def begin_phase(self) -> None:
+        self._phase_end = {}
+
+    def begin_edits(self) -> None:
+        self._staged = []
+
+    def commit_edits(self) -> None:
+        staged, self._staged = self._staged or [], None
+        for apply in staged:
+            apply()
+
+    def discard_edits(self) -> None:
+        self._staged = None
+
+    def end_phase(self, completed: bool) -> None:
+        """``completed``: no capability refused, the edits will be forwarded."""
+        pending, self._phase_end, self._staged = self._phase_end or {}, None, None
+        if completed:
+            for finish in pending.values():
+                finish()
+
     def set_request_header(self, name: str, value: str) -> None:
-        if not self.dry_run:
+        def apply() -> None:
             out = self.request_headers_out
             out.set[name] = value
             if name in out.remove:  # an overwrite supersedes an earlier removal
                 out.remove.remove(name)
+        self.stage(apply)
 
     def remove_request_header(self, name: str) -> None:
-        if not self.dry_run:
-            self.request_headers_out.remove.append(name)
+        self.stage(lambda: self.request_headers_out.remove.append(name))
 
     def set_response_header(self, name: str, value: str) -> None:
-        if not self.dry_run:
-            self.response_headers_out.set[name] = value
+        self.stage(lambda: self.response_headers_out.set.__setitem__(name, value))
 
     def remove_query_param(self, name: str) -> None:
-        if not self.dry_run:
-            self.query_remove.append(name)
+        self.stage(lambda: self.query_remove.append(name))
 
     def replace_request_body(self, body: bytes) -> None:
-        if not self.dry_run:
+        def apply() -> None:
             self.request_body = body
             self.request_body_replaced = True
+        self.stage(apply)
 
     def replace_response_chunk(self, chunk: bytes) -> None:
-        if not self.dry_run:
+        def apply() -> None:
             self.response_chunk = chunk
             self.response_chunk_replaced = True
+        self.stage(apply)
 
     def remove_response_header(self, name: str) -> None:
-        if not self.dry_run:
-            self.response_headers_out.remove.append(name)
+        self.stage(lambda: self.response_headers_out.remove.append(name))

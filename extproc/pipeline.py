@@ -1,7 +1,8 @@
 """The core: resolve a request's route and run its capabilities phase by phase.
 
 This module is deliberately small. It knows nothing about any capability; it
-orders them (done at compile time), runs them, applies monitor mode, turns
+orders them (done at compile time), runs them, applies each one's staged
+edits or (monitor mode, refusal, failure) drops them, turns
 exceptions into a fail-closed 500 and records each decision.
 """
 
@@ -77,15 +78,30 @@ async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:
 
 
 async def run_phase(ctx: RequestContext, phase: Phase) -> Deny | None:
+    """Run ``phase``'s handlers in priority order. Each handler's edits are
+    staged (see ``RequestContext.stage``) and applied here, in one place,
+    only for an enforce-mode handler that neither denied nor failed."""
     route = ctx.route
     if route is None:
         return None
+    ctx.begin_phase()
+    deny = None
+    try:
+        deny = await _run_handlers(ctx, phase, route)
+    finally:
+        ctx.end_phase(completed=deny is None)
+    return deny
+
+
+async def _run_handlers(ctx: RequestContext, phase: Phase, route) -> Deny | None:
     for cap, handler in route.handlers[phase]:
         monitor = cap.mode is Mode.MONITOR
         ctx.dry_run = monitor
+        ctx.begin_edits()
         try:
             verdict = await handler(ctx)
         except Exception:
+            ctx.discard_edits()
             log.exception("capability %s failed in %s", cap.name, phase.value,
                           extra={"decision_id": ctx.decision_id, "route": route.name, "revision": ctx.revision})
             ctx.records.append(CapabilityRecord(cap.name, cap.mode, "error", f"exception in {phase.value}"))
@@ -95,6 +111,10 @@ async def run_phase(ctx: RequestContext, phase: Phase) -> Deny | None:
             return INTERNAL_ERROR
         finally:
             ctx.dry_run = False
+        if monitor or verdict is not None:
+            ctx.discard_edits()
+        else:
+            ctx.commit_edits()
         if verdict is not None:
             ctx.records.append(CapabilityRecord(cap.name, cap.mode, "deny", verdict.reason, verdict.code))
             if not monitor:

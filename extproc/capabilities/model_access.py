@@ -3,6 +3,10 @@
 Rules map who (roles, subjects) to model globs; the first rule matching the
 caller decides, and a caller no rule matches may use no model. A request
 naming no model is refused too: the upstream's default model is still a model.
+
+The glob that admitted the model is the model as the gateway resolved it
+(``RESOLVED_MODEL``): budgets key on it, so a client cannot open a fresh
+budget by naming ``demo-a``, ``demo-b``... under a ``demo-*`` rule.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.capabilities.llm_common import parsed_or_deny
+from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
 from extproc.context import Deny, RequestContext
 from extproc.globs import compile_globs
 from extproc.llm.errors import llm_error
@@ -36,25 +40,31 @@ class ModelAccess(Capability):
 
     def __init__(self, config: ModelAccessConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
-        self._rules = [(frozenset(r.roles), compile_globs(r.subjects), compile_globs(r.models)) for r in config.rules]
+        # Each model glob on its own: which one matched is the resolved model.
+        self._rules = [(frozenset(r.roles), compile_globs(r.subjects),
+                        [(pattern, compile_globs([pattern])) for pattern in r.models]) for r in config.rules]
 
-    def allowed_models(self, ctx: RequestContext):
+    def _rule_for(self, ctx: RequestContext):
         identity = ctx.identity
-        for roles, subjects, models in self._rules:
+        for rule in self._rules:
+            roles, subjects, _models = rule
             if roles and roles.isdisjoint(identity.roles):
                 continue
             if subjects is not None and not (identity.subject and subjects.fullmatch(identity.subject)):
                 continue
-            return models
+            return rule
         return None
 
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         request = parsed_or_deny(ctx, self.config.max_body_bytes)
         if isinstance(request, Deny):
             return request
-        models = self.allowed_models(ctx)
+        rule = self._rule_for(ctx)
         ctx.state["llm.model"] = request.model
-        if request.model is None or models is None or not models.fullmatch(request.model):
-            return llm_error(request.api, 403, "permission_denied", "this model is not available to you",
-                             reason=f"model {request.model!r} not allowed", code="model_not_allowed")
-        return None
+        if request.model is not None and rule is not None:
+            for pattern, regex in rule[2]:
+                if regex.fullmatch(request.model):
+                    ctx.state[RESOLVED_MODEL] = pattern
+                    return None
+        return llm_error(request.api, 403, "permission_denied", "this model is not available to you",
+                         reason=f"model {request.model!r} not allowed", code="model_not_allowed")

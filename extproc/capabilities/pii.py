@@ -25,7 +25,6 @@ from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
 from extproc.guard.pii import PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
 from extproc.llm.errors import llm_error
-from extproc.llm.request import mark_changed
 from extproc.llm.response import JsonRewriter, SseRewriter
 from extproc.runtime import DEFAULT_RUNTIME
 
@@ -93,21 +92,17 @@ class Pii(Capability):
         ctx.state["pii.vault"] = vault
         counts: dict[str, int] = {}
         blocked: set[str] = set()
-        changed = False
         for slot in request.texts(self._roles):
             result = self._scanner.sanitize(slot.text, vault)
             for entity, n in result.counts.items():
                 counts[entity] = counts.get(entity, 0) + n
             blocked.update(result.blocked)
             if result.text != slot.text:
-                slot.replace(result.text)
-                changed = True
+                request.replace(ctx, slot, result.text)  # staged: dropped in monitor mode
         ctx.state["pii.request_entities"] = counts
         if blocked:
             return llm_error(request.api, 400, "invalid_request_error", BLOCKED_MESSAGE,
                              reason=f"blocked entities: {','.join(sorted(blocked))}", code="content_policy")
-        if changed and not ctx.dry_run:
-            mark_changed(ctx, request)
         return None
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:

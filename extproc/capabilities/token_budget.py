@@ -28,23 +28,27 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.capabilities.llm_common import parsed_or_deny
+from extproc import audit
+from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
 from extproc.context import Deny, RequestContext
 from extproc.llm.errors import llm_error
 from extproc.llm.usage import CHARS_PER_TOKEN, UsageTracker, estimate_prompt_tokens
 from extproc.quota import BackendUnavailable, QuotaBackend, backend_for, fallback_for
 from extproc.quota import ratelimit_headers as rl
 from extproc.quota.durations import parse_duration
-from extproc.quota.keys import PREFIX, cluster_tag, compile_part, encode_value, normalize_part, register_part
+from extproc.quota.keys import MISSING, PREFIX, cluster_tag, compile_part, encode_value, normalize_part, register_part
 from extproc.runtime import DEFAULT_RUNTIME
 
 log = logging.getLogger("extproc.token_budget")
 
 
 def _model(_argument: str | None):
+    # The model as the gateway resolved it (the model_access pattern that
+    # admitted it), never the client's free string: ``demo-a`` and ``demo-b``
+    # under a ``demo-*`` rule share one budget. Unresolved (no model_access
+    # on the route) reads as absent: one shared budget, not one per name.
     def part(ctx: RequestContext) -> str | None:
-        request = ctx.state.get("llm.request")
-        return request.model if request is not None else None
+        return ctx.state.get(RESOLVED_MODEL)
     return part
 
 
@@ -100,6 +104,8 @@ class _State:
 
 
 def _cost(budget: BudgetConfig, prompt: int, completion: int) -> int:
+    """Never negative, whatever the inputs: a charge can never be a refund."""
+    prompt, completion = max(0, prompt), max(0, completion)
     if budget.count == "prompt":
         return prompt
     if budget.count == "completion":
@@ -122,11 +128,11 @@ class TokenBudget(Capability):
         self._budgets = [(b, [compile_part(p) for p in b.key], parse_duration(b.per)) for b in config.budgets]
         self._state_key = f"token_budget:{id(self)}"
 
-    def _key(self, budget: BudgetConfig, parts, ctx: RequestContext) -> str | None:
-        values = [fn(ctx) for fn in parts]
-        if not all(values):
-            return None  # a part this request lacks (no model, no subject): the budget does not apply
-        encoded = [encode_value(v) for v in values]
+    def _key(self, budget: BudgetConfig, parts, ctx: RequestContext) -> str:
+        # A part this request lacks (no subject, no resolved model) shares
+        # one bucket with every other request lacking it: a budget never
+        # silently stops applying.
+        encoded = [encode_value(v) if v else MISSING for v in (fn(ctx) for fn in parts)]
         # One tag per budget key: each reservation is its own atomic call.
         return f"{PREFIX}{{{cluster_tag(encoded)}}}:t:{budget.name}:{':'.join(encoded)}"
 
@@ -145,12 +151,13 @@ class TokenBudget(Capability):
         if isinstance(request, Deny):
             return request
         prompt = estimate_prompt_tokens(request)
-        completion = request.max_tokens if request.max_tokens is not None else self.config.default_max_tokens
+        # max_tokens and n were validated when the request was parsed
+        # (bounded non-negative integers): the reservation is bounded too.
+        per_choice = request.max_tokens if request.max_tokens is not None else self.config.default_max_tokens
+        completion = per_choice * request.choices
         held: list[_Held] = []
         for budget, parts, period in self._budgets:
             key = self._key(budget, parts, ctx)
-            if key is None:
-                continue
             amount = _cost(budget, prompt, completion)
             reservation, backend = await self._reserve(key, amount, budget, period)
             if reservation is None or not reservation.granted:
@@ -205,7 +212,12 @@ class TokenBudget(Capability):
         # handler) must not cancel the settlement with it.
         state.settled = True
         prompt, completion = self._actual(state)
-        ctx.state["llm.tokens"] = {"prompt": prompt, "completion": completion}
+        audit.note(ctx, "llm.input_tokens", prompt)
+        audit.note(ctx, "llm.output_tokens", completion)
+        audit.note(ctx, "llm.total_tokens", prompt + completion)
+        model = state.tracker.model if state.tracker else None
+        if model:
+            audit.note(ctx, "llm.response_model", model)
         for h in state.held:
             _spawn(h.backend.reconcile(h.key, h.reserved, _cost(h.budget, prompt, completion)))
 

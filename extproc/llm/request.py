@@ -1,11 +1,24 @@
-"""LLM requests: which API, which model, and every piece of prompt text.
+"""LLM requests: which API, which model, and every piece of text the model reads.
 
 Supported request shapes: OpenAI-compatible ``/v1/chat/completions``,
 ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses`` and Anthropic's
-``/v1/messages``. Parsing yields ``TextSlot``s, each a reference into the
-parsed JSON that can be read and replaced, so guards rewrite exactly the
-prompt strings and nothing else; the body is re-serialized only if a slot
-changed.
+``/v1/messages``. The API is chosen on the normalized path (case, trailing
+slash and ``;params`` do not matter); a path that names none of them, or a
+body that does not fit the API its path claims, is refused (400), never
+read as some default shape.
+
+Coverage is structural: ``walk_texts`` visits every string of the whole
+request except the few fields known not to be text for the model
+(``NON_TEXT_KEYS``: the model name, ids, enum tags) and binary media
+payloads. So a field nobody listed (a legacy role, tool-call arguments, a
+tool name, template variables, a document block) is still scanned. Each
+string becomes a ``TextSlot`` with the role it speaks for; a JSON document
+inside a string (tool-call ``arguments``) is walked too and written back as
+valid JSON when one of its strings changes.
+
+Slots are never edited in place by a capability: ``LlmRequest.replace``
+stages the edit on the context, and the pipeline applies it (or drops it in
+monitor mode); the body is re-serialized once, at the end of the phase.
 
 The request is parsed once per request and shared by every capability that
 needs it (``llm_request(ctx)``).
@@ -19,8 +32,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc import audit
 from extproc.context import Deny, RequestContext
 from extproc.headers import content_encoding
+from extproc.jsonstrict import StrictJsonError, loads_strict
 from extproc.llm.errors import llm_error
 
 OPENAI_CHAT = "openai.chat"
@@ -29,37 +44,77 @@ OPENAI_EMBEDDINGS = "openai.embeddings"
 OPENAI_RESPONSES = "openai.responses"
 ANTHROPIC_MESSAGES = "anthropic.messages"
 
-_API_BY_SUFFIX = (
-    ("/chat/completions", OPENAI_CHAT),
-    ("/completions", OPENAI_COMPLETIONS),
-    ("/embeddings", OPENAI_EMBEDDINGS),
-    ("/responses", OPENAI_RESPONSES),
-    ("/messages", ANTHROPIC_MESSAGES),
+# Last path segments -> API, most specific first.
+_API_BY_SEGMENTS = (
+    (("chat", "completions"), OPENAI_CHAT),
+    (("completions",), OPENAI_COMPLETIONS),
+    (("embeddings",), OPENAI_EMBEDDINGS),
+    (("responses",), OPENAI_RESPONSES),
+    (("messages",), ANTHROPIC_MESSAGES),
 )
 MAX_DECOMPRESSED = 8 << 20
+# Bounds on what a client may ask the model to generate: beyond any real
+# model, and small enough that budget arithmetic stays exact.
+MAX_COMPLETION_TOKENS = 1 << 20
+MAX_CHOICES = 128
+_COMPLETION_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_CHOICE_COUNTS = ("n", "best_of")  # best_of: completions generated server-side, each up to max_tokens
+
+# Fields whose string value is not text the model reads: names of things,
+# ids, enum tags. Everything else is scanned.
+NON_TEXT_KEYS = frozenset({
+    "model", "id", "type", "role", "object", "tool_call_id", "tool_use_id", "call_id", "item_id",
+    "previous_response_id", "media_type", "detail", "encoding_format", "service_tier", "reasoning_effort",
+})
+# Message roles as the guards know them; anything else (a legacy ``function``
+# role, a typo, a new role) reads as ``user``: scanned by every default.
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
+          "tool": "tool", "function": "tool", "ipython": "tool"}
+# Content parts/items carrying what a tool or a search returned.
+_TOOL_OUTPUT_TYPES = frozenset({"tool_result", "search_result", "web_search_tool_result", "mcp_tool_result"})
+# Top-level fields that are the application's system prompt.
+_SYSTEM_FIELDS = frozenset({"system", "instructions"})
+_MESSAGE_LISTS = frozenset({"messages", "input"})
+MAX_DEPTH = 64
+
+
+def _segments(path: str) -> tuple[str, ...]:
+    # ``;params`` are dropped the way servers that route on them do; the
+    # stricter reading is to ignore them, since they still reach the upstream.
+    return tuple(s.split(";", 1)[0].lower() for s in path.split("/") if s and s.split(";", 1)[0])
 
 
 def api_for_path(path: str) -> str | None:
-    for suffix, api in _API_BY_SUFFIX:
-        if path.endswith(suffix):
+    segments = _segments(path)
+    for tail, api in _API_BY_SEGMENTS:
+        if segments[-len(tail):] == tail:
             return api
     return None
 
 
 @dataclass(slots=True)
+class _Embedded:
+    """A JSON document inside a string (``arguments``): written back to
+    ``container[key]`` when one of its strings was edited."""
+
+    container: Any
+    key: Any
+    value: Any
+    dirty: bool = False
+
+
+@dataclass(slots=True)
 class TextSlot:
-    """One prompt string: ``container[key]`` in the parsed body."""
+    """One string the model reads: ``container[key]`` in the parsed body."""
 
     role: str
     container: Any
     key: Any
+    embedded: _Embedded | None = None
 
     @property
     def text(self) -> str:
         return self.container[self.key]
-
-    def replace(self, text: str) -> None:
-        self.container[self.key] = text
 
 
 @dataclass(slots=True)
@@ -68,21 +123,41 @@ class LlmRequest:
     body: dict
     model: str | None
     stream: bool
-    max_tokens: int | None
+    max_tokens: int | None  # the per-choice completion limit the client set, if any
+    choices: int = 1        # completions the model generates (n, best_of)
     slots: list[TextSlot] = field(default_factory=list)
+    embedded: list[_Embedded] = field(default_factory=list)
 
     def texts(self, roles: frozenset[str] | None = None) -> list[TextSlot]:
         if roles is None:
             return self.slots
         return [s for s in self.slots if s.role in roles]
 
+    def replace(self, ctx: RequestContext, slot: TextSlot, text: str) -> None:
+        """Stage ``slot``'s new text; the pipeline applies it unless the
+        capability runs in monitor mode (or refuses, or fails)."""
+        def apply() -> None:
+            slot.container[slot.key] = text
+            if slot.embedded is not None:
+                slot.embedded.dirty = True
+            ctx.at_phase_end("llm.request", lambda: mark_changed(ctx, self))
+        ctx.stage(apply)
+
     def serialize(self) -> bytes:
+        for doc in reversed(self.embedded):  # innermost first: an outer document holds its text
+            if doc.dirty:
+                doc.container[doc.key] = json.dumps(doc.value, ensure_ascii=False, separators=(",", ":"))
+                doc.dirty = False
         return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class LlmRequestError(Exception):
     def __init__(self, deny: Deny):
         self.deny = deny
+
+
+def _bad(api: str, message: str, status: int = 400) -> LlmRequestError:
+    return LlmRequestError(llm_error(api, status, "invalid_request_error", message))
 
 
 def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
@@ -93,40 +168,71 @@ def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
             decoder = zlib.decompressobj(wbits=31 if "gzip" in encoding else 15)
             body = decoder.decompress(body, max_bytes + 1)
         except (zlib.error, gzip.BadGzipFile):
-            raise LlmRequestError(llm_error(api, 400, "invalid_request_error", "body is not valid " + encoding)) from None
+            raise _bad(api, "body is not valid " + encoding) from None
         ctx.state["llm.decoded"] = True  # a rewritten body is sent decoded (see mark_changed)
     elif encoding:
-        raise LlmRequestError(llm_error(api, 415, "invalid_request_error", f"unsupported content-encoding {encoding}"))
+        raise _bad(api, f"unsupported content-encoding {encoding}", 415)
     if len(body) > max_bytes:
-        raise LlmRequestError(llm_error(api, 413, "invalid_request_error", "request body too large"))
+        raise _bad(api, "request body too large", 413)
     return body
 
 
+def _bounded_int(api: str, body: dict, name: str, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _bad(api, f"{name} must be an integer between {low} and {high}")
+    return value
+
+
+def _check_shape(api: str, body: dict) -> None:
+    """The fields the API cannot do without, with the types it accepts: a
+    body shaped for another API is refused, not read as this one."""
+    if not isinstance(body.get("model", ""), str):
+        raise _bad(api, "model must be a string")
+    if not isinstance(body.get("stream", False), bool):
+        raise _bad(api, "stream must be a boolean")
+    if api in (OPENAI_CHAT, ANTHROPIC_MESSAGES):
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise _bad(api, "messages must be a list of message objects")
+    elif api == OPENAI_COMPLETIONS:
+        if not isinstance(body.get("prompt"), (str, list)):
+            raise _bad(api, "prompt must be a string or a list")
+    elif api == OPENAI_EMBEDDINGS:
+        if not isinstance(body.get("input"), (str, list)):
+            raise _bad(api, "input must be a string or a list")
+    elif api == OPENAI_RESPONSES:
+        if "input" in body and not isinstance(body["input"], (str, list)):
+            raise _bad(api, "input must be a string or a list")
+        if "input" not in body and "prompt" not in body:
+            raise _bad(api, "input is required")
+
+
 def parse_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
-    api = api_for_path(ctx.request.path) or OPENAI_CHAT
+    api = api_for_path(ctx.request.path)
+    if api is None:
+        raise _bad(OPENAI_CHAT, "this path is not an LLM API the gateway can inspect", 404)
     content_type = ctx.request.headers.get("content-type", "")
     if not content_type.split(";", 1)[0].strip().lower() == "application/json":
-        raise LlmRequestError(llm_error(api, 415, "invalid_request_error", "content-type must be application/json"))
+        raise _bad(api, "content-type must be application/json", 415)
     raw = _decode(ctx, api, max_bytes)
+    if not raw.strip():
+        raise _bad(api, "a request body is required")
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise LlmRequestError(llm_error(api, 400, "invalid_request_error", "body is not valid UTF-8")) from None
-    try:
-        body = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise LlmRequestError(llm_error(api, 400, "invalid_request_error", "body is not valid JSON")) from None
+        body = loads_strict(raw)
+    except StrictJsonError as exc:
+        raise _bad(api, f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise LlmRequestError(llm_error(api, 400, "invalid_request_error", "body must be a JSON object"))
-    model = body.get("model")
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
-    request = LlmRequest(
-        api=api, body=body,
-        model=model if isinstance(model, str) else None,
-        stream=body.get("stream") is True,
-        max_tokens=max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else None,
-    )
-    _EXTRACTORS[api](body, request.slots)
+        raise _bad(api, "body must be a JSON object")
+    _check_shape(api, body)
+    limits = [v for v in (_bounded_int(api, body, n, 0, MAX_COMPLETION_TOKENS) for n in _COMPLETION_LIMITS)
+              if v is not None]
+    counts = [v for v in (_bounded_int(api, body, n, 1, MAX_CHOICES) for n in _CHOICE_COUNTS) if v is not None]
+    request = LlmRequest(api=api, body=body, model=body.get("model"), stream=body.get("stream") is True,
+                         max_tokens=max(limits) if limits else None, choices=max(counts, default=1))
+    walk_texts(api, body, request)
     return request
 
 
@@ -135,82 +241,88 @@ def llm_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     cached = ctx.state.get("llm.request")
     if cached is None:
         cached = ctx.state["llm.request"] = parse_request(ctx, max_bytes)
+        audit.note(ctx, "llm.api", cached.api)
+        audit.note(ctx, "llm.stream", cached.stream)
+        if cached.model is not None:
+            audit.note(ctx, "llm.model", cached.model)
     return cached
 
 
 def mark_changed(ctx: RequestContext, request: LlmRequest) -> None:
+    """Forward the (edited) parsed request as the body. Runs once per phase,
+    after the phase's edits were applied (``LlmRequest.replace``)."""
     ctx.replace_request_body(request.serialize())
     if ctx.state.get("llm.decoded"):
         ctx.remove_request_header("content-encoding")
 
 
-# -- per-API text extraction ----------------------------------------------
+# -- the walk over every string --------------------------------------------
 
-def _content(slots: list[TextSlot], role: str, holder: dict, key: str = "content") -> None:
-    """A message content: a string or a list of typed parts."""
-    value = holder.get(key)
-    if isinstance(value, str):
-        slots.append(TextSlot(role, holder, key))
-    elif isinstance(value, list):
-        for part in value:
-            if not isinstance(part, dict):
+def message_role(value: Any) -> str:
+    if not isinstance(value, str):
+        return "user"
+    return _ROLES.get(value.strip().lower(), "user")
+
+
+def _binary_media(holder: dict, key: Any, text: str) -> bool:
+    """Base64 images/audio/files: no text a guard could read. Text documents
+    (``media_type: text/plain``) are text and are scanned."""
+    if text.startswith("data:"):
+        header = text[5:64].split(",", 1)[0].lower()
+        return ";base64" in header and not header.startswith("text/")
+    if key in ("data", "file_data"):
+        media = holder.get("media_type") or holder.get("format") or holder.get("mime_type") or ""
+        return isinstance(media, str) and not media.lower().startswith("text/")
+    return False
+
+
+def _embedded_json(text: str) -> Any:
+    stripped = text.lstrip()
+    if not stripped.startswith(("{", "[")):
+        return None
+    try:
+        value = loads_strict(text, max_depth=MAX_DEPTH)
+    except StrictJsonError:
+        return None  # not JSON: scanned as plain text
+    return value if isinstance(value, (dict, list)) else None
+
+
+def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
+    """Append a slot for every string of ``body`` the model may read."""
+    # (container, key, role, depth, embedded document, is a message list item)
+    stack: list[tuple[Any, Any, str, int, _Embedded | None, bool]] = []
+    for key in reversed(list(body)):
+        role = "system" if key in _SYSTEM_FIELDS else "user"
+        stack.append((body, key, role, 1, None, False))
+    slots = request.slots
+    while stack:
+        holder, key, role, depth, embedded, is_message = stack.pop()
+        value = holder[key]
+        if isinstance(value, str):
+            if isinstance(holder, dict) and (key in NON_TEXT_KEYS or _binary_media(holder, key, value)):
                 continue
-            if isinstance(part.get("text"), str):
-                slots.append(TextSlot(role, part, "text"))
-            if part.get("type") == "tool_result":  # Anthropic: tool output inside a user turn
-                _content(slots, "tool", part)
-
-
-def _chat(body: dict, slots: list[TextSlot]) -> None:
-    for message in body.get("messages") or ():
-        if isinstance(message, dict):
-            role = message.get("role")
-            role = "system" if role == "developer" else role if isinstance(role, str) else "user"
-            _content(slots, role, message)
-
-
-def _strings(slots: list[TextSlot], role: str, holder: dict, key: str) -> None:
-    value = holder.get(key)
-    if isinstance(value, str):
-        slots.append(TextSlot(role, holder, key))
-    elif isinstance(value, list):
-        slots.extend(TextSlot(role, value, i) for i, v in enumerate(value) if isinstance(v, str))
-
-
-def _completions(body: dict, slots: list[TextSlot]) -> None:
-    _strings(slots, "user", body, "prompt")
-
-
-def _embeddings(body: dict, slots: list[TextSlot]) -> None:
-    _strings(slots, "user", body, "input")
-
-
-def _responses(body: dict, slots: list[TextSlot]) -> None:
-    if isinstance(body.get("instructions"), str):
-        slots.append(TextSlot("system", body, "instructions"))
-    items = body.get("input")
-    if isinstance(items, str):
-        slots.append(TextSlot("user", body, "input"))
-        return
-    for item in items or ():
-        if not isinstance(item, dict):
+            if key == "arguments" and depth < MAX_DEPTH:
+                inner = _embedded_json(value)
+                if inner is not None:
+                    doc = _Embedded(holder, key, inner)
+                    request.embedded.append(doc)
+                    stack.append(({"_": inner}, "_", role, depth + 1, doc, False))
+                    continue
+            slots.append(TextSlot(role, holder, key, embedded))
             continue
-        if item.get("type") == "function_call_output":
-            _strings(slots, "tool", item, "output")
-        else:
-            role = item.get("role") if isinstance(item.get("role"), str) else "user"
-            _content(slots, "system" if role == "developer" else role, item)
-
-
-def _anthropic(body: dict, slots: list[TextSlot]) -> None:
-    _content(slots, "system", body, "system")
-    _chat(body, slots)
-
-
-_EXTRACTORS = {
-    OPENAI_CHAT: _chat,
-    OPENAI_COMPLETIONS: _completions,
-    OPENAI_EMBEDDINGS: _embeddings,
-    OPENAI_RESPONSES: _responses,
-    ANTHROPIC_MESSAGES: _anthropic,
-}
+        if depth >= MAX_DEPTH:
+            if isinstance(value, (dict, list)) and value:
+                raise _bad(api, "the request is nested too deeply")
+            continue
+        if isinstance(value, dict):
+            if is_message:
+                role = message_role(value.get("role")) if "role" in value else role
+            if value.get("type") in _TOOL_OUTPUT_TYPES or (
+                    isinstance(value.get("type"), str) and value["type"].endswith("_call_output")):
+                role = "tool"  # only ever towards a role every default scans
+            for k in reversed(list(value)):
+                stack.append((value, k, role, depth + 1, embedded, False))
+        elif isinstance(value, list):
+            items_are_messages = depth == 1 and key in _MESSAGE_LISTS
+            for i in range(len(value) - 1, -1, -1):
+                stack.append((value, i, role, depth + 1, embedded, items_are_messages))

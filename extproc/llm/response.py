@@ -2,18 +2,26 @@
 
 A ``TextTransform`` (a PII sanitizer, a pseudonym restorer...) sees each
 generated text stream as a sequence of deltas and may hold some back (a
-value split across two deltas must be judged whole). These rewriters find the
-generated text in each API's JSON or SSE shape, run one transform per text
-stream (per choice / content block), and put the result back, keeping the
-event structure valid:
+value split across two deltas must be judged whole).
+
+Coverage is structural, as on the request side: every string of the
+response is transformed except the fields known not to be model output
+(``NON_TEXT_KEYS``: ids, enum tags, the model name), whatever the API or
+shape that arrives (a ``/v1/responses`` path answered in chat shape is still
+rewritten). A body that is not JSON at all is transformed as text.
 
 * JSON bodies are held until complete (Envoy streams them in chunks), then
-  every text field is transformed in one go;
-* SSE streams are rewritten event by event: a complete event is emitted as
-  soon as it arrives, with whatever text its transform releases; held-back
-  text is released into the stream's final event (``finish_reason`` chunk,
-  Anthropic ``content_block_stop``, Responses ``output_text.done``), so
-  streaming stays streaming and nothing is lost or leaked.
+  every string is transformed in one go; a JSON document inside a string
+  (tool-call ``arguments``) is transformed string by string and stays JSON.
+* SSE streams are rewritten event by event. The fields that carry a
+  *fragment* of a longer text (chat ``delta`` content and tool-call
+  arguments, completions ``text``, Anthropic ``content_block_delta``,
+  Responses ``*.delta``) run through one transform per text stream; every
+  other string of an event is complete and is transformed on its own. Text a
+  transform holds back is released into the stream's closing event
+  (``finish_reason`` chunk, ``content_block_stop``, ``*.done``) or, at the
+  latest, before ``[DONE]``/the end of the body: streaming stays streaming
+  and nothing is lost or leaked.
 """
 
 from __future__ import annotations
@@ -23,8 +31,8 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from extproc.jsonstrict import StrictJsonError, loads_strict
 from extproc.sse import SseEvent, SseSplitter, encode
-from extproc.llm.request import ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_RESPONSES
 
 
 class TextTransform(Protocol):
@@ -34,36 +42,64 @@ class TextTransform(Protocol):
 
 TransformFactory = Callable[[], TextTransform]
 
+# Strings that are not model output: ids, enum tags, names of things.
+NON_TEXT_KEYS = frozenset({
+    "id", "object", "model", "role", "type", "finish_reason", "stop_reason", "status", "system_fingerprint",
+    "call_id", "item_id", "tool_call_id", "tool_use_id", "service_tier", "signature", "previous_response_id",
+    "created_at", "event",
+})
+# Chat/completions ``choices[]`` fields that carry fragments of a text stream.
+_FRAGMENT_KEYS = frozenset({"content", "text", "arguments", "reasoning_content", "reasoning", "refusal"})
+# Anthropic ``content_block_delta`` fields and the delta type that carries each.
+_ANTHROPIC_FRAGMENTS = {"text": "text_delta", "partial_json": "input_json_delta", "thinking": "thinking_delta"}
+_RESPONSES_IDS = ("item_id", "output_index", "content_index", "summary_index")
+
 
 def _one_shot(make: TransformFactory, text: str) -> str:
     transform = make()
     return transform.feed(text) + transform.flush()
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def transform_strings(value: Any, make: TransformFactory, skip: set[tuple[int, Any]] | None = None) -> None:
+    """Transform in place every string of ``value`` that is model output.
+    ``skip``: (id(holder), key) pairs already handled as stream fragments."""
+    stack: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        stack.extend((value, k) for k in value)
+    elif isinstance(value, list):
+        stack.extend((value, i) for i in range(len(value)))
+    while stack:
+        holder, key = stack.pop()
+        item = holder[key]
+        if isinstance(item, str):
+            if (isinstance(holder, dict) and key in NON_TEXT_KEYS) or (skip and (id(holder), key) in skip):
+                continue
+            holder[key] = _transform_text(item, make, embedded=key == "arguments")
+        elif isinstance(item, dict):
+            stack.extend((item, k) for k in item)
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+
+
+def _transform_text(text: str, make: TransformFactory, embedded: bool) -> str:
+    if embedded and text.lstrip().startswith(("{", "[")):
+        try:
+            inner = loads_strict(text)
+        except StrictJsonError:
+            inner = None
+        if isinstance(inner, (dict, list)):
+            before = _dumps(inner)
+            transform_strings(inner, make)
+            after = _dumps(inner)
+            return text if after == before else after  # still JSON: each string was transformed alone
+    return _one_shot(make, text)
+
+
 # -- JSON ------------------------------------------------------------------
-
-def _json_text_slots(api: str, body: dict) -> list[tuple[Any, Any]]:
-    slots: list[tuple[Any, Any]] = []
-
-    def add(holder: Any, key: Any) -> None:
-        if isinstance(holder, dict) and isinstance(holder.get(key), str):
-            slots.append((holder, key))
-
-    if api == ANTHROPIC_MESSAGES:
-        for block in body.get("content") or ():
-            add(block, "text")
-    elif api == OPENAI_RESPONSES:
-        for item in body.get("output") or ():
-            for part in (item.get("content") or ()) if isinstance(item, dict) else ():
-                add(part, "text")
-        add(body, "output_text")
-    else:
-        for choice in body.get("choices") or ():
-            if isinstance(choice, dict):
-                add(choice.get("message"), "content")
-                add(choice, "text")
-    return slots
-
 
 class JsonRewriter:
     """Holds a JSON response body until it is complete, then transforms it."""
@@ -83,38 +119,61 @@ class JsonRewriter:
             return b""
         raw = b"".join(self._parts)
         try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return raw  # not JSON after all: nothing we could have found text in
-        if not isinstance(body, dict):
-            return raw
-        self.body = body
-        for holder, key in _json_text_slots(self.api, body):
-            holder[key] = _one_shot(self.make, holder[key])
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            body = loads_strict(raw)
+        except StrictJsonError:
+            # Not JSON (an error page, plain text): transformed as text.
+            text = raw.decode("utf-8", "surrogateescape")
+            return _one_shot(self.make, text).encode("utf-8", "surrogateescape")
+        if isinstance(body, str):
+            return _dumps(_one_shot(self.make, body)).encode()
+        if isinstance(body, dict):
+            self.body = body
+        transform_strings(body, self.make)
+        return _dumps(body).encode()
 
 
 # -- SSE -------------------------------------------------------------------
 
+def _put(root: dict, path: tuple, text: str) -> None:
+    """Append ``text`` at ``path`` under ``root``, creating what is missing.
+    A ``("#", n)`` step is the list item whose ``index`` is n."""
+    holder: Any = root
+    for step, nxt in zip(path, path[1:]):
+        if isinstance(step, tuple):
+            item = next((x for x in holder if isinstance(x, dict) and x.get("index") == step[1]), None)
+            if item is None:
+                item = {"index": step[1]}
+                holder.append(item)
+            holder = item
+        else:
+            child = holder.get(step)
+            if not isinstance(child, (dict, list)):
+                child = holder[step] = [] if isinstance(nxt, tuple) else {}
+            holder = child
+    last = path[-1]
+    holder[last] = (holder.get(last) if isinstance(holder.get(last), str) else "") + text
+
+
 class SseRewriter:
-    """Rewrites an SSE stream of an LLM API, event by event."""
+    """Rewrites an SSE stream of an LLM API, event by event, whatever its shape."""
 
     def __init__(self, api: str, make: TransformFactory, max_pending: int = 1 << 20):
         self.api, self.make = api, make
         self._splitter = SseSplitter(max_pending)
-        self._streams: dict[Any, TextTransform] = {}
-        self.last_json: dict | None = None  # the final data object (usage lives there)
+        # stream key -> (transform, how to emit released text as an event at the end)
+        self._streams: dict[Any, tuple[TextTransform, Callable[[str], str]]] = {}
+        self.last_json: dict | None = None
         self.usage: dict | None = None
 
-    def _stream(self, key: Any) -> TextTransform:
-        transform = self._streams.get(key)
-        if transform is None:
-            transform = self._streams[key] = self.make()
-        return transform
+    def _feed(self, key: Any, text: str, emit: Callable[[str], str]) -> str:
+        entry = self._streams.get(key)
+        if entry is None:
+            entry = self._streams[key] = (self.make(), emit)
+        return entry[0].feed(text)
 
     def _release(self, key: Any) -> str:
-        transform = self._streams.pop(key, None)
-        return transform.flush() if transform is not None else ""
+        entry = self._streams.pop(key, None)
+        return entry[0].flush() if entry is not None else ""
 
     def feed(self, chunk: bytes, end: bool) -> bytes:
         out = [self._event(block) for block in self._splitter.feed(chunk)]
@@ -122,7 +181,7 @@ class SseRewriter:
             tail = self._finish()
             rest = self._splitter.take_rest()
             if rest:
-                out.append(rest)
+                out.append(self._event(rest))
             out.extend(tail)
         return encode(out)
 
@@ -133,102 +192,137 @@ class SseRewriter:
         if event.data.strip() == "[DONE]":
             return "\n\n".join([*self._finish(), block])
         try:
-            data = json.loads(event.data)
-        except json.JSONDecodeError:
-            return block
-        if not isinstance(data, dict):
-            return block
-        self.last_json = data
-        if isinstance(data.get("usage"), dict):
-            self.usage = data["usage"]
-        prefix = self._rewrite(data)
-        rewritten = event.with_data(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
-        return "\n\n".join([*prefix, rewritten])
+            data = loads_strict(event.data)
+        except StrictJsonError:
+            return event.with_data(_one_shot(self.make, event.data))  # not JSON: text
+        if isinstance(data, dict):
+            self.last_json = data
+            usage = usage_of(data)
+            if usage is not None:
+                self.usage = usage
+        skip: set[tuple[int, Any]] = set()
+        prefix = self._fragments(data, skip) if isinstance(data, dict) else []
+        transform_strings(data, self.make, skip)
+        return "\n\n".join([*prefix, event.with_data(_dumps(data))])
 
-    def _rewrite(self, data: dict) -> list[str]:
-        """Transform ``data`` in place; return events to emit before it."""
-        if self.api in (OPENAI_CHAT, OPENAI_COMPLETIONS):
-            field = "text" if self.api == OPENAI_COMPLETIONS else None
-            for choice in data.get("choices") or ():
-                if not isinstance(choice, dict):
-                    continue
-                key = ("choice", choice.get("index", 0))
-                holder, name = (choice, "text") if field else (choice.get("delta"), "content")
-                text = holder.get(name) if isinstance(holder, dict) else None
-                released = self._stream(key).feed(text) if isinstance(text, str) else ""
-                if choice.get("finish_reason") is not None:
-                    released += self._release(key)
-                if isinstance(holder, dict) and (isinstance(text, str) or released):
-                    holder[name] = released
-                elif released and not field:
-                    choice["delta"] = {"content": released}
-            return []
-        if self.api == ANTHROPIC_MESSAGES:
-            kind = data.get("type")
-            key = ("block", data.get("index", 0))
-            delta = data.get("delta")
-            if kind == "content_block_delta" and isinstance(delta, dict) and isinstance(delta.get("text"), str):
-                delta["text"] = self._stream(key).feed(delta["text"])
-            elif kind == "content_block_stop" and key in self._streams:
-                released = self._release(key)
+    def _fragments(self, data: dict, skip: set) -> list[str]:
+        """Run the event's stream fragments through their streams' transforms
+        (in place); return events to emit before this one."""
+        prefix: list[str] = []
+        choices = data.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    self._choice(data, choice, skip)
+        kind = data.get("type")
+        if not isinstance(kind, str):
+            return prefix
+        delta = data.get("delta")
+        index = data.get("index", 0)
+        if kind == "content_block_delta" and isinstance(delta, dict):
+            for name in _ANTHROPIC_FRAGMENTS:
+                if isinstance(delta.get(name), str):
+                    key = ("block", _hashable(index), name)
+                    delta[name] = self._feed(key, delta[name], _anthropic_emitter(index, name))
+                    skip.add((id(delta), name))
+        elif kind == "content_block_stop":
+            for name in _ANTHROPIC_FRAGMENTS:
+                released = self._release(("block", _hashable(index), name))
                 if released:
-                    extra = {"type": "content_block_delta", "index": data.get("index", 0),
-                             "delta": {"type": "text_delta", "text": released}}
-                    return [f"event: content_block_delta\ndata: {json.dumps(extra, ensure_ascii=False)}"]
-            return []
-        if self.api == OPENAI_RESPONSES:
-            kind = data.get("type")
-            key = ("item", data.get("item_id"), data.get("content_index", 0))
-            if kind == "response.output_text.delta" and isinstance(data.get("delta"), str):
-                data["delta"] = self._stream(key).feed(data["delta"])
-            elif kind == "response.output_text.done":
-                released = self._release(key)
-                if isinstance(data.get("text"), str):
-                    data["text"] = _one_shot(self.make, data["text"])
+                    prefix.append(_anthropic_emitter(index, name)(released))
+        elif kind.endswith(".delta") and isinstance(delta, str):
+            ids = {k: data[k] for k in _RESPONSES_IDS if k in data}
+            key = ("resp", kind[:-6], *(_hashable(v) for v in ids.values()))
+            data["delta"] = self._feed(key, delta, _responses_emitter(kind, ids))
+            skip.add((id(data), "delta"))
+        elif kind.endswith(".done"):
+            ids = {k: data[k] for k in _RESPONSES_IDS if k in data}
+            delta_kind = kind[:-5] + ".delta"
+            released = self._release(("resp", kind[:-5], *(_hashable(v) for v in ids.values())))
+            if released:
+                prefix.append(_responses_emitter(delta_kind, ids)(released))
+        return prefix
+
+    def _choice(self, data: dict, choice: dict, skip: set) -> None:
+        index = _hashable(choice.get("index", 0))
+        emit = self._chat_emitter(index)
+        found: list[tuple[tuple, Any, Any]] = []  # (path from the choice, holder, key)
+        if isinstance(choice.get("text"), str):
+            found.append((("text",), choice, "text"))
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            stack: list[tuple[tuple, Any]] = [(("delta",), delta)]
+            while stack:
+                path, holder = stack.pop()
+                for key, value in list(holder.items()) if isinstance(holder, dict) else ():
+                    if isinstance(value, str) and key in _FRAGMENT_KEYS:
+                        found.append(((*path, key), holder, key))
+                    elif isinstance(value, dict):
+                        stack.append(((*path, key), value))
+                    elif isinstance(value, list):
+                        for n, item in enumerate(value):
+                            if isinstance(item, dict):
+                                stack.append(((*path, key, ("#", _hashable(item.get("index", n)))), item))
+        for path, holder, key in found:
+            holder[key] = self._feed(("choice", index, path), holder[key], emit(path))
+            skip.add((id(holder), key))
+        if choice.get("finish_reason") is not None:
+            for stream_key in [k for k in self._streams if k[:2] == ("choice", index)]:
+                released = self._release(stream_key)
                 if released:
-                    extra = {**{k: v for k, v in data.items() if k != "text"},
-                             "type": "response.output_text.delta", "delta": released}
-                    return [f"event: response.output_text.delta\ndata: {json.dumps(extra, ensure_ascii=False)}"]
-            elif kind in ("response.completed", "response.done") and isinstance(data.get("response"), dict):
-                for holder, name in _json_text_slots(OPENAI_RESPONSES, data["response"]):
-                    holder[name] = _one_shot(self.make, holder[name])
-                if isinstance(data["response"].get("usage"), dict):
-                    self.usage = data["response"]["usage"]
-        return []
+                    _put(choice, stream_key[2], released)
+
+    def _chat_emitter(self, index: Any) -> Callable[[tuple], Callable[[str], str]]:
+        def for_path(path: tuple) -> Callable[[str], str]:
+            def emit(released: str) -> str:
+                base = copy.deepcopy(self.last_json) if self.last_json else {}
+                choice: dict[str, Any] = {"index": index, "finish_reason": None}
+                _put(choice, path, released)
+                base["choices"] = [choice]
+                base.pop("usage", None)
+                return "data: " + _dumps(base)
+            return emit
+        return for_path
 
     def _finish(self) -> list[str]:
         """End of stream: release whatever any stream still holds."""
         events = []
         for key in list(self._streams):
+            emit = self._streams[key][1]
             released = self._release(key)
-            if not released:
-                continue
-            if self.api == ANTHROPIC_MESSAGES:
-                payload = {"type": "content_block_delta", "index": key[1],
-                           "delta": {"type": "text_delta", "text": released}}
-                events.append(f"event: content_block_delta\ndata: {json.dumps(payload, ensure_ascii=False)}")
-            elif self.api == OPENAI_RESPONSES:
-                payload = {"type": "response.output_text.delta", "item_id": key[1], "content_index": key[2],
-                           "delta": released}
-                events.append(f"event: response.output_text.delta\ndata: {json.dumps(payload, ensure_ascii=False)}")
-            else:
-                base = copy.deepcopy(self.last_json) if self.last_json else {}
-                choice: dict[str, Any] = {"index": key[1], "finish_reason": None}
-                if self.api == OPENAI_COMPLETIONS:
-                    choice["text"] = released
-                else:
-                    choice["delta"] = {"content": released}
-                base["choices"] = [choice]
-                base.pop("usage", None)
-                events.append("data: " + json.dumps(base, ensure_ascii=False, separators=(",", ":")))
+            if released:
+                events.append(emit(released))
         return events
 
 
-def usage_of(body: dict | None) -> dict | None:
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+
+
+def _anthropic_emitter(index: Any, name: str) -> Callable[[str], str]:
+    def emit(released: str) -> str:
+        payload = {"type": "content_block_delta", "index": index,
+                   "delta": {"type": _ANTHROPIC_FRAGMENTS[name], name: released}}
+        return "event: content_block_delta\ndata: " + _dumps(payload)
+    return emit
+
+
+def _responses_emitter(kind: str, ids: dict) -> Callable[[str], str]:
+    def emit(released: str) -> str:
+        payload = {"type": kind, **ids, "delta": released}
+        return f"event: {kind}\ndata: " + _dumps(payload)
+    return emit
+
+
+def usage_of(body: Any) -> dict | None:
     if not isinstance(body, dict):
         return None
     usage = body.get("usage")
     if isinstance(usage, dict):
         return usage
-    response = body.get("response")
-    return usage_of(response) if isinstance(response, dict) else None
+    for nested in ("response", "message"):  # Responses `response.completed`, Anthropic `message_start`
+        if isinstance(body.get(nested), dict):
+            found = usage_of(body[nested])
+            if found is not None:
+                return found
+    return None

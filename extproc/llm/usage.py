@@ -22,16 +22,29 @@ def estimate_prompt_tokens(request: LlmRequest) -> int:
     return chars // CHARS_PER_TOKEN + 4 * max(1, len(request.slots))
 
 
+# What an upstream may report for one exchange before we stop believing it:
+# far beyond any real model, small enough for exact budget arithmetic.
+MAX_REPORTED_TOKENS = 1 << 30
+
+
+def _count(value) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return min(max(value, 0), MAX_REPORTED_TOKENS)
+
+
 def normalize_usage(usage: dict | None) -> dict[str, int] | None:
-    """OpenAI (prompt/completion), Responses and Anthropic (input/output) shapes."""
+    """OpenAI (prompt/completion), Responses and Anthropic (input/output)
+    shapes. Counts are clamped to ``[0, MAX_REPORTED_TOKENS]``: a negative
+    or absurd ``usage`` from the upstream can neither refund nor overflow a
+    budget."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-    completion = usage.get("completion_tokens", usage.get("output_tokens"))
-    if not isinstance(prompt, int) and not isinstance(completion, int):
+    prompt = _count(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _count(usage.get("completion_tokens", usage.get("output_tokens")))
+    if prompt is None and completion is None:
         return None
-    prompt = prompt if isinstance(prompt, int) else 0
-    completion = completion if isinstance(completion, int) else 0
+    prompt, completion = prompt or 0, completion or 0
     return {"prompt": prompt, "completion": completion, "total": prompt + completion}
 
 
@@ -49,6 +62,7 @@ class UsageTracker:
         self._anthropic: dict[str, int] = {}
         self.completion_chars = 0
         self.usage: dict[str, int] | None = None
+        self.model: str | None = None  # the model that answered, for the audit record
 
     def feed(self, chunk: bytes, end: bool) -> None:
         if self._splitter is None:
@@ -57,9 +71,11 @@ class UsageTracker:
                 self._json_parts.append(chunk)
             if end:
                 try:
-                    self.usage = normalize_usage(usage_of(json.loads(b"".join(self._json_parts))))
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    self.usage = None
+                    body = json.loads(b"".join(self._json_parts))
+                except (ValueError, RecursionError):  # not JSON, or JSON we refuse to read
+                    return
+                self.usage = normalize_usage(usage_of(body))
+                self._note_model(body)
             return
         try:
             blocks = self._splitter.feed(chunk)
@@ -71,14 +87,15 @@ class UsageTracker:
     def _event(self, data: str | None) -> None:
         if not data or data == "[DONE]":
             return
-        if '"usage"' not in data and '"delta"' not in data and '"text"' not in data:
+        if '"usage"' not in data and '"delta"' not in data and '"text"' not in data and self.model is not None:
             return
         try:
             payload = json.loads(data)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return
         if not isinstance(payload, dict):
             return
+        self._note_model(payload)
         for choice in payload.get("choices") or ():
             if isinstance(choice, dict):
                 delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice
@@ -97,3 +114,11 @@ class UsageTracker:
         found = normalize_usage(usage_of(payload))
         if found is not None:
             self.usage = found
+
+    def _note_model(self, body) -> None:
+        if self.model is not None or not isinstance(body, dict):
+            return
+        for holder in (body, body.get("message"), body.get("response")):  # chat/Anthropic/Responses shapes
+            if isinstance(holder, dict) and isinstance(holder.get("model"), str):
+                self.model = holder["model"][:128]
+                return

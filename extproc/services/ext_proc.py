@@ -158,6 +158,12 @@ class _Exchange:
         ctx.filter = "ext_proc"
         ctx.trace = self.trace
         deny = await start(ctx, self.bound_route)
+        if deny is None and message.request_headers.end_of_stream and _judges_missing_body(ctx):
+            # No body is coming, so Envoy will send no body message: the body
+            # capabilities judge the empty body now (an LLM guard refuses it)
+            # rather than never running.
+            ctx.request_body = b""
+            deny = await run_phase(ctx, Phase.REQUEST_BODY)
         if deny is not None:
             return immediate(deny, ctx.decision_id)
         route = ctx.route
@@ -226,6 +232,17 @@ class _Exchange:
     def close(self) -> None:
         if self.ctx is not None:
             finish(self.ctx)
+
+
+# Methods whose content has no defined meaning (RFC 9110 §9.3): a bodiless
+# GET or DELETE (an MCP session ending) is not a bypass of body capabilities.
+_BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
+def _judges_missing_body(ctx: RequestContext) -> bool:
+    route = ctx.route
+    return (route is not None and route.needs(Phase.REQUEST_BODY)
+            and ctx.request.method.upper() not in _BODILESS_METHODS)
 
 
 # ext_proc attribute names → the names capabilities read (ext_authz's), so a

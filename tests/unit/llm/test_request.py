@@ -37,8 +37,7 @@ def test_slots_rewrite_the_body_and_only_the_prompt():
     ctx = ctx_for("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a@b.c"}],
                                            "temperature": 0.5})
     req = llm_request(ctx)
-    req.slots[0].replace("[EMAIL_1]")
-    mark_changed(ctx, req)
+    req.replace(ctx, req.slots[0], "[EMAIL_1]")  # outside a pipeline run: applied at once
     assert ctx.request_body_replaced
     assert json.loads(ctx.request_body) == {"model": "m", "messages": [{"role": "user", "content": "[EMAIL_1]"}],
                                             "temperature": 0.5}

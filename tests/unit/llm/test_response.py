@@ -132,5 +132,6 @@ def test_json_response_held_until_complete():
     assert usage_of(rewriter.body) == {"total_tokens": 3}
 
 
-def test_non_json_passes_through_untouched():
-    assert JsonRewriter(OPENAI_CHAT, Upper).feed(b"plain text", True) == b"plain text"
+def test_non_json_is_transformed_as_text():
+    # An error page or a plain-text answer still carries model/upstream text.
+    assert JsonRewriter(OPENAI_CHAT, Upper).feed(b"plain text", True) == b"PLAIN TEXT"
