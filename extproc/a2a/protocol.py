@@ -21,10 +21,14 @@ V03_ALIASES = {
     "message/send": "SendMessage",
     "message/stream": "SendStreamingMessage",
     "tasks/get": "GetTask",
+    # Not served by the a2a-sdk's 0.3 adapter, but named by 0.x drafts and
+    # other servers: governed as the method they read or act as.
+    "tasks/result": "GetTask",
     "tasks/list": "ListTasks",
     "tasks/cancel": "CancelTask",
     "tasks/resubscribe": "SubscribeToTask",
     "tasks/pushNotificationConfig/set": "CreateTaskPushNotificationConfig",
+    "tasks/pushNotificationConfig/create": "CreateTaskPushNotificationConfig",
     "tasks/pushNotificationConfig/get": "GetTaskPushNotificationConfig",
     "tasks/pushNotificationConfig/list": "ListTaskPushNotificationConfigs",
     "tasks/pushNotificationConfig/delete": "DeleteTaskPushNotificationConfig",

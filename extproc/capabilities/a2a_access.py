@@ -9,7 +9,14 @@ buffered and the response streamed):
 * each JSON-RPC request's method (1.0 or 0.3 spelling) and, for
   ``SendMessage`` / ``SendStreamingMessage``, the skill the message
   designates (``extproc.a2a.protocol``) are judged against the rules: deny
-  rules first, then allow rules, default deny;
+  rules first, then allow rules, default deny. Every rule names its methods:
+  a method no rule lists is refused;
+* tasks belong to the caller whose message created them
+  (``extproc.a2a.ownership``): a request naming a task (get, cancel,
+  resubscribe, push-notification configs, a message continuing or
+  referencing it) must name the caller's own, a message may not join
+  another's context, ListTasks results show the caller's tasks only, and
+  any other response showing another's task is withheld;
 * the agent card (``GET …/.well-known/agent-card.json``) and the extended
   card are filtered to the skills the caller may use — by the same decision
   — unless the card is signed (filtering would break the signature);
@@ -27,25 +34,32 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
+from extproc.a2a.ownership import (
+    TASK_METHODS, OwnerStore, TaskParamsError, message_references, named_task, owner_of, tasks_shown,
+)
 from extproc.a2a.protocol import CARD_METHODS, SKILL_METHODS, SkillError, canonical, designated_skill, task_of
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import CapabilityRecord, Deny, Identity, RequestContext
+from extproc.context import Deny, Identity, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import content_encoding
 from extproc.identity.responses import unauthenticated
-from extproc.mcp import jsonrpc
+from extproc.jsonrpc import exchange as rpc
+from extproc.jsonrpc import wire as jsonrpc
+from extproc.jsonrpc.exchange import Exchange
+from extproc.jsonrpc.wire import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED, Message, error_object
 from extproc.mcp.callers import CallerMatcher, Who, caller, caller_label
 from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
-from extproc.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED, Invalid, Message, error_object, id_key
 from extproc.mcp.policy import Decision
-from extproc.mcp.responses import feed_response, open_response
+from extproc.quota import backend_for
 from extproc.runtime import DEFAULT_RUNTIME
 
 log = logging.getLogger("extproc.a2a")
+
+LIST_METHOD = "ListTasks"
 
 
 def _methods(value: list[str]) -> list[str]:
@@ -62,8 +76,9 @@ class A2aRule(CapabilityConfig):
     name: str
     effect: Literal["allow", "deny"] = "allow"
     who: Who = Field(default_factory=Who)
-    methods: list[str] = Field(default_factory=list,
-                               description="A2A methods (1.0 or 0.3 names); empty: every method.")
+    # Required: a rule that named no method used to grant every method (the
+    # task methods included), so a skill grant silently granted far more.
+    methods: list[str] = Field(min_length=1, description="A2A methods (1.0 or 0.3 names) the rule applies to.")
     skills: list[str] = Field(default_factory=list,
                               description="Skill id globs for SendMessage/SendStreamingMessage; [] grants no skill.")
 
@@ -84,6 +99,9 @@ class A2aAccessConfig(CapabilityConfig):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_response_bytes: int = Field(8 << 20, ge=1024)
     delegation: DelegationConfig | None = None
+    task_ttl: float = Field(7 * 86400, ge=60, description="Seconds the gateway remembers who owns a task.")
+    owner_namespace: str | None = Field(
+        None, min_length=1, description="Task ownership namespace (one per agent); default: the route name.")
 
     @field_validator("rules")
     @classmethod
@@ -104,28 +122,21 @@ class _Rule:
         self.skills = compile_globs(rule.skills)
 
     def matches(self, identity: Identity, method: str, skill: str | None) -> bool:
-        if self.methods and method not in self.methods:
+        if method not in self.methods:
             return False
         if method in SKILL_METHODS and (self.skills is None or skill is None or not self.skills.fullmatch(skill)):
             return False
         return self.who.matches(identity)
 
 
-@dataclass(slots=True)
-class _Pending:
-    id: Any
-    method: str
-    record: dict | None = None
+A2A = rpc.Protocol("A2A", "a2a", invalid_status=200, decision_keys=("a2a.decision",))
 
 
 @dataclass(slots=True)
-class _Exchange:
-    pending: dict = field(default_factory=dict)
+class _A2aExchange(Exchange):
     card: bool = False
-    batch: bool = False
-    reasons: list[str] = field(default_factory=list)
-    body: Any = None
-    fed: bool = False  # the response body reached us (Envoy's route sends it)
+    owner: str | None = None
+    owned: set = field(default_factory=set)  # task ids known to be the caller's (saves lookups per event)
 
 
 @register
@@ -141,6 +152,8 @@ class A2aAccess(Capability):
         self._allow = [r for r in compiled if r.allow]
         self._card_paths = compile_globs(config.card_paths)
         self._delegation = DelegationPolicy(config.delegation) if config.delegation else None
+        self._backend = backend_for(runtime)
+        self._stores: dict[str, OwnerStore] = {}
 
     def decide(self, identity: Identity, method: str, skill: str | None = None) -> Decision:
         """May ``identity`` call ``method`` (1.0 name), for ``skill`` where the
@@ -156,11 +169,15 @@ class A2aAccess(Capability):
 
     # -- request --------------------------------------------------------------
 
-    def _exchange(self, ctx: RequestContext) -> _Exchange:
-        exchange = ctx.state.get("a2a")
-        if exchange is None:
-            exchange = ctx.state["a2a"] = _Exchange()
-        return exchange
+    def _exchange(self, ctx: RequestContext) -> _A2aExchange:
+        return rpc.exchange_of(ctx, A2A, _A2aExchange)
+
+    def _store(self, ctx: RequestContext) -> OwnerStore:
+        namespace = self.config.owner_namespace or (ctx.route.name if ctx.route else "-")
+        store = self._stores.get(namespace)
+        if store is None:
+            store = self._stores[namespace] = OwnerStore(self._backend, namespace, self.config.task_ttl)
+        return store
 
     async def on_request_headers(self, ctx: RequestContext) -> Deny | None:
         identity = ctx.identity
@@ -188,41 +205,11 @@ class A2aAccess(Capability):
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         if ctx.request.method != "POST":
             return None
-        exchange = self._exchange(ctx)
-        body = ctx.request_body or b""
-        accept = ctx.request.headers.get("accept")
-        if len(body) > self.config.max_body_bytes:
-            return jsonrpc.refusal(error_object(None, INVALID_REQUEST, "request too large"), status=413,
-                                   code="body_too_large", reason=f"A2A body of {len(body)} bytes", accept=accept)
-        try:
-            envelope = jsonrpc.parse(body, max_batch=self.config.max_batch, batches=self.config.batches)
-        except jsonrpc.JsonRpcError as exc:
-            jsonrpc.audit_of(ctx)["a2a.error"] = exc.code
-            return jsonrpc.refusal(error_object(exc.id, exc.code, exc.message), status=200, code="invalid_request",
-                                   reason=f"malformed JSON-RPC ({exc.code}): {exc.message}", accept=accept)
-        exchange.batch = envelope.batch
-        errors: dict[int, dict] = {}
-        for item in envelope.items:
-            if isinstance(item, Invalid):
-                errors[item.index] = error_object(item.id, item.code, item.message)
-                exchange.reasons.append(f"message {item.index}: {item.message}")
-                continue
-            error = self._authorize(ctx, exchange, item)
-            if error is not None:
-                errors[item.index] = error
-        if not errors:
-            return None
-        if not envelope.batch:
-            payload: dict | list = errors[0]
-        else:
-            payload = [errors.get(item.index) or error_object(
-                getattr(item, "id", None), POLICY_DENIED, "not executed: another message in this batch was refused",
-                {"decision_id": ctx.decision_id}) for item in envelope.items]
-        invalid = any(e["error"]["code"] != POLICY_DENIED for e in errors.values())
-        return jsonrpc.refusal(payload, status=200, code="invalid_request" if invalid else "forbidden",
-                               reason="; ".join(exchange.reasons) or "refused", accept=accept)
+        return await rpc.judge_request(self, ctx, self._exchange(ctx), A2A, self._authorize,
+                                       max_body_bytes=self.config.max_body_bytes, max_batch=self.config.max_batch,
+                                       batches=self.config.batches)
 
-    def _authorize(self, ctx: RequestContext, exchange: _Exchange, message: Message) -> dict | None:
+    async def _authorize(self, ctx: RequestContext, exchange: _A2aExchange, message: Message) -> dict | None:
         if message.kind != "request":
             exchange.reasons.append("a JSON-RPC response or notification sent to an agent")
             return error_object(message.id, INVALID_REQUEST, "A2A accepts requests only")
@@ -235,77 +222,113 @@ class A2aAccess(Capability):
         if not isinstance(params, dict):
             exchange.reasons.append(f"{message.method}: params not an object")
             return error_object(message.id, INVALID_PARAMS, "params must be an object")
-        skill = None
-        if method in SKILL_METHODS:
-            try:
+        # Everything read from params is read (and its type checked) before
+        # the decision; nothing after the decision can fail on odd input.
+        skill, task_id, refs, context_id = None, None, [], None
+        try:
+            if method in SKILL_METHODS:
                 skill = designated_skill(params, self.config.skill_key) or self.config.default_skill
-            except SkillError as exc:
-                exchange.reasons.append(f"{message.method}: {exc}")
-                return error_object(message.id, INVALID_PARAMS, str(exc))
+                refs, context_id = message_references(params)
+                task_id = refs[0] if refs else None
+            elif method in TASK_METHODS:
+                task_id = named_task(message.method, method, params)
+                refs = [task_id]
+        except (SkillError, TaskParamsError) as exc:
+            exchange.reasons.append(f"{message.method}: {exc}")
+            return error_object(message.id, INVALID_PARAMS, str(exc))
         if method in SKILL_METHODS and skill is None:
             decision = Decision(False, f"message designates no skill (metadata.{self.config.skill_key})")
         else:
             decision = self.decide(ctx.identity, method, skill)
+        ownership, failed = None, False
+        if decision and (refs or context_id):
+            ownership, failed = await self._owns(ctx, exchange, refs, context_id)
+            if ownership is not None:
+                decision = Decision(False, ownership, decision.rule)
         digest = jsonrpc.sha256_json(params)
-        task_id = params.get("id") if isinstance(params.get("id"), str) else None
-        if task_id is None and isinstance(params.get("message"), dict):
-            task_id = params["message"].get("taskId") if isinstance(params["message"].get("taskId"), str) else None
         record = {
             "id": message.id, "method": message.method, "operation": method, "skill": skill, "task_id": task_id,
             "arguments_sha256": digest, "decision": "allow" if decision else "deny", "reason": decision.reason,
             "rule": decision.rule, "caller": caller(ctx.identity),
         }
+        rpc.record_call(ctx, exchange, A2A, record)
         audit = jsonrpc.audit_of(ctx)
-        audit.setdefault("a2a.calls", []).append(record)
         if "a2a.method" not in audit:  # flat facts for the audit exporter; every request is in a2a.calls
             audit.update({"a2a.method": method, "a2a.arguments_sha256": digest, "a2a.decision": record["decision"]})
             if skill:
                 audit["a2a.skill"] = skill
             if task_id:
                 audit["a2a.task_id"] = task_id
-        exchange.pending[id_key(message.id)] = _Pending(message.id, method, record)
+        exchange.expect(message, method, record)
         summary = (f"{method}{f' skill {skill}' if skill else ''} by {caller_label(ctx.identity)}: "
                    f"{decision.reason} (params sha256 {digest})")
         if decision:
-            ctx.records.append(CapabilityRecord(self.name, self.mode, "allow", summary))
+            exchange.allowed.append(summary)
             return None
         exchange.reasons.append(summary)
-        text = (f"skill {skill!r} is not available to this agent" if method in SKILL_METHODS and skill
+        if failed:
+            return error_object(message.id, INTERNAL_ERROR, "task ownership could not be checked; try again",
+                                {"decision_id": ctx.decision_id})
+        text = (ownership if ownership is not None
+                else f"skill {skill!r} is not available to this agent" if method in SKILL_METHODS and skill
                 else "a skill must be designated in message metadata" if method in SKILL_METHODS
                 else f"method {message.method} is not allowed for this agent")
         return error_object(message.id, POLICY_DENIED, text, {"decision_id": ctx.decision_id})
+
+    async def _owns(self, ctx: RequestContext, exchange: _A2aExchange, tasks: list[str],
+                    context_id: str | None) -> tuple[str | None, bool]:
+        """Why the caller may not name these tasks or this context (None: it
+        may), and whether the owner store failed. An unknown task is nobody's: refused. An
+        unknown context is claimed now, so a message cannot join a context
+        another caller is starting at the same time."""
+        owner = exchange.owner = owner_of(ctx.identity)
+        if owner is None:
+            return "task access needs an identity to own tasks", False
+        store = self._store(ctx)
+        try:
+            if tasks:
+                owned = await store.owned("task", tasks, owner)
+                if not all(owned):
+                    return "task is not accessible to this agent", False
+                exchange.owned.update(tasks)
+            if context_id is not None and not await store.claim("context", context_id, owner):
+                return "context is not accessible to this agent", False
+        except Exception:  # noqa: BLE001 - an unreachable store refuses (fail closed), never crashes
+            log.exception("A2A task owner store failed", extra={"decision_id": ctx.decision_id})
+            return "task owner store unavailable", True
+        return None, False
 
     # -- response ---------------------------------------------------------------
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
         exchange = self._exchange(ctx)
-        # Any status: a client reads a JSON-RPC body under a 2xx other than 200 too.
         if exchange.card:
             if not self.config.filter_card:
                 return None
-            transform = lambda card: self._filter_card(ctx, card)  # noqa: E731
+
+            async def transform(card: dict) -> dict | None:
+                return self._filter_card(ctx, card)
             # The card now depends on who asked: no shared caching, and no
             # validator of the unfiltered card.
             ctx.set_response_header("cache-control", "private")
             ctx.remove_response_header("etag")
         else:
-            transform = lambda m: self._transform(ctx, exchange, m)  # noqa: E731
-        exchange.body, deny = open_response(ctx, transform, lambda: self._unreadable(ctx, exchange),
-                                            self.config.max_response_bytes, "A2A")
-        return deny
+            async def transform(message: dict) -> dict | None:
+                return await self._transform(ctx, exchange, message)
+        return rpc.open_exchange_response(ctx, exchange, A2A, transform, self.config.max_response_bytes,
+                                          lambda: self._unreadable(ctx, exchange))
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
-        feed_response(ctx, ctx.state.get("a2a"))
+        await rpc.feed(ctx, ctx.state.get("a2a"))
         return None
 
-    def _transform(self, ctx: RequestContext, exchange: _Exchange, message: dict) -> dict | None:
-        if "id" not in message or not jsonrpc.valid_id(message["id"]):
+    async def _transform(self, ctx: RequestContext, exchange: _A2aExchange, message: dict) -> dict | None:
+        if "method" in message:
             return None
-        pending = exchange.pending.get(id_key(message["id"]))
-        if pending is None:
-            return None
+        # Kept, not taken: every event of a stream answers the same request.
+        pending = exchange.take(message, keep=True)
         result = message.get("result")
-        if pending.record is not None:
+        if pending is not None and pending.record is not None:
             task_id, state = task_of(result)
             audit = jsonrpc.audit_of(ctx)
             if task_id:
@@ -316,11 +339,73 @@ class A2aAccess(Capability):
                 audit["a2a.task_state"] = state
             if "error" in message:
                 pending.record["outcome"] = "rpc_error"
-        if pending.method in CARD_METHODS and isinstance(result, dict) and self.config.filter_card:
+        method = pending.method if pending is not None else None
+        if method == LIST_METHOD:
+            return await self._filter_tasks(ctx, exchange, message, result)
+        if not await self._shows_own_tasks(ctx, exchange, result, claim=method in SKILL_METHODS):
+            if pending is not None and pending.record is not None:
+                pending.record["outcome"] = "withheld"
+            jsonrpc.audit_of(ctx)["a2a.withheld"] = "a task of another owner"
+            return error_object(message.get("id") if jsonrpc.valid_id(message.get("id")) else None, POLICY_DENIED,
+                                "the agent's answer shows a task that is not this agent's; withheld by the gateway",
+                                {"decision_id": ctx.decision_id})
+        if method in CARD_METHODS and isinstance(result, dict) and self.config.filter_card:
             filtered = self._filter_card(ctx, result)
             if filtered is not None:
                 return {**message, "result": filtered}
         return None
+
+    async def _shows_own_tasks(self, ctx: RequestContext, exchange: _A2aExchange, result, claim: bool) -> bool:
+        """Whether every task ``result`` shows is the caller's; with ``claim``
+        (the answer to the caller's message), a new task becomes the caller's."""
+        for task_id, context_id in tasks_shown(result):
+            if task_id in exchange.owned:
+                continue
+            owner = exchange.owner = exchange.owner or owner_of(ctx.identity)
+            if owner is None or not task_id:
+                return False
+            store = self._store(ctx)
+            try:
+                if claim:
+                    mine = await store.claim("task", task_id, owner)
+                    if mine and context_id:
+                        await store.claim("context", context_id, owner)
+                else:
+                    mine = (await store.owned("task", [task_id], owner))[0]
+            except Exception:  # noqa: BLE001 - cannot attribute the task: withhold it (fail closed)
+                log.exception("A2A task owner store failed", extra={"decision_id": ctx.decision_id})
+                return False
+            if not mine:
+                log.warning("A2A response withheld: it shows a task of another owner",
+                            extra={"decision_id": ctx.decision_id})
+                return False
+            exchange.owned.add(task_id)
+        return True
+
+    async def _filter_tasks(self, ctx: RequestContext, exchange: _A2aExchange, message: dict, result) -> dict | None:
+        """A ListTasks answer shows the caller's tasks only."""
+        if not isinstance(result, dict) or "tasks" not in result:
+            return None
+        tasks = result["tasks"]
+        owner = exchange.owner = exchange.owner or owner_of(ctx.identity)
+        if not isinstance(tasks, list) or owner is None:
+            kept = []
+        else:
+            ids = [t.get("id") if isinstance(t, dict) and isinstance(t.get("id"), str) else "" for t in tasks]
+            try:
+                owners = await self._store(ctx).owners("task", ids) if ids else []
+            except Exception:  # noqa: BLE001 - cannot attribute the tasks: show none (fail closed)
+                log.exception("A2A task owner store failed", extra={"decision_id": ctx.decision_id})
+                owners = [None] * len(ids)
+            kept = [t for t, i, o in zip(tasks, ids, owners) if i and o == owner]
+        hidden = (len(tasks) if isinstance(tasks, list) else 1) - len(kept)
+        jsonrpc.audit_of(ctx)["a2a.listed"] = {"shown": len(kept), "hidden": hidden}
+        if not hidden:
+            return None
+        new = {**result, "tasks": kept}
+        if "totalSize" in new:
+            new["totalSize"] = len(kept)  # the count of others' tasks is theirs too
+        return {**message, "result": new}
 
     def _filter_card(self, ctx: RequestContext, card: dict) -> dict | None:
         skills = card.get("skills")
@@ -339,22 +424,11 @@ class A2aAccess(Capability):
         return {**card, "skills": kept}
 
     def on_log(self, ctx: RequestContext) -> None:
-        exchange = ctx.state.get("a2a")
-        if exchange is not None and exchange.body is not None and not exchange.fed and exchange.pending:
-            # Responses awaited but no body ever came through: the Envoy route
-            # does not send response bodies, so nothing could be filtered.
-            log.error("A2A route %s: response body never reached the processor; set "
-                      "response_body_mode: STREAMED on its Envoy route", ctx.route.name if ctx.route else "?",
-                      extra={"decision_id": ctx.decision_id})
+        rpc.log_unfed(ctx, A2A)
 
-    def _unreadable(self, ctx: RequestContext, exchange: _Exchange) -> bytes | None:
-        jsonrpc.audit_of(ctx)["a2a.unreadable_response"] = True
-        log.warning("A2A response withheld: not strictly valid JSON", extra={"decision_id": ctx.decision_id})
+    def _unreadable(self, ctx: RequestContext, exchange: _A2aExchange) -> bytes | None:
         if exchange.card:
+            jsonrpc.audit_of(ctx)["a2a.unreadable_response"] = True
+            log.warning("A2A agent card withheld: not strictly valid JSON", extra={"decision_id": ctx.decision_id})
             return jsonrpc.dumps({"error": "agent card withheld by the gateway: invalid JSON"})
-        waiting = list(exchange.pending.values())
-        if not waiting:
-            return None
-        errors = [error_object(p.id, jsonrpc.INTERNAL_ERROR, "the agent's response was withheld by the gateway")
-                  for p in waiting]
-        return jsonrpc.dumps(errors if exchange.batch or len(errors) > 1 else errors[0])
+        return rpc.withhold_pending(ctx, exchange, A2A, "the agent's response was withheld by the gateway")

@@ -32,28 +32,30 @@ and an audit record per targeted request in ``ctx.state["audit"]``
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import CapabilityRecord, Deny, RequestContext
+from extproc.context import Deny, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import content_encoding
-from extproc.mcp import jsonrpc
+from extproc.jsonrpc import exchange as rpc
+from extproc.jsonrpc import wire as jsonrpc
+from extproc.jsonrpc.exchange import Exchange, Pending
+from extproc.jsonrpc.wire import POLICY_DENIED, Message, error_object
 from extproc.mcp.callers import caller, caller_label
 from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
-from extproc.mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, POLICY_DENIED, Invalid, Message, error_object, id_key
 from extproc.mcp.pins import PinStore, definition_hash
 from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, Decision, validate_rules
 from extproc.mcp.protocol import LISTS, PASS, ParamsError, is_notification, target_of
-from extproc.mcp.responses import feed_response, open_response
 from extproc.runtime import DEFAULT_RUNTIME
 
 log = logging.getLogger("extproc.mcp")
 
 SESSION_HEADER = "mcp-session-id"
+MCP = rpc.Protocol("MCP", "mcp", invalid_status=400, decision_keys=("tool.decision",),
+                   is_notification=is_notification)
 _HEX = set("0123456789abcdef")
 
 
@@ -95,24 +97,6 @@ class McpToolsConfig(CapabilityConfig):
     delegation: DelegationConfig | None = None
 
     _rules = field_validator("rules")(validate_rules)
-
-
-@dataclass(slots=True)
-class _Pending:
-    id: Any
-    method: str
-    record: dict | None = None
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """What one HTTP request's processing remembers between phases."""
-
-    pending: dict = field(default_factory=dict)
-    batch: bool = False
-    reasons: list[str] = field(default_factory=list)
-    body: Any = None
-    fed: bool = False  # the response body reached us (Envoy's route sends it)  # the response rewriter
 
 
 def _load_detector():
@@ -172,12 +156,6 @@ class McpTools(Capability):
 
     # -- request ------------------------------------------------------------
 
-    def _exchange(self, ctx: RequestContext) -> _Exchange:
-        exchange = ctx.state.get("mcp")
-        if exchange is None:
-            exchange = ctx.state["mcp"] = _Exchange()
-        return exchange
-
     async def on_request_headers(self, ctx: RequestContext) -> Deny | None:
         headers = ctx.request.headers
         audit = jsonrpc.audit_of(ctx)
@@ -199,63 +177,15 @@ class McpTools(Capability):
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         if ctx.request.method != "POST":
             return None
-        exchange = self._exchange(ctx)
-        body = ctx.request_body or b""
-        accept = ctx.request.headers.get("accept")
-        if len(body) > self.config.max_body_bytes:
-            return jsonrpc.refusal(error_object(None, INVALID_REQUEST, "request too large"), status=413,
-                                   code="body_too_large", reason=f"MCP body of {len(body)} bytes", accept=accept)
-        try:
-            envelope = jsonrpc.parse(body, max_batch=self.config.max_batch, is_notification=is_notification)
-        except jsonrpc.JsonRpcError as exc:
-            jsonrpc.audit_of(ctx)["mcp.error"] = exc.code
-            return jsonrpc.refusal(error_object(exc.id, exc.code, exc.message), status=400, code="invalid_request",
-                                   reason=f"malformed JSON-RPC ({exc.code}): {exc.message}", accept=accept)
-        exchange.batch = envelope.batch
+        exchange = rpc.exchange_of(ctx, MCP)
+        deny = await rpc.judge_request(self, ctx, exchange, MCP, self._authorize,
+                                       max_body_bytes=self.config.max_body_bytes, max_batch=self.config.max_batch)
         audit = jsonrpc.audit_of(ctx)
-        audit["mcp.methods"] = [m.method for m in envelope.messages() if m.method]
-        if audit["mcp.methods"]:
+        if audit.get("mcp.methods"):
             audit["mcp.method"] = audit["mcp.methods"][0]
-        errors: dict[int, dict] = {}
-        status = 200
-        for item in envelope.items:
-            if isinstance(item, Invalid):
-                errors[item.index] = error_object(item.id, item.code, item.message)
-                exchange.reasons.append(f"message {item.index}: {item.message}")
-                status = 400
-                continue
-            error = self._authorize(ctx, exchange, item)
-            if error is not None:
-                errors[item.index] = error
-                if error["error"]["code"] != POLICY_DENIED:
-                    status = 400
-        if not errors:
-            return None
-        return self._refuse(ctx, envelope, errors, status, accept)
+        return deny
 
-    def _refuse(self, ctx, envelope, errors: dict[int, dict], status: int, accept: str | None) -> Deny:
-        if not envelope.batch:
-            payload: dict | list = errors[0]
-        else:
-            payload = []
-            for item in envelope.items:
-                if item.index in errors:
-                    payload.append(errors[item.index])
-                elif isinstance(item, Message) and item.kind == "request":
-                    payload.append(error_object(item.id, POLICY_DENIED,
-                                                "not executed: another message in this batch was refused",
-                                                {"decision_id": ctx.decision_id}))
-            audit = jsonrpc.audit_of(ctx)
-            for record in audit.get("mcp.calls", ()):
-                if record["decision"] == "allow":
-                    record["decision"], record["reason"] = "deny", "batch refused: " + record["reason"]
-            if "tool.decision" in audit:
-                audit["tool.decision"] = "deny"
-        code = "forbidden" if status == 200 else "invalid_request"
-        reason = "; ".join(self._exchange(ctx).reasons) or "refused"
-        return jsonrpc.refusal(payload, status=status, code=code, reason=reason, accept=accept)
-
-    def _authorize(self, ctx: RequestContext, exchange: _Exchange, message: Message) -> dict | None:
+    async def _authorize(self, ctx: RequestContext, exchange: Exchange, message: Message) -> dict | None:
         """Judge one message; None to let it through, else its error object."""
         if message.kind != "request":
             return None  # notifications, and the client's answers to server requests
@@ -267,7 +197,7 @@ class McpTools(Capability):
             return error_object(message.id, exc.code, exc.message)
         if target is None:
             if method in LISTS or method in PASS or (self._allow_methods and self._allow_methods.fullmatch(method)):
-                exchange.pending[id_key(message.id)] = _Pending(message.id, method)
+                exchange.expect(message, method)
                 return None
             exchange.reasons.append(f"method {method} not allowed")
             return error_object(message.id, POLICY_DENIED, f"method {method} is not allowed by the gateway",
@@ -279,8 +209,8 @@ class McpTools(Capability):
             "arguments_sha256": digest, "decision": "allow" if decision else "deny",
             "reason": decision.reason, "rule": decision.rule, "caller": caller(ctx.identity),
         }
+        rpc.record_call(ctx, exchange, MCP, record)
         audit = jsonrpc.audit_of(ctx)
-        audit.setdefault("mcp.calls", []).append(record)
         if target.kind == "tool" and "tool.name" not in audit:
             # Flat facts for the audit exporter (the first tool call of a batch;
             # every call is in mcp.calls).
@@ -288,11 +218,11 @@ class McpTools(Capability):
             audit["tool.server"] = self.config.pinning.server or (ctx.route.name if ctx.route else "")
             audit["tool.arguments_sha256"] = digest
             audit["tool.decision"] = record["decision"]
-        exchange.pending[id_key(message.id)] = _Pending(message.id, method, record)
+        exchange.expect(message, method, record)
         summary = (f"{method} {target.kind} {target.name} by {caller_label(ctx.identity)}: {decision.reason}"
                    + (f" (arguments sha256 {digest})" if digest else ""))
         if decision:
-            ctx.records.append(CapabilityRecord(self.name, self.mode, "allow", summary))
+            exchange.allowed.append(summary)
             return None
         exchange.reasons.append(summary)
         if decision.argument is not None:
@@ -304,25 +234,24 @@ class McpTools(Capability):
     # -- response ------------------------------------------------------------
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
-        exchange = self._exchange(ctx)
+        exchange = rpc.exchange_of(ctx, MCP)
         session = ctx.response_headers.get(SESSION_HEADER)
         if session:
             jsonrpc.audit_of(ctx)["mcp.session_id"] = session
-        # Any status: a client reads a JSON-RPC body under a 2xx other than 200 too.
-        exchange.body, deny = open_response(ctx, lambda m: self._transform(ctx, exchange, m),
-                                            lambda: self._unreadable(ctx, exchange),
-                                            self.config.max_response_bytes, "MCP")
-        return deny
+
+        async def transform(message: dict) -> dict | None:
+            return self._transform(ctx, exchange, message)
+
+        return rpc.open_exchange_response(ctx, exchange, MCP, transform, self.config.max_response_bytes)
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
-        feed_response(ctx, ctx.state.get("mcp"))
+        await rpc.feed(ctx, ctx.state.get("mcp"))
         return None
 
-    def _transform(self, ctx: RequestContext, exchange: _Exchange, message: dict) -> dict | None:
+    def _transform(self, ctx: RequestContext, exchange: Exchange, message: dict) -> dict | None:
         if "method" in message or "id" not in message:
             return None  # the server's own requests and notifications pass
-        rid = message["id"]
-        pending = exchange.pending.pop(id_key(rid), None) if jsonrpc.valid_id(rid) else None
+        pending = exchange.take(message)
         result = message.get("result")
         if pending is not None and pending.record is not None:
             pending.record["outcome"] = ("rpc_error" if "error" in message else
@@ -400,7 +329,7 @@ class McpTools(Capability):
                         extra={"decision_id": ctx.decision_id})
         return flagged
 
-    def _scan_result(self, ctx: RequestContext, message: dict, result: dict, pending: _Pending) -> dict | None:
+    def _scan_result(self, ctx: RequestContext, message: dict, result: dict, pending: Pending) -> dict | None:
         if self._detector is None:
             return None
         texts = [c["text"] for c in result.get("content") or ()
@@ -415,21 +344,4 @@ class McpTools(Capability):
                             {"decision_id": ctx.decision_id})
 
     def on_log(self, ctx: RequestContext) -> None:
-        exchange = ctx.state.get("mcp")
-        if exchange is not None and exchange.body is not None and not exchange.fed and exchange.pending:
-            # Responses awaited but no body ever came through: the Envoy route
-            # does not send response bodies, so nothing could be filtered.
-            log.error("MCP route %s: response body never reached the processor; set "
-                      "response_body_mode: STREAMED on its Envoy route", ctx.route.name if ctx.route else "?",
-                      extra={"decision_id": ctx.decision_id})
-
-    def _unreadable(self, ctx: RequestContext, exchange: _Exchange) -> bytes | None:
-        jsonrpc.audit_of(ctx)["mcp.unreadable_response"] = True
-        log.warning("MCP response withheld: not strictly valid JSON", extra={"decision_id": ctx.decision_id})
-        waiting = list(exchange.pending.values())
-        exchange.pending.clear()
-        if not waiting:
-            return None
-        errors = [error_object(p.id, INTERNAL_ERROR, "the server's response was withheld by the gateway: invalid JSON")
-                  for p in waiting]
-        return jsonrpc.dumps(errors if exchange.batch or len(errors) > 1 else errors[0])
+        rpc.log_unfed(ctx, MCP)

@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.mcp.jsonrpc import sha256_json
+from extproc.jsonrpc.wire import sha256_json
 
 
 def definition_hash(tool: dict) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from extproc.mcp.jsonrpc import INVALID_PARAMS, Message
+from extproc.jsonrpc.wire import INVALID_PARAMS, Message
 from extproc.mcp.policy import NOT_GIVEN
 
 # Requests that name one tool / resource / prompt, and where the name is.

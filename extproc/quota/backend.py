@@ -128,3 +128,19 @@ class QuotaBackend(abc.ABC):
 
     async def aclose(self) -> None:
         return None
+
+    # -- owner store ---------------------------------------------------------
+    # Who created a resource the gateway governs access to (an A2A task, its
+    # context), shared by every processor on the backend so replicas agree.
+    # Not abstract: added after the quota primitives; every backend here
+    # implements them.
+
+    async def claim_owner(self, key: str, owner: str, ttl: float) -> str:
+        """Record ``owner`` for ``key`` unless it already has one (kept for
+        ``ttl`` seconds); return the owner ``key`` has now. Atomic: of two
+        concurrent claims exactly one wins."""
+        raise NotImplementedError
+
+    async def owners_of(self, keys: Sequence[str]) -> list[str | None]:
+        """The owner of each key (None: unknown or expired)."""
+        raise NotImplementedError

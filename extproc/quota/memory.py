@@ -125,3 +125,31 @@ class MemoryBackend(QuotaBackend):
 
     def __len__(self) -> int:
         return len(self._tats) + len(self._slots) + len(self._budgets)
+
+    # -- owner store (see QuotaBackend.claim_owner) ---------------------------
+
+    def _owner_table(self) -> dict[str, tuple[str, int]]:
+        # Created on first use: key -> (owner, expiry); swept when it doubles.
+        table = self.__dict__.setdefault("_owners", {})
+        if len(table) >= self.__dict__.setdefault("_owners_sweep_at", _SWEEP_MIN):
+            now = self._now()
+            for key in [k for k, (_o, expiry) in table.items() if expiry <= now]:
+                del table[key]
+            self._owners_sweep_at = max(_SWEEP_MIN, 2 * len(table))
+        return table
+
+    async def claim_owner(self, key: str, owner: str, ttl: float) -> str:
+        table, now = self._owner_table(), self._now()
+        held = table.get(key)
+        if held is not None and held[1] > now:
+            return held[0]
+        table[key] = (owner, now + round(ttl * US))
+        return owner
+
+    async def owners_of(self, keys: Sequence[str]) -> list[str | None]:
+        table, now = self._owner_table(), self._now()
+        out: list[str | None] = []
+        for key in keys:
+            held = table.get(key)
+            out.append(held[0] if held is not None and held[1] > now else None)
+        return out

@@ -246,3 +246,34 @@ class RedisBackend(QuotaBackend):
         if self._pending:  # let in-flight releases finish (each is bounded by the timeout)
             await asyncio.gather(*self._pending, return_exceptions=True)
         await self._client.aclose()
+
+    # -- owner store (see QuotaBackend.claim_owner) ---------------------------
+
+    def _owner_script(self, name: str, source: str):
+        # Registered on first use (EVALSHA; redis-py loads it on NOSCRIPT).
+        scripts = self.__dict__.setdefault("_owner_scripts", {})
+        if name not in scripts:
+            scripts[name] = self._client.register_script(source)
+        return scripts[name]
+
+    async def claim_owner(self, key: str, owner: str, ttl: float) -> str:
+        script = self._owner_script("claim", _CLAIM_OWNER)
+        current = await self._run(script, [key], [owner, max(1, round(ttl * 1000))])
+        return current.decode() if isinstance(current, bytes) else str(current)
+
+    async def owners_of(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        # One script, one round trip: keys of one owner namespace share a
+        # cluster hash tag, so they live in one slot.
+        values = await self._run(self._owner_script("mget", _OWNERS_OF), list(keys), [])
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+
+_CLAIM_OWNER = """
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+_OWNERS_OF = "return redis.call('MGET', unpack(KEYS))"

@@ -18,7 +18,7 @@ from a2a.types import Role, SendMessageRequest
 from extproc.local.demo_a2a import DemoA2aServer
 from extproc.local.demo_keys import load_demo_key, mint
 from extproc.local.processor import free_port
-from extproc.mcp.jsonrpc import INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED
+from extproc.jsonrpc.wire import INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED
 from tests.e2e.agent_stack import AgentStack
 
 KEY = load_demo_key()

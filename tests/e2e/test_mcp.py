@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 
 from extproc.local.demo_keys import load_demo_key, mint
 from extproc.local.demo_mcp import DemoMcpServer, set_description
-from extproc.mcp.jsonrpc import INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED
+from extproc.jsonrpc.wire import INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED
 from tests.e2e.agent_stack import AgentStack
 
 KEY = load_demo_key()

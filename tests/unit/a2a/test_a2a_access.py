@@ -8,16 +8,20 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from extproc.a2a.ownership import owner_of
 from extproc.a2a.protocol import canonical, designated_skill, SkillError, task_of
 from extproc.capabilities.a2a_access import A2aAccess, A2aAccessConfig
 from extproc.context import Mode
-from extproc.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED, sha256_json
+from extproc.jsonrpc.wire import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED, sha256_json
 from extproc.runtime import Runtime
 from tests.unit.mcp.harness import context, deny_payload, request, respond, sse, user
 
+SEND = ["SendMessage", "SendStreamingMessage"]
+TASKS = ["GetTask", "ListTasks", "CancelTask", "SubscribeToTask"]
 RULES = [
-    {"name": "planners", "who": {"agents": ["planner-*"]}, "skills": ["summarize", "translate"]},
-    {"name": "admins", "who": {"roles": ["admin"]}, "skills": ["*"]},
+    {"name": "planners", "who": {"agents": ["planner-*"]}, "methods": [*SEND, *TASKS, "GetExtendedAgentCard"],
+     "skills": ["summarize", "translate"]},
+    {"name": "admins", "who": {"roles": ["admin"]}, "methods": [*SEND, *TASKS], "skills": ["*"]},
     {"name": "no-cancel-for-planner-9", "effect": "deny", "who": {"agents": ["planner-9"]}, "methods": ["CancelTask"]},
 ]
 PLANNER = user("planner-bot", agent_id="planner-1")
@@ -47,6 +51,12 @@ def rpc(method, params=None, id="r1"):
 
 def ctx_for(cap, identity, method="POST", path="/a2a/", accept="application/json"):
     return context(cap, identity, method=method, path=path, headers={"accept": accept}, route_name="a2a")
+
+
+async def own(cap, identity, task_id, route="a2a"):
+    """Record ``identity`` as the owner of ``task_id``, as its SendMessage would."""
+    ctx = ctx_for(cap, identity)
+    assert await cap._store(ctx).claim("task", task_id, owner_of(identity))
 
 
 # -- protocol ---------------------------------------------------------------------------
@@ -98,6 +108,7 @@ def test_task_of_reads_1_0_and_0_3_results():
 ])
 async def test_method_and_skill_decisions(identity, message, allowed):
     cap = make()
+    await own(cap, identity, "t1")
     deny = await request(cap, ctx_for(cap, identity), message)
     assert (deny is None) is allowed, deny and deny.reason
     if not allowed:
@@ -125,7 +136,8 @@ async def test_the_caller_must_be_an_agent():
     assert deny.status == 401
     deny = await request(cap, ctx_for(cap, HUMAN), send("summarize"))
     assert deny.status == 403 and "not an agent" in deny.reason
-    relaxed = make(require_agent=False, rules=[{"name": "people", "who": {"roles": ["reader"]}, "skills": ["*"]}])
+    relaxed = make(require_agent=False, rules=[{"name": "people", "who": {"roles": ["reader"]}, "methods": SEND,
+                                                    "skills": ["*"]}])
     assert await request(relaxed, ctx_for(relaxed, HUMAN), send("summarize")) is None
 
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from extproc.mcp import jsonrpc
-from extproc.mcp.jsonrpc import (INVALID_REQUEST, PARSE_ERROR, Invalid, JsonRpcError, canonical_json, parse,
+from extproc.jsonrpc import wire as jsonrpc
+from extproc.jsonrpc.wire import (INVALID_REQUEST, PARSE_ERROR, Invalid, JsonRpcError, canonical_json, parse,
                                  render, sha256_json, wants_sse)
 from extproc.mcp.protocol import is_notification
 

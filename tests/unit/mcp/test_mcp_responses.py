@@ -3,15 +3,16 @@ SSE event by event, and what cannot be read strictly is withheld."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
-from extproc.mcp.responses import AmbiguousContentType, JsonBody, SseBody, content_kind, rewriter
+from extproc.jsonrpc.responses import AmbiguousContentType, JsonBody, SseBody, content_kind, rewriter
 from tests.unit.mcp.harness import sse, sse_payloads
 
 
-def hide_secret(message: dict) -> dict | None:
+async def hide_secret(message: dict) -> dict | None:
     result = message.get("result")
     if isinstance(result, dict) and "tools" in result:
         return {**message, "result": {**result, "tools": [t for t in result["tools"] if t != "secret"]}}
@@ -23,7 +24,7 @@ UNREADABLE = b'{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"withhel
 
 
 def feed(body, chunks: list[bytes]) -> tuple[list[bytes], bytes]:
-    outs = [body.feed(c, n == len(chunks) - 1) for n, c in enumerate(chunks)]
+    outs = [asyncio.run(body.feed(c, n == len(chunks) - 1)) for n, c in enumerate(chunks)]
     return outs, b"".join(outs)
 
 
@@ -72,7 +73,7 @@ def test_json_that_cannot_be_read_strictly_is_withheld():
 def test_json_over_the_limit_fails_closed():
     body = JsonBody(hide_secret, lambda: None, 10)
     with pytest.raises(ValueError):
-        body.feed(b"x" * 11, False)
+        asyncio.run(body.feed(b"x" * 11, False))
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
@@ -90,9 +91,9 @@ def test_sse_is_rewritten_event_by_event_whatever_the_chunking(eol, size):
 def test_sse_events_go_out_as_soon_as_they_are_complete():
     body = SseBody(hide_secret, lambda: None, 1 << 20)
     first = sse({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}})
-    assert body.feed(first[:10], False) == b""
-    assert body.feed(first[10:], False) == first
-    assert sse_payloads(body.feed(sse(LISTED), True))[0]["result"]["tools"] == ["safe"]
+    assert asyncio.run(body.feed(first[:10], False)) == b""
+    assert asyncio.run(body.feed(first[10:], False)) == first
+    assert sse_payloads(asyncio.run(body.feed(sse(LISTED), True)))[0]["result"]["tools"] == ["safe"]
 
 
 def test_an_unterminated_last_event_is_judged_too():
@@ -112,4 +113,4 @@ def test_sse_json_that_cannot_be_read_strictly_is_dropped_or_replaced():
 def test_sse_event_over_the_limit_fails_closed():
     body = SseBody(hide_secret, lambda: None, 100)
     with pytest.raises(ValueError):
-        body.feed(b"data: " + b"x" * 200, False)
+        asyncio.run(body.feed(b"data: " + b"x" * 200, False))

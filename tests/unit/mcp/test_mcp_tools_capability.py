@@ -14,7 +14,7 @@ import pytest
 
 from extproc.capabilities.mcp_tools import McpTools, McpToolsConfig
 from extproc.context import Mode, Phase
-from extproc.mcp.jsonrpc import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED, sha256_json
+from extproc.jsonrpc.wire import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED, sha256_json
 from extproc.mcp.pins import definition_hash
 from extproc.policy.loader import load_policy_dir
 from extproc.runtime import Runtime

@@ -5,6 +5,10 @@ Parsing is stricter than most servers on purpose: the gateway and the server
 must read the *same* message, or a policy could judge one thing while the
 server executes another. So a body with duplicate object keys (which parsers
 resolve differently), ``NaN``/``Infinity`` (not JSON), invalid UTF-8, a
+lone UTF-16 surrogate escape (``"\\ud800"``: no character; parsers replace,
+keep or reject it), a number beyond the interoperable range (an integer
+outside ±(2**53 - 1) or a float that overflows to infinity: parsers in other
+languages round them), a
 ``jsonrpc`` other than ``"2.0"``, an id that is not a string or integer, or a
 request without an id (anything that is not a notification) is refused with
 the JSON-RPC error code the spec assigns:
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -66,12 +72,62 @@ def _no_constants(name: str) -> Any:
     raise _Strict(f"{name} is not JSON")
 
 
+# I-JSON (RFC 7493): integers every parser represents exactly.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _safe_int(text: str) -> int:
+    # Length first: converting a 100 000-digit string is itself the cost.
+    if len(text.lstrip("-")) > 16 or abs(value := int(text)) > MAX_SAFE_INTEGER:
+        raise _Strict(f"integer {text[:20]}{'...' if len(text) > 20 else ''} is beyond ±(2**53 - 1)")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _Strict(f"number {text[:20]}{'...' if len(text) > 20 else ''} overflows")
+    return value
+
+
+# A surrogate escape in the raw text (case-insensitive hex), or a surrogate
+# itself (text decoded with surrogateescape: invalid UTF-8). Only then can a
+# decoded string hold a lone surrogate, so clean bodies skip the walk.
+_SURROGATE_ESCAPE = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+
+
+def _check_surrogates(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings = (item,)
+        elif isinstance(item, dict):
+            strings = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _Strict("a string holds a lone UTF-16 surrogate escape") from None
+
+
 def loads_strict(raw: bytes | str) -> Any:
     """``json.loads`` that refuses what parsers disagree on: duplicate keys,
-    NaN/Infinity, invalid UTF-8, nesting deep enough to exhaust the stack."""
+    NaN/Infinity, numbers beyond the interoperable range, lone surrogate
+    escapes, invalid UTF-8, nesting deep enough to exhaust the stack."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                       parse_int=_safe_int, parse_float=_finite_float)
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_surrogates(value)
+    return value
 
 
 def canonical_json(value: Any) -> bytes:
@@ -82,8 +138,15 @@ def canonical_json(value: Any) -> bytes:
 
 
 def sha256_json(value: Any) -> str:
-    """The audit fingerprint of arguments: never the values themselves."""
-    return hashlib.sha256(canonical_json(value)).hexdigest()
+    """The audit fingerprint of arguments: never the values themselves.
+    Never raises on what ``loads_strict`` accepted; anything else (a value
+    built in code) is fingerprinted by its repr rather than failing a
+    request in its audit step."""
+    try:
+        data = canonical_json(value)
+    except (ValueError, TypeError, RecursionError):
+        data = repr(value).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 def dumps(value: Any) -> bytes:

@@ -21,16 +21,18 @@ end lines, as the SSE spec says), so no event can hide from the splitter.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from extproc.context import Deny
 from extproc.headers import content_encoding
-from extproc.mcp.jsonrpc import dumps, loads_strict
+from extproc.jsonrpc.wire import dumps, loads_strict
 from extproc.sse import SseEvent, SseSplitter, encode
 
-# transform(message) -> replacement message, or None to leave it unchanged
-Transform = Callable[[dict], "dict | None"]
+# await transform(message) -> replacement message, or None to leave it
+# unchanged. Asynchronous: a decision about a response may need the shared
+# state (who owns the task it shows), and the chunk must wait for it.
+Transform = Callable[[dict], Awaitable["dict | None"]]
 
 
 def content_kind(content_type: str | None) -> str | None:
@@ -51,15 +53,15 @@ def content_kind(content_type: str | None) -> str | None:
     return None
 
 
-def _apply(payload: Any, transform: Transform) -> tuple[Any, bool]:
+async def _apply(payload: Any, transform: Transform) -> tuple[Any, bool]:
     if isinstance(payload, dict):
-        new = transform(payload)
+        new = await transform(payload)
         return (new, True) if new is not None else (payload, False)
     if isinstance(payload, list):
         changed = False
         out = []
         for item in payload:
-            new = transform(item) if isinstance(item, dict) else None
+            new = await transform(item) if isinstance(item, dict) else None
             if new is not None:
                 changed = True
                 out.append(new)
@@ -77,7 +79,7 @@ class JsonBody:
         self._parts: list[bytes] = []
         self._size = 0
 
-    def feed(self, chunk: bytes, end: bool) -> bytes:
+    async def feed(self, chunk: bytes, end: bool) -> bytes:
         self._parts.append(chunk)
         self._size += len(chunk)
         if self._size > self.max_bytes:
@@ -93,7 +95,7 @@ class JsonBody:
         except (ValueError, RecursionError):
             replacement = self.on_unreadable()
             return raw if replacement is None else replacement
-        payload, changed = _apply(payload, self.transform)
+        payload, changed = await _apply(payload, self.transform)
         return dumps(payload) if changed else raw
 
 
@@ -111,16 +113,16 @@ class SseBody:
         self._cr = chunk.endswith(b"\r")
         return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
-    def feed(self, chunk: bytes, end: bool) -> bytes:
+    async def feed(self, chunk: bytes, end: bool) -> bytes:
         blocks = self._splitter.feed(self._normalize(chunk))
         if end:
             rest = self._splitter.take_rest()
             if rest.strip("\n"):
                 blocks.append(rest)  # an unterminated last event is still judged
-        out = [block for block in (self._event(b) for b in blocks) if block is not None]
+        out = [block for block in [await self._event(b) for b in blocks] if block is not None]
         return encode(out)
 
-    def _event(self, block: str) -> str | None:
+    async def _event(self, block: str) -> str | None:
         event = SseEvent(block)
         data = event.data
         if data is None or not data.strip():
@@ -133,7 +135,7 @@ class SseBody:
         except (ValueError, RecursionError):
             replacement = self.on_unreadable()
             return None if replacement is None else event.with_data(replacement.decode())
-        payload, changed = _apply(payload, self.transform)
+        payload, changed = await _apply(payload, self.transform)
         if not changed:
             return block
         return event.with_data(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
@@ -175,9 +177,9 @@ def open_response(ctx, transform: Transform, on_unreadable: Callable[[], bytes |
     return body, None
 
 
-def feed_response(ctx, exchange) -> None:
+async def feed_response(ctx, exchange) -> None:
     """Pass this response chunk through the exchange's rewriter, if it has one."""
     if exchange is None or exchange.body is None:
         return
     exchange.fed = True
-    ctx.replace_response_chunk(exchange.body.feed(ctx.response_chunk, ctx.response_end))
+    ctx.replace_response_chunk(await exchange.body.feed(ctx.response_chunk, ctx.response_end))
