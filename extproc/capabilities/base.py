@@ -69,6 +69,14 @@ class Capability:
     def on_log(self, ctx: RequestContext) -> None:
         return None
 
+    def close(self) -> None:
+        """Called once when the policy revision holding this instance is
+        replaced (or a load building it is refused). Requests that started
+        on that revision may still call handlers afterwards, so stop
+        background work and free caches, but keep handlers working. Shared
+        resources from ``Runtime.shared`` are closed by the runtime."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} mode={self.mode.value}>"
 

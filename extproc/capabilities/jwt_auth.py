@@ -168,7 +168,11 @@ class JwtAuth(Capability):
         file = str(self.runtime.resolve_path(src.file)) if src.file else None
         url, discovery = src.url, src.discovery_url()
         expected_issuer = cfg.issuer if discovery else None
-        jwks = self.runtime.shared(("jwks", file, url, discovery, expected_issuer), lambda: JwksCache(
+        # The refresh settings are part of the key: a reload that changes them
+        # gets a cache that follows them (the old one closes once no revision
+        # uses it), and two routes with different settings never share one.
+        key = ("jwks", file, url, discovery, expected_issuer, src.refresh_interval, src.min_refresh_interval)
+        jwks = self.runtime.shared(key, lambda: JwksCache(
             file=file, url=url, discovery=discovery, issuer=expected_issuer,
             refresh_interval=src.refresh_interval, min_refresh_interval=src.min_refresh_interval))
         if file is not None:
@@ -186,6 +190,11 @@ class JwtAuth(Capability):
             audience=list(cfg.audiences) or None,
             options={"require": list(cfg.required_claims), "verify_aud": bool(cfg.audiences)},
         )
+
+    def close(self) -> None:
+        # The JWKS caches belong to the Runtime (released with the revision);
+        # what this instance alone holds is its verified-token cache.
+        self._cache.clear()
 
     # -- token extraction -------------------------------------------------
 

@@ -100,6 +100,9 @@ class JwksCache:
         self.fetches = 0
         self._refreshing: asyncio.Task | None = None
         self._background: asyncio.Task | None = None
+        # Closed when no live policy revision names this source any more:
+        # nothing polls, but the keys stay for requests still in flight.
+        self.closed = False
         if file is not None:
             self.load_file()  # a bad file fails the policy load
 
@@ -152,6 +155,8 @@ class JwksCache:
         return True
 
     def ensure_background_refresh(self) -> None:
+        if self.closed:
+            return
         if self._background is None or self._background.done():
             try:
                 self._background = asyncio.get_running_loop().create_task(self._refresh_loop())
@@ -169,7 +174,7 @@ class JwksCache:
         key = self.keys.get(kid)
         if key is not None:
             return key
-        if time.monotonic() - self.last_refresh >= self.min_refresh_interval:
+        if not self.closed and time.monotonic() - self.last_refresh >= self.min_refresh_interval:
             await self.refresh()
             return self.keys.get(kid)
         return None
@@ -177,7 +182,11 @@ class JwksCache:
     def has_kid(self, kid: str | None) -> bool:
         return kid in self.keys
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        self.closed = True
         for task in (self._background, self._refreshing):
             if task is not None and not task.done():
                 task.cancel()
+
+    async def aclose(self) -> None:
+        self.close()

@@ -9,6 +9,7 @@ mapped back to source lines.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ from pydantic import ValidationError
 
 from extproc.capabilities import REGISTRY
 from extproc.policy.model import CompiledRoute, PolicySet, compile_match
-from extproc.policy.schema import PolicyFile
+from extproc.policy.schema import Defaults, PolicyFile
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
+log = logging.getLogger("extproc.policy")
 POLICY_SUFFIXES = (".yaml", ".yml")
 Loc = tuple[str | int, ...]
 
@@ -28,12 +30,15 @@ Loc = tuple[str | int, ...]
 @dataclass(frozen=True, slots=True)
 class PolicyError:
     file: str
-    line: int
+    line: int   # 0: about the file or directory as a whole
     field: str
     message: str
+    column: int = 0
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}"
+        where = self.file
+        if self.line:
+            where += f":{self.line}" + (f":{self.column}" if self.column else "")
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
@@ -111,6 +116,23 @@ def _validation_errors(exc: ValidationError, file: str, locator: _Locator, prefi
     return errors
 
 
+def _yaml_syntax_error(exc: yaml.MarkedYAMLError, file: str) -> PolicyError:
+    """One line, located where the broken construct starts (the unclosed
+    ``[``, ``{`` or quote: PyYAML's context mark), also naming where the
+    parser gave up (its problem mark), which may be many lines further."""
+    start, stop = exc.context_mark, exc.problem_mark
+    where = start or stop
+    message = exc.problem or "syntax error"
+    if stop is not None and stop is not where:
+        message += f" at line {stop.line + 1} column {stop.column + 1}"
+    if exc.context and start is not None:
+        message = f"{exc.context} (starting here): {message}"
+    if stop is not None and "'\\t'" in message:
+        message += " (YAML indentation must use spaces, not tabs)"
+    return PolicyError(file, where.line + 1 if where else 1, "", f"invalid YAML: {' '.join(message.split())}",
+                       where.column + 1 if where else 0)
+
+
 def _parse(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
     try:
         loader = yaml.SafeLoader(text)
@@ -120,9 +142,7 @@ def _parse(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        return None, _Locator(None), [PolicyError(file, line, "", f"invalid YAML: {exc.problem or exc}")]
+        return None, _Locator(None), [_yaml_syntax_error(exc, file)]
     except yaml.YAMLError as exc:
         return None, _Locator(None), [PolicyError(file, 1, "", f"invalid YAML: {exc}")]
     return data, _Locator(root), _duplicate_keys(root, file)
@@ -178,17 +198,35 @@ def policy_files(directory: Path) -> list[Path]:
 
 def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -> PolicySet:
     """Load every ``*.yaml``/``*.yml`` in ``directory`` (sorted by name; route
-    match order follows). Raises ``PolicyLoadError`` with every error found."""
+    match order follows). Raises ``PolicyLoadError`` with every error found.
+
+    The revision holds the ``runtime`` resources it uses until it is passed
+    to ``discard_policy``; a load that fails releases what it made."""
     directory = Path(directory)
     if not directory.exists():
         raise PolicyLoadError([PolicyError(str(directory), 0, "", "no such file or directory")])
+    built: list[CompiledRoute] = []
+    with runtime.collecting() as resources:
+        try:
+            policy = _load(directory, runtime, built)
+        except BaseException:
+            _close_capabilities(built)
+            runtime.drop_unheld(resources)
+            raise
+    runtime.hold(resources)
+    policy.resources = frozenset(resources)
+    return policy
+
+
+def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute]) -> PolicySet:
     files = policy_files(directory)
     runtime.policy_dir = directory if directory.is_dir() else directory.parent
     runtime.referenced_files = set()
     digest = hashlib.sha256()
     errors: list[PolicyError] = []
     routes: dict[str, CompiledRoute] = {}
-    unmatched_allow = False
+    unmatched_allow = allow_empty = allow_route_removal = False
+    max_route_removal = Defaults().max_route_removal
     defaults_from: str | None = None
 
     for path in files:
@@ -201,14 +239,18 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -
             errors.append(PolicyError(name, raw[: exc.start].count(b"\n") + 1, "", "file is not valid UTF-8"))
             continue
         spec, file_routes, file_errors = _compile_file(text, name, runtime)
+        built.extend(file_routes)
         errors.extend(file_errors)
         if spec is None:
             continue
+        allow_empty |= spec.allow_empty
+        allow_route_removal |= spec.allow_route_removal
         if spec.defaults is not None:
             if defaults_from is not None:
                 errors.append(PolicyError(name, 1, "defaults", f"defaults are already set in {defaults_from}"))
             defaults_from = name
             unmatched_allow = spec.defaults.unmatched == "allow"
+            max_route_removal = spec.defaults.max_route_removal
         for route in file_routes:
             if route.name in routes:
                 first = routes[route.name].source
@@ -224,6 +266,12 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -
         except OSError:
             pass  # the capability that refers to it has reported the error
 
+    if not routes and not errors and not allow_empty:
+        # Serving no route denies (or allows) everything: far more often a
+        # wrong path or a half-synced directory than the intent.
+        found = f"{len(files)} policy file(s), none declaring a route" if files else "no *.yaml or *.yml file"
+        errors.append(PolicyError(str(directory), 0, "",
+                                  f"no routes ({found}); a policy that means it sets 'allow_empty: true'"))
     if errors:
         raise PolicyLoadError(errors)
     return PolicySet(
@@ -231,4 +279,49 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -
         routes=routes,
         unmatched_allow=unmatched_allow,
         files=tuple(str(p) for p in files),
+        max_route_removal=max_route_removal,
+        allow_route_removal=allow_route_removal,
     )
+
+
+def route_removal_error(live: PolicySet, candidate: PolicySet, directory: str | Path) -> PolicyError | None:
+    """Why ``candidate`` may not replace ``live``, if it removes more of the
+    live routes than the live policy's ``defaults.max_route_removal`` allows
+    without declaring ``allow_route_removal: true``."""
+    if candidate.allow_route_removal or not live.routes:
+        return None
+    removed = sorted(set(live.routes) - set(candidate.routes))
+    if len(removed) <= live.max_route_removal * len(live.routes):
+        return None
+    shown = ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else "")
+    return PolicyError(str(directory), 0, "", (
+        f"reload refused: it removes {len(removed)} of {len(live.routes)} routes ({shown}), more than "
+        f"max_route_removal {live.max_route_removal:g}; set 'allow_route_removal: true' if that is intended"))
+
+
+def discard_policy(policy: PolicySet, runtime: Runtime = DEFAULT_RUNTIME) -> None:
+    """A revision that no longer serves (replaced, or refused after loading):
+    close its capabilities and release its runtime resources. Requests that
+    started on it keep working with what they hold."""
+    _close_capabilities(policy.routes.values())
+    runtime.release(policy.resources)
+    policy.resources = frozenset()  # released once, however often this is called
+
+
+def validate_policy_dir(directory: str | Path) -> PolicySet:
+    """Load ``directory`` to check it, without serving it: built in a
+    throwaway runtime whose resources (JWKS polling...) are released before
+    returning. Raises ``PolicyLoadError``, one line per error."""
+    runtime = Runtime(quota_backend="memory")
+    policy = load_policy_dir(directory, runtime)
+    discard_policy(policy, runtime)
+    return policy
+
+
+def _close_capabilities(routes) -> None:
+    for route in routes:
+        for capability in route.capabilities:
+            try:
+                capability.close()
+            except Exception:
+                log.exception("closing capability %s failed", capability.name)

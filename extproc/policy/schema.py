@@ -5,6 +5,7 @@ A policy file is YAML::
     version: 1
     defaults:                 # at most one file in a directory sets these
       unmatched: deny         # deny (default) | allow
+      max_route_removal: 0.5  # a reload removing more of the routes is refused
     routes:
       - name: api             # the name Envoy binds a route to
         match:                # optional fallback when Envoy names no route
@@ -84,9 +85,17 @@ class RouteSpec(Strict):
 
 class Defaults(Strict):
     unmatched: Literal["deny", "allow"] = "deny"
+    max_route_removal: float = Field(
+        0.5, ge=0, le=1,
+        description="A reload may remove at most this fraction of the live routes at once; a larger drop "
+                    "(a file missing mid-sync) is refused unless the new policy sets allow_route_removal.")
 
 
 class PolicyFile(Strict):
     version: Literal[1] = 1
     defaults: Defaults | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
+    # Explicit markers, each for the whole directory when any file sets it:
+    # the unusual change must be declared, never inferred from a missing file.
+    allow_empty: bool = Field(False, description="The directory may declare no route at all.")
+    allow_route_removal: bool = Field(False, description="This revision may remove any number of the live routes.")

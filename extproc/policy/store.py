@@ -4,6 +4,12 @@
 takes the reference once when it starts and keeps that revision to the end,
 so a reload never changes policy under an in-flight request. An invalid
 change is logged and the last good policy keeps serving.
+
+A valid change can still be a wrong one: a file sync caught half-way shows
+a directory with a file missing. So a change is applied only once the
+directory looks the same on two consecutive scans, and a reload that
+removes more of the live routes than ``defaults.max_route_removal`` allows
+is refused unless the new policy declares ``allow_route_removal: true``.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import logging
 
 from pathlib import Path
 
-from extproc.policy.loader import PolicyLoadError, load_policy_dir, policy_files
+from extproc.policy.loader import (
+    PolicyLoadError, discard_policy, load_policy_dir, policy_files, route_removal_error,
+)
 from extproc.policy.model import PolicySet
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
@@ -29,6 +37,7 @@ class PolicyStore:
         self.reloads_failed = 0
         self.last_errors: list[str] = []
         self._signature = self._stat_signature()
+        self._unsettled: tuple | None = None  # a changed signature seen once, not yet twice
         log.info("policy loaded", extra={"revision": self.current.revision, "routes": sorted(self.current.routes)})
 
     def _stat_signature(self) -> tuple:
@@ -51,27 +60,39 @@ class PolicyStore:
         try:
             candidate = load_policy_dir(self.directory, self.runtime)
         except PolicyLoadError as exc:
-            self.reloads_failed += 1
-            self.last_errors = [str(e) for e in exc.errors]
-            log.error("policy reload rejected; still serving revision %s", self.current.revision,
-                      extra={"errors": self.last_errors, "revision": self.current.revision})
-            return False
+            return self._refused([str(e) for e in exc.errors])
         except OSError as exc:
-            self.reloads_failed += 1
-            self.last_errors = [str(exc)]
-            log.error("policy reload failed: %s; still serving revision %s", exc, self.current.revision)
-            return False
+            return self._refused([str(exc)])
+        refusal = route_removal_error(self.current, candidate, self.directory)
+        if refusal is not None:
+            discard_policy(candidate, self.runtime)
+            return self._refused([str(refusal)])
         self.last_errors = []
-        if candidate.revision != self.current.revision:
-            previous, self.current = self.current.revision, candidate
-            self.reloads_ok += 1
-            log.info("policy reloaded", extra={"revision": candidate.revision, "previous_revision": previous})
+        if candidate.revision == self.current.revision:
+            discard_policy(candidate, self.runtime)
+            return True
+        previous, self.current = self.current, candidate
+        self.reloads_ok += 1
+        log.info("policy reloaded", extra={"revision": candidate.revision, "previous_revision": previous.revision})
+        discard_policy(previous, self.runtime)
         return True
 
+    def _refused(self, errors: list[str]) -> bool:
+        self.reloads_failed += 1
+        self.last_errors = errors
+        log.error("policy reload rejected: %s; still serving revision %s", errors[0], self.current.revision,
+                  extra={"errors": errors, "revision": self.current.revision})
+        return False
+
     def check_for_changes(self) -> None:
+        """Reload once a change has settled: the same on two scans in a row."""
         signature = self._stat_signature()
-        if signature != self._signature:
-            self._signature = signature
+        if signature == self._signature:
+            self._unsettled = None
+        elif signature != self._unsettled:
+            self._unsettled = signature  # maybe mid-sync: look again next scan
+        else:
+            self._signature, self._unsettled = signature, None
             self.reload()
 
     async def watch(self, interval: float = 1.0) -> None:
@@ -83,5 +104,3 @@ class PolicyStore:
                 self.check_for_changes()
             except Exception:  # the watcher must outlive any surprise
                 log.exception("policy watcher error")
-
-

@@ -113,10 +113,30 @@ def test_missing_required_field(tmp_path):
     assert errors_of(tmp_path) == [f"{path}:2: routes[0].name: Field required"]
 
 
-def test_yaml_syntax_error_has_a_line(tmp_path):
-    path = write(tmp_path, "bad.yaml", "routes:\n  - name: api\n    match: {path_prefix: /x/\n")
+# Each: the text, where the broken construct starts (line:col), where the
+# parser gave up. The error names the start: that is where the fix goes.
+YAML_SYNTAX_ERRORS = {
+    "unclosed [": ("routes:\n  - name: a\n    match:\n      methods: [GET, POST\n    capabilities: []\n",
+                   "4:16", "while parsing a flow sequence", "line 5 column 17"),
+    "unclosed {": ("routes:\n  - name: api\n    match: {path_prefix: /x/\n\n\n",
+                   "3:12", "while parsing a flow mapping", "line 6 column 1"),
+    "unclosed quote": ('routes:\n  - name: "api\n    capabilities: []\n  - name: b\n',
+                       "2:11", "while scanning a quoted scalar", "line 5 column 1"),
+    "bad indentation": ("routes:\n  - name: a\n    capabilities:\n      - type: x\n     mode: y\n",
+                        "2:5", "while parsing a block mapping", "line 5 column 6"),
+    "tab": ("routes:\n  - name: a\n    capabilities:\n\t  - type: x\n",
+            "4:1", "found character '\\t' that cannot start any token", "not tabs"),
+}
+
+
+@pytest.mark.parametrize("case", YAML_SYNTAX_ERRORS)
+def test_yaml_syntax_error_names_where_the_construct_starts(tmp_path, case):
+    text, start, context, stop = YAML_SYNTAX_ERRORS[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
     (error,) = errors_of(tmp_path)
-    assert error.startswith(f"{path}:4: invalid YAML")
+    assert error.startswith(f"{path}:{start}: invalid YAML: ")
+    assert context in error and stop in error and "\n" not in error
 
 
 def test_duplicate_keys_are_errors_not_silently_merged(tmp_path):
@@ -145,9 +165,19 @@ def test_defaults_set_once(tmp_path):
     assert error.startswith(f"{second}:1: defaults: defaults are already set in")
 
 
-def test_empty_directory_denies_everything(tmp_path):
+@pytest.mark.parametrize("files", [{}, {"a.yaml": ""}, {"a.yaml": "defaults: {unmatched: deny}\n", "b.yml": "routes: []\n"},
+                                   {"notes.txt": "routes: [{name: api}]\n"}])
+def test_a_directory_without_routes_is_refused(tmp_path, files):
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    (error,) = errors_of(tmp_path)
+    assert error.startswith(f"{tmp_path}: no routes (") and "allow_empty: true" in error
+
+
+def test_allow_empty_is_the_explicit_way_to_serve_no_route(tmp_path):
+    write(tmp_path, "a.yaml", "allow_empty: true\ndefaults: {unmatched: allow}\n")
     policy = load_policy_dir(tmp_path)
-    assert policy.routes == {} and policy.unmatched_allow is False
+    assert policy.routes == {} and policy.unmatched_allow is True
 
 
 def test_not_a_mapping(tmp_path):

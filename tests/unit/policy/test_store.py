@@ -1,9 +1,19 @@
 import logging
 import os
 
+import pytest
+
+from extproc.policy.loader import PolicyLoadError
 from extproc.policy.store import PolicyStore
+from extproc.runtime import Runtime
 
 GOOD = "routes: [{name: api, match: {path_prefix: /api/}}]\n"
+
+
+def settle(store: PolicyStore) -> None:
+    """Two watcher scans: a change is applied once it looks the same twice."""
+    store.check_for_changes()
+    store.check_for_changes()
 
 
 def test_valid_change_is_swapped_in(tmp_path):
@@ -13,6 +23,8 @@ def test_valid_change_is_swapped_in(tmp_path):
     old = store.current
     path.write_text(GOOD + "  # edited\n")
     os.utime(path, ns=(1, 1))  # mtime granularity must not hide the change
+    store.check_for_changes()
+    assert store.current is old  # seen once: maybe mid-sync, not applied yet
     store.check_for_changes()
     assert store.current is not old
     assert store.current.revision != old.revision
@@ -44,11 +56,11 @@ def test_new_and_deleted_files_are_noticed(tmp_path):
     (tmp_path / "p.yaml").write_text(GOOD)
     store = PolicyStore(tmp_path)
     (tmp_path / "q.yaml").write_text("routes: [{name: other}]\n")
-    store.check_for_changes()
+    settle(store)
     assert set(store.current.routes) == {"api", "other"}
     (tmp_path / "q.yaml").unlink()
-    store.check_for_changes()
-    assert set(store.current.routes) == {"api"}
+    settle(store)
+    assert set(store.current.routes) == {"api"}  # half the routes: within max_route_removal 0.5
 
 
 # Kubernetes mounts a ConfigMap as symlinks into a timestamped directory and
@@ -86,10 +98,10 @@ def test_configmap_symlink_swap_is_detected(tmp_path):
     store = PolicyStore(tmp_path)
     old = store.current
     _configmap_swap(tmp_path, first, {"p.yaml": GOOD.replace("/api/", "/apx/")}, 2, mtime_ns=10**18)
-    store.check_for_changes()
+    settle(store)
     assert store.current is not old and store.reloads_ok == 1
     assert store.current.routes["api"].matcher is not None
-    store.check_for_changes()  # and nothing more until the next swap
+    settle(store)  # and nothing more until the next swap
     assert store.reloads_ok == 1
 
 
@@ -141,5 +153,97 @@ async def test_configmap_swap_of_a_referenced_file_alone_is_applied(tmp_path):
 
     assert await status() == 401  # signed by a key this JWKS does not have
     _configmap_swap(tmp_path, first, {"p.yaml": _jwks_policy(), "keys/jwks.json": demo_jwks}, 2)
-    store.check_for_changes()
+    settle(store)
     assert await status() is None
+
+
+# -- an empty or shrunken policy is never applied by accident -----------------
+
+FOUR = "routes: [{name: a}, {name: b}, {name: c}]\n"
+
+
+def test_start_refuses_a_directory_without_routes(tmp_path):
+    (tmp_path / "p.yaml").write_text("defaults: {unmatched: deny}\n")
+    with pytest.raises(PolicyLoadError, match=f"^{tmp_path}: no routes"):
+        PolicyStore(tmp_path, Runtime())
+
+
+def test_reload_to_an_empty_directory_keeps_serving(tmp_path, caplog):
+    (tmp_path / "p.yaml").write_text(GOOD)
+    store = PolicyStore(tmp_path, Runtime())
+    good = store.current
+    (tmp_path / "p.yaml").unlink()
+    with caplog.at_level(logging.ERROR, "extproc.policy"):
+        settle(store)
+    assert store.current is good and store.reloads_failed == 1
+    assert store.last_errors[0].startswith(f"{tmp_path}: no routes")
+    assert "still serving revision " + good.revision in caplog.text
+
+
+def test_a_file_missing_for_one_scan_is_never_applied(tmp_path):
+    (tmp_path / "p.yaml").write_text(GOOD)
+    (tmp_path / "q.yaml").write_text(FOUR)
+    store = PolicyStore(tmp_path, Runtime())
+    good = store.current
+    saved = (tmp_path / "q.yaml").read_text()
+    (tmp_path / "q.yaml").unlink()          # a sync rewrites the file...
+    store.check_for_changes()
+    (tmp_path / "q.yaml").write_text(saved)  # ...and it is back by the next scan
+    settle(store)
+    assert store.current.routes.keys() == good.routes.keys() and store.reloads_failed == 0
+
+
+def test_a_file_missing_longer_is_refused_past_max_route_removal(tmp_path):
+    (tmp_path / "p.yaml").write_text(GOOD)
+    (tmp_path / "q.yaml").write_text(FOUR)
+    store = PolicyStore(tmp_path, Runtime())
+    good = store.current
+    (tmp_path / "q.yaml").unlink()  # 3 of 4 routes gone, for many scans
+    for _ in range(3):
+        settle(store)
+    assert store.current is good and store.reloads_failed == 1
+    assert "removes 3 of 4 routes (a, b, c), more than max_route_removal 0.5" in store.last_errors[0]
+    (tmp_path / "q.yaml").write_text(FOUR)  # back: serving continues, nothing to swap
+    settle(store)
+    assert store.current is good and store.last_errors == []
+
+
+def test_max_route_removal_is_configurable(tmp_path):
+    (tmp_path / "p.yaml").write_text("defaults: {max_route_removal: 0}\n" + GOOD)
+    (tmp_path / "q.yaml").write_text("routes: [{name: b}]\n")
+    store = PolicyStore(tmp_path, Runtime())
+    (tmp_path / "q.yaml").unlink()
+    settle(store)
+    assert set(store.current.routes) == {"api", "b"} and "more than max_route_removal 0" in store.last_errors[0]
+
+
+@pytest.mark.parametrize("change", ["remove most", "remove all"])
+def test_the_explicit_marker_applies_the_removal(tmp_path, change):
+    (tmp_path / "p.yaml").write_text(GOOD)
+    (tmp_path / "q.yaml").write_text(FOUR)
+    store = PolicyStore(tmp_path, Runtime())
+    (tmp_path / "q.yaml").unlink()
+    if change == "remove most":
+        (tmp_path / "p.yaml").write_text("allow_route_removal: true\n" + GOOD)
+        expected = {"api"}
+    else:
+        (tmp_path / "p.yaml").write_text("allow_route_removal: true\nallow_empty: true\n")
+        expected = set()
+    settle(store)
+    assert set(store.current.routes) == expected and store.reloads_ok == 1 and store.last_errors == []
+
+
+def test_replaced_and_refused_revisions_are_closed(tmp_path, monkeypatch):
+    from extproc.capabilities.base import Capability
+
+    closed: list[int] = []
+    monkeypatch.setattr(Capability, "close", lambda self: closed.append(id(self)))
+    text = "routes: [{name: api, capabilities: [{type: header_match, config: {deny: [{name: x, present: true}]}}]}]\n"
+    (tmp_path / "p.yaml").write_text(text)
+    store = PolicyStore(tmp_path, Runtime())
+    first = store.current.routes["api"].capabilities[0]
+    assert store.reload() is True  # same revision: the copy just built is closed, the live one is not
+    assert len(closed) == 1 and id(first) not in closed
+    (tmp_path / "p.yaml").write_text(text.replace("name: x,", "name: y,"))
+    assert store.reload() is True
+    assert id(first) in closed and id(store.current.routes["api"].capabilities[0]) not in closed
