@@ -11,24 +11,24 @@ from extproc import logs
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from extproc.policy.loader import PolicyLoadError
-    from extproc.server import ServerOptions, run
+    from extproc.server import ServerOptions, StartupError, run
 
     options = ServerOptions(host=args.host, port=args.port, policies=args.policies, workers=args.workers,
-                            reload_interval=args.reload_interval, grace=args.grace,
-                            quota_backend=args.quota_backend,
+                            reload_interval=args.reload_interval, grace=args.grace, drain_delay=args.drain_delay,
+                            max_concurrent=args.max_concurrent, max_failed_starts=args.max_failed_starts,
+                            last_good=args.last_good, quota_backend=args.quota_backend,
                             metrics_port=args.metrics_port, metrics_host=args.metrics_host,
                             decision_log=args.decision_log, decision_log_mask=tuple(args.decision_log_mask or ()))
-    if args.decision_log not in ("off", "-", ""):
-        try:  # fail here, once, rather than in every worker
-            open(args.decision_log, "a").close()
-        except OSError as exc:
-            print(f"extproc: cannot write the decision log {args.decision_log}: {exc}", file=sys.stderr)
-            return 2
     try:
+        if args.decision_log not in ("off", "-", ""):
+            try:  # fail here, once, rather than in every worker
+                open(args.decision_log, "a").close()
+            except OSError as exc:
+                raise StartupError(f"cannot write the decision log {args.decision_log}: {exc.strerror or exc}") \
+                    from None
         return run(options)
-    except PolicyLoadError as exc:
-        print(f"extproc: policy in {args.policies} is invalid:\n{exc}", file=sys.stderr)
+    except StartupError as exc:
+        print(f"extproc: {exc}", file=sys.stderr)
         return 2
 
 
@@ -148,23 +148,63 @@ def _up(args: argparse.Namespace) -> int:
     return up(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One line, as every other start-up failure: the usage block hides the cause.
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind, minimum, maximum=None, *, above: bool = False):
+    """An argparse type: ``kind`` within bounds (``above``: strictly over ``minimum``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'number' if kind is float else 'whole number'}")
+        if (value <= minimum if above else value < minimum) or (maximum is not None and value > maximum):
+            bound = f"greater than {minimum}" if above else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(
+                f"{text} out of range: must be {bound}" + (f" and at most {maximum}" if maximum is not None else ""))
+        return value
+    return parse
+
+
+_PORT = _number(int, 0, 65535)
+_PORT_OR_NONE = _number(int, 1, 65535)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="extproc", description="Governance processor for Envoy.")
+    from extproc.admission import DEFAULT_MAX_CONCURRENT
+    from extproc.supervisor import DEFAULT_MAX_FAILED_STARTS
+
+    parser = _Parser(prog="extproc", description="Governance processor for Envoy.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the ext_authz/ext_proc gRPC server")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--port", type=_PORT, default=50051)
     serve.add_argument("--policies", default="policies", help="policy directory (hot-reloaded)")
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
-    serve.add_argument("--reload-interval", type=float, default=1.0, help="seconds between policy change checks")
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain in-flight streams on SIGTERM")
+    serve.add_argument("--workers", type=_number(int, 1, 256), default=1,
+                       help="processes sharing the port (SO_REUSEPORT, among themselves only)")
+    serve.add_argument("--reload-interval", type=_number(float, 0, above=True), default=1.0,
+                       help="seconds between policy change checks")
+    serve.add_argument("--grace", type=_number(float, 0), default=10.0,
+                       help="seconds to drain in-flight streams on SIGTERM")
+    serve.add_argument("--drain-delay", type=_number(float, 0), default=2.0,
+                       help="seconds to report NOT_SERVING, still answering, before closing the port on SIGTERM "
+                            "(default 2: twice the shipped Envoy configs' health-check interval)")
+    serve.add_argument("--max-concurrent", type=_number(int, 1), default=DEFAULT_MAX_CONCURRENT,
+                       help="per worker: checks and ext_proc messages in progress; past it new requests get an "
+                            f"immediate 503 with Retry-After instead of a timeout (default {DEFAULT_MAX_CONCURRENT})")
+    serve.add_argument("--max-failed-starts", type=_number(int, 1), default=DEFAULT_MAX_FAILED_STARTS,
+                       help="with --workers: give up (exit 1) after this many workers in a row die within "
+                            f"seconds of starting (default {DEFAULT_MAX_FAILED_STARTS})")
+    serve.add_argument("--last-good", help=argparse.SUPPRESS)  # set by the supervisor for its workers
     serve.add_argument("--quota-backend", default=os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"),
                        help="memory (default), or a redis://, rediss:// or redis+cluster:// URL shared by all replicas "
                             "(docs/quota.md)")
-    metrics_port = os.environ.get("EXTPROC_METRICS_PORT")
-    serve.add_argument("--metrics-port", type=int, default=int(metrics_port) if metrics_port else None,
+    serve.add_argument("--metrics-port", type=_PORT_OR_NONE, default=os.environ.get("EXTPROC_METRICS_PORT") or None,
                        help="serve Prometheus /metrics on this port (default: off; with --workers, one "
                             "endpoint for all workers)")
     serve.add_argument("--metrics-host", default=os.environ.get("EXTPROC_METRICS_HOST"),
@@ -178,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     health = sub.add_parser("health", help="ask a processor's grpc.health.v1 service; exit 0 if SERVING")
     health.add_argument("--host", default="127.0.0.1")
-    health.add_argument("--port", type=int, default=50051)
+    health.add_argument("--port", type=_PORT, default=50051)
     health.add_argument("--service", default="", help="a service name; default: the server as a whole")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds")
     health.set_defaults(func=_health)
@@ -193,11 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo_upstream)
 
     up = sub.add_parser("up", help="run processor + Envoy + demo upstream locally (no Docker)")
-    up.add_argument("--listen-port", type=int, default=10000, help="Envoy's listener on 127.0.0.1")
+    up.add_argument("--listen-port", type=_PORT_OR_NONE, default=10000, help="Envoy's listener on 127.0.0.1")
     up.add_argument("--policies", default=None, help="policy directory (default: ./policies, else the bundled demo)")
-    up.add_argument("--mtls-port", type=int, default=10443, help="Envoy's mTLS listener on 127.0.0.1")
+    up.add_argument("--mtls-port", type=_PORT_OR_NONE, default=10443, help="Envoy's mTLS listener on 127.0.0.1")
     up.add_argument("--certs", default=".certs", help="demo certificates (generated if missing)")
-    up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--workers", type=_number(int, 1, 256), default=1)
     up.add_argument("--redis", metavar="URL", help="count quotas in Redis (redis://host:port) instead of in memory")
     up.set_defaults(func=_up)
 

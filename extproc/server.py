@@ -1,9 +1,14 @@
 """The gRPC server: ext_authz, ext_proc and grpc.health.v1 on one port.
 
 ``serve`` runs one process. ``run`` adds ``--workers N``: N such processes
-bound to the same port with SO_REUSEPORT (grpcio's default), so the kernel
-spreads Envoy's connections over both cores. Python's GIL makes processes,
-not threads, the unit of parallelism here.
+on the same port with SO_REUSEPORT, so the kernel spreads Envoy's
+connections over the cores (Python's GIL makes processes, not threads, the
+unit of parallelism here), kept alive by ``extproc.supervisor``. Only those
+workers may share the port: ``extproc.portclaim`` keeps everyone else off.
+
+Every way start-up can fail (a busy port, an invalid policy, a bad quota
+backend URL, an unbindable metrics port) raises ``StartupError`` with a
+one-line message; the CLI prints it and exits 2.
 """
 
 from __future__ import annotations
@@ -12,30 +17,38 @@ import asyncio
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from extproc.admission import DEFAULT_MAX_CONCURRENT, AdmissionGate
 from extproc.audit.telemetry import Telemetry, TelemetryOptions
+from extproc.policy.loader import PolicyLoadError
 from extproc.policy.store import PolicyStore
+from extproc.portclaim import PortClaim, PortInUse
 from extproc.runtime import Runtime
-from extproc.services.authz import AuthorizationService
-from extproc.services.ext_proc import ExternalProcessorService
+from extproc.services.admitted import AdmittedAuthorization, AdmittedExternalProcessor
+from extproc.supervisor import (
+    DEFAULT_MAX_FAILED_STARTS, MULTIPROC_ENV, SUPERVISED_ENV, LastGoodPolicy, Supervisor, worker_env,
+)
 
 log = logging.getLogger("extproc.server")
 
-SUPERVISED_ENV = "EXTPROC_SUPERVISOR_PID"
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (extproc.audit.metrics)
 SERVICE_NAMES = (
     "envoy.service.auth.v3.Authorization",
     "envoy.service.ext_proc.v3.ExternalProcessor",
 )
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line for a human."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,13 @@ class ServerOptions:
     workers: int = 1
     reload_interval: float = 1.0
     grace: float = 10.0  # seconds in-flight streams get to finish on SIGTERM
+    # Seconds between reporting NOT_SERVING and closing the listener, so
+    # health-checking Envoys see it and move traffic first (the CLI's
+    # default is 2 s, twice the shipped configs' health-check interval).
+    drain_delay: float = 0.0
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT  # per worker; see extproc.admission
+    max_failed_starts: int = DEFAULT_MAX_FAILED_STARTS  # see extproc.supervisor
+    last_good: str | None = None  # the supervisor's copy of the last valid policy directory
     quota_backend: str = "memory"  # or a redis:// URL; see extproc.runtime
     # The audit trail (extproc.audit); tracing is configured by OTEL_* variables.
     metrics_port: int | None = None   # Prometheus /metrics; with workers, served by the supervisor
@@ -62,30 +82,102 @@ def _install_fast_loop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _supervised() -> bool:
+    return os.environ.get(SUPERVISED_ENV) == str(os.getppid())
+
+
+def policy_problem(directory: str, exc: Exception) -> str:
+    if isinstance(exc, PolicyLoadError):
+        first, more = exc.errors[0], len(exc.errors) - 1
+        tail = f" (and {more} more: extproc policy validate {directory})" if more else ""
+        return f"the policy in {directory} is invalid: {first}{tail}"
+    return f"cannot read the policy in {directory}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")))
+
+
+def check_quota_backend(url: str) -> None:
+    """A bad URL fails start-up, not the first request that needs a quota."""
+    from extproc.quota import open_backend
+
+    try:
+        open_backend(url)  # parses only; connecting waits for the first use
+    except (ValueError, ImportError) as exc:
+        raise StartupError(f"--quota-backend: {str(exc).replace(url, _redacted(url))}") from None
+
+
+def _open_store(options: ServerOptions, runtime: Runtime) -> PolicyStore:
+    try:
+        return PolicyStore(options.policies, runtime)
+    except (PolicyLoadError, OSError) as exc:
+        if not options.last_good:
+            raise StartupError(policy_problem(options.policies, exc)) from None
+        problem = policy_problem(options.policies, exc)
+    # A replacement worker: the live directory broke since the supervisor
+    # last saw it valid. Serve that last good copy, like the workers that
+    # kept it in memory, and keep watching the live directory for a fix.
+    try:
+        store = PolicyStore(options.last_good, runtime)
+    except (PolicyLoadError, OSError) as exc:
+        raise StartupError(policy_problem(options.last_good, exc)) from None
+    store.directory = Path(options.policies)
+    log.error("%s; serving the last good revision %s until it is fixed", problem, store.current.revision,
+              extra={"revision": store.current.revision})
+    return store
+
+
 async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
                 stop: asyncio.Event | None = None) -> None:
-    runtime = Runtime(quota_backend=options.quota_backend)
-    store = PolicyStore(options.policies, runtime)
-    telemetry = Telemetry.start(TelemetryOptions(
-        metrics_port=options.metrics_port, metrics_host=options.metrics_host or options.host,
-        decision_log=options.decision_log, decision_log_mask=options.decision_log_mask,
-        metrics_multiprocess=bool(os.environ.get(SUPERVISED_ENV) and os.environ.get(MULTIPROC_ENV))))
+    supervised = _supervised()
+    async with AsyncExitStack() as cleanup:
+        if not supervised and options.port != 0:
+            try:
+                cleanup.callback(PortClaim(options.host, options.port, for_workers=False).release)
+            except PortInUse as exc:
+                raise StartupError(str(exc)) from None
+        check_quota_backend(options.quota_backend)
+        runtime = Runtime(quota_backend=options.quota_backend)
+        cleanup.push_async_callback(runtime.aclose)
+        try:
+            telemetry = Telemetry.start(TelemetryOptions(
+                metrics_port=options.metrics_port, metrics_host=options.metrics_host or options.host,
+                decision_log=options.decision_log, decision_log_mask=options.decision_log_mask,
+                metrics_multiprocess=bool(supervised and os.environ.get(MULTIPROC_ENV))))
+        except OSError as exc:
+            raise StartupError(f"cannot start the metrics endpoint on port {options.metrics_port}: "
+                               f"{exc.strerror or exc}") from None
+        cleanup.callback(telemetry.close)
+        store = _open_store(options, runtime)
+        await _serve_store(options, store, telemetry, supervised, ready, stop)
+
+
+async def _serve_store(options: ServerOptions, store: PolicyStore, telemetry: Telemetry, supervised: bool,
+                       ready: asyncio.Event | None, stop: asyncio.Event | None) -> None:
     server = grpc.aio.server(options=[
-        ("grpc.so_reuseport", 1),
+        # Only among a supervisor's workers (see extproc.portclaim); a lone
+        # server keeps the port to itself.
+        ("grpc.so_reuseport", 1 if supervised else 0),
         # Envoy multiplexes many ext_proc streams on one connection.
         ("grpc.max_concurrent_streams", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ])
-    authz_grpc.add_AuthorizationServicer_to_server(AuthorizationService(store), server)
-    ext_proc_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessorService(store), server)
+    gate = AdmissionGate(options.max_concurrent)
+    authz_grpc.add_AuthorizationServicer_to_server(AdmittedAuthorization(store, gate), server)
+    ext_proc_grpc.add_ExternalProcessorServicer_to_server(AdmittedExternalProcessor(store, gate), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
     address = f"{options.host}:{options.port}"
-    if server.add_insecure_port(address) == 0:
-        telemetry.close()
-        raise OSError(f"cannot bind {address}")
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises (it never returns 0) when the bind fails
+        raise StartupError(f"cannot listen on {address}: address in use or not available") from None
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -101,22 +193,23 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
     watcher = asyncio.create_task(store.watch(options.reload_interval))
     reloads = asyncio.create_task(telemetry.watch_policy_reloads(store, options.reload_interval)) \
         if telemetry.metrics_enabled else None
-    log.info("listening", extra={"address": address, "pid": os.getpid(), "revision": store.current.revision})
+    log.info("listening", extra={"address": address, "pid": os.getpid(), "revision": store.current.revision,
+                                 "max_concurrent": options.max_concurrent})
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
-        log.info("draining", extra={"grace_s": options.grace})
-        # NOT_SERVING first, so health-checking load balancers stop sending
-        # new streams while in-flight ones finish.
+        log.info("draining", extra={"delay_s": options.drain_delay, "grace_s": options.grace})
+        # NOT_SERVING first, while still answering everything: health-checking
+        # Envoys stop opening new streams here once their next check sees it.
         await health_servicer.enter_graceful_shutdown()
+        if options.drain_delay > 0:
+            await asyncio.sleep(options.drain_delay)
         watcher.cancel()
         if reloads is not None:
             reloads.cancel()
         await server.stop(options.grace)
-        telemetry.close()
-        await runtime.aclose()
         log.info("stopped")
 
 
@@ -148,48 +241,54 @@ def run(options: ServerOptions) -> int:
     return _run_workers(options)
 
 
-def _run_workers(options: ServerOptions) -> int:
-    if options.port == 0:
-        raise SystemExit("--workers needs a fixed --port: each worker binds the same one")
+def _worker_argv(options: ServerOptions) -> list[str]:
     # Fresh interpreters rather than fork: gRPC's core does not survive fork.
-    argv = [sys.executable, "-m", "extproc", "serve", "--host", options.host, "--port", str(options.port),
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
+    level = level if level in ("debug", "info", "warning", "error") else "info"
+    argv = [sys.executable, "-m", "extproc", "--log-level", level, "serve", "--host", options.host, "--port", str(options.port),
             "--policies", options.policies, "--workers", "1",
             "--reload-interval", str(options.reload_interval), "--grace", str(options.grace),
+            "--drain-delay", str(options.drain_delay), "--max-concurrent", str(options.max_concurrent),
             "--quota-backend", options.quota_backend, "--decision-log", options.decision_log]
     for pattern in options.decision_log_mask:
         argv += ["--decision-log-mask", pattern]
-    env = {**os.environ, SUPERVISED_ENV: str(os.getpid())}
-    env.pop(MULTIPROC_ENV, None)
-    metrics = None
-    if options.metrics_port is not None:
-        # One /metrics for all workers: they write to a shared directory, we serve the sum.
-        from extproc.audit.metrics import MultiprocessExporter
+    return argv
 
-        metrics = MultiprocessExporter(options.metrics_port, options.metrics_host or options.host)
-        env.update(metrics.env())
-    children = [subprocess.Popen(argv, env=env) for _ in range(options.workers)]
-    stopping = False
 
-    def forward(signum, _frame):
-        nonlocal stopping
-        stopping = stopping or signum != signal.SIGHUP
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+def _run_workers(options: ServerOptions) -> int:
+    if options.port == 0:
+        raise StartupError("--workers needs a fixed --port: each worker binds the same one")
+    try:
+        claim = PortClaim(options.host, options.port, for_workers=True)
+    except PortInUse as exc:
+        raise StartupError(str(exc)) from None
+    metrics = policies = None
+    try:
+        check_quota_backend(options.quota_backend)
+        try:
+            policies = LastGoodPolicy(options.policies)
+        except PolicyLoadError as exc:
+            raise StartupError(policy_problem(options.policies, exc)) from None
+        extra_env: dict[str, str] = {}
+        if options.metrics_port is not None:
+            # One /metrics for all workers: they write to a shared directory, we serve the sum.
+            from extproc.audit.metrics import MultiprocessExporter
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    # Supervise: a worker that dies is replaced, so one crash costs the
-    # in-flight requests of one process, not half the capacity for good.
-    while not stopping:
-        for i, child in enumerate(children):
-            if child.poll() is not None and not stopping:
-                log.error("worker exited; restarting", extra={"pid": child.pid, "code": child.returncode})
-                if metrics is not None:
-                    metrics.worker_exited(child.pid)
-                children[i] = subprocess.Popen(argv, env=env)
-        time.sleep(0.2)
-    code = max(child.wait() for child in children)
-    if metrics is not None:
-        metrics.close()
-    return code
+            try:
+                metrics = MultiprocessExporter(options.metrics_port, options.metrics_host or options.host)
+            except OSError as exc:
+                raise StartupError(f"cannot start the metrics endpoint on port {options.metrics_port}: "
+                                   f"{exc.strerror or exc}") from None
+            extra_env.update(metrics.env())
+        supervisor = Supervisor(_worker_argv(options), options.workers, policies, worker_env(extra_env),
+                                max_failed_starts=options.max_failed_starts,
+                                reload_interval=options.reload_interval,
+                                on_worker_exit=metrics.worker_exited if metrics is not None else None)
+        supervisor.install_signal_handlers()
+        return supervisor.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if policies is not None:
+            policies.close()
+        claim.release()

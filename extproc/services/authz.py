@@ -2,6 +2,12 @@
 
 The cheap path for plain API routes: one unary call, headers only. The route
 binding comes from the route's ``check_settings.context_extensions.route``.
+
+Headers only is also a limit: a route whose capabilities work on the request
+body or the response (PII redaction, MCP tool filtering...) cannot be
+governed from here. Such a route reached through ext_authz is refused (500
+``filter_mismatch``, one error log per route and policy revision) rather
+than allowed with those capabilities silently skipped.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
 from extproc import audit
-from extproc.context import Deny, HttpRequest, RequestContext
+from extproc.context import CapabilityRecord, Deny, HttpRequest, Mode, Phase, RequestContext
 from extproc.headers import decode_header_value
+from extproc.identity.publish import strip_spoofable
 from extproc.pipeline import INTERNAL_ERROR, error_body, finish, start
+from extproc.policy.model import PolicySet
 from extproc.policy.store import PolicyStore
 
 log = logging.getLogger("extproc.authz")
@@ -28,6 +36,10 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _OK = status_pb2.Status(code=code_pb2.OK)
 _DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
 _UNAUTHENTICATED = status_pb2.Status(code=code_pb2.UNAUTHENTICATED)
+# The phases ext_authz never sees: Envoy asks it once, before the body.
+EXT_PROC_PHASES = (Phase.REQUEST_BODY, Phase.RESPONSE_HEADERS, Phase.RESPONSE_BODY)
+FILTER_MISMATCH = Deny(500, "filter_mismatch", "route needs ext_proc but was reached through ext_authz",
+                       message="gateway misconfigured for this route")
 
 
 def _option(name: str, value: str) -> base_pb2.HeaderValueOption:
@@ -59,9 +71,48 @@ def denied_response(deny: Deny, decision_id: str) -> authz_pb2.CheckResponse:
     )
 
 
+def ext_proc_only_routes(policy: PolicySet) -> dict[str, tuple[str, ...]]:
+    """Route name -> the phases it needs that ext_authz cannot serve."""
+    out = {}
+    for name, route in policy.routes.items():
+        phases = tuple(phase.value for phase in EXT_PROC_PHASES if route.needs(phase))
+        if phases:
+            out[name] = phases
+    return out
+
+
 class AuthorizationService(authz_grpc.AuthorizationServicer):
     def __init__(self, store: PolicyStore):
         self.store = store
+        # Per revision, computed once: most policies have no such route and
+        # then the check below is one identity comparison and a falsy dict.
+        self._scanned: PolicySet | None = None
+        self._ext_proc_only: dict[str, tuple[str, ...]] = {}
+        self._reported: set[str] = set()
+
+    def _wrong_filter(self, ctx: RequestContext, bound: str | None) -> Deny | None:
+        policy = ctx.policy
+        if policy is not self._scanned:
+            self._ext_proc_only, self._reported, self._scanned = ext_proc_only_routes(policy), set(), policy
+        if not self._ext_proc_only:
+            return None
+        strip_spoofable(ctx)  # route matching sees what the pipeline would see
+        route = policy.route_named(bound) if bound else policy.match(ctx.request)
+        phases = self._ext_proc_only.get(route.name) if route is not None else None
+        if phases is None:
+            return None
+        if route.name not in self._reported:
+            self._reported.add(route.name)
+            log.error("route %r needs the ext_proc filter (%s) but Envoy sends it through ext_authz; "
+                      "refusing its requests with 500 filter_mismatch until the Envoy route or the policy "
+                      "is fixed", route.name, ", ".join(phases),
+                      extra={"route": route.name, "revision": policy.revision})
+        ctx.route = route
+        ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny",
+                                            f"needs ext_proc for {', '.join(phases)}",
+                                            FILTER_MISMATCH.code))
+        ctx.deny = FILTER_MISMATCH
+        return FILTER_MISMATCH
 
     async def Check(self, request: authz_pb2.CheckRequest, context) -> authz_pb2.CheckResponse:
         ctx: RequestContext | None = None
@@ -73,7 +124,8 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
             ctx.filter = "ext_authz"
             if audit.TRACING:
                 ctx.trace = audit.trace_carrier(context.invocation_metadata())
-            deny = await start(ctx, attributes.context_extensions.get(ROUTE_KEY))
+            bound = attributes.context_extensions.get(ROUTE_KEY)
+            deny = self._wrong_filter(ctx, bound) or await start(ctx, bound)
             finished = True
             finish(ctx)
             if deny is not None:

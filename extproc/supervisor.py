@@ -1,0 +1,220 @@
+"""``--workers N``: N server processes on one port, kept alive - within reason.
+
+The supervisor owns the port (``extproc.portclaim``) and starts each worker
+as a fresh interpreter (gRPC's core does not survive fork). A worker that
+dies is replaced, so one crash costs one process's in-flight requests, not
+half the capacity for good. But a worker that cannot start (the port taken
+from under us, a broken environment) would die again at once, so:
+
+* a worker that dies within ``MIN_UPTIME_S`` of its start is a *failed
+  start*; each one in a row doubles the wait before the next try (from
+  ``BACKOFF_INITIAL_S`` up to ``BACKOFF_MAX_S``), and after
+  ``max_failed_starts`` in a row the supervisor stops every worker and
+  exits 1 with a one-line reason. A worker that stays up resets the count.
+* a replacement must not fail just because someone saved a broken policy
+  since the others started: workers hot-reload and keep their last good
+  policy in memory, and a replacement needs the same. The supervisor keeps
+  a private copy of the last policy directory that loaded cleanly
+  (``LastGoodPolicy``) and hands it to every worker as ``--last-good``; a
+  worker that finds the live directory invalid serves that copy, logs which
+  revision it serves, and keeps watching the live directory for a fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+log = logging.getLogger("extproc.supervisor")
+
+SUPERVISED_ENV = "EXTPROC_SUPERVISOR_PID"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (extproc.audit.metrics)
+MIN_UPTIME_S = 5.0
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+DEFAULT_MAX_FAILED_STARTS = 5
+_POLL_S = 0.2
+
+
+class LastGoodPolicy:
+    """A private copy of the newest policy directory that loaded cleanly.
+
+    The copy is taken first and validated second, so what is kept is exactly
+    what was checked, even if the live directory changes meanwhile."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self._root = Path(tempfile.mkdtemp(prefix="extproc-last-good-"))
+        self._generation = 0
+        self.path: Path | None = None
+        self.revision: str | None = None
+        self._signature: tuple = ()
+        errors = self.refresh()
+        if errors is not None:
+            self.close()
+            raise errors
+
+    def _stat_signature(self) -> tuple:
+        from extproc.policy.loader import policy_files
+
+        try:
+            return tuple((str(p), s.st_mtime_ns, s.st_size, s.st_ino)
+                         for p in policy_files(self.directory) for s in (p.stat(),))
+        except OSError:
+            return ("unreadable",)
+
+    def refresh(self):
+        """Copy and validate the live directory if it changed. Returns the
+        ``PolicyLoadError`` of an invalid change (the previous copy stays)."""
+        # Imported here: the CLI reads this module's defaults without paying
+        # for every capability's import.
+        from extproc.policy.loader import PolicyError, PolicyLoadError, load_policy_dir
+        from extproc.runtime import Runtime
+
+        signature = self._stat_signature()
+        if self.path is not None and signature == self._signature:
+            return None
+        self._signature = signature
+        self._generation += 1
+        candidate = self._root / str(self._generation)
+        try:
+            self._copy(candidate)
+            policy = load_policy_dir(candidate, Runtime())
+        except (PolicyLoadError, OSError) as exc:
+            shutil.rmtree(candidate, ignore_errors=True)
+            if isinstance(exc, OSError):
+                exc = PolicyLoadError([PolicyError(str(self.directory), 0, "", exc.strerror or str(exc))])
+            return exc
+        previous, self.path, self.revision = self.path, candidate, policy.revision
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+        return None
+
+    def _copy(self, target: Path) -> None:
+        if self.directory.is_file():
+            target.mkdir()
+            shutil.copy2(self.directory, target / self.directory.name)
+        else:
+            shutil.copytree(self.directory, target)  # follows symlinks: a ConfigMap's ..data links
+
+    def close(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)
+
+
+@dataclass(slots=True)
+class _Slot:
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    proven: bool = False   # stayed up past MIN_UPTIME_S
+    next_start: float = 0.0
+
+
+class Supervisor:
+    def __init__(self, worker_argv: list[str], workers: int, policies: LastGoodPolicy, env: dict[str, str],
+                 max_failed_starts: int = DEFAULT_MAX_FAILED_STARTS, reload_interval: float = 1.0,
+                 on_worker_exit=None):
+        self.worker_argv = worker_argv
+        self.slots = [_Slot() for _ in range(workers)]
+        self.policies = policies
+        self.env = env
+        self.max_failed_starts = max_failed_starts
+        self.reload_interval = reload_interval
+        self.on_worker_exit = on_worker_exit
+        self.failed_starts = 0
+        self.stopping = False
+
+    def _spawn(self, slot: _Slot) -> None:
+        argv = [*self.worker_argv, "--last-good", str(self.policies.path)]
+        slot.proc = subprocess.Popen(argv, env=self.env)
+        slot.started = time.monotonic()
+        slot.proven = False
+
+    def _signal_all(self, signum: int) -> None:
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.send_signal(signum)
+
+    def install_signal_handlers(self) -> None:
+        def forward(signum, _frame):
+            self.stopping = self.stopping or signum != signal.SIGHUP
+            self._signal_all(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, forward)
+
+    def run(self) -> int:
+        for slot in self.slots:
+            self._spawn(slot)
+        next_policy_check = time.monotonic() + self.reload_interval
+        while not self.stopping:
+            now = time.monotonic()
+            if now >= next_policy_check:
+                next_policy_check = now + self.reload_interval
+                self.policies.refresh()  # workers log their own rejections
+            for slot in self.slots:
+                reason = self._tend(slot, now)
+                if reason is not None:
+                    return self._give_up(reason)
+            time.sleep(_POLL_S)
+        return max((slot.proc.wait() for slot in self.slots if slot.proc is not None), default=0)
+
+    def _tend(self, slot: _Slot, now: float) -> str | None:
+        proc = slot.proc
+        if proc is None:
+            if now >= slot.next_start and not self.stopping:
+                self._spawn(slot)
+            return None
+        code = proc.poll()
+        if code is None:
+            if not slot.proven and now - slot.started >= MIN_UPTIME_S:
+                slot.proven = True
+                self.failed_starts = 0
+            return None
+        if self.stopping:
+            return None
+        if self.on_worker_exit is not None:
+            self.on_worker_exit(proc.pid)
+        slot.proc = None
+        if slot.proven:
+            self.failed_starts = 0
+            delay = 0.0
+            log.error("worker exited; restarting", extra={"pid": proc.pid, "code": code})
+        else:
+            self.failed_starts += 1
+            if self.failed_starts >= self.max_failed_starts:
+                return (f"workers failed to start {self.failed_starts} times in a row "
+                        f"(last: pid {proc.pid} exited with {code} after {now - slot.started:.1f}s); giving up")
+            delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (self.failed_starts - 1))
+            log.error("worker died %.1fs after its start; restarting in %.1fs", now - slot.started, delay,
+                      extra={"pid": proc.pid, "code": code, "failed_starts": self.failed_starts})
+        slot.next_start = now + delay
+        return None
+
+    def _give_up(self, reason: str) -> int:
+        self.stopping = True
+        self._signal_all(signal.SIGTERM)
+        for slot in self.slots:
+            if slot.proc is not None:
+                try:
+                    slot.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    slot.proc.kill()
+                    slot.proc.wait()
+        print(f"extproc: {reason}", file=sys.stderr, flush=True)
+        return 1
+
+
+def worker_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, SUPERVISED_ENV: str(os.getpid()), **extra}
+    if MULTIPROC_ENV not in extra:
+        env.pop(MULTIPROC_ENV, None)
+    return env
