@@ -8,7 +8,7 @@ resolve differently), ``NaN``/``Infinity`` (not JSON), invalid UTF-8, a
 lone UTF-16 surrogate escape (``"\\ud800"``: no character; parsers replace,
 keep or reject it), a number beyond the interoperable range (an integer
 outside ±(2**53 - 1) or a float that overflows to infinity: parsers in other
-languages round them), a
+languages round them), nesting deeper than ``MAX_DEPTH``, a
 ``jsonrpc`` other than ``"2.0"``, an id that is not a string or integer, or a
 request without an id (anything that is not a notification) is refused with
 the JSON-RPC error code the spec assigns:
@@ -96,21 +96,27 @@ def _finite_float(text: str) -> float:
 _SURROGATE_ESCAPE = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
 
 
-def _check_surrogates(value: Any) -> None:
-    stack = [value]
+# Deeper than any protocol message needs; bounded so that nothing recursive
+# downstream (constraint checks, canonical JSON, audit export) can exhaust
+# the stack on a value the parser accepted.
+MAX_DEPTH = 64
+
+
+def _check_value(value: Any, strings: bool) -> None:
+    """Iteratively: nesting within MAX_DEPTH, and (``strings``) no string or
+    key holding a lone surrogate."""
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            strings = (item,)
-        elif isinstance(item, dict):
-            strings = item.keys()
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-            continue
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise _Strict(f"nested deeper than {MAX_DEPTH} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+            texts = item.keys() if strings and isinstance(item, dict) else ()
         else:
-            continue
-        for text in strings:
+            texts = (item,) if strings and isinstance(item, str) else ()
+        for text in texts:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:
@@ -120,13 +126,19 @@ def _check_surrogates(value: Any) -> None:
 def loads_strict(raw: bytes | str) -> Any:
     """``json.loads`` that refuses what parsers disagree on: duplicate keys,
     NaN/Infinity, numbers beyond the interoperable range, lone surrogate
-    escapes, invalid UTF-8, nesting deep enough to exhaust the stack."""
+    escapes, invalid UTF-8, nesting deeper than MAX_DEPTH. Raises ValueError
+    (and only ValueError)."""
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                       parse_int=_safe_int, parse_float=_finite_float)
-    if _SURROGATE_ESCAPE.search(raw):
-        _check_surrogates(value)
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                           parse_int=_safe_int, parse_float=_finite_float)
+    except RecursionError:
+        raise _Strict(f"nested deeper than {MAX_DEPTH} levels") from None
+    strings = _SURROGATE_ESCAPE.search(raw) is not None
+    # Only a body with that many brackets can nest that deep: most skip the walk.
+    if strings or raw.count("[") + raw.count("{") > MAX_DEPTH:
+        _check_value(value, strings)
     return value
 
 
