@@ -183,8 +183,10 @@ def shannon_entropy(value: str) -> float:
 
 def char_classes(value: str) -> int:
     """How many of lower, upper, digit, other appear."""
+    # Over the distinct characters: validators run once per attempt, and a
+    # hostile body makes attempts at every keyword.
     lower = upper = digit = other = False
-    for ch in value:
+    for ch in set(value):
         if ch.islower():
             lower = True
         elif ch.isupper():
@@ -198,7 +200,8 @@ def char_classes(value: str) -> int:
 
 def alnum_classes(value: str) -> int:
     """How many of lower, upper, digit appear (symbols do not count)."""
-    return any(c.islower() for c in value) + any(c.isupper() for c in value) + any(c.isdigit() for c in value)
+    chars = set(value)
+    return any(c.islower() for c in chars) + any(c.isupper() for c in chars) + any(c.isdigit() for c in chars)
 
 
 def b64url_json(segment: str) -> object | None:
