@@ -290,6 +290,23 @@ def test_redis_outage_fail_open_and_fail_closed_then_recovery(stack_factory, red
     assert log.count("quota backend unavailable") == 1 and log.count("quota backend recovered") == 1
 
 
+def test_fail_closed_serves_no_503_once_redis_is_back(stack_factory, redis_server):
+    # The processor's pool holds many idle connections when Redis restarts;
+    # each used to fail once after recovery and push the backend back into
+    # outage mode (fail_closed: a 503 each time). After the first admitted
+    # request, not one may fail.
+    limit = "[{name: l, key: [route], rate: {requests: 100000, per: 1s}}]"
+    stack = stack_factory(policy(limit, limit, proc_options="on_backend_error: fail_closed"),
+                          redis_server.url + "?timeout=2s&retry_interval=100ms", authz_timeout="10s")
+    assert Counter(asyncio.run(_burst(stack.url, "/proc/x", 16))) == {200: 16}  # fills the pool
+    redis_server.kill()
+    wait_for(lambda: stack.get("/proc/x").status_code == 503)
+    redis_server.start()
+    wait_for(lambda: stack.get("/proc/x").status_code == 200)
+    after = [status for _ in range(10) for status in asyncio.run(_burst(stack.url, "/proc/x", 16))]
+    assert Counter(after) == {200: 160}
+
+
 def test_redis_cluster_enforces_the_same_limits(stack_factory, redis_cluster):
     limits = ("[{name: per-client, key: ['header:x-client'], rate: {requests: 3, per: 1h}},"
               " {name: per-client-route, key: ['header:x-client', route], rate: {requests: 10, per: 1h}}]")
