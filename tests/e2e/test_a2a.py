@@ -13,7 +13,10 @@ import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.client.errors import A2AClientError
 from a2a.helpers.proto_helpers import new_text_message
-from a2a.types import Role, SendMessageRequest
+from a2a.types import (
+    CancelTaskRequest, GetTaskRequest, ListTasksRequest, Role, SendMessageRequest, SubscribeToTaskRequest,
+    TaskPushNotificationConfig,
+)
 
 from extproc.local.demo_a2a import DemoA2aServer
 from extproc.local.demo_keys import load_demo_key, mint
@@ -23,6 +26,7 @@ from tests.e2e.agent_stack import AgentStack
 
 KEY = load_demo_key()
 PLANNER = mint(KEY, sub="planner-bot", extra={"agent_id": "planner-1"})
+PLANNER_2 = mint(KEY, sub="planner-bot", extra={"agent_id": "planner-2"})  # same rules, another agent
 OPS = mint(KEY, sub="ops-bot", roles=["admin"], extra={"agent_id": "ops-1"})
 HUMAN = mint(KEY, sub="alice", roles=["reader"])  # a user, not an agent
 
@@ -164,3 +168,97 @@ def test_a_workload_certificate_identifies_the_agent_on_the_mtls_listener(stack)
         assert send(http, "translate")["error"]["code"] == POLICY_DENIED
     with stack.mtls_client("client-1") as http:  # spiffe://example.org/ns/other/sa/intruder
         assert send(http, "summarize")["error"]["code"] == POLICY_DENIED
+
+
+# -- task ownership --------------------------------------------------------------------
+
+async def with_client(stack, token: str, act, streaming=False):
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=15) as http:
+        client = await create_client(stack.url + "/a2a", client_config=ClientConfig(httpx_client=http,
+                                                                                    streaming=streaming))
+        try:
+            return await act(client)
+        finally:
+            await client.close()
+
+
+NOT_YOURS = f"{POLICY_DENIED}.*task is not accessible to this agent"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_an_agent_cannot_read_cancel_resubscribe_or_list_another_agents_task(stack, streaming):
+    task = final_task(asyncio.run(ask(stack, PLANNER, "summarize", text="private words", streaming=streaming)))
+    assert task is not None and task.id
+
+    async def owner(client):
+        got = await client.get_task(GetTaskRequest(id=task.id))
+        listed = await client.list_tasks(ListTasksRequest())
+        return got, listed
+
+    got, listed = asyncio.run(with_client(stack, PLANNER, owner))
+    assert got.id == task.id and "summary: private words" in [p.text for a in got.artifacts for p in a.parts]
+    assert task.id in [t.id for t in listed.tasks]
+
+    async def intruder_get(client):
+        return await client.get_task(GetTaskRequest(id=task.id))
+
+    async def intruder_cancel(client):
+        return await client.cancel_task(CancelTaskRequest(id=task.id))
+
+    async def intruder_subscribe(client):
+        return [event async for event in client.subscribe(SubscribeToTaskRequest(id=task.id))]
+
+    async def intruder_push(client):
+        return await client.create_task_push_notification_config(
+            TaskPushNotificationConfig(task_id=task.id, url="https://attacker.test/hook"))
+
+    for act in (intruder_get, intruder_cancel, intruder_subscribe):
+        with pytest.raises(A2AClientError, match=NOT_YOURS):
+            asyncio.run(with_client(stack, PLANNER_2, act, streaming=True))
+    # The demo grants no push-notification methods at all (ownership of them: tests/unit/a2a).
+    with pytest.raises(A2AClientError, match=f"{POLICY_DENIED}"):
+        asyncio.run(with_client(stack, PLANNER_2, intruder_push, streaming=True))
+
+    async def intruder_list(client):
+        return await client.list_tasks(ListTasksRequest())
+
+    listed = asyncio.run(with_client(stack, PLANNER_2, intruder_list))
+    assert task.id not in [t.id for t in listed.tasks]
+    assert "private words" not in str(listed)
+    # The owner's cancel and resubscribe reach the agent (which answers for
+    # itself: the demo's tasks are already complete).
+    for act in (intruder_cancel, intruder_subscribe):
+        try:
+            asyncio.run(with_client(stack, PLANNER, act, streaming=True))
+        except Exception as exc:  # noqa: BLE001 - the agent's own typed errors (TaskNotCancelableError...)
+            assert str(POLICY_DENIED) not in str(exc) and "not accessible" not in str(exc), exc
+    stack.assert_healthy()
+
+
+def test_0_3_task_methods_and_message_references_are_owner_checked_too(stack):
+    task = final_task(asyncio.run(ask(stack, PLANNER, "summarize", text="mine only", streaming=False)))
+    for method, params in (("tasks/get", {"id": task.id}), ("tasks/cancel", {"id": task.id}),
+                           ("tasks/pushNotificationConfig/get", {"id": task.id}),
+                           ("tasks/pushNotificationConfig/set", {"taskId": task.id,
+                                                                 "pushNotificationConfig": {"url": "https://x/"}})):
+        r = post(stack, {"jsonrpc": "2.0", "id": "x", "method": method, "params": params}, token=PLANNER_2,
+                 version="0.3")
+        assert r.status_code == 200 and r.json()["error"]["code"] == POLICY_DENIED, (method, r.text)
+        assert "mine only" not in r.text
+    r = post(stack, {"jsonrpc": "2.0", "id": "own", "method": "tasks/get", "params": {"id": task.id}}, version="0.3")
+    assert r.json()["result"]["id"] == task.id
+    # Joining the owner's context, or continuing its task, with a message of one's own.
+    for field, value in (("contextId", task.context_id), ("taskId", task.id), ("referenceTaskIds", [task.id])):
+        message = {"messageId": f"m-{field}", "role": "ROLE_USER", "parts": [{"text": "let me in"}],
+                   "metadata": {"skill": "summarize"}, field: value}
+        r = post(stack, {"jsonrpc": "2.0", "id": field, "method": "SendMessage", "params": {"message": message}},
+                 token=PLANNER_2)
+        assert r.json()["error"]["code"] == POLICY_DENIED, (field, r.text)
+
+
+def test_a_lone_surrogate_in_a2a_params_is_a_parse_error_not_a_500(stack):
+    raw = (b'{"jsonrpc":"2.0","id":"s","method":"SendMessage","params":{"message":{"messageId":"m",'
+           b'"role":"ROLE_USER","parts":[{"text":"\\ud800"}],"metadata":{"skill":"summarize","x":"\\udfff"}}}}')
+    r = post(stack, raw)  # \\ud800: the JSON escape of a lone surrogate
+    assert r.status_code == 200 and r.json()["error"]["code"] == PARSE_ERROR
+    stack.assert_healthy()

@@ -213,6 +213,14 @@ def test_a_client_that_accepts_only_sse_gets_the_refusal_as_an_event(stack):
     ({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "search_docs"}}, INVALID_REQUEST, None),
     ([], INVALID_REQUEST, None),
     ([{"jsonrpc": "2.0", "id": i, "method": "ping"} for i in range(50)], INVALID_REQUEST, None),
+    # What parsers disagree on, or what once made the audit hash raise (a 500):
+    (rb'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs","arguments":{"query":"\ud800"}}}',
+     PARSE_ERROR, None),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs","arguments":{"n":1e999}}}',
+     PARSE_ERROR, None),
+    (b'{"jsonrpc":"2.0","id":18446744073709551617,"method":"tools/list"}', PARSE_ERROR, None),
+    (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs","arguments":{"q":'
+     + b"[" * 500 + b"]" * 500 + b"}}}", PARSE_ERROR, None),
 ])
 def test_malformed_json_rpc_gets_clear_errors_and_the_processor_stays_healthy(stack, body, code, reply_id):
     r = post(stack, body)
