@@ -247,3 +247,17 @@ def test_replaced_and_refused_revisions_are_closed(tmp_path, monkeypatch):
     (tmp_path / "p.yaml").write_text(text.replace("name: x,", "name: y,"))
     assert store.reload() is True
     assert id(first) in closed and id(store.current.routes["api"].capabilities[0]) not in closed
+
+
+async def test_shared_resources_survive_reloads_that_use_them_and_only_those(tmp_path):
+    runtime = Runtime()
+    quota = ("routes: [{name: api, capabilities: [{type: quota, config: "
+             "{limits: [{name: l, key: [route], rate: {requests: %d, per: 1h}}]}}]}]\n")
+    (tmp_path / "p.yaml").write_text(quota % 5)
+    store = PolicyStore(tmp_path, runtime)
+    backend = runtime._shared[("quota", "memory")]
+    (tmp_path / "p.yaml").write_text(quota % 6)
+    assert store.reload() and store.current.routes["api"].capabilities[0]._backend is backend
+    (tmp_path / "p.yaml").write_text(GOOD)  # the same route, without a quota
+    assert store.reload() and ("quota", "memory") not in runtime._shared  # no revision uses it any more
+    await runtime.aclose()
