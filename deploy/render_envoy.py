@@ -14,8 +14,8 @@ What changes:
   ``governance`` the processors (Kubernetes: a headless Service, so Envoy
   balances over every replica), ``upstream`` the demo upstream, ``otel``
   Jaeger's OTLP/gRPC port, any other cluster the demo upstream on its port;
-* ``governance`` is health-checked over grpc.health.v1 (a draining or dead
-  processor leaves the rotation) and ejects a replica that keeps failing;
+* ``governance`` also ejects a replica that keeps failing (outlier
+  detection; its grpc.health.v1 health check comes from the gateway config);
 * compose exposes Envoy's admin on 0.0.0.0 (compose publishes it on the
   host's loopback only); Kubernetes keeps it on 127.0.0.1 and probes
   ``/healthz`` on the listener instead.
@@ -43,13 +43,6 @@ KUBERNETES_HOSTS = {
 }
 DEFAULT_HOST = {"compose": "upstream", "kubernetes": "demo-upstream.extproc.svc.cluster.local"}
 
-HEALTH_CHECK = {
-    "timeout": "1s",
-    "interval": "5s",
-    "unhealthy_threshold": 2,
-    "healthy_threshold": 1,
-    "grpc_health_check": {},
-}
 OUTLIER_DETECTION = {
     "consecutive_gateway_failure": 5,
     "interval": "5s",
@@ -83,7 +76,6 @@ def derive(gateway: dict, target: str) -> dict:
                 continue
             rebuilt[key] = value
         if name == "governance":
-            rebuilt["health_checks"] = [copy.deepcopy(HEALTH_CHECK)]
             rebuilt["outlier_detection"] = dict(OUTLIER_DETECTION)
         for group in rebuilt["load_assignment"]["endpoints"]:
             for endpoint in group["lb_endpoints"]:

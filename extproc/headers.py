@@ -30,7 +30,7 @@ PROTECTED = frozenset({"host", ":authority", ":method", ":path", ":scheme", ":st
 # the upstream.
 ROUTING_OVERRIDE_HEADERS = frozenset({
     "x-original-url", "x-rewrite-url", "x-original-uri", "x-override-url", "x-forwarded-uri", "x-forwarded-path",
-    "x-forwarded-prefix", "x-envoy-original-path", "x-original-method", "x-http-method-override",
+    "x-forwarded-prefix", "x-original-method", "x-http-method-override",
     "x-http-method", "x-method-override",
 })
 

@@ -17,7 +17,7 @@ one way:
   every other escape kept with upper-case hex (``%3f`` → ``%3F``);
 * ``" < > ` { } | ^`` escaped, as Envoy escapes them;
 * ``.`` and ``..`` segments resolved (RFC 3986 §5.2.4, never above ``/``),
-  empty segments merged, a trailing ``/`` kept.
+  then empty segments merged (Envoy's order), a trailing ``/`` kept.
 
 Refused, each with its own code (the 400's ``error.code``):
 
@@ -36,7 +36,10 @@ Refused, each with its own code (the 400's ``error.code``):
 * ``path_backslash`` — a raw ``\\`` (a separator on Windows stacks only);
 * ``path_malformed_escape`` — ``%`` not followed by two hex digits;
 * ``path_trailing_dot`` — a segment ending in ``.`` other than ``.``/``..``
-  (``/admin./users``: Windows and some routers drop the dot).
+  (``/admin./users``: Windows and some routers drop the dot);
+* ``path_ambiguous_dot_segment`` — ``..`` right after an empty segment
+  (``/a//../b`` is ``/a/b`` to RFC 3986 and Envoy, ``/b`` to an upstream that
+  merges slashes first).
 
 Case is kept: a route whose match says ``case_insensitive: true`` compares the
 case-folded path instead (see ``extproc.policy.model``).
@@ -62,6 +65,9 @@ _REFUSED_ESCAPES = {
 # no decoding or escaping, none ending in `.` (so no `.`/`..` segments and no
 # trailing dots). Almost every real path takes this exit.
 _CANONICAL = re.compile(r"(?:/[A-Za-z0-9\-._~!$&'()*+,:=@\[\]]*[A-Za-z0-9\-_~!$&'()*+,:=@\[\]])*/?")
+
+
+_EMPTY_SEGMENTS = re.compile(r"//+")
 
 
 class AmbiguousPath(ValueError):
@@ -123,22 +129,24 @@ def _check_raw(char: str) -> None:
 
 
 def _resolve_segments(path: str) -> str:
-    segments: list[str] = []
-    parts = path.split("/")
-    for segment in parts:
-        if segment in ("", "."):
-            continue
-        if segment == "..":
-            if segments:
-                segments.pop()
+    # RFC 3986 §5.2.4 first, then empty segments merged: Envoy's order
+    # (normalize_path, then merge_slashes). `..` after an empty segment
+    # (`/a//../b`) is refused: it is /a/b that way and /b to an upstream that
+    # merges first.
+    parts = path.split("/")[1:]
+    kept: list[str] = []
+    last = len(parts) - 1
+    for i, segment in enumerate(parts):
+        if segment == "." or segment == "..":
+            if segment == ".." and kept and kept.pop() == "":
+                raise AmbiguousPath("path_ambiguous_dot_segment", "'..' after an empty segment")
+            if i == last:
+                kept.append("")  # `/a/.` and `/a/b/..` keep their trailing slash
             continue
         if segment.endswith("."):
             raise AmbiguousPath("path_trailing_dot", "path segment ends with '.'")
-        segments.append(segment)
-    canonical = "/" + "/".join(segments)
-    if parts[-1] in ("", ".", "..") and canonical != "/":
-        canonical += "/"
-    return canonical
+        kept.append(segment)
+    return _EMPTY_SEGMENTS.sub("/", "/" + "/".join(kept))
 
 
 def require_canonical_path(pattern: str) -> str:

@@ -424,3 +424,14 @@ def test_demo_upstream_command_serves_the_echo():
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
+
+
+def test_envoy_gateway_edge_rejects_underscore_headers_and_normalizes_paths(manifests):
+    policy = of_kind(manifests, "ClientTrafficPolicy")["extproc-edge"]
+    assert policy["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    assert policy["spec"]["headers"]["withUnderscoresAction"] == "RejectRequest"
+    assert policy["spec"]["path"] == {"escapedSlashesAction": "UnescapeAndRedirect", "disableMergeSlashes": False}
+    (target,) = policy["spec"]["targetRefs"]
+    routes = of_kind(manifests, "HTTPRoute").values()
+    assert target["kind"] == "Gateway" and all(
+        {"name": target["name"], "namespace": policy["metadata"]["namespace"]} in r["spec"]["parentRefs"] for r in routes)

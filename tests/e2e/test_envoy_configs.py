@@ -28,3 +28,72 @@ def test_envoy_accepts(config, demo_certs, tmp_path):
 def test_render_rejects_unknown_names():
     with pytest.raises(KeyError):
         render(REPO / "envoy/gateway.yaml", {"no-such-cluster": 1})
+
+
+# -- what every shipped gateway config must say --------------------------------
+#
+# Shipped = the configs users run: envoy/*.yaml and the generated Kubernetes
+# ConfigMap (bench/ configs measure Envoy itself and are not deployed). The
+# checks walk each config's structure, so a new listener, filter or cluster
+# that forgets one of these fails here.
+
+from extproc.headers import ROUTING_OVERRIDE_HEADERS  # noqa: E402
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+EXT_AUTHZ = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+EXT_PROC = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor"
+PROCESSOR_HEALTH_CHECK = {"interval": "1s", "timeout": "0.5s", "unhealthy_threshold": 1, "healthy_threshold": 1,
+                          "grpc_health_check": {}}
+
+
+def _shipped() -> dict[str, dict]:
+    configs = {str(p.relative_to(REPO)): yaml.safe_load(p.read_text()) for p in sorted(REPO.glob("envoy/*.yaml"))}
+    configmap = yaml.safe_load((REPO / "deploy/kubernetes/envoy-config.yaml").read_text())
+    configs["deploy/kubernetes/envoy-config.yaml"] = yaml.safe_load(configmap["data"]["envoy.yaml"])
+    return configs
+
+
+SHIPPED = _shipped()
+
+
+def _typed(node, type_url: str) -> list[dict]:
+    """Every mapping under ``node`` whose ``@type`` is ``type_url``."""
+    found = []
+    if isinstance(node, dict):
+        if node.get("@type") == type_url:
+            found.append(node)
+        for value in node.values():
+            found.extend(_typed(value, type_url))
+    elif isinstance(node, list):
+        for value in node:
+            found.extend(_typed(value, type_url))
+    return found
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_listener_rejects_underscore_headers_and_normalizes_paths(name):
+    config = SHIPPED[name]
+    managers = _typed(config, HCM)
+    assert len(managers) >= len(config["static_resources"]["listeners"])
+    for manager in managers:
+        assert manager["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+        assert manager["normalize_path"] is True and manager["merge_slashes"] is True
+        assert manager["path_with_escaped_slashes_action"] in ("UNESCAPE_AND_REDIRECT", "REJECT_REQUEST")
+        removed = set(manager["route_config"]["request_headers_to_remove"])
+        assert ROUTING_OVERRIDE_HEADERS <= removed, sorted(ROUTING_OVERRIDE_HEADERS - removed)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_processor_filter_fails_closed_with_503_to_a_health_checked_cluster(name):
+    config = SHIPPED[name]
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    filters = _typed(config, EXT_AUTHZ) + _typed(config, EXT_PROC)
+    assert filters
+    for processor_filter in filters:
+        assert processor_filter["failure_mode_allow"] is False
+        assert processor_filter["status_on_error"] == {"code": "ServiceUnavailable"}
+        cluster = clusters[processor_filter["grpc_service"]["envoy_grpc"]["cluster_name"]]
+        (health_check,) = cluster["health_checks"]
+        assert PROCESSOR_HEALTH_CHECK.items() <= health_check.items(), cluster["name"]
+        # Before any traffic Envoy checks every no_traffic_interval (60 s by default).
+        assert health_check.get("no_traffic_interval", "60s") == "1s"

@@ -34,6 +34,9 @@ from extproc.policy.schema import RouteMatch
     ("/api/x/.", "/api/x/"),
     ("/.well-known/agent.json", "/.well-known/agent.json"),
     ("/api/a.b/c", "/api/a.b/c"),
+    ("/a//b/../c", "/a/c"),
+    ("/a/b/../../..", "/"),
+    ("/a/..", "/"),
 ])
 def test_canonical_form(raw, expected):
     assert canonical_path(raw) == expected
@@ -65,6 +68,8 @@ def test_canonical_form(raw, expected):
     ("/api/a%zz", "path_malformed_escape"),
     ("/api/a%4", "path_malformed_escape"),
     ("/api/a%", "path_malformed_escape"),
+    ("/t//../", "path_ambiguous_dot_segment"),
+    ("/a//../b", "path_ambiguous_dot_segment"),
     ("api/x", "path_not_absolute"),
     ("", "path_not_absolute"),
     ("*", "path_not_absolute"),
