@@ -127,7 +127,7 @@ def _yaml_syntax_error(exc: yaml.MarkedYAMLError, file: str) -> PolicyError:
         message += f" at line {stop.line + 1} column {stop.column + 1}"
     if exc.context and start is not None:
         message = f"{exc.context} (starting here): {message}"
-    if stop is not None and "'\\t'" in message:
+    if "'\\t'" in message:
         message += " (YAML indentation must use spaces, not tabs)"
     return PolicyError(file, where.line + 1 if where else 1, "", f"invalid YAML: {' '.join(message.split())}",
                        where.column + 1 if where else 0)
