@@ -8,7 +8,7 @@ resolve differently), ``NaN``/``Infinity`` (not JSON), invalid UTF-8, a
 lone UTF-16 surrogate escape (``"\\ud800"``: no character; parsers replace,
 keep or reject it), a number beyond the interoperable range (an integer
 outside ±(2**53 - 1) or a float that overflows to infinity: parsers in other
-languages round them), nesting deeper than ``MAX_DEPTH``, a
+languages round them), nesting deeper than ``jsonstrict.MAX_DEPTH``, a
 ``jsonrpc`` other than ``"2.0"``, an id that is not a string or integer, or a
 request without an id (anything that is not a notification) is refused with
 the JSON-RPC error code the spec assigns:
@@ -35,7 +35,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from extproc import jsonstrict
 from extproc.context import Deny, RequestContext
+from extproc.jsonstrict import StrictJsonError
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -55,90 +57,49 @@ class JsonRpcError(Exception):
         self.code, self.message, self.id = code, message, id
 
 
-class _Strict(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Strict(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise _Strict(f"{name} is not JSON")
-
-
 # I-JSON (RFC 7493): integers every parser represents exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
+# Where a number parsers read differently may be: 16+ digits in a row, or a
+# three-digit exponent. Matched on the raw text at C speed (inside strings
+# too: a match only means the parsed value is walked).
+_SUSPECT_NUMBER = re.compile(r"\d{16,}|[eE][+-]?\d{3,}")
+# A surrogate in text decoded with surrogateescape (invalid UTF-8 in an SSE
+# event): ``jsonstrict`` checks escapes, this is the raw form.
+_RAW_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _safe_int(text: str) -> int:
-    # Length first: converting a 100 000-digit string is itself the cost.
-    if len(text.lstrip("-")) > 16 or abs(value := int(text)) > MAX_SAFE_INTEGER:
-        raise _Strict(f"integer {text[:20]}{'...' if len(text) > 20 else ''} is beyond ±(2**53 - 1)")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise _Strict(f"number {text[:20]}{'...' if len(text) > 20 else ''} overflows")
-    return value
-
-
-# A surrogate escape in the raw text (case-insensitive hex), or a surrogate
-# itself (text decoded with surrogateescape: invalid UTF-8). Only then can a
-# decoded string hold a lone surrogate, so clean bodies skip the walk.
-_SURROGATE_ESCAPE = re.compile("\\\\u[dD][89a-fA-F]|[\ud800-\udfff]")
-
-
-# Deeper than any protocol message needs; bounded so that nothing recursive
-# downstream (constraint checks, canonical JSON, audit export) can exhaust
-# the stack on a value the parser accepted.
-MAX_DEPTH = 64
-
-
-def _check_value(value: Any, strings: bool) -> None:
-    """Iteratively: nesting within MAX_DEPTH, and (``strings``) no string or
-    key holding a lone surrogate."""
-    stack = [(value, 1)]
+def _interoperable_numbers(value: Any) -> None:
+    stack = [value]
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > MAX_DEPTH:
-                raise _Strict(f"nested deeper than {MAX_DEPTH} levels")
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-            texts = item.keys() if strings and isinstance(item, dict) else ()
-        else:
-            texts = (item,) if strings and isinstance(item, str) else ()
-        for text in texts:
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise _Strict("a string holds a lone UTF-16 surrogate escape") from None
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int) and abs(item) > MAX_SAFE_INTEGER:
+            raise StrictJsonError("an integer is beyond ±(2**53 - 1), where parsers round it")
+        elif isinstance(item, float) and math.isinf(item):
+            raise StrictJsonError("a number overflows to infinity")
 
 
 def loads_strict(raw: bytes | str) -> Any:
-    """``json.loads`` that refuses what parsers disagree on: duplicate keys,
-    NaN/Infinity, numbers beyond the interoperable range, lone surrogate
-    escapes, invalid UTF-8, nesting deeper than MAX_DEPTH. Raises ValueError
-    (and only ValueError)."""
+    """``extproc.jsonstrict.loads_strict`` (duplicate keys, NaN/Infinity,
+    lone surrogates, invalid UTF-8, excessive nesting), plus what a JSON-RPC
+    server written in another language would read differently: integers
+    beyond ±(2**53 - 1) and numbers that overflow. Raises ``StrictJsonError``
+    (a ``ValueError``) only."""
     if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                           parse_int=_safe_int, parse_float=_finite_float)
-    except RecursionError:
-        raise _Strict(f"nested deeper than {MAX_DEPTH} levels") from None
-    strings = _SURROGATE_ESCAPE.search(raw) is not None
-    # Only a body with that many brackets can nest that deep: most skip the walk.
-    if strings or raw.count("[") + raw.count("{") > MAX_DEPTH:
-        _check_value(value, strings)
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise StrictJsonError("the body is not valid UTF-8") from None
+    elif _RAW_SURROGATE.search(raw):
+        raise StrictJsonError("the body is not valid UTF-8")
+    value = jsonstrict.loads_strict(raw)
+    if _SUSPECT_NUMBER.search(raw):
+        _interoperable_numbers(value)
     return value
 
 
@@ -249,7 +210,7 @@ def parse(raw: bytes, *, max_batch: int, batches: bool = True,
     try:
         body = loads_strict(raw)
     except (ValueError, RecursionError) as exc:
-        detail = str(exc) if isinstance(exc, _Strict) else "the body is not valid JSON"
+        detail = str(exc) if isinstance(exc, StrictJsonError) else "the body is not valid JSON"
         raise JsonRpcError(PARSE_ERROR, f"Parse error: {detail}") from None
     if isinstance(body, list):
         if not batches:

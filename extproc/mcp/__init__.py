@@ -1,11 +1,8 @@
 """Agent protocols: MCP (Model Context Protocol) over Streamable HTTP, and the
-JSON-RPC, caller-matching, delegation and audit pieces that the A2A side
-(``extproc.a2a``) shares with it.
+caller-matching and delegation pieces that the A2A side (``extproc.a2a``)
+shares with it. JSON-RPC itself (strict parsing, refusals, response
+rewriting, the exchange both capabilities run) is ``extproc.jsonrpc``.
 
-* ``jsonrpc``: strict JSON-RPC 2.0 parsing (single and batch), the error
-  objects and how a refusal is rendered (JSON or SSE, per the client's Accept);
-* ``responses``: rewriting JSON-RPC responses as they stream back (a JSON body
-  held until complete, or an SSE stream event by event);
 * ``callers``: the ``who`` of a rule (subjects, agents, SPIFFE principals,
   roles, scopes, claim conditions) and the caller summary audit records carry;
 * ``delegation``: the RFC 8693 ``act`` chain checks (depth, trusted actors,
