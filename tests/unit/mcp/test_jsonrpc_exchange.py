@@ -214,3 +214,39 @@ def test_fuzzed_bytes_are_parse_errors_or_messages(raw):
         parse(raw, max_batch=16)
     except Exception as exc:  # noqa: BLE001 - only the typed error may escape
         assert type(exc).__name__ == "JsonRpcError" and exc.code in (PARSE_ERROR, INVALID_REQUEST), exc
+
+
+# -- odd answers ------------------------------------------------------------------------
+
+RESPONSE_CASES = [
+    ("a2a", lambda: a2a(batches=True), a2a_send("summarize", 1)),
+    ("a2a", lambda: a2a(batches=True), {"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}}),
+    ("mcp", mcp, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    ("mcp", mcp, mcp_call("search_docs", 1)),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=st.sampled_from(range(len(RESPONSE_CASES))), result=json_values, sse_mode=st.booleans(),
+       shape=st.sampled_from(["result", "task", "tasks", "tools", "event"]))
+def test_fuzzed_answers_are_passed_rewritten_or_withheld_never_an_exception(case, result, sse_mode, shape):
+    import asyncio
+
+    from tests.unit.mcp.harness import respond, sse
+    route, make, body = RESPONSE_CASES[case]
+    wrapped = {"result": result, "task": {"task": result}, "tasks": {"tasks": [result, {"id": result}]},
+               "tools": {"tools": [result, {"name": result}]}, "event": {"statusUpdate": {"taskId": result}}}[shape]
+    answer = {"jsonrpc": "2.0", "id": 1, "result": wrapped}
+
+    async def scenario():
+        cap = make()
+        ctx = context(cap, AGENT, path="/a2a/" if route == "a2a" else "/mcp",
+                      headers={"accept": "application/json, text/event-stream"}, route_name=route)
+        assert await request(cap, ctx, body) is None
+        raw = sse(answer) if sse_mode else _encode(answer)
+        out = await respond(cap, ctx, [raw[:7], raw[7:]], content_type="text/event-stream" if sse_mode
+                            else "application/json")
+        json.dumps(ctx.state.get("audit", {}))
+        return out
+
+    assert isinstance(asyncio.run(scenario()), bytes)
