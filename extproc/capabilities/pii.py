@@ -23,6 +23,7 @@ from pydantic import Field
 from extproc.capabilities.base import Capability, register
 from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
+from extproc.guard import facts, offload
 from extproc.guard.pii import PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
 from extproc.llm.errors import llm_error
 from extproc.llm.response import JsonRewriter, SseRewriter
@@ -83,31 +84,35 @@ class Pii(Capability):
         })
         self._response_scanner = PiiScanner(response_config) if config.responses else None
         self._roles = frozenset(config.roles)
+        # Per instance: two pii capabilities on one route (one in monitor
+        # mode, say) must not feed or overwrite each other's state.
+        self._vault_key, self._response_key = f"pii.vault:{id(self)}", f"pii.response:{id(self)}"
 
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         request = parsed_or_deny(ctx, self.config.max_body_bytes)
         if isinstance(request, Deny):
             return request
         vault = PseudonymVault()
-        ctx.state["pii.vault"] = vault
-        counts: dict[str, int] = {}
-        blocked: set[str] = set()
-        for slot in request.texts(self._roles):
-            result = self._scanner.sanitize(slot.text, vault)
-            for entity, n in result.counts.items():
-                counts[entity] = counts.get(entity, 0) + n
-            blocked.update(result.blocked)
-            if result.text != slot.text:
-                request.replace(ctx, slot, result.text)  # staged: dropped in monitor mode
-        ctx.state["pii.request_entities"] = counts
-        if blocked:
+        ctx.state[self._vault_key] = vault
+        slots = request.texts(self._roles)
+        texts = [slot.text for slot in slots]
+        result = await offload.scan(sum(map(len, texts)), self._scanner.sanitize_parts, texts, vault)
+        for slot, before, after in zip(slots, texts, result.texts):
+            if after != before:
+                request.replace(ctx, slot, after)  # staged: dropped in monitor mode
+        ctx.state["pii.request_entities"] = result.counts
+        facts.note_entities(ctx, result.counts)
+        if result.blocked:
+            facts.note_action(ctx, "block")
             return llm_error(request.api, 400, "invalid_request_error", BLOCKED_MESSAGE,
-                             reason=f"blocked entities: {','.join(sorted(blocked))}", code="content_policy")
+                             reason=f"blocked entities: {','.join(sorted(result.blocked))}", code="content_policy")
+        for entity in result.counts:
+            facts.note_action(ctx, self._scanner.entities[entity])
         return None
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
         request = ctx.state.get("llm.request")
-        vault = ctx.state.get("pii.vault")
+        vault = ctx.state.get(self._vault_key)
         if request is None or (self._response_scanner is None and not vault):
             return None
         content_type = ctx.response_headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -128,18 +133,19 @@ class Pii(Capability):
             state.rewriter = JsonRewriter(request.api, make)
         else:
             return None  # not a shape we can find model text in: nothing to rewrite
-        ctx.state["pii.response"] = state
+        ctx.state[self._response_key] = state
         return None
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
-        state: _ResponseState | None = ctx.state.get("pii.response")
+        state: _ResponseState | None = ctx.state.get(self._response_key)
         if state is None:
             return None
         if state.stopped:
             ctx.replace_response_chunk(b"")
             return None
         try:
-            out = state.rewriter.feed(ctx.response_chunk, ctx.response_end)
+            out = await offload.scan(len(ctx.response_chunk), state.rewriter.feed, ctx.response_chunk,
+                                     ctx.response_end)
         except ValueError:
             # Beyond what we can inspect: stop rather than pass it unread.
             return self._stop(ctx, state, "response over the inspection limit")
@@ -151,6 +157,9 @@ class Pii(Capability):
             for entity, n in (chain.sanitizer.counts.items() if chain.sanitizer else ()):
                 counts[entity] = counts.get(entity, 0) + n
         ctx.state["pii.response_entities"] = counts
+        facts.note_entities(ctx, ctx.state.get("pii.request_entities", {}), counts)
+        for entity in counts:
+            facts.note_action(ctx, self._response_scanner.entities[entity])
         ctx.replace_response_chunk(out)
         return None
 
@@ -159,6 +168,7 @@ class Pii(Capability):
                          reason=reason, code="content_policy")
         if not state.streaming:
             return deny
+        facts.note_action(ctx, "block")
         # Headers (200) are already on their way: end the stream with an error event.
         state.stopped = True
         ctx.replace_response_chunk(b"event: error\ndata: " + deny.body + b"\n\ndata: [DONE]\n\n")

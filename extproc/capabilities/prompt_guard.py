@@ -13,6 +13,8 @@ from pydantic import Field
 from extproc.capabilities.base import Capability, register
 from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
+from extproc import audit
+from extproc.guard import facts, offload
 from extproc.guard.injection import InjectionDetector, PromptGuardConfig
 from extproc.llm.errors import llm_error
 from extproc.runtime import DEFAULT_RUNTIME
@@ -40,15 +42,24 @@ class PromptGuard(Capability):
         request = parsed_or_deny(ctx, self.config.max_body_bytes)
         if isinstance(request, Deny):
             return request
-        worst_score, worst_rules = 0.0, []
-        for slot in request.texts(self._roles):
-            result = self._detector.scan(slot.text, slot.role)
-            if result.score > worst_score:
-                worst_score, worst_rules = result.score, result.rule_ids
+        slots = [(slot.text, slot.role) for slot in request.texts(self._roles)]
+        worst_score, worst_rules = await offload.scan(sum(len(text) for text, _ in slots), self._worst, slots)
         ctx.state["prompt_guard"] = {"score": round(worst_score, 3), "rules": worst_rules,
                                      "rules_version": self._detector.version}
+        audit.note(ctx, "guard.score", round(worst_score, 3))
+        audit.note(ctx, "guard.rules", worst_rules)
         if worst_score >= self.config.threshold:
+            facts.note_action(ctx, "block")
             return llm_error(request.api, 400, "invalid_request_error", BLOCKED_MESSAGE,
                              reason=f"prompt injection score {worst_score:.2f} rules {','.join(worst_rules)}",
                              code="content_policy")
+        facts.note_action(ctx, "allow")
         return None
+
+    def _worst(self, slots: list[tuple[str, str]]) -> tuple[float, list[str]]:
+        worst_score, worst_rules = 0.0, []
+        for text, role in slots:
+            result = self._detector.scan(text, role)
+            if result.score > worst_score:
+                worst_score, worst_rules = result.score, result.rule_ids
+        return worst_score, worst_rules

@@ -129,6 +129,13 @@ class Redaction:
     blocked: list[str] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class PartsRedaction:
+    texts: list[str] = field(repr=False)
+    counts: dict[str, int] = field(default_factory=dict)
+    blocked: list[str] = field(default_factory=list)
+
+
 _PLACEHOLDER = re.compile(r"\[[A-Z][A-Z0-9_]{0,39}_[0-9]{1,9}\]")
 _PLACEHOLDER_PREFIX = re.compile(r"\[[A-Z0-9_]{0,50}")
 _PLACEHOLDER_MAX = 1 + 40 + 1 + 9 + 1
@@ -458,6 +465,65 @@ class PiiScanner:
         vault = vault if vault is not None else PseudonymVault()
         out = self._render(text, 0, len(text), findings, vault, counts, blocked)
         return Redaction(out, counts, blocked)
+
+    def sanitize_parts(self, texts: list[str], vault: PseudonymVault | None = None) -> PartsRedaction:
+        """``sanitize`` for the strings of one request, read as one text too.
+
+        A value split across content parts or messages ("jane" + "@x.com",
+        a PEM header and its body) is only visible in their concatenation;
+        a value inside one part must still be found however its neighbours
+        end (a digit glued on by the join would hide a card). So each part
+        is scanned alone and the parts joined; overlapping findings merge,
+        and a value spanning parts is replaced in each part it touches.
+        """
+        if len(texts) <= 1:
+            one = self.sanitize(texts[0], vault) if texts else Redaction("")
+            return PartsRedaction([one.text] if texts else [], one.counts, one.blocked)
+        offsets = [0]
+        for text in texts:
+            offsets.append(offsets[-1] + len(text))
+        joined = "".join(texts)
+        candidates = self._candidates(joined)
+        for text, base in zip(texts, offsets):
+            candidates += [(start + base, end + base, det) for start, end, det in self._candidates(text)]
+        counts: dict[str, int] = {}
+        blocked: list[str] = []
+        findings = self._resolve(candidates, 0, len(joined))
+        if not findings:
+            return PartsRedaction(list(texts), counts, blocked)
+        vault = vault if vault is not None else PseudonymVault()
+        pieces: list[list[str]] = [[] for _ in texts]
+        positions = offsets[:-1]  # per part: how far it has been copied (joined offsets)
+        part = 0
+        for f in findings:
+            entity = f.entity
+            counts[entity] = counts.get(entity, 0) + 1
+            action = self._actions[entity]
+            if action == "block":
+                if entity not in blocked:
+                    blocked.append(entity)
+                continue
+            value = joined[f.start:f.end]
+            placeholder = (None if action == "mask"
+                           else vault.placeholder(entity, value, restorable=action == "pseudonymize"))
+            while offsets[part + 1] <= f.start:
+                part += 1
+            i = part
+            while i < len(texts) and offsets[i] < f.end:
+                lo, hi = max(f.start, offsets[i]), min(f.end, offsets[i + 1])
+                if lo < hi:
+                    pieces[i].append(joined[positions[i]:lo])
+                    pieces[i].append(mask(joined[lo:hi], entity) if placeholder is None else placeholder)
+                    positions[i] = hi
+                i += 1
+        out = []
+        for i, text in enumerate(texts):
+            if not pieces[i]:
+                out.append(text)
+            else:
+                pieces[i].append(joined[positions[i]:offsets[i + 1]])
+                out.append("".join(pieces[i]))
+        return PartsRedaction(out, counts, blocked)
 
     def _render(self, text: str, start: int, end: int, findings: list[Finding], vault: PseudonymVault,
                 counts: dict[str, int], blocked: list[str]) -> str:
