@@ -36,7 +36,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from extproc.a2a.ownership import (
     TASK_METHODS, OwnerStore, TaskParamsError, message_references, named_task, owner_of, tasks_shown,
@@ -79,10 +79,22 @@ class A2aRule(CapabilityConfig):
     # Required: a rule that named no method used to grant every method (the
     # task methods included), so a skill grant silently granted far more.
     methods: list[str] = Field(min_length=1, description="A2A methods (1.0 or 0.3 names) the rule applies to.")
-    skills: list[str] = Field(default_factory=list,
-                              description="Skill id globs for SendMessage/SendStreamingMessage; [] grants no skill.")
+    skills: list[str] = Field(default_factory=list, validate_default=True,
+                              description="Skill id globs; required with SendMessage/SendStreamingMessage.")
 
     _methods = field_validator("methods")(_methods)
+
+    @field_validator("skills")
+    @classmethod
+    def _skills_where_they_apply(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        # Either way round, part of the rule would silently never apply.
+        sends = [m for m in info.data.get("methods") or () if m in SKILL_METHODS]
+        if sends and not value:
+            raise ValueError(f"the rule lists {' and '.join(sends)} but no skills, so it matches no message; "
+                             'list skill globs ("*": every skill)')
+        if value and not sends:
+            raise ValueError("skills apply to SendMessage/SendStreamingMessage only, and the rule lists neither")
+        return value
 
 
 class A2aAccessConfig(CapabilityConfig):

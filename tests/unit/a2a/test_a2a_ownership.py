@@ -7,6 +7,7 @@ memory here, real Redis for two processors sharing one."""
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 
@@ -14,6 +15,7 @@ from extproc.a2a.ownership import TaskParamsError, named_task, owner_of
 from extproc.capabilities.a2a_access import A2aAccess, A2aAccessConfig
 from extproc.context import Mode
 from extproc.jsonrpc.wire import INTERNAL_ERROR, INVALID_PARAMS, POLICY_DENIED
+from extproc.policy.loader import PolicyLoadError, load_policy_dir
 from extproc.quota import MemoryBackend
 from extproc.runtime import Runtime
 from tests.redis_server import patient
@@ -207,12 +209,34 @@ async def test_an_owner_store_that_fails_refuses_never_guesses():
     assert out["error"]["code"] == POLICY_DENIED  # a task nobody could be recorded for is not shown
 
 
-def test_a_rule_without_methods_is_a_load_error():
-    from pydantic import ValidationError
-    with pytest.raises(ValidationError, match="methods"):
-        A2aAccessConfig.model_validate({"rules": [{"name": "r", "skills": ["*"]}]})
-    with pytest.raises(ValidationError, match="methods"):
-        A2aAccessConfig.model_validate({"rules": [{"name": "r", "methods": [], "skills": ["*"]}]})
+def test_ambiguous_rules_are_load_errors_naming_file_line_and_field(tmp_path):
+    (tmp_path / "a2a.yaml").write_text(textwrap.dedent("""\
+        routes:
+          - name: a2a
+            match: { path_prefix: /a2a/ }
+            capabilities:
+              - type: a2a_access
+                config:
+                  rules:
+                    - name: every-method-by-omission
+                      skills: ["*"]
+                    - name: empty-methods
+                      methods: []
+                    - name: deny-send-without-skills
+                      effect: deny
+                      methods: [message/send]
+                    - name: skills-that-apply-to-nothing
+                      methods: [GetTask]
+                      skills: [summarize]
+        """))
+    with pytest.raises(PolicyLoadError) as info:
+        load_policy_dir(tmp_path, Runtime())
+    text = str(info.value)
+    for where in ("a2a.yaml:8: routes[0].capabilities[0].config.rules[0].methods: Field required",
+                  "a2a.yaml:11: routes[0].capabilities[0].config.rules[1].methods",
+                  "a2a.yaml:12: routes[0].capabilities[0].config.rules[2].skills: the rule lists SendMessage",
+                  "a2a.yaml:17: routes[0].capabilities[0].config.rules[3].skills: skills apply to"):
+        assert where in text, text
 
 
 async def test_a_skill_grant_does_not_grant_task_methods():
