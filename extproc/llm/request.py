@@ -64,7 +64,7 @@ _CHOICE_COUNTS = ("n", "best_of")  # best_of: completions generated server-side,
 # ids, enum tags. Everything else is scanned.
 NON_TEXT_KEYS = frozenset({
     "model", "id", "type", "role", "object", "tool_call_id", "tool_use_id", "call_id", "item_id",
-    "previous_response_id", "media_type", "detail", "encoding_format", "service_tier", "reasoning_effort",
+    "previous_response_id", "media_type", "detail", "format", "encoding_format", "service_tier", "reasoning_effort",
 })
 # Message roles as the guards know them; anything else (a legacy ``function``
 # role, a typo, a new role) reads as ``user``: scanned by every default.
@@ -213,7 +213,7 @@ def _check_shape(api: str, body: dict) -> None:
 def parse_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     api = api_for_path(ctx.request.path)
     if api is None:
-        raise _bad(OPENAI_CHAT, "this path is not an LLM API the gateway can inspect", 404)
+        raise _bad(OPENAI_CHAT, "this path is not an LLM API the gateway can inspect")
     content_type = ctx.request.headers.get("content-type", "")
     if not content_type.split(";", 1)[0].strip().lower() == "application/json":
         raise _bad(api, "content-type must be application/json", 415)

@@ -172,3 +172,143 @@ def test_ordinary_prompt_passes_the_guard(gateway):
     reply = client(gateway).chat.completions.create(model="demo", messages=[
         {"role": "user", "content": "Please ignore the noise in this data and summarize the trend."}])
     assert reply.choices[0].message.content.startswith("You said: Please ignore the noise")
+
+
+# -- "every decision exactly as declared" ------------------------------------
+
+SSN = "078-05-1120"
+
+
+def post(gateway, path: str, body, headers: dict | None = None) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{gateway.url}{path}", content=content, timeout=20,
+                      headers={"authorization": f"Bearer {token()}", "content-type": "application/json",
+                               **(headers or {})})
+
+
+def test_monitor_pii_leaves_the_traffic_alone_while_enforce_pii_redacts(gateway_factory, tmp_path):
+    gateway = gateway_factory(policy_dir=llm_policy(tmp_path, """\
+        - type: pii
+          mode: monitor
+          config: { entities: { EMAIL: redact } }
+        - type: pii
+          config: { entities: { US_SSN: redact } }
+        """))
+    client(gateway).chat.completions.create(
+        model="demo", messages=[{"role": "user", "content": f"mail {EMAIL} ssn {SSN}"}])
+    seen = model_saw(gateway)
+    assert EMAIL in seen  # monitor mode: recorded, not applied
+    assert SSN not in seen and "[US_SSN_1]" in seen
+
+
+@pytest.mark.parametrize("path", ["/v1/responses/", "/v1/Responses", "/v1/responses;v=1", "/v1/RESPONSES/"])
+def test_responses_path_variants_are_scanned_as_responses(gateway, path):
+    assert_scanned_or_refused(gateway, post(gateway, path, {"model": "demo", "input": f"write to {EMAIL}"}))
+
+
+def assert_scanned_or_refused(gateway, r: httpx.Response) -> None:
+    # ``;params`` may be refused outright as an ambiguous path (400); what
+    # is let through is scanned as the API the path names.
+    if ";" in str(r.request.url) and r.status_code == 400:
+        assert not gateway.echo.httpd.model_requests
+        return
+    assert r.status_code == 200, r.text
+    assert EMAIL not in model_saw(gateway) and "[EMAIL_1]" in model_saw(gateway)
+
+
+@pytest.mark.parametrize("path", ["/v1/completions/", "/v1/Completions", "/v1/completions;v=1"])
+def test_completions_path_variants_are_scanned_as_completions(gateway, path):
+    assert_scanned_or_refused(gateway, post(gateway, path, {"model": "demo", "prompt": f"write to {EMAIL}"}))
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/unknown-api", {"model": "demo", "prompt": f"write to {EMAIL}"}),
+    ("/v1/responses/", {"model": "demo", "prompt_text": f"write to {EMAIL}"}),   # not a Responses body
+    ("/v1/chat/completions", {"model": "demo", "input": f"write to {EMAIL}"}),   # not a chat body
+])
+def test_a_body_the_gateway_cannot_read_as_its_api_never_reaches_the_model(gateway, path, body):
+    before = len(gateway.echo.httpd.model_requests)
+    r = post(gateway, path, body)
+    assert r.status_code == 400 and "message" in r.json()["error"]
+    assert len(gateway.echo.httpd.model_requests) == before
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": "demo", "messages": [{"role": "function", "name": "f", "content": EMAIL}]}),
+    ("/v1/chat/completions", {"model": "demo", "messages": [{"role": "User", "content": EMAIL}]}),
+    ("/v1/chat/completions", {"model": "demo", "messages": [{"role": "user", "name": EMAIL, "content": "hi"}]}),
+    ("/v1/chat/completions", {"model": "demo", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "function_call": {"name": "f", "arguments": json.dumps({"to": EMAIL})}}]}),
+    ("/v1/responses", {"model": "demo", "prompt": {"id": "p", "variables": {"to": EMAIL}}}),
+    ("/v1/responses", {"model": "demo", "input": [
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": json.dumps({"to": EMAIL})},
+        {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": EMAIL}]}]}),
+    ("/v1/messages", {"model": "demo", "max_tokens": 50, "messages": [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"to": EMAIL}}]},
+        {"role": "user", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": EMAIL}},
+            {"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": EMAIL}]}]}]}),
+    ("/v1/completions", {"model": "demo", "prompt": "hi", "suffix": EMAIL}),
+])
+def test_fields_the_guards_used_to_miss_are_redacted(gateway, path, body):
+    r = post(gateway, path, body)
+    assert r.status_code == 200, r.text
+    seen = model_saw(gateway)
+    assert EMAIL not in seen and "[EMAIL_1]" in seen
+    json.loads(seen)  # still JSON, embedded arguments included
+    for message in json.loads(seen).get("messages", []) + [i for i in json.loads(seen).get("input", [])
+                                                           if isinstance(i, dict)]:
+        call = message.get("function_call") or message
+        if isinstance(call.get("arguments"), str):
+            assert json.loads(call["arguments"]) == {"to": "[EMAIL_1]"}
+
+
+def test_tool_call_arguments_are_redacted_and_stay_json_with_the_openai_client(gateway):
+    arguments = json.dumps({"to": EMAIL, "subject": "hi"})
+    client(gateway).chat.completions.create(model="demo", messages=[
+        {"role": "user", "content": "send it"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                              "function": {"name": "send_mail", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sent"}])
+    sent = json.loads(model_saw(gateway))["messages"][1]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(sent) == {"to": "[EMAIL_1]", "subject": "hi"}
+
+
+def test_a_responses_path_answered_in_another_shape_is_still_sanitized(gateway_factory, tmp_path):
+    # Only system prompts are sanitized on the way in: the user's email and
+    # SSN reach the mock model, which answers /v1/responses in chat shape.
+    gateway = gateway_factory(policy_dir=llm_policy(tmp_path, """\
+        - type: pii
+          config: { roles: [system], entities: { EMAIL: redact, US_SSN: redact }, responses: true }
+        """))
+    prompt = f"mail {EMAIL} ssn {SSN}"
+    r = post(gateway, "/v1/responses", {"model": "demo", "input": prompt})
+    assert r.status_code == 200 and EMAIL in model_saw(gateway)
+    assert EMAIL not in r.text and SSN not in r.text and "[EMAIL_1]" in r.text
+    with httpx.stream("POST", f"{gateway.url}/v1/responses", timeout=20,
+                      json={"model": "demo", "input": prompt, "stream": True},
+                      headers={"authorization": f"Bearer {token()}"}) as streamed:
+        text = "".join(streamed.iter_text())
+    assert streamed.status_code == 200 and "data:" in text
+    assert "alice" not in text and "1120" not in text and "[US_SSN_1]" in "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+        for line in text.splitlines() if line.startswith("data: {") and '"choices":[{' in line)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model":"gpt-4","model":"demo","messages":[{"role":"user","content":"hi"}]}',
+    b'{"model":"demo","messages":[{"role":"user","content":"hi"}],"seed":' + b"7" * 5000 + b"}",
+    b'{"model":"demo","messages":[{"role":"user","content":"mail alice.smith@example.com \\ud800"}]}',
+    b'{"model":"demo","messages":[{"role":"user","content":"hi"}],"temperature":NaN}',
+    b'{"model":"demo","messages":[{"role":"user","content":"hi"}],"x":' + b"[" * 3000 + b"]" * 3000 + b"}",
+    b"",
+])
+def test_json_the_gateway_and_model_could_read_differently_is_a_400(gateway, body):
+    before = len(gateway.echo.httpd.model_requests)
+    r = raw_post(gateway, body)
+    assert r.status_code == 400, r.text
+    assert "message" in r.json()["error"] and "Traceback" not in r.text
+    assert len(gateway.echo.httpd.model_requests) == before
+    assert raw_post(gateway, json.dumps({"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+                    .encode()).status_code == 200

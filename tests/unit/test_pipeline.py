@@ -98,3 +98,78 @@ def test_finish_runs_every_log_handler_even_after_one_fails():
 def test_error_body_never_carries_the_reason():
     body = error_body(Deny(403, "forbidden", "jwt signature mismatch on kid k1"), "abc")
     assert b"signature" not in body and b'"decision_id":"abc"' in body
+
+
+# -- staged edits: monitor isolation by construction ----------------------
+
+class BodyEditor(Capability):
+    """Rewrites the request body, then (optionally) refuses or fails."""
+
+    name = "editor"
+
+    def __init__(self, label, priority, mode=Mode.ENFORCE, deny=False, raises=False, seen=None):
+        super().__init__(None, mode)
+        self.label, self.priority, self.deny, self.raises = label, priority, deny, raises
+        self.seen = seen if seen is not None else []
+
+    async def on_request_body(self, ctx):
+        self.seen.append(ctx.request_body)
+        ctx.replace_request_body(ctx.request_body + self.label.encode())
+        ctx.set_request_header(f"x-{self.label}", "1")
+        ctx.remove_query_param(self.label)
+        if self.raises:
+            raise RuntimeError("boom")
+        return Deny(400, "bad_request", "no") if self.deny else None
+
+
+@pytest.mark.parametrize("editor", [
+    {"mode": Mode.MONITOR},                 # monitor: decides, never edits
+    {"mode": Mode.MONITOR, "deny": True},
+    {"mode": Mode.MONITOR, "raises": True},
+])
+async def test_monitor_edits_never_reach_the_traffic_and_enforce_edits_chain(editor):
+    seen = []
+    ctx = context(BodyEditor("m", 30, seen=seen, **editor), BodyEditor("a", 20, seen=seen),
+                  BodyEditor("b", 10, seen=seen))
+    resolve_route(ctx, "r")
+    ctx.request_body = b"body:"
+    assert await run_phase(ctx, Phase.REQUEST_BODY) is None
+    assert seen == [b"body:", b"body:", b"body:a"]  # the next capability sees an enforce edit, never a monitor one
+    assert ctx.request_body == b"body:ab" and ctx.request_body_replaced
+    assert ctx.request_headers_out.set == {"x-a": "1", "x-b": "1"}
+    assert ctx.query_remove == ["a", "b"]
+
+
+async def test_a_failing_enforce_capability_leaves_no_half_edit():
+    ctx = context(BodyEditor("bad", 10, raises=True))
+    resolve_route(ctx, "r")
+    ctx.request_body = b"body"
+    assert (await run_phase(ctx, Phase.REQUEST_BODY)).status == 500
+    assert ctx.request_body == b"body" and not ctx.request_body_replaced and not ctx.request_headers_out
+
+
+def _pii(entities, mode):
+    from extproc.capabilities.pii import Pii
+    return Pii(Pii.Config(entities=entities), mode)
+
+
+async def test_monitor_pii_does_not_redact_what_enforce_pii_leaves():
+    # The finding: pii (monitor, EMAIL) + pii (enforce, SSN) on one route sent
+    # both redacted, because the monitor one edited the shared parsed request.
+    import json
+
+    for order in ((Mode.MONITOR, Mode.ENFORCE), (Mode.ENFORCE, Mode.MONITOR)):
+        email_mode, ssn_mode = order
+        route = CompiledRoute("r", "test:1", [_pii({"EMAIL": "redact"}, email_mode),
+                                              _pii({"US_SSN": "redact"}, ssn_mode)], None)
+        ctx = RequestContext(PolicySet("rev1", {"r": route}),
+                             HttpRequest("POST", "/v1/chat/completions", "h", {"content-type": "application/json"}))
+        resolve_route(ctx, "r")
+        ctx.request_body = json.dumps({"model": "m", "messages": [
+            {"role": "user", "content": "mail alice@example.com ssn 078-05-1120"}]}).encode()
+        assert await run_phase(ctx, Phase.REQUEST_BODY) is None
+        sent = json.loads(ctx.request_body)["messages"][0]["content"] if ctx.request_body_replaced else ""
+        if email_mode is Mode.MONITOR:
+            assert sent == "mail alice@example.com ssn [US_SSN_1]"
+        else:
+            assert sent == "mail [EMAIL_1] ssn 078-05-1120"
