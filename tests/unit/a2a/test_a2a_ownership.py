@@ -277,3 +277,22 @@ async def test_two_processors_sharing_one_redis_agree_on_ownership(redis_server)
     finally:
         await first._backend.aclose()
         await second._backend.aclose()
+
+
+async def test_ownership_works_on_a_redis_cluster(redis_cluster):
+    # All of one agent's owner keys carry one hash tag: one slot, so the
+    # multi-key lookup of a ListTasks answer is legal on a cluster.
+    url = patient(redis_cluster.url)
+    first, second = make(Runtime(quota_backend=url)), make(Runtime(quota_backend=url))
+    try:
+        await create(first, ALICE, "clustered")
+        await create(first, BOB, "bobs")
+        ctx = ctx_for(second, ALICE)
+        assert await request(second, ctx, rpc("ListTasks", {})) is None
+        listing = {"tasks": [{"id": "clustered"}, {"id": "bobs"}, {"id": "nobodys"}]}
+        out = json.loads(await respond(second, ctx, [answer("r1", listing)]))
+        assert [t["id"] for t in out["result"]["tasks"]] == ["clustered"]
+        await refused(second, BOB, rpc("GetTask", {"id": "clustered"}))
+    finally:
+        await first._backend.aclose()
+        await second._backend.aclose()
