@@ -94,3 +94,52 @@ def test_concurrent_streams_never_overspend(gateway_factory, tmp_path, redis_ser
             gateway.wait_for(lambda: abs(used() - 7 * len(admitted)) < 1.0, timeout=5)
         except AssertionError:
             raise AssertionError(f"budget charged {used()} for {len(admitted)} requests of 7 tokens") from None
+
+
+def test_a_negative_or_fractional_max_tokens_is_refused_not_credited(gateway):
+    # The demo policy: 100k tokens a day per consumer and model. A ~110k-token
+    # prompt is refused; a negative max_tokens used to make its reservation
+    # negative, admit it, and report 1e30 tokens left.
+    c = client(gateway)
+    huge = "word " * 90_000  # ~112k tokens by the gateway's estimate
+    try:
+        c.chat.completions.create(model="demo", messages=[{"role": "user", "content": huge}])
+        raise AssertionError("expected a 429")
+    except openai.RateLimitError as exc:
+        assert exc.body["code"] == "token_budget_exceeded"
+    before = len(gateway.echo.httpd.model_requests)
+    for max_tokens in (-10**30, -1, 100.5, 64.0):
+        try:
+            c.chat.completions.create(model="demo", max_tokens=max_tokens,
+                                      messages=[{"role": "user", "content": huge}])
+            raise AssertionError(f"max_tokens={max_tokens} was admitted")
+        except openai.BadRequestError as exc:
+            assert "max_tokens" in exc.body["message"]
+    try:
+        c.chat.completions.create(model="demo", n=-5, messages=[{"role": "user", "content": "hi"}])
+        raise AssertionError("n=-5 was admitted")
+    except openai.BadRequestError:
+        pass
+    assert len(gateway.echo.httpd.model_requests) == before
+    assert 0 <= int(ask(c, max_tokens=10)) <= 100_000
+
+
+def test_models_matched_by_one_glob_share_one_budget(gateway_factory, tmp_path):
+    gateway = gateway_factory(policy_dir=llm_route_policy(tmp_path / "glob-budget", """\
+        - type: model_access
+          config: { rules: [{ roles: [reader], models: ["demo-*"] }] }
+        - type: token_budget
+          config:
+            budgets:
+              - { name: daily, key: [consumer, model], tokens: 600, per: 1d }
+        """))
+    c = client(gateway)
+    prompt = "lorem ipsum " * 70  # ~210 tokens in, the mock echoes ~210 back
+    first = c.chat.completions.with_raw_response.create(
+        model="demo-a", max_tokens=250, messages=[{"role": "user", "content": prompt}])
+    assert int(first.headers["x-token-budget-remaining-daily"]) < 600 - 400
+    try:
+        c.chat.completions.create(model="demo-b", max_tokens=250, messages=[{"role": "user", "content": prompt}])
+        raise AssertionError("demo-b got a fresh budget")
+    except openai.RateLimitError as exc:
+        assert exc.body["code"] == "token_budget_exceeded"
