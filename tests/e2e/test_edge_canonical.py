@@ -185,3 +185,42 @@ def test_envoy_normalization_yields_the_path_the_processor_authorized(open_gatew
         # An accepted path is forwarded, as exactly its canonical form.
         assert seen is not None, (raw, status, body)
         assert _upper_hex(seen) == expected, (raw, seen, expected)
+
+
+# -- processor outages: 503 from both filters, health-checked cluster ---------
+
+def _governance_health(gateway) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{gateway.envoy.admin_port}/clusters", timeout=5) as response:
+        lines = response.read().decode().splitlines()
+    return next(line for line in lines if line.startswith("governance::") and "::health_flags::" in line)
+
+
+def test_processor_outage_is_a_503_from_both_filters_and_leaves_the_health_checked_rotation(edge):
+    import signal
+
+    assert send(edge.port, "/api/hello")[0] == 200 and send(edge.port, "/proc/hello")[0] == 200
+    assert edge.wait_for(lambda: _governance_health(edge).endswith("::healthy"))
+    edge.processor.stop(signal.SIGKILL)
+    # ext_authz and ext_proc alike: an outage is a 503, not a 403 or a 500.
+    assert send(edge.port, "/api/hello")[0] == 503
+    assert send(edge.port, "/proc/hello")[0] == 503
+    # The 1 s gRPC health check notices on its own, without waiting for traffic.
+    assert edge.wait_for(lambda: "failed_active_hc" in _governance_health(edge), timeout=10)
+    edge.restart_processor()
+    assert edge.wait_for(lambda: _governance_health(edge).endswith("::healthy"), timeout=10)
+    assert send(edge.port, "/api/hello")[0] == 200 and send(edge.port, "/proc/hello")[0] == 200
+
+
+def test_a_stalled_processor_is_503_from_ext_authz_and_504_from_ext_proc(edge):
+    import os
+    import signal
+
+    pid = edge.processor.proc.pid
+    os.kill(pid, signal.SIGSTOP)  # alive and connected, answering nothing
+    try:
+        assert send(edge.port, "/api/hello")[0] == 503   # ext_authz: status_on_error
+        assert send(edge.port, "/proc/hello")[0] == 504  # ext_proc: message_timeout keeps its 504
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -102,3 +102,63 @@ async def test_api_key_then_jwt_on_one_route_publishes_one_consistent_identity(t
         assert "x-api-key" in out.remove
     finally:
         await runtime.aclose()
+
+
+# -- header twins, routing overrides, unambiguous values ---------------------
+
+from urllib.parse import unquote  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from extproc.headers import ROUTING_OVERRIDE_HEADERS  # noqa: E402
+from extproc.identity.publish import encode_list, encode_single  # noqa: E402
+
+
+def test_strip_spoofable_compares_names_as_the_upstream_reads_them():
+    # CGI/WSGI/Rack read every one of these as HTTP_X_AUTH_* or HTTP_X_DEBUG.
+    twins = {"x_auth_tenant": "evil", "X_Auth_Roles": "admin", "x-auth_subject": "root", "X-AUTH-ISSUER": "x",
+             "x_debug": "1", "some_header": "v"}
+    overrides = {name: "/admin" for name in ROUTING_OVERRIDE_HEADERS}
+    ctx = ctx_with({**twins, **overrides, "x-request-id": "keep", "authorization": "keep"})
+    strip_spoofable(ctx)
+    assert set(ctx.request.headers) == {"x-request-id", "authorization"}
+    assert set(ctx.request_headers_out.remove) == set(twins) | ROUTING_OVERRIDE_HEADERS
+
+
+def test_a_role_with_a_comma_can_never_read_as_two_roles():
+    ctx = ctx_with({})
+    publish(ctx, Identity(subject="alice", roles=frozenset({"admin,ops", "reader", " admin", "50%"}),
+                          methods=frozenset({"jwt"})))
+    published = ctx.request_headers_out.set["x-auth-roles"]
+    assert published == "%20admin,50%25,admin%2Cops,reader"
+    assert {unquote(item) for item in published.split(",")} == {"admin,ops", "reader", " admin", "50%"}
+
+
+def test_control_characters_are_never_published():
+    ctx = ctx_with({})
+    publish(ctx, Identity(subject="alice\r\nx-injected: yes", tenant="t\x00", issuer="100%",
+                          principal="spiffe://example.org/ns/demo/sa/client", methods=frozenset({"jwt"})))
+    out = ctx.request_headers_out.set
+    assert out["x-auth-subject"] == "alice%0D%0Ax-injected: yes"
+    assert out["x-auth-tenant"] == "t%00" and out["x-auth-issuer"] == "100%25"
+    assert out["x-auth-principal"] == "spiffe://example.org/ns/demo/sa/client"  # ordinary values unchanged
+
+
+@given(st.frozensets(st.text(max_size=8), max_size=5))
+def test_every_published_list_decodes_to_exactly_its_items(items):
+    published = encode_list(frozenset(items))
+    if published is None:  # nothing to publish: no header at all
+        assert items <= {""}
+        return
+    decoded = [unquote(item) for item in published.split(",")]
+    assert sorted(decoded) == sorted(items)
+    assert published.isascii() and published.isprintable() and " " not in published
+
+
+@given(st.text(max_size=12))
+def test_every_published_value_is_printable_and_decodes_to_itself(value):
+    published = encode_single(value)
+    if value:
+        assert unquote(published) == value
+        assert not any(c < " " or c == "\x7f" for c in published)
