@@ -36,7 +36,7 @@ from extproc.portclaim import PortClaim, PortInUse
 from extproc.runtime import Runtime
 from extproc.services.admitted import AdmittedAuthorization, AdmittedExternalProcessor
 from extproc.supervisor import (
-    DEFAULT_MAX_FAILED_STARTS, MULTIPROC_ENV, SUPERVISED_ENV, LastGoodPolicy, Supervisor, worker_env,
+    DEFAULT_MAX_FAILED_STARTS, MULTIPROC_ENV, SUPERVISED_ENV, LastGoodPolicy, Supervisor, report_ready, worker_env,
 )
 
 log = logging.getLogger("extproc.server")
@@ -65,7 +65,7 @@ class ServerOptions:
     drain_delay: float = 0.0
     max_concurrent: int = DEFAULT_MAX_CONCURRENT  # per worker; see extproc.admission
     max_failed_starts: int = DEFAULT_MAX_FAILED_STARTS  # see extproc.supervisor
-    last_good: str | None = None  # the supervisor's copy of the last valid policy directory
+    last_good: str | None = None  # start on this copy, then follow ``policies`` (set by the supervisor)
     quota_backend: str = "memory"  # or a redis:// URL; see extproc.runtime
     # The audit trail (extproc.audit); tracing is configured by OTEL_* variables.
     metrics_port: int | None = None   # Prometheus /metrics; with workers, served by the supervisor
@@ -112,22 +112,20 @@ def check_quota_backend(url: str) -> None:
 
 
 def _open_store(options: ServerOptions, runtime: Runtime) -> PolicyStore:
-    try:
-        return PolicyStore(options.policies, runtime)
-    except (PolicyLoadError, OSError) as exc:
-        if not options.last_good:
+    if not options.last_good:
+        try:
+            return PolicyStore(options.policies, runtime)
+        except (PolicyLoadError, OSError) as exc:
             raise StartupError(policy_problem(options.policies, exc)) from None
-        problem = policy_problem(options.policies, exc)
-    # A replacement worker: the live directory broke since the supervisor
-    # last saw it valid. Serve that last good copy, like the workers that
-    # kept it in memory, and keep watching the live directory for a fix.
+    # A supervised worker starts on the supervisor's copy of the last policy
+    # the workers accepted, then follows the live directory through the same
+    # hot reload as its siblings: a replacement worker never fails, nor
+    # serves something they refused, because the directory broke since.
     try:
         store = PolicyStore(options.last_good, runtime)
     except (PolicyLoadError, OSError) as exc:
         raise StartupError(policy_problem(options.last_good, exc)) from None
     store.directory = Path(options.policies)
-    log.error("%s; serving the last good revision %s until it is fixed", problem, store.current.revision,
-              extra={"revision": store.current.revision})
     return store
 
 
@@ -197,6 +195,8 @@ async def _serve_store(options: ServerOptions, store: PolicyStore, telemetry: Te
                                  "max_concurrent": options.max_concurrent})
     if ready is not None:
         ready.set()
+    if supervised:
+        report_ready()
     try:
         await stop.wait()
     finally:

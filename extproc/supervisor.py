@@ -6,18 +6,21 @@ dies is replaced, so one crash costs one process's in-flight requests, not
 half the capacity for good. But a worker that cannot start (the port taken
 from under us, a broken environment) would die again at once, so:
 
-* a worker that dies within ``MIN_UPTIME_S`` of its start is a *failed
-  start*; each one in a row doubles the wait before the next try (from
+* a worker that dies before it reports ready (it writes one byte on the
+  pipe named by ``READY_FD_ENV`` once it listens), or within
+  ``MIN_UPTIME_S`` after, is a *failed start*; each one in a row doubles the wait before the next try (from
   ``BACKOFF_INITIAL_S`` up to ``BACKOFF_MAX_S``), and after
   ``max_failed_starts`` in a row the supervisor stops every worker and
   exits 1 with a one-line reason. A worker that stays up resets the count.
 * a replacement must not fail just because someone saved a broken policy
   since the others started: workers hot-reload and keep their last good
   policy in memory, and a replacement needs the same. The supervisor keeps
-  a private copy of the last policy directory that loaded cleanly
-  (``LastGoodPolicy``) and hands it to every worker as ``--last-good``; a
-  worker that finds the live directory invalid serves that copy, logs which
-  revision it serves, and keeps watching the live directory for a fix.
+  a private copy of the last policy directory the workers would accept
+  (``LastGoodPolicy``: valid, and not refused as a mass route removal) and
+  starts every worker on it (``--last-good``) with the live directory to
+  watch. The worker's ordinary hot reload then moves it to the live policy
+  if, and only if, the other workers accepted it too; a broken live
+  directory is logged as a rejected reload while the copy keeps serving.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 log = logging.getLogger("extproc.supervisor")
 
 SUPERVISED_ENV = "EXTPROC_SUPERVISOR_PID"
+READY_FD_ENV = "EXTPROC_READY_FD"  # a worker writes one byte here once it serves
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (extproc.audit.metrics)
 MIN_UPTIME_S = 5.0
 BACKOFF_INITIAL_S = 0.5
@@ -56,7 +60,7 @@ class LastGoodPolicy:
         self._root = Path(tempfile.mkdtemp(prefix="extproc-last-good-"))
         self._generation = 0
         self.path: Path | None = None
-        self.revision: str | None = None
+        self.policy = None  # the PolicySet of the copy at ``path`` (its resources already released)
         self._signature: tuple = ()
         errors = self.refresh()
         if errors is not None:
@@ -74,11 +78,11 @@ class LastGoodPolicy:
 
     def refresh(self):
         """Copy and validate the live directory if it changed. Returns the
-        ``PolicyLoadError`` of an invalid change (the previous copy stays)."""
+        ``PolicyLoadError`` of a change the workers would refuse too (the
+        previous copy stays)."""
         # Imported here: the CLI reads this module's defaults without paying
         # for every capability's import.
-        from extproc.policy.loader import PolicyError, PolicyLoadError, load_policy_dir
-        from extproc.runtime import Runtime
+        from extproc.policy.loader import PolicyError, PolicyLoadError, route_removal_error, validate_policy_dir
 
         signature = self._stat_signature()
         if self.path is not None and signature == self._signature:
@@ -88,13 +92,16 @@ class LastGoodPolicy:
         candidate = self._root / str(self._generation)
         try:
             self._copy(candidate)
-            policy = load_policy_dir(candidate, Runtime())
+            policy = validate_policy_dir(candidate)
+            refusal = route_removal_error(self.policy, policy, self.directory) if self.policy else None
+            if refusal is not None:
+                raise PolicyLoadError([refusal])
         except (PolicyLoadError, OSError) as exc:
             shutil.rmtree(candidate, ignore_errors=True)
             if isinstance(exc, OSError):
                 exc = PolicyLoadError([PolicyError(str(self.directory), 0, "", exc.strerror or str(exc))])
             return exc
-        previous, self.path, self.revision = self.path, candidate, policy.revision
+        previous, self.path, self.policy = self.path, candidate, policy
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
         return None
@@ -114,8 +121,38 @@ class LastGoodPolicy:
 class _Slot:
     proc: subprocess.Popen | None = None
     started: float = 0.0
-    proven: bool = False   # stayed up past MIN_UPTIME_S
+    ready_pipe: int | None = None  # read end; closed once the worker reported ready
+    ready_at: float | None = None
+    proven: bool = False   # stayed up MIN_UPTIME_S past ready
     next_start: float = 0.0
+
+    def poll_ready(self, now: float) -> None:
+        if self.ready_pipe is None:
+            return
+        try:
+            if not os.read(self.ready_pipe, 1):
+                return  # EOF: the worker is gone without reporting
+        except BlockingIOError:
+            return
+        self.ready_at = now
+        self.close_pipe()
+
+    def close_pipe(self) -> None:
+        if self.ready_pipe is not None:
+            os.close(self.ready_pipe)
+            self.ready_pipe = None
+
+
+def report_ready() -> None:
+    """In a worker, once it serves: tell the supervisor (if any)."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None or os.environ.get(SUPERVISED_ENV) != str(os.getppid()):
+        return
+    try:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+    except (OSError, ValueError):
+        pass
 
 
 class Supervisor:
@@ -134,7 +171,13 @@ class Supervisor:
 
     def _spawn(self, slot: _Slot) -> None:
         argv = [*self.worker_argv, "--last-good", str(self.policies.path)]
-        slot.proc = subprocess.Popen(argv, env=self.env)
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        try:
+            slot.proc = subprocess.Popen(argv, env={**self.env, READY_FD_ENV: str(write_end)}, pass_fds=(write_end,))
+        finally:
+            os.close(write_end)
+        slot.ready_pipe, slot.ready_at = read_end, None
         slot.started = time.monotonic()
         slot.proven = False
 
@@ -173,12 +216,14 @@ class Supervisor:
             if now >= slot.next_start and not self.stopping:
                 self._spawn(slot)
             return None
+        slot.poll_ready(now)
         code = proc.poll()
         if code is None:
-            if not slot.proven and now - slot.started >= MIN_UPTIME_S:
+            if not slot.proven and slot.ready_at is not None and now - slot.ready_at >= MIN_UPTIME_S:
                 slot.proven = True
                 self.failed_starts = 0
             return None
+        slot.close_pipe()
         if self.stopping:
             return None
         if self.on_worker_exit is not None:
@@ -194,7 +239,8 @@ class Supervisor:
                 return (f"workers failed to start {self.failed_starts} times in a row "
                         f"(last: pid {proc.pid} exited with {code} after {now - slot.started:.1f}s); giving up")
             delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (self.failed_starts - 1))
-            log.error("worker died %.1fs after its start; restarting in %.1fs", now - slot.started, delay,
+            log.error("worker died %.1fs after its start (%s); restarting in %.1fs", now - slot.started,
+                      "before serving" if slot.ready_at is None else "soon after", delay,
                       extra={"pid": proc.pid, "code": code, "failed_starts": self.failed_starts})
         slot.next_start = now + delay
         return None

@@ -34,12 +34,22 @@ def up(args: argparse.Namespace) -> int:
     try:
         policy = load_policy_dir(policies)
     except PolicyLoadError as exc:
-        print(f"extproc up: the policy in {policies} is invalid:\n{exc}", file=sys.stderr)
+        more = f" (and {len(exc.errors) - 1} more: extproc policy validate {policies})" if len(exc.errors) > 1 else ""
+        print(f"extproc up: the policy in {policies} is invalid: {exc.errors[0]}{more}", file=sys.stderr)
         return 2
 
     certs = Path(args.certs)
-    if not (certs / "ca.pem").exists():
-        generate_certs(certs)
+    try:
+        if not (certs / "ca.pem").exists():
+            generate_certs(certs)
+    except OSError as exc:
+        print(f"extproc up: cannot write demo certificates to {certs}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    missing = _missing_files(render(ENVOY_DIR / "gateway.yaml", certs_dir=certs.resolve()), certs.resolve())
+    if missing:
+        print(f"extproc up: {certs} lacks {', '.join(missing)} (remove the directory to regenerate the demo "
+              "certificates)", file=sys.stderr)
+        return 2
     echo = EchoServer().start()
     agents = _demo_agents(args.listen_port)
     processor = ProcessorProcess(policies, workers=args.workers,
@@ -51,10 +61,16 @@ def up(args: argparse.Namespace) -> int:
                      **{name: server.port for name, server in agents.items()}},
                     admin_port=admin_port, certs_dir=certs.resolve())
     envoy = None
+    started = False  # "stopped" only follows a gateway that was up: a failed start says one line
     try:
-        processor.wait_ready()
-        envoy = EnvoyProcess(config, admin_port)
-        envoy.wait_ready()
+        try:
+            processor.wait_ready()  # a failure has printed its own one-line reason
+            envoy = EnvoyProcess(config, admin_port)
+            envoy.wait_ready()
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            print(f"extproc up: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
+        started = True
         base = f"http://127.0.0.1:{args.listen_port}"
         tls = f"--cacert {certs}/ca.pem --cert {certs}/client.pem --key {certs}/client.key"
         print(f"""
@@ -88,7 +104,20 @@ Ctrl-C stops everything.""", flush=True)
         echo.stop()
         for server in agents.values():
             server.stop()
-        print("stopped", file=sys.stderr)
+        if started:
+            print("stopped", file=sys.stderr)
+
+
+def _missing_files(config, certs: Path) -> list[str]:
+    """The files under ``certs`` the rendered Envoy config names but that do
+    not exist: caught here in one line, not as an Envoy start-up dump."""
+    if isinstance(config, dict):
+        return sorted({m for value in config.values() for m in _missing_files(value, certs)})
+    if isinstance(config, list):
+        return sorted({m for value in config for m in _missing_files(value, certs)})
+    if isinstance(config, str) and config.startswith(f"{certs}/") and not Path(config).exists():
+        return [Path(config).name]
+    return []
 
 
 def _demo_agents(listen_port: int) -> dict:
