@@ -8,7 +8,7 @@ would blow up later, is refused here, as a ``StrictJsonError`` (a
 
 * invalid UTF-8;
 * duplicate object keys (parsers keep the first, the last, or fail);
-* ``NaN``/``Infinity`` (not JSON);
+* ``NaN``/``Infinity`` (not JSON), and numbers that overflow to infinity;
 * integers longer than Python's int-conversion limit (4300 digits);
 * lone UTF-16 surrogate escapes (``"\\ud800"``): not Unicode, cannot be
   encoded back to UTF-8;
@@ -18,6 +18,7 @@ would blow up later, is refused here, as a ``StrictJsonError`` (a
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -43,6 +44,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
 
 def _no_constants(name: str) -> Any:
     raise StrictJsonError(f"{name} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    # 1e999 parses as inf, which re-serializes as ``Infinity``: not JSON.
+    value = float(literal)
+    if math.isinf(value):
+        raise StrictJsonError("a number overflows to infinity")
+    return value
 
 
 def _strings(value: Any):
@@ -80,7 +89,8 @@ def loads_strict(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         except UnicodeDecodeError:
             raise StrictJsonError("the body is not valid UTF-8") from None
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
+                           parse_float=_finite_float)
     except StrictJsonError:
         raise
     except RecursionError:

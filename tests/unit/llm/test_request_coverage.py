@@ -155,6 +155,7 @@ def test_bounded_numerics_are_read():
     b'{"model":"m","messages":[],"seed":' + b"9" * 5000 + b"}",             # over the int-conversion limit
     b'{"model":"m","messages":[{"role":"user","content":"mail a@b.co \\ud800"}]}',  # lone surrogate
     b'{"model":"m","messages":[],"temperature":NaN}',
+    b'{"model":"m","messages":[],"temperature":1e999}',
     b'{"model":"m","messages":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
     b'{"model":"m","messages":[],"x":' + b"[" * 200 + b"]" * 200 + b"}",
     b"", b"   ",
