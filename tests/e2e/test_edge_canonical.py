@@ -224,3 +224,36 @@ def test_a_stalled_processor_is_503_from_ext_authz_and_504_from_ext_proc(edge):
         assert send(edge.port, "/proc/hello")[0] == 504  # ext_proc: message_timeout keeps its 504
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+def test_a_request_to_a_gone_replica_is_retried_on_another(tmp_path):
+    """The shipped retry policy of both filters' gRPC service: a replica that
+    refuses the connection (gone, or closed after draining) costs a retry on
+    another replica, not a 503. Health checks are taken out to show the retry
+    alone does it (they would also eject the replica within a second)."""
+    from extproc.local.echo import EchoServer
+    from extproc.local.envoy import EnvoyProcess, render
+    from extproc.local.processor import ProcessorProcess, free_port
+
+    echo = EchoServer().start()
+    processor = envoy = None
+    try:
+        processor = ProcessorProcess(str(_policy_dir(tmp_path, POLICY)), log_path=str(tmp_path / "p.log")).wait_ready()
+        port, admin = free_port(), free_port()
+        config = render(ENVOY_DIR / "gateway.yaml", {"gateway": port, "governance": processor.port,
+                                                     "upstream": echo.port}, admin_port=admin)
+        config["static_resources"]["listeners"] = config["static_resources"]["listeners"][:1]  # no TLS files
+        governance = next(c for c in config["static_resources"]["clusters"] if c["name"] == "governance")
+        governance.pop("health_checks")
+        endpoints = governance["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        gone = json.loads(json.dumps(endpoints[0]))
+        gone["endpoint"]["address"]["socket_address"]["port_value"] = free_port()  # nothing listens there
+        endpoints.insert(0, gone)
+        envoy = EnvoyProcess(config, admin, log_path=str(tmp_path / "envoy.log"))
+        envoy.wait_ready()
+        for path in ("/api/hello", "/proc/hello"):  # round robin: every other call picks the gone replica
+            assert [send(port, path)[0] for _ in range(10)] == [200] * 10, path
+    finally:
+        for process in (envoy, processor, echo):
+            if process is not None:
+                process.stop()

@@ -93,6 +93,11 @@ def test_every_processor_filter_fails_closed_with_503_to_a_health_checked_cluste
         assert processor_filter["failure_mode_allow"] is False
         assert processor_filter["status_on_error"] == {"code": "ServiceUnavailable"}
         cluster = clusters[processor_filter["grpc_service"]["envoy_grpc"]["cluster_name"]]
+        # A gone or draining replica is retried on another, only for failures
+        # where the processor never saw the request (no double-counted quota).
+        retry = processor_filter["grpc_service"]["retry_policy"]
+        assert {"connect-failure", "refused-stream"} <= set(retry["retry_on"].split(","))
+        assert not set(retry["retry_on"].split(",")) & {"5xx", "reset", "unavailable", "gateway-error", "internal"}
         (health_check,) = cluster["health_checks"]
         assert PROCESSOR_HEALTH_CHECK.items() <= health_check.items(), cluster["name"]
         # Before any traffic Envoy checks every no_traffic_interval (60 s by default).
