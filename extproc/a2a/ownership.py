@@ -40,7 +40,7 @@ _V03_PUSH_ID_IS_TASK = frozenset({
 _TASK_ID = ("taskId", "task_id")
 _CONTEXT_ID = ("contextId", "context_id")
 _REFERENCES = ("referenceTaskIds", "reference_task_ids")
-_CONFIG_NAME = re.compile(r"tasks/([^/]+)/")
+_RESOURCE_NAME = re.compile(r"tasks/([^/]+)(?:/|$)")
 
 
 class TaskParamsError(ValueError):
@@ -83,13 +83,16 @@ def named_task(spelling: str, method: str, params: dict) -> str:
     if method in PUSH_METHODS:
         names += _TASK_ID
     task = _one(params, names, "the task id")
+    # Resource names (``tasks/{id}``, ``tasks/{id}/pushNotificationConfigs/
+    # {config}``) name the task too, in drafts and other servers: read them
+    # wherever they appear, so no spelling carries a task past the check.
     name = params.get("name")
-    if method in PUSH_METHODS and name is not None:
-        match = _CONFIG_NAME.match(name) if isinstance(name, str) else None
+    if name is not None:
+        match = _RESOURCE_NAME.match(name) if isinstance(name, str) else None
         if match is None:
-            raise TaskParamsError("name must be tasks/{task id}/pushNotificationConfigs/{config id}")
+            raise TaskParamsError("name must be a resource name: tasks/{task id}[/...]")
         if task is not None and match.group(1) != task:
-            raise TaskParamsError("name and taskId name different tasks")
+            raise TaskParamsError("name and the task id name different tasks")
         task = match.group(1)
     if task is None:
         raise TaskParamsError(f"a task id is required ({' or '.join(names)})")

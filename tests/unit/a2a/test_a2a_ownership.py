@@ -81,6 +81,7 @@ def naming(task):
         ("tasks/pushNotificationConfig/create", {"taskId": task, "pushNotificationConfig": {"url": "https://h/"}}),
         ("GetTaskPushNotificationConfig", {"taskId": task, "id": "cfg"}),
         ("GetTaskPushNotificationConfig", {"name": f"tasks/{task}/pushNotificationConfigs/cfg"}),
+        ("GetTask", {"name": f"tasks/{task}"}), ("tasks/cancel", {"name": f"tasks/{task}"}),
         ("tasks/pushNotificationConfig/get", {"id": task}),
         ("ListTaskPushNotificationConfigs", {"task_id": task}),
         ("tasks/pushNotificationConfig/list", {"id": task}),
@@ -112,6 +113,8 @@ async def test_an_unknown_task_is_refused_like_another_agents(method, params):
     ("CreateTaskPushNotificationConfig", {"taskId": "a", "task_id": "b"}),  # two spellings, two tasks
     ("GetTaskPushNotificationConfig", {"taskId": "a", "name": "tasks/b/pushNotificationConfigs/c"}),
     ("GetTaskPushNotificationConfig", {"name": "pushNotificationConfigs/c"}),
+    ("GetTask", {"id": "task-a", "name": "tasks/other"}),     # two names for two tasks
+    ("GetTask", {"name": 5}),
     ("CreateTaskPushNotificationConfig", {"id": "task-a"}),    # 1.0: `id` is the config's, not a task
 ])
 async def test_ambiguous_or_missing_task_ids_are_invalid_params(method, params):
@@ -296,3 +299,14 @@ async def test_ownership_works_on_a_redis_cluster(redis_cluster):
     finally:
         await first._backend.aclose()
         await second._backend.aclose()
+
+
+async def test_the_memory_owner_store_keeps_the_first_owner_until_the_ttl():
+    now = [0]
+    backend = MemoryBackend(clock=lambda: now[0])
+    assert await backend.claim_owner("k", "alice", ttl=60) == "alice"
+    assert await backend.claim_owner("k", "bob", ttl=60) == "alice"  # first claim wins
+    assert await backend.owners_of(["k", "other"]) == ["alice", None]
+    now[0] = 60 * 1_000_000  # expired: forgotten, so nobody owns it (refused), then claimable again
+    assert await backend.owners_of(["k"]) == [None]
+    assert await backend.claim_owner("k", "bob", ttl=60) == "bob"
