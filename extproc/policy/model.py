@@ -39,16 +39,16 @@ class RouteMatcher:
 def compile_match(match: RouteMatch) -> RouteMatcher:
     checks: list[Matcher] = []
     fold = match.case_insensitive
-    path_of: Callable[[HttpRequest], str] = (lambda r: r.path.lower()) if fold else (lambda r: r.path)
     if match.path_exact is not None:
         exact = match.path_exact.lower() if fold else match.path_exact
-        checks.append(lambda r: path_of(r) == exact)
+        checks.append((lambda r: r.path.lower() == exact) if fold else (lambda r: r.path == exact))
     elif match.path_prefix is not None:
         prefix = match.path_prefix.lower() if fold else match.path_prefix
-        checks.append(lambda r: path_of(r).startswith(prefix))
+        checks.append((lambda r: r.path.lower().startswith(prefix)) if fold else (lambda r: r.path.startswith(prefix)))
     elif match.path_regex is not None:
         pattern = re.compile(match.path_regex, re.IGNORECASE if fold else 0)
-        checks.append(lambda r: pattern.fullmatch(path_of(r)) is not None)
+        checks.append((lambda r: pattern.fullmatch(r.path.lower()) is not None) if fold
+                      else (lambda r: pattern.fullmatch(r.path) is not None))
     if match.methods:
         methods = frozenset(match.methods)
         checks.append(lambda r: r.method in methods)
