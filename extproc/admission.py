@@ -1,27 +1,40 @@
 """Admission control: refuse new work at once rather than time it out.
 
 Envoy gives each ext_authz check and each ext_proc message a short deadline
-(``message_timeout``, 250 ms in the shipped configs). One worker is one
-event loop: when a burst of new streams arrives faster than it can answer,
-every stream waits behind the others and the tail of the burst misses the
-deadline - a 500/504 for requests that were never even looked at. The gate
-bounds the work a worker has started but not answered; past the bound a
-*new* check or stream gets an immediate 503 with ``Retry-After`` (a refusal
-the client can act on) and costs almost nothing to produce.
+(``message_timeout``, 250 ms in the shipped configs). When a worker has more
+work than it can answer in time, the gate refuses *new* work at once with a
+503 and ``Retry-After`` (a refusal the client can act on, and far cheaper to
+produce than a decision) instead of letting every request queue behind the
+others until the tail misses its deadline.
 
-What counts as in flight: an ext_authz ``Check`` until it returns, and an
-ext_proc stream from its start until each answer is written (and again from
-each later message until its answer). An ext_proc stream idling between
-messages - a long LLM response trickling through - holds no slot, so open
-streams never starve new ones. Streams already admitted are never refused
-midway: only new work is shed.
+A new check or stream is refused when any of three signals says the worker
+is behind:
+
+* concurrent work (``limit``): ext_authz checks until they return, ext_proc
+  streams until they end - one per HTTP request Envoy is governing through
+  this worker, however long its upstream takes. Admitted streams are never
+  refused midway: only new work is shed.
+* the event loop's lag (``max_lag_s``): a ticker measures how late the loop
+  wakes it - how long anything that arrives now waits behind capability
+  work already queued (large bodies being scanned, say).
+* the call's own deadline (ext_authz carries one): a check that arrives
+  with less than ``min_remaining_s`` left has spent its budget queued in
+  gRPC's intake, which accepts new calls one at a time, before any handler
+  could see it; answering 503 now beats deciding after Envoy gave up.
+
+What no server-side gate can fix: a burst of *new* calls faster than that
+intake (about 1,000-1,500 a second per worker, measured) waits in gRPC's
+core, invisible to Python, and times out there. Bound it in front, where the
+queue is visible: Envoy's circuit breaker (``max_requests``) on the
+governance cluster, or more workers.
 
 The services are wrapped (``extproc.services.admitted``), not edited: the
-gate is a counter in front of them, one comparison on the fast path.
+per-request cost is a few comparisons.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -30,11 +43,16 @@ from extproc.context import Deny
 log = logging.getLogger("extproc.admission")
 
 DEFAULT_RETRY_AFTER_S = 1
-# Per worker. Python answers a check in well under a millisecond of loop
-# time, so 128 started-and-unanswered items drain in a few tens of ms - far
-# inside a 250 ms message_timeout - while requests waiting on I/O (Redis,
-# a JWKS fetch) still have ample room.
-DEFAULT_MAX_CONCURRENT = 128
+# Per worker. One worker takes in about 1,000-1,500 new gRPC calls a second
+# (measured: grpc.aio accepts calls one at a time), so about 300 fit in one
+# 250 ms message_timeout; 256 leaves headroom. Long-lived streams (LLM
+# responses) count too: raise it (or add workers) for many of those.
+DEFAULT_MAX_CONCURRENT = 256
+# A fifth of the shipped 250 ms message_timeout: past it, the queue is long
+# enough that what joins it now risks the deadline.
+DEFAULT_MAX_LAG_S = 0.05
+DEFAULT_MIN_REMAINING_S = 0.05
+_TICK_S = 0.005
 _WARN_EVERY_S = 10.0
 
 
@@ -44,21 +62,27 @@ def overloaded(retry_after_s: int) -> Deny:
 
 
 class AdmissionGate:
-    """Counts work in flight on one event loop (no lock: one thread)."""
+    """One worker's admission state (one event loop: no lock)."""
 
-    __slots__ = ("limit", "in_flight", "rejected", "refusal", "_warned_at")
+    __slots__ = ("limit", "max_lag_s", "min_remaining_s", "in_flight", "lagging", "rejected", "refusal",
+                 "_warned_at")
 
-    def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT, retry_after_s: int = DEFAULT_RETRY_AFTER_S):
+    def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT, retry_after_s: int = DEFAULT_RETRY_AFTER_S,
+                 max_lag_s: float = DEFAULT_MAX_LAG_S, min_remaining_s: float = DEFAULT_MIN_REMAINING_S):
         if limit < 1:
             raise ValueError("the admission limit must be at least 1")
         self.limit = limit
+        self.max_lag_s = max_lag_s
+        self.min_remaining_s = min_remaining_s
         self.in_flight = 0
+        self.lagging = False
         self.rejected = 0
         self.refusal = overloaded(retry_after_s)
         self._warned_at = 0.0
 
-    def try_enter(self) -> bool:
-        if self.in_flight < self.limit:
+    def try_enter(self, remaining_s: float | None = None) -> bool:
+        if self.in_flight < self.limit and not self.lagging and (
+                remaining_s is None or remaining_s >= self.min_remaining_s):
             self.in_flight += 1
             return True
         self.rejected += 1
@@ -66,8 +90,17 @@ class AdmissionGate:
         if now - self._warned_at >= _WARN_EVERY_S:  # a log line per burst, not per refusal
             self._warned_at = now
             log.warning("overloaded: shedding new requests with 503",
-                        extra={"limit": self.limit, "rejected_total": self.rejected})
+                        extra={"limit": self.limit, "in_flight": self.in_flight, "lagging": self.lagging,
+                               "rejected_total": self.rejected})
         return False
 
     def leave(self) -> None:
         self.in_flight -= 1
+
+    async def watch_loop(self) -> None:
+        """Keep ``lagging`` current: how late does the loop run a timer?"""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + _TICK_S
+            await asyncio.sleep(_TICK_S)
+            self.lagging = loop.time() - due > self.max_lag_s

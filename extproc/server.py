@@ -189,6 +189,7 @@ async def _serve_store(options: ServerOptions, store: PolicyStore, telemetry: Te
     except (NotImplementedError, RuntimeError, ValueError):
         pass  # not the main thread (embedded in tests or `extproc up`)
     watcher = asyncio.create_task(store.watch(options.reload_interval))
+    lag = asyncio.create_task(gate.watch_loop())
     reloads = asyncio.create_task(telemetry.watch_policy_reloads(store, options.reload_interval)) \
         if telemetry.metrics_enabled else None
     log.info("listening", extra={"address": address, "pid": os.getpid(), "revision": store.current.revision,
@@ -207,6 +208,7 @@ async def _serve_store(options: ServerOptions, store: PolicyStore, telemetry: Te
         if options.drain_delay > 0:
             await asyncio.sleep(options.drain_delay)
         watcher.cancel()
+        lag.cancel()
         if reloads is not None:
             reloads.cancel()
         await server.stop(options.grace)

@@ -16,7 +16,7 @@ class AdmittedAuthorization(AuthorizationService):
 
     async def Check(self, request, context):
         gate = self.gate
-        if not gate.try_enter():
+        if not gate.try_enter(context.time_remaining()):
             return denied_response(gate.refusal, "-")
         try:
             return await super().Check(request, context)
@@ -37,41 +37,7 @@ class AdmittedExternalProcessor(ExternalProcessorService):
             if await context.read() is not grpc.aio.EOF:
                 await context.write(immediate(gate.refusal, "-"))
             return
-        counted = _CountingContext(context, gate)
         try:
-            await super().Process(request_iterator, counted)
+            await super().Process(request_iterator, context)
         finally:
-            counted.settle()
-
-
-class _CountingContext:
-    """The stream's context, holding a gate slot from each message read to
-    its answer written. Everything else passes straight through."""
-
-    __slots__ = ("_context", "_gate", "_holding")
-
-    def __init__(self, context, gate: AdmissionGate):
-        self._context = context
-        self._gate = gate
-        self._holding = True  # the slot taken on admission covers the first message
-
-    async def read(self):
-        message = await self._context.read()
-        if not self._holding and message is not grpc.aio.EOF:
-            self._gate.in_flight += 1  # admitted streams are never refused midway
-            self._holding = True
-        return message
-
-    async def write(self, response):
-        try:
-            await self._context.write(response)
-        finally:
-            self.settle()
-
-    def settle(self) -> None:
-        if self._holding:
-            self._holding = False
-            self._gate.leave()
-
-    def __getattr__(self, name):
-        return getattr(self._context, name)
+            gate.leave()

@@ -37,7 +37,9 @@ _OK = status_pb2.Status(code=code_pb2.OK)
 _DENIED = status_pb2.Status(code=code_pb2.PERMISSION_DENIED)
 _UNAUTHENTICATED = status_pb2.Status(code=code_pb2.UNAUTHENTICATED)
 # The phases ext_authz never sees: Envoy asks it once, before the body.
-EXT_PROC_PHASES = (Phase.REQUEST_BODY, Phase.RESPONSE_HEADERS, Phase.RESPONSE_BODY)
+# (Response-header handlers are left out: what they add reaches the client
+# through response_headers_to_add, e.g. the quota's RateLimit headers.)
+EXT_PROC_PHASES = (Phase.REQUEST_BODY, Phase.RESPONSE_BODY)
 FILTER_MISMATCH = Deny(500, "filter_mismatch", "route needs ext_proc but was reached through ext_authz",
                        message="gateway misconfigured for this route")
 
