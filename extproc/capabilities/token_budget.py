@@ -31,6 +31,7 @@ from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc import audit
 from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
 from extproc.context import Deny, RequestContext
+from extproc.headers import content_encoding
 from extproc.llm.errors import llm_error
 from extproc.llm.usage import CHARS_PER_TOKEN, UsageTracker, estimate_prompt_tokens
 from extproc.quota import BackendUnavailable, QuotaBackend, backend_for, fallback_for
@@ -93,11 +94,12 @@ class _Held:
 
 
 class _State:
-    __slots__ = ("held", "tracker", "prompt_estimate", "settled", "body_seen")
+    __slots__ = ("held", "tracker", "prompt_estimate", "completion_reserved", "settled", "body_seen")
 
-    def __init__(self, held: list[_Held], prompt_estimate: int):
+    def __init__(self, held: list[_Held], prompt_estimate: int, completion_reserved: int):
         self.held = held
         self.prompt_estimate = prompt_estimate
+        self.completion_reserved = completion_reserved
         self.tracker: UsageTracker | None = None
         self.settled = False
         self.body_seen = False
@@ -175,7 +177,9 @@ class TokenBudget(Capability):
             held.append(_Held(budget, key, amount, backend))
             ctx.set_response_header(f"x-token-budget-remaining-{budget.name}", str(reservation.remaining))
         if held:
-            ctx.state[self._state_key] = _State(held, prompt)
+            # The response's usage must be readable to settle: ask for it uncompressed.
+            ctx.remove_request_header("accept-encoding")
+            ctx.state[self._state_key] = _State(held, prompt, completion)
             ctx.state["llm.tokens_reserved"] = sum(h.reserved for h in held)
         return None
 
@@ -185,7 +189,8 @@ class TokenBudget(Capability):
             return None
         content_type = ctx.response_headers.get("content-type", "")
         request = ctx.state["llm.request"]
-        state.tracker = UsageTracker(request.api, content_type.startswith("text/event-stream"))
+        state.tracker = UsageTracker(request.api, content_type.startswith("text/event-stream"),
+                                     encoding=content_encoding(ctx.response_headers))
         return None
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
@@ -202,6 +207,8 @@ class TokenBudget(Capability):
         usage = state.tracker.usage if state.tracker else None
         if usage is not None:
             return usage["prompt"], usage["completion"]
+        if state.tracker is not None and state.tracker.unreadable:
+            return state.prompt_estimate, state.completion_reserved  # unreadable: the reservation stands
         # No usage reported (a stream without include_usage): count what we saw.
         completion = state.tracker.completion_chars // CHARS_PER_TOKEN if state.tracker else 0
         return state.prompt_estimate, completion

@@ -121,9 +121,13 @@ class JsonRewriter:
         try:
             body = loads_strict(raw)
         except StrictJsonError:
-            # Not JSON (an error page, plain text): transformed as text.
-            text = raw.decode("utf-8", "surrogateescape")
-            return _one_shot(self.make, text).encode("utf-8", "surrogateescape")
+            # Not JSON (an error page, plain text): transformed as text. Bytes
+            # that are not UTF-8 (a compressed body) hold no text to find.
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return raw
+            return _one_shot(self.make, text).encode("utf-8")
         if isinstance(body, str):
             return _dumps(_one_shot(self.make, body)).encode()
         if isinstance(body, dict):

@@ -9,6 +9,7 @@ reservation, which reconciliation corrects from the model's own ``usage``.
 from __future__ import annotations
 
 import json
+import zlib
 
 from extproc.llm.request import ANTHROPIC_MESSAGES, LlmRequest
 from extproc.llm.response import usage_of
@@ -48,14 +49,42 @@ def normalize_usage(usage: dict | None) -> dict[str, int] | None:
     return {"prompt": prompt, "completion": completion, "total": prompt + completion}
 
 
+def _string_chars(value) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_string_chars(v) for k, v in value.items() if k not in ("type", "id", "index", "role"))
+    if isinstance(value, list):
+        return sum(_string_chars(v) for v in value)
+    return 0
+
+
+def _generated_chars(event: dict) -> int:
+    """Characters of generated text in one streamed event, whatever is
+    generated (content, reasoning, tool-call arguments): what is charged
+    when the stream reports no usage."""
+    chars = 0
+    for choice in event.get("choices") or ():
+        if isinstance(choice, dict):
+            chars += _string_chars(choice.get("delta")) + _string_chars(choice.get("text"))
+    delta = event.get("delta")  # Responses: a string; Anthropic: a typed object
+    if isinstance(delta, str) or (isinstance(delta, dict) and event.get("type") == "content_block_delta"):
+        chars += _string_chars(delta)
+    return chars
+
+
 class UsageTracker:
     """Reads the real usage out of a response as it streams past, without
     holding the stream: JSON bodies are kept (bounded) until complete; SSE
     events are scanned one by one. Anthropic streams report input tokens in
     ``message_start`` and output tokens in ``message_delta``."""
 
-    def __init__(self, api: str, streaming: bool, max_bytes: int = 8 << 20):
+    def __init__(self, api: str, streaming: bool, max_bytes: int = 8 << 20, encoding: str = ""):
         self.api, self.streaming, self.max_bytes = api, streaming, max_bytes
+        # A compressed response is read through a decompressor; one we cannot
+        # decode leaves the usage unknown and ``unreadable`` set.
+        self._inflate = zlib.decompressobj(wbits=47) if encoding in ("gzip", "x-gzip", "deflate") else None
+        self.unreadable = bool(encoding) and self._inflate is None
         self._json_parts: list[bytes] = []
         self._size = 0
         self._splitter = SseSplitter() if streaming else None
@@ -65,6 +94,14 @@ class UsageTracker:
         self.model: str | None = None  # the model that answered, for the audit record
 
     def feed(self, chunk: bytes, end: bool) -> None:
+        if self.unreadable:
+            return
+        if self._inflate is not None:
+            try:
+                chunk = self._inflate.decompress(chunk, self.max_bytes + 1)
+            except zlib.error:
+                self.unreadable = True
+                return
         if self._splitter is None:
             self._size += len(chunk)
             if self._size <= self.max_bytes:
@@ -87,8 +124,6 @@ class UsageTracker:
     def _event(self, data: str | None) -> None:
         if not data or data == "[DONE]":
             return
-        if '"usage"' not in data and '"delta"' not in data and '"text"' not in data and self.model is not None:
-            return
         try:
             payload = json.loads(data)
         except (ValueError, RecursionError):
@@ -96,12 +131,10 @@ class UsageTracker:
         if not isinstance(payload, dict):
             return
         self._note_model(payload)
-        for choice in payload.get("choices") or ():
-            if isinstance(choice, dict):
-                delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice
-                text = delta.get("content") if "content" in delta else delta.get("text")
-                if isinstance(text, str):
-                    self.completion_chars += len(text)
+        try:
+            self.completion_chars += _generated_chars(payload)
+        except RecursionError:
+            pass  # absurdly nested: not generated text
         if self.api == ANTHROPIC_MESSAGES:
             message = payload.get("message") if isinstance(payload.get("message"), dict) else payload
             for key in ("input_tokens", "output_tokens"):

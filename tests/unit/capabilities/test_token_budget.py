@@ -126,3 +126,37 @@ async def test_settled_usage_reaches_the_audit_record_as_documented_facts():
     assert record["extproc.llm.total_tokens"] == 42
     assert record["gen_ai.request.model"] == "demo-a" and record["gen_ai.response.model"] == "demo-a-2025"
     assert record["extproc.llm.api"] == "openai.chat" and record["extproc.llm.stream"] is False
+
+
+async def respond_raw(ctx, raw: bytes, headers: dict) -> None:
+    ctx.response_status, ctx.response_headers = 200, headers
+    assert await run_phase(ctx, Phase.RESPONSE_HEADERS) is None
+    ctx.response_chunk, ctx.response_end = raw, True
+    assert await run_phase(ctx, Phase.RESPONSE_BODY) is None
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_usage_is_read_through_compression_and_an_unreadable_body_keeps_the_reservation():
+    import gzip
+
+    route = make_route(1000)
+    ctx, deny = await ask(route, {"model": "demo-a", "max_tokens": 300})
+    assert deny is None and "accept-encoding" in ctx.request_headers_out.remove
+    body = json.dumps({"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}).encode()
+    await respond_raw(ctx, gzip.compress(body), {"content-type": "application/json", "content-encoding": "gzip"})
+    assert facts(ctx)["extproc.llm.total_tokens"] == 2
+    ctx, deny = await ask(route, {"model": "demo-a", "max_tokens": 300})
+    await respond_raw(ctx, b"\x1b\x00brotli", {"content-type": "application/json", "content-encoding": "br"})
+    assert facts(ctx)["gen_ai.usage.output_tokens"] == 300  # nothing readable: charged what was reserved
+
+
+async def test_a_stream_without_usage_is_charged_for_everything_generated():
+    route = make_route(10_000)
+    ctx, deny = await ask(route, {"model": "demo-a", "max_tokens": 2000, "stream": True})
+    assert deny is None
+    events = [{"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "x" * 400}}],
+                                                  "reasoning_content": "y" * 400}, "finish_reason": None}]}]
+    raw = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+    await respond_raw(ctx, raw, {"content-type": "text/event-stream"})
+    assert facts(ctx)["gen_ai.usage.output_tokens"] == 200  # 800 characters, not the 0 of `content`

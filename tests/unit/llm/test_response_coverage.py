@@ -97,3 +97,10 @@ def test_responses_argument_and_reasoning_deltas_and_done_events():
 def test_non_json_sse_data_is_rewritten_as_text():
     out = SseRewriter(OPENAI_CHAT, Upper).feed(b"event: error\ndata: upstream says hi\n\n", True)
     assert out == b"event: error\ndata: UPSTREAM SAYS HI\n\n"
+
+
+def test_a_body_that_is_not_text_passes_untouched():
+    import gzip
+
+    raw = gzip.compress(b'{"choices": []}')
+    assert JsonRewriter(OPENAI_CHAT, Upper).feed(raw, True) == raw
