@@ -70,8 +70,12 @@ NON_TEXT_KEYS = frozenset({
 # role, a typo, a new role) reads as ``user``: scanned by every default.
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
           "tool": "tool", "function": "tool", "ipython": "tool"}
-# Content parts/items carrying what a tool or a search returned.
-_TOOL_OUTPUT_TYPES = frozenset({"tool_result", "search_result", "web_search_tool_result", "mcp_tool_result"})
+# Parts/items of a tool exchange: what a tool or a search returned, and the
+# calls themselves (the client sends them back as history, arguments and all).
+# They read as ``tool``, a role every default scans.
+_TOOL_TYPES = frozenset({"tool_result", "search_result", "web_search_tool_result", "mcp_tool_result",
+                         "tool_use", "server_tool_use", "mcp_tool_use"})
+_TOOL_CALL_FIELDS = frozenset({"tool_calls", "function_call"})
 # Top-level fields that are the application's system prompt.
 _SYSTEM_FIELDS = frozenset({"system", "instructions"})
 _MESSAGE_LISTS = frozenset({"messages", "input"})
@@ -317,11 +321,11 @@ def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
         if isinstance(value, dict):
             if is_message:
                 role = message_role(value.get("role")) if "role" in value else role
-            if value.get("type") in _TOOL_OUTPUT_TYPES or (
-                    isinstance(value.get("type"), str) and value["type"].endswith("_call_output")):
+            kind = value.get("type")
+            if isinstance(kind, str) and (kind in _TOOL_TYPES or kind.endswith(("_call", "_call_output"))):
                 role = "tool"  # only ever towards a role every default scans
             for k in reversed(list(value)):
-                stack.append((value, k, role, depth + 1, embedded, False))
+                stack.append((value, k, "tool" if k in _TOOL_CALL_FIELDS else role, depth + 1, embedded, False))
         elif isinstance(value, list):
             items_are_messages = depth == 1 and key in _MESSAGE_LISTS
             for i in range(len(value) - 1, -1, -1):

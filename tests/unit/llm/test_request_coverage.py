@@ -69,7 +69,7 @@ def anthropic(*blocks, role="user"):
 
 # The fields the finding listed, and some nobody listed: each must reach a
 # guard, under a role every default scans (user/tool) unless it is the
-# assistant's own turn.
+# assistant's own text.
 @pytest.mark.parametrize("request_, role", [
     (chat({"role": "function", "name": "f", "content": X}), "tool"),                     # legacy role
     (chat({"role": "User", "content": X}), "user"),                                      # role case
@@ -78,22 +78,24 @@ def anthropic(*blocks, role="user"):
     (chat({"content": X}), "user"),                                                      # no role
     (chat({"role": "user", "name": X, "content": "hi"}), "user"),                        # name
     (chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
-          "function": {"name": "f", "arguments": json.dumps({"q": X})}}]}), "assistant"),
-    (chat({"role": "assistant", "function_call": {"name": "f", "arguments": json.dumps({"q": [X]})}}), "assistant"),
+          "function": {"name": "f", "arguments": json.dumps({"q": X})}}]}), "tool"),
+    (chat({"role": "assistant", "function_call": {"name": "f", "arguments": json.dumps({"q": [X]})}}), "tool"),
     (chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
-          "function": {"name": "f", "arguments": f"not json {X}"}}]}), "assistant"),
+          "function": {"name": X, "arguments": f"not json {X}"}}]}), "tool"),
+    (chat({"role": "assistant", "content": X}), "assistant"),
     (chat({"role": "user", "content": "hi"}, tools=[{"type": "function",
           "function": {"name": "f", "description": X}}]), "user"),
     (chat({"role": "user", "content": "hi"}, unknown_field={"deep": [[X]]}), "user"),
     (responses(prompt={"id": "pmpt_1", "variables": {"city": X}}), "user"),
     (("/v1/responses", {"model": "m", "prompt": {"id": "p", "variables": {"v": X}}}), "user"),
-    (responses({"type": "function_call", "call_id": "c", "name": "f", "arguments": json.dumps({"a": X})}), "user"),
+    (responses({"type": "function_call", "call_id": "c", "name": "f", "arguments": json.dumps({"a": X})}), "tool"),
+    (responses({"type": "mcp_call", "id": "m", "name": "f", "arguments": json.dumps({"a": X})}), "tool"),
     (responses({"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": X}]}),
      "tool"),
     (responses({"type": "custom_tool_call_output", "call_id": "c", "output": X}), "tool"),
     (responses({"role": "USER", "content": [{"type": "input_text", "text": X}]}), "user"),
     (anthropic({"type": "tool_use", "id": "t", "name": "f", "input": {"q": {"deep": X}}}, role="assistant"),
-     "assistant"),
+     "tool"),
     (anthropic({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": X}}), "user"),
     (anthropic({"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": X}]}),
      "tool"),
