@@ -59,7 +59,8 @@ def refuse_ambiguous_path(ctx: RequestContext) -> Deny | None:
     if refusal is None:
         return None
     ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny", refusal.reason, refusal.code))
-    return Deny(400, refusal.code, refusal.reason, message="ambiguous request path")
+    message = "request path too long" if refusal.status == 414 else "ambiguous request path"
+    return Deny(refusal.status, refusal.code, refusal.reason, message=message)
 
 
 async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:

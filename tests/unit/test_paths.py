@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extproc.context import HttpRequest, RequestContext
-from extproc.paths import AmbiguousPath, canonical_path, drop_query_params, require_canonical_path
+from extproc.paths import (MAX_PATH_LENGTH, AmbiguousPath, canonical_path, drop_query_params,
+                           require_canonical_path)
 from extproc.pipeline import start
 from extproc.policy.model import CompiledRoute, PolicySet, compile_match
 from extproc.policy.schema import RouteMatch
@@ -99,6 +100,13 @@ def test_canonical_is_a_fixed_point_and_never_ambiguous(raw):
     assert not any(s in (".", "..") or s.endswith(".") for s in segments)
     assert not any(c in canonical for c in ";\\# ") and canonical.isascii() and canonical.isprintable()
     assert "%25" not in canonical and "%2F" not in canonical.upper()
+
+
+def test_an_overlong_path_is_a_414():
+    with pytest.raises(AmbiguousPath) as refused:
+        canonical_path("/" + "a" * MAX_PATH_LENGTH)
+    assert (refused.value.code, refused.value.status) == ("path_too_long", 414)
+    assert canonical_path("/" + "a" * (MAX_PATH_LENGTH - 1)) == "/" + "a" * (MAX_PATH_LENGTH - 1)
 
 
 def test_a_refused_path_is_a_400_before_any_route_or_capability():
