@@ -37,6 +37,7 @@ from extproc.context import Deny, RequestContext
 from extproc.headers import content_encoding
 from extproc.jsonstrict import StrictJsonError, loads_strict
 from extproc.llm.errors import llm_error
+from extproc.llm.fields import API_FIELDS
 
 OPENAI_CHAT = "openai.chat"
 OPENAI_COMPLETIONS = "openai.completions"
@@ -76,6 +77,8 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 _TOOL_TYPES = frozenset({"tool_result", "search_result", "web_search_tool_result", "mcp_tool_result",
                          "tool_use", "server_tool_use", "mcp_tool_use"})
 _TOOL_CALL_FIELDS = frozenset({"tool_calls", "function_call"})
+# Objects that are data through and through (see ``walk_texts``).
+_FREE_FORM_FIELDS = frozenset({"arguments", "variables"})
 # Top-level fields that are the application's system prompt.
 _SYSTEM_FIELDS = frozenset({"system", "instructions"})
 _MESSAGE_LISTS = frozenset({"messages", "input"})
@@ -109,16 +112,19 @@ class _Embedded:
 
 @dataclass(slots=True)
 class TextSlot:
-    """One string the model reads: ``container[key]`` in the parsed body."""
+    """One string the model reads: ``container[key]`` in the parsed body, or
+    with ``is_key`` the key itself (an object key that is data, not an API
+    field: see ``extproc.llm.fields``)."""
 
     role: str
     container: Any
     key: Any
     embedded: _Embedded | None = None
+    is_key: bool = False
 
     @property
     def text(self) -> str:
-        return self.container[self.key]
+        return self.key if self.is_key else self.container[self.key]
 
 
 @dataclass(slots=True)
@@ -141,11 +147,27 @@ class LlmRequest:
         """Stage ``slot``'s new text; the pipeline applies it unless the
         capability runs in monitor mode (or refuses, or fails)."""
         def apply() -> None:
-            slot.container[slot.key] = text
+            if slot.is_key:
+                self._rename(slot.container, slot.key, text)
+            else:
+                slot.container[slot.key] = text
             if slot.embedded is not None:
                 slot.embedded.dirty = True
             ctx.at_phase_end("llm.request", lambda: mark_changed(ctx, self))
         ctx.stage(apply)
+
+    def _rename(self, holder: dict, old: str, new: str) -> None:
+        if old not in holder or new == old:
+            return
+        unique, n = new, 2
+        while unique in holder:  # two keys masked alike must not merge
+            unique, n = f"{new}_{n}", n + 1
+        items = list(holder.items())
+        holder.clear()
+        holder.update((unique if k == old else k, v) for k, v in items)  # order kept
+        for other in self.slots:  # the key's own slot and its value's slot follow it
+            if other.container is holder and other.key == old:
+                other.key = unique
 
     def serialize(self) -> bytes:
         for doc in reversed(self.embedded):  # innermost first: an outer document holds its text
@@ -292,25 +314,29 @@ def _embedded_json(text: str) -> Any:
 
 
 def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
-    """Append a slot for every string of ``body`` the model may read."""
-    # (container, key, role, depth, embedded document, is a message list item)
-    stack: list[tuple[Any, Any, str, int, _Embedded | None, bool]] = []
+    """Append a slot for every string of ``body`` the model may read.
+
+    Inside free-form data (tool-call arguments, a tool use's input, template
+    variables) nothing is structure: every key and every string is a slot,
+    whatever its name (an argument called ``id`` is still data)."""
+    # (container, key, role, depth, embedded document, is a message list item, free-form)
+    stack: list[tuple[Any, Any, str, int, _Embedded | None, bool, bool]] = []
     for key in reversed(list(body)):
         role = "system" if key in _SYSTEM_FIELDS else "user"
-        stack.append((body, key, role, 1, None, False))
+        stack.append((body, key, role, 1, None, False, key in _FREE_FORM_FIELDS))
     slots = request.slots
     while stack:
-        holder, key, role, depth, embedded, is_message = stack.pop()
+        holder, key, role, depth, embedded, is_message, free = stack.pop()
         value = holder[key]
         if isinstance(value, str):
-            if isinstance(holder, dict) and (key in NON_TEXT_KEYS or _binary_media(holder, key, value)):
+            if not free and isinstance(holder, dict) and (key in NON_TEXT_KEYS or _binary_media(holder, key, value)):
                 continue
             if key == "arguments" and depth < MAX_DEPTH:
                 inner = _embedded_json(value)
                 if inner is not None:
                     doc = _Embedded(holder, key, inner)
                     request.embedded.append(doc)
-                    stack.append(({"_": inner}, "_", role, depth + 1, doc, False))
+                    stack.append(({"_": inner}, "_", role, depth + 1, doc, False, True))
                     continue
             slots.append(TextSlot(role, holder, key, embedded))
             continue
@@ -321,12 +347,17 @@ def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
         if isinstance(value, dict):
             if is_message:
                 role = message_role(value.get("role")) if "role" in value else role
+            slots.extend(TextSlot(role, value, k, embedded, is_key=True)
+                         for k in value if isinstance(k, str) and (free or k not in API_FIELDS))
             kind = value.get("type")
-            if isinstance(kind, str) and (kind in _TOOL_TYPES or kind.endswith(("_call", "_call_output"))):
+            tool = isinstance(kind, str) and (kind in _TOOL_TYPES or kind.endswith(("_call", "_call_output")))
+            if tool:
                 role = "tool"  # only ever towards a role every default scans
             for k in reversed(list(value)):
-                stack.append((value, k, "tool" if k in _TOOL_CALL_FIELDS else role, depth + 1, embedded, False))
+                child_free = free or k in _FREE_FORM_FIELDS or (tool and k == "input")
+                stack.append((value, k, "tool" if k in _TOOL_CALL_FIELDS else role, depth + 1, embedded, False,
+                              child_free))
         elif isinstance(value, list):
             items_are_messages = depth == 1 and key in _MESSAGE_LISTS
             for i in range(len(value) - 1, -1, -1):
-                stack.append((value, i, role, depth + 1, embedded, items_are_messages))
+                stack.append((value, i, role, depth + 1, embedded, items_are_messages, free))

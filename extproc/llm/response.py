@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from extproc.jsonstrict import StrictJsonError, loads_strict
+from extproc.llm.fields import API_FIELDS
 from extproc.sse import SseEvent, SseSplitter, encode
 
 
@@ -53,6 +54,9 @@ _FRAGMENT_KEYS = frozenset({"content", "text", "arguments", "reasoning_content",
 # Anthropic ``content_block_delta`` fields and the delta type that carries each.
 _ANTHROPIC_FRAGMENTS = {"text": "text_delta", "partial_json": "input_json_delta", "thinking": "thinking_delta"}
 _RESPONSES_IDS = ("item_id", "output_index", "content_index", "summary_index")
+# Objects that are data through and through (see ``transform_strings``).
+_FREE_FORM = frozenset({"arguments", "variables"})
+_TOOL_USE_TYPES = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 
 
 def _one_shot(make: TransformFactory, text: str) -> str:
@@ -64,25 +68,55 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def transform_strings(value: Any, make: TransformFactory, skip: set[tuple[int, Any]] | None = None) -> None:
-    """Transform in place every string of ``value`` that is model output.
-    ``skip``: (id(holder), key) pairs already handled as stream fragments."""
-    stack: list[tuple[Any, Any]] = []
+def transform_strings(value: Any, make: TransformFactory, skip: set[tuple[int, Any]] | None = None,
+                      free: bool = False) -> None:
+    """Transform in place every string of ``value`` that is model output, and
+    every object key that is data rather than an API field. ``skip``:
+    (id(holder), key) pairs already handled as stream fragments. Inside
+    free-form data (tool-call arguments, a tool use's input) every string and
+    key is model output, whatever its name."""
+    stack: list[tuple[Any, Any, bool]] = []
     if isinstance(value, dict):
-        stack.extend((value, k) for k in value)
+        _transform_keys(value, make, free)
+        stack.extend((value, k, free or k in _FREE_FORM) for k in value)
     elif isinstance(value, list):
-        stack.extend((value, i) for i in range(len(value)))
+        stack.extend((value, i, free) for i in range(len(value)))
     while stack:
-        holder, key = stack.pop()
+        holder, key, inside = stack.pop()
         item = holder[key]
         if isinstance(item, str):
-            if (isinstance(holder, dict) and key in NON_TEXT_KEYS) or (skip and (id(holder), key) in skip):
+            if skip and (id(holder), key) in skip:
+                continue
+            if not inside and isinstance(holder, dict) and key in NON_TEXT_KEYS:
                 continue
             holder[key] = _transform_text(item, make, embedded=key == "arguments")
         elif isinstance(item, dict):
-            stack.extend((item, k) for k in item)
+            _transform_keys(item, make, inside)
+            tool_use = item.get("type") in _TOOL_USE_TYPES
+            stack.extend((item, k, inside or k in _FREE_FORM or (tool_use and k == "input")) for k in item)
         elif isinstance(item, list):
-            stack.extend((item, i) for i in range(len(item)))
+            stack.extend((item, i, inside) for i in range(len(item)))
+
+
+def _transform_keys(holder: dict, make: TransformFactory, free: bool) -> None:
+    """Keys that are data (a tool argument's name...) are model output too;
+    renamed in place, order kept, never merged."""
+    renamed = {}
+    for key in holder:
+        if isinstance(key, str) and (free or key not in API_FIELDS):
+            new = _one_shot(make, key)
+            if new != key:
+                renamed[key] = new
+    if not renamed:
+        return
+    items = list(holder.items())
+    holder.clear()
+    for key, item in items:
+        base = new = renamed.get(key, key)
+        n = 2
+        while new in holder:
+            new, n = f"{base}_{n}", n + 1
+        holder[new] = item
 
 
 def _transform_text(text: str, make: TransformFactory, embedded: bool) -> str:
@@ -93,7 +127,7 @@ def _transform_text(text: str, make: TransformFactory, embedded: bool) -> str:
             inner = None
         if isinstance(inner, (dict, list)):
             before = _dumps(inner)
-            transform_strings(inner, make)
+            transform_strings(inner, make, free=True)
             after = _dumps(inner)
             return text if after == before else after  # still JSON: each string was transformed alone
     return _one_shot(make, text)

@@ -20,7 +20,8 @@ CHARS_PER_TOKEN = 4
 
 def estimate_prompt_tokens(request: LlmRequest) -> int:
     chars = sum(len(slot.text) for slot in request.slots)
-    return chars // CHARS_PER_TOKEN + 4 * max(1, len(request.slots))
+    messages = sum(1 for slot in request.slots if not slot.is_key)
+    return chars // CHARS_PER_TOKEN + 4 * max(1, messages)
 
 
 # What an upstream may report for one exchange before we stop believing it:

@@ -110,6 +110,12 @@ def test_every_string_the_model_reads_is_a_slot(request_, role):
     assert {s.role for s in hits} == {role}
 
 
+def test_inside_tool_arguments_even_an_id_is_data():
+    req = llm_request(ctx_for(*chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
+        "name": "f", "arguments": json.dumps({"id": X, "model": [X]})}}]})))
+    assert sum(s.text == X for s in req.slots) == 2
+
+
 def test_ids_model_and_binary_media_are_not_slots():
     path, body = chat({"role": "user", "content": [
         {"type": "text", "text": "hi"},
@@ -173,3 +179,23 @@ def test_paired_surrogate_escapes_are_fine():
     req = llm_request(ctx_for("/v1/chat/completions",
                               b'{"model":"m","messages":[{"role":"user","content":"\\ud83d\\ude00"}]}'))
     assert req.slots[0].text == "\U0001F600"
+
+
+def test_object_keys_that_are_data_are_slots_and_renaming_keeps_values_and_order():
+    args = json.dumps({"alice@example.com": "bob@example.com", "subject": "hi"})
+    ctx = ctx_for(*chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
+        "name": "f", "arguments": args}}]}, {"role": "user", "content": "hi"},
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {X: {"type": "string"}}}}}]))
+    req = llm_request(ctx)
+    keys = [s.text for s in req.slots if s.is_key]
+    # Every key of the arguments (free-form data); elsewhere API fields (role,
+    # type, properties...) are structure and other keys are data.
+    assert keys == ["alice@example.com", "subject", X]
+    key_slot = next(s for s in req.slots if s.is_key and s.text == "alice@example.com")
+    value_slot = next(s for s in req.slots if s.text == "bob@example.com")
+    req.replace(ctx, key_slot, "[EMAIL_1]")
+    assert value_slot.text == "bob@example.com"  # still readable after its key moved
+    req.replace(ctx, value_slot, "[EMAIL_2]")
+    sent = json.loads(json.loads(ctx.request_body)["messages"][0]["tool_calls"][0]["function"]["arguments"])
+    assert list(sent.items()) == [("[EMAIL_1]", "[EMAIL_2]"), ("subject", "hi")]

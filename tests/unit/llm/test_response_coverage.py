@@ -31,11 +31,12 @@ def test_any_json_shape_is_rewritten_whatever_the_path_claims(api):
     out = json.loads(JsonRewriter(api, Upper).feed(json.dumps(body).encode(), True))
     message = out["choices"][0]["message"]
     assert (message["content"], message["refusal"], message["reasoning_content"]) == ("MAIL A", "NO B", "THINK C")
-    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"to": "D", "cc": ["E"]}
+    # inside tool arguments/input every key and string is model output
+    assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"TO": "D", "CC": ["E"]}
     assert message["tool_calls"][0]["function"]["name"] == "SEND"
     assert out["output"][0]["content"][0]["text"] == "F"
-    assert out["content"][0]["input"] == {"q": "H"} and out["content"][0]["name"] == "G"
-    assert out["unknown"] == {"deep": ["I"]}
+    assert out["content"][0]["input"] == {"Q": "H"} and out["content"][0]["name"] == "G"
+    assert out["UNKNOWN"] == {"DEEP": ["I"]}  # keys that are not API fields are data
     # ids, enum tags and the model name are not model output
     assert (out["id"], out["object"], out["model"], message["role"], out["choices"][0]["finish_reason"]) == (
         "chatcmpl-1", "chat.completion", "demo", "assistant", "tool_calls")
@@ -89,8 +90,8 @@ def test_responses_argument_and_reasoning_deltas_and_done_events():
     assert kinds == ["response.function_call_arguments.delta", "response.function_call_arguments.delta",
                      "response.function_call_arguments.done", "response.reasoning_summary_text.delta",
                      "response.output_item.done", "response.reasoning_summary_text.delta"]
-    assert out[1]["delta"] == '{"A":"B' and out[2]["arguments"] == '{"a":"B"}'
-    assert json.loads(out[4]["item"]["arguments"]) == {"a": "B"} and out[4]["item"]["id"] == "fc"
+    assert out[1]["delta"] == '{"A":"B' and out[2]["arguments"] == '{"A":"B"}'
+    assert json.loads(out[4]["item"]["arguments"]) == {"A": "B"} and out[4]["item"]["id"] == "fc"
     assert out[5]["delta"] == "WHY"
 
 
@@ -104,3 +105,11 @@ def test_a_body_that_is_not_text_passes_untouched():
 
     raw = gzip.compress(b'{"choices": []}')
     assert JsonRewriter(OPENAI_CHAT, Upper).feed(raw, True) == raw
+
+
+def test_keys_the_model_wrote_are_rewritten_too():
+    body = {"content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"alice": "x", "type": "y"}}],
+            "choices": [{"message": {"tool_calls": [{"function": {"arguments": json.dumps({"bob": 1, "BOB": 2})}}]}}]}
+    out = json.loads(JsonRewriter(OPENAI_CHAT, Upper).feed(json.dumps(body).encode(), True))
+    assert out["content"][0]["input"] == {"ALICE": "X", "TYPE": "Y"}  # free-form: even `type` is data
+    assert json.loads(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) == {"BOB": 1, "BOB_2": 2}
