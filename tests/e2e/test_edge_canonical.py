@@ -226,34 +226,104 @@ def test_a_stalled_processor_is_503_from_ext_authz_and_504_from_ext_proc(edge):
         os.kill(pid, signal.SIGCONT)
 
 
+class _Replicas:
+    """The shipped gateway (plain listener) in front of a governance cluster of
+    several processor replicas, given by port; started and stopped by PID."""
+
+    def __init__(self, tmp_path: Path, replica_ports: list[int], health_checks: bool = True):
+        from extproc.local.echo import EchoServer
+        from extproc.local.envoy import EnvoyProcess, render
+        from extproc.local.processor import free_port
+
+        self.echo, self.envoy = EchoServer().start(), None
+        try:
+            self.port, admin = free_port(), free_port()
+            config = render(ENVOY_DIR / "gateway.yaml", {"gateway": self.port, "governance": replica_ports[0],
+                                                         "upstream": self.echo.port}, admin_port=admin)
+            config["static_resources"]["listeners"] = config["static_resources"]["listeners"][:1]  # no TLS files
+            governance = next(c for c in config["static_resources"]["clusters"] if c["name"] == "governance")
+            if not health_checks:
+                governance.pop("health_checks")
+            endpoints = governance["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            template = json.dumps(endpoints[0])
+            endpoints[:] = []
+            for port in replica_ports:
+                endpoint = json.loads(template)
+                endpoint["endpoint"]["address"]["socket_address"]["port_value"] = port
+                endpoints.append(endpoint)
+            self.envoy = EnvoyProcess(config, admin, log_path=str(tmp_path / "envoy.log"))
+            self.envoy.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for process in (self.envoy, self.echo):
+            if process is not None:
+                process.stop()
+
+
 def test_a_request_to_a_gone_replica_is_retried_on_another(tmp_path):
     """The shipped retry policy of both filters' gRPC service: a replica that
     refuses the connection (gone, or closed after draining) costs a retry on
     another replica, not a 503. Health checks are taken out to show the retry
     alone does it (they would also eject the replica within a second)."""
-    from extproc.local.echo import EchoServer
-    from extproc.local.envoy import EnvoyProcess, render
     from extproc.local.processor import ProcessorProcess, free_port
 
-    echo = EchoServer().start()
-    processor = envoy = None
+    processor = ProcessorProcess(str(_policy_dir(tmp_path, POLICY)), log_path=str(tmp_path / "p.log")).wait_ready()
+    gateway = None
     try:
-        processor = ProcessorProcess(str(_policy_dir(tmp_path, POLICY)), log_path=str(tmp_path / "p.log")).wait_ready()
-        port, admin = free_port(), free_port()
-        config = render(ENVOY_DIR / "gateway.yaml", {"gateway": port, "governance": processor.port,
-                                                     "upstream": echo.port}, admin_port=admin)
-        config["static_resources"]["listeners"] = config["static_resources"]["listeners"][:1]  # no TLS files
-        governance = next(c for c in config["static_resources"]["clusters"] if c["name"] == "governance")
-        governance.pop("health_checks")
-        endpoints = governance["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        gone = json.loads(json.dumps(endpoints[0]))
-        gone["endpoint"]["address"]["socket_address"]["port_value"] = free_port()  # nothing listens there
-        endpoints.insert(0, gone)
-        envoy = EnvoyProcess(config, admin, log_path=str(tmp_path / "envoy.log"))
-        envoy.wait_ready()
+        gateway = _Replicas(tmp_path, [free_port(), processor.port], health_checks=False)  # nothing on the first
         for path in ("/api/hello", "/proc/hello"):  # round robin: every other call picks the gone replica
-            assert [send(port, path)[0] for _ in range(10)] == [200] * 10, path
+            assert [send(gateway.port, path)[0] for _ in range(10)] == [200] * 10, path
     finally:
-        for process in (envoy, processor, echo):
-            if process is not None:
-                process.stop()
+        if gateway is not None:
+            gateway.close()
+        processor.stop()
+
+
+def test_a_draining_replica_leaves_the_rotation_before_it_stops(tmp_path):
+    """A rolling restart loses nothing: the replica told to stop answers
+    NOT_SERVING for its drain delay while still serving, the 1 s health check
+    takes it out of the rotation, and only then does it close."""
+    import threading
+
+    from extproc.local.processor import ProcessorProcess
+
+    policies = str(_policy_dir(tmp_path, POLICY))
+    replicas = [ProcessorProcess(policies, log_path=str(tmp_path / f"p{i}.log"), drain_delay=2.0).wait_ready()
+                for i in range(2)]
+    gateway, stop, results = None, threading.Event(), []
+    try:
+        gateway = _Replicas(tmp_path, [r.port for r in replicas])
+
+        def load():
+            n = 0
+            while not stop.is_set():
+                path = ("/api/hello", "/proc/hello")[n % 2]
+                n += 1
+                try:
+                    results.append((path, send(gateway.port, path)[0]))
+                except OSError as exc:
+                    results.append((path, type(exc).__name__))
+
+        worker = threading.Thread(target=load)
+        worker.start()
+        try:
+            while len(results) < 50:
+                stop.wait(0.05)
+            replicas[0].stop()  # SIGTERM: drain, then exit
+            count = len(results)
+            while len(results) < count + 100:
+                stop.wait(0.05)
+        finally:
+            stop.set()
+            worker.join()
+    finally:
+        if gateway is not None:
+            gateway.close()
+        for replica in replicas:
+            replica.stop()
+    assert replicas[0].proc.returncode == 0
+    failures = [r for r in results if r[1] != 200]
+    assert failures == [] and len(results) >= 150
