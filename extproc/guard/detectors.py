@@ -498,16 +498,31 @@ _PEM_HEADER_PREFIX = re.compile(
 _pem_memo = threading.local()
 
 
+_PEM_STOP_WINDOW = _PEM_BODY_MAX + 64
+_PEM_STOP_OVERLAP = 16  # longer than a stop: one cut by a window's end is found by the next
+
+
 def _next_pem_stop(text: str, pos: int) -> re.Match[str] | None:
-    """The first body stop at or after ``pos``. A text with thousands of
-    headers and no END line would cost a search to the end per header; the
-    answer for the previous position holds for every later one up to the
-    stop it found, so a scan (whose positions only grow) reads the text once."""
+    """The first body stop in ``[pos, pos + _PEM_STOP_WINDOW)``, or None.
+
+    A text with thousands of headers and no END line would cost a search to
+    the end per header. The memo (per thread: scans run in worker threads)
+    remembers how far the text is known to hold no stop, so a scan, whose
+    positions only grow, reads the text about once; and every search is
+    bounded, so none holds the GIL for long."""
     memo = getattr(_pem_memo, "last", None)
-    if memo is not None and memo[0] is text and memo[1] <= pos and (memo[2] is None or pos <= memo[2].start()):
-        return memo[2]
-    stop = _PEM_STOP.search(text, pos)
-    _pem_memo.last = (text, pos, stop)
+    if memo is not None and memo[0] is text and memo[1] <= pos:
+        _, _, clear_to, stop = memo
+        if stop is not None and pos <= stop.start():
+            return stop
+        if stop is None and pos < clear_to:
+            if pos + _PEM_STOP_WINDOW <= clear_to:
+                return None
+            stop = _PEM_STOP.search(text, max(pos, clear_to - _PEM_STOP_OVERLAP), pos + _PEM_STOP_WINDOW)
+            _pem_memo.last = (text, memo[1], pos + _PEM_STOP_WINDOW - _PEM_STOP_OVERLAP, stop)
+            return stop
+    stop = _PEM_STOP.search(text, pos, pos + _PEM_STOP_WINDOW)
+    _pem_memo.last = (text, pos, pos + _PEM_STOP_WINDOW - _PEM_STOP_OVERLAP, stop)
     return stop
 
 

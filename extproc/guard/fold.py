@@ -111,11 +111,15 @@ class Folded:
         return self.start(start), self.start(end - 1) + 1
 
 
+def _translate(text: str) -> str:
+    return text.translate(_TABLE)
+
+
 def fold(text: str) -> Folded:
     if text.isascii():
         return Folded(text, len(text), None)
     irregular = [ch for ch in set(text) if not ch.isascii() and len(_TABLE[ord(ch)]) != 1]
-    folded = text.translate(_TABLE)
+    folded = normalize.in_slices(_translate, text)
     if not irregular:
         return Folded(folded, len(text), None)
     marks: list[tuple[int, int]] = []

@@ -94,17 +94,45 @@ def _decode_tags(text: str) -> str:
     return " ".join(h for h in hidden if h)
 
 
+_SLICE = 32_768
+
+
+def in_slices(fn, text: str) -> str:
+    """``fn(text)`` for a per-character transformation, applied slice by
+    slice: one C-level pass (regex, translate, NFKC) over a megabyte holds
+    the GIL for tens of milliseconds, and a scan in a worker thread must
+    leave the event loop its turns. Cuts never separate a combining mark
+    from its base."""
+    n = len(text)
+    if n <= _SLICE:
+        return fn(text)
+    parts = []
+    start = 0
+    while start < n:
+        end = min(start + _SLICE, n)
+        while end < n and unicodedata.combining(text[end]):
+            end += 1
+        parts.append(fn(text[start:end]))
+        start = end
+    return "".join(parts)
+
+
+def _nfkc(text: str) -> str:
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
+
+
+_TAG_ANY = re.compile(f"[{_TAGS}]")
+
+
 def canonical(text: str) -> Canonical:
     if text.isascii():
         return Canonical(text, "", False, False)
-    hidden = _decode_tags(text) if "\U000E0000" <= max(text) else ""
+    hidden = _decode_tags(text) if _TAG_ANY.search(text) else ""
     invisible = _INVISIBLE_IN_WORD.search(text) is not None
-    stripped = _STRIP.sub("", text)
+    stripped = in_slices(lambda part: _STRIP.sub("", part), text)
     if _HAS_PUNCTUATION.search(stripped):
-        stripped = stripped.translate(_PUNCTUATION)
-    out = stripped
-    if not unicodedata.is_normalized("NFKC", out):
-        out = unicodedata.normalize("NFKC", out)
+        stripped = in_slices(lambda part: part.translate(_PUNCTUATION), stripped)
+    out = in_slices(_nfkc, stripped)
     if _CONFUSABLE.search(out):
         out = _CONFUSABLE.sub(lambda m: _CONFUSABLES[m.group()], out)
     return Canonical(out, hidden, invisible, out != stripped)

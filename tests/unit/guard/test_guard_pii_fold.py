@@ -60,7 +60,8 @@ PROSE = st.text(alphabet="abcdefghijklmnop qrstuvwxyz", max_size=40)
 
 
 def around(prefix: str, value: str, suffix: str) -> str:
-    return f"{prefix} {value} {suffix}"
+    # The comma keeps random prose from reading "v 1.2.3.4" (a version).
+    return f"{prefix}, {value} {suffix}"
 
 
 @SETTINGS
@@ -92,10 +93,10 @@ def test_a_stream_redacts_a_disguised_value_however_it_is_cut(item, prefix, suff
 def test_a_disguised_value_split_across_parts_leaves_nothing_in_any_part(item, prefix, suffix, data):
     entity, value = item
     cut = data.draw(st.integers(1, len(value) - 1))
-    first, second = f"{prefix} {value[:cut]}", f"{value[cut:]} {suffix}"
+    first, second = f"{prefix}, {value[:cut]}", f"{value[cut:]} {suffix}"
     result = SCANNER.sanitize_parts([first, second])
     placeholder = f"[{entity}_1]"
-    assert result.texts == [f"{prefix} {placeholder}", f"{placeholder} {suffix}"]
+    assert result.texts == [f"{prefix}, {placeholder}", f"{placeholder} {suffix}"]
     assert result.counts == {entity: 1}
 
 
