@@ -212,23 +212,26 @@ def test_the_supervisor_backs_off_and_gives_up_on_workers_that_cannot_start(tmp_
     logs = tmp_path / "logs"
     logs.mkdir()
     port = free_port()
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "extproc", "serve", "--port", str(port), "--workers", "2",
-         "--max-failed-starts", "3", "--decision-log", str(logs / "decisions.jsonl"),
-         "--policies", str(policy_dir(tmp_path, ALLOW_A))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    output = tmp_path / "stderr"
+    with open(output, "w") as sink:
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "extproc", "serve", "--port", str(port), "--workers", "2",
+             "--max-failed-starts", "3", "--decision-log", str(logs / "decisions.jsonl"),
+             "--policies", str(policy_dir(tmp_path, ALLOW_A))],
+            stdout=subprocess.DEVNULL, stderr=sink)
     try:
-        wait_serving(port, proc=supervisor)
         workers = wait_for(lambda: len(children_of(supervisor.pid)) == 2 and children_of(supervisor.pid))
+        wait_for(lambda: all(f'"pid": {pid},' in output.read_text() for pid in workers))  # both listening
         shutil.rmtree(logs)
         time.sleep(5.5)  # past the supervisor's MIN_UPTIME_S: their death is a crash, not a failed start
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        _, stderr = supervisor.communicate(timeout=60)
+        supervisor.wait(timeout=60)
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.wait()
+    stderr = output.read_text()
     assert supervisor.returncode == 1
     assert stderr.strip().splitlines()[-1].startswith("extproc: workers failed to start 3 times in a row")
     assert "Traceback" not in stderr
