@@ -16,6 +16,15 @@ away mid-stream) keeps its reservation when the model may have run, and
 is refunded when the upstream answered an error status before any body.
 A client that hangs up once it has the final event (SDKs stop reading at
 ``[DONE]``) is settled from the usage already seen.
+
+Every number that feeds the arithmetic is bounded: ``max_tokens`` (and its
+aliases) and ``n`` are validated when the request is parsed (a non-negative
+integer within ``MAX_COMPLETION_TOKENS``, else 400), the upstream's
+``usage`` is clamped to ``[0, MAX_REPORTED_TOKENS]`` and every cost is
+non-negative, so no reservation or reconciliation can credit a budget. The
+``model`` key part is the model the gateway resolved (model_access's
+matching pattern), and a key part a request lacks shares one bucket: a
+budget never splits per client-chosen string, nor silently stops applying.
 """
 
 from __future__ import annotations
