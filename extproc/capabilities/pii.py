@@ -18,13 +18,15 @@ Only entity types and counts are recorded, never values.
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import Field
 
 from extproc.capabilities.base import Capability, register
 from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
 from extproc.guard import facts, offload
-from extproc.guard.pii import PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
+from extproc.guard.pii import PartsRedaction, PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
 from extproc.llm.errors import llm_error
 from extproc.llm.response import JsonRewriter, SseRewriter
 from extproc.runtime import DEFAULT_RUNTIME
@@ -37,6 +39,13 @@ class PiiCapabilityConfig(PiiConfig):
     roles: list[str] = Field(default_factory=lambda: list(ALL_ROLES), description="Message roles to sanitize.")
     responses: bool = Field(True, description="Also sanitize what the model returns.")
     max_body_bytes: int = Field(4 << 20, ge=1024)
+
+
+def _sanitize_parts(key: str, config: PiiCapabilityConfig, texts: list[str],
+                    vault: PseudonymVault) -> tuple[PartsRedaction, PseudonymVault]:
+    """A request's scan, runnable in a scan worker process (see offload)."""
+    scanner = offload.cached(key, lambda: PiiScanner(config))
+    return scanner.sanitize_parts(texts, vault), vault
 
 
 class _Chain:
@@ -76,7 +85,10 @@ class Pii(Capability):
 
     def __init__(self, config: PiiCapabilityConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
-        self._scanner = PiiScanner(config)
+        # The key finds this scanner again in a scan worker process (and here,
+        # for inline scans): built once per process and config.
+        self._scan_key = "pii:" + hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+        self._scanner = offload.cached(self._scan_key, lambda: PiiScanner(config))
         response_config = config.model_copy(update={
             "entities": {e: ("redact" if a == "pseudonymize" else a) for e, a in config.entities.items()},
             "custom": [c.model_copy(update={"action": "redact"}) if c.action == "pseudonymize" else c
@@ -96,7 +108,9 @@ class Pii(Capability):
         ctx.state[self._vault_key] = vault
         slots = request.texts(self._roles)
         texts = [slot.text for slot in slots]
-        result = await offload.scan(sum(map(len, texts)), self._scanner.sanitize_parts, texts, vault)
+        result, vault = await offload.scan(sum(map(len, texts)), _sanitize_parts, self._scan_key, self.config,
+                                           texts, vault)
+        ctx.state[self._vault_key] = vault  # a worker process returns its own copy
         for slot, before, after in zip(slots, texts, result.texts):
             if after != before:
                 request.replace(ctx, slot, after)  # staged: dropped in monitor mode
@@ -144,8 +158,8 @@ class Pii(Capability):
             ctx.replace_response_chunk(b"")
             return None
         try:
-            out = await offload.scan(len(ctx.response_chunk), state.rewriter.feed, ctx.response_chunk,
-                                     ctx.response_end)
+            out = await offload.in_thread(len(ctx.response_chunk), state.rewriter.feed, ctx.response_chunk,
+                                          ctx.response_end)
         except ValueError:
             # Beyond what we can inspect: stop rather than pass it unread.
             return self._stop(ctx, state, "response over the inspection limit")

@@ -8,6 +8,8 @@ those carry text the application did not write.
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import Field
 
 from extproc.capabilities.base import Capability, register
@@ -34,8 +36,8 @@ class PromptGuard(Capability):
 
     def __init__(self, config: PromptGuardCapabilityConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
-        self._detector = InjectionDetector(extra_deny=config.deny, extra_allow=config.allow,
-                                           builtin_rules=config.detector)
+        self._scan_key = "prompt_guard:" + hashlib.sha256(config.model_dump_json().encode()).hexdigest()
+        self._detector = offload.cached(self._scan_key, lambda: _detector(config))
         self._roles = frozenset(config.roles)
 
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
@@ -43,7 +45,8 @@ class PromptGuard(Capability):
         if isinstance(request, Deny):
             return request
         slots = [(slot.text, slot.role) for slot in request.texts(self._roles)]
-        worst_score, worst_rules = await offload.scan(sum(len(text) for text, _ in slots), self._worst, slots)
+        worst_score, worst_rules = await offload.scan(sum(len(text) for text, _ in slots), _worst,
+                                                      self._scan_key, self.config, slots)
         ctx.state["prompt_guard"] = {"score": round(worst_score, 3), "rules": worst_rules,
                                      "rules_version": self._detector.version}
         audit.note(ctx, "guard.score", round(worst_score, 3))
@@ -56,10 +59,18 @@ class PromptGuard(Capability):
         facts.note_action(ctx, "allow")
         return None
 
-    def _worst(self, slots: list[tuple[str, str]]) -> tuple[float, list[str]]:
-        worst_score, worst_rules = 0.0, []
-        for text, role in slots:
-            result = self._detector.scan(text, role)
-            if result.score > worst_score:
-                worst_score, worst_rules = result.score, result.rule_ids
-        return worst_score, worst_rules
+
+def _detector(config: PromptGuardCapabilityConfig) -> InjectionDetector:
+    return InjectionDetector(extra_deny=config.deny, extra_allow=config.allow, builtin_rules=config.detector)
+
+
+def _worst(key: str, config: PromptGuardCapabilityConfig, slots: list[tuple[str, str]]) -> tuple[float, list[str]]:
+    """The highest score over a request's texts, runnable in a scan worker
+    process (see offload)."""
+    detector = offload.cached(key, lambda: _detector(config))
+    worst_score, worst_rules = 0.0, []
+    for text, role in slots:
+        result = detector.scan(text, role)
+        if result.score > worst_score:
+            worst_score, worst_rules = result.score, list(result.rule_ids)
+    return worst_score, worst_rules

@@ -1,34 +1,107 @@
-"""Run large guard scans off the event loop.
+"""Run large guard scans off the event loop, in another process.
 
 A scan is pure CPU. Inline on the event loop, one large hostile body (a
 megabyte of almost-secrets) holds every other request, health checks
-included, for as long as it takes. In a worker thread the interpreter
-switches threads every few milliseconds (``sys.getswitchinterval``), so the
-loop keeps serving bystanders while the scan runs. Small texts, the common
-case, stay inline: a thread hop costs more than scanning them.
+included, for as long as it takes. A worker *thread* is not enough: the
+scan holds the GIL (``re`` does not release it), the loop waits up to a
+switch interval for every turn, and under load it falls far enough behind
+for admission control to shed bystanders (measured: bystander 503s with a
+thread pool, none with a process). So large scans go to a small process
+pool; small texts, the common case, stay inline (the round trip costs more
+than scanning them).
 
-The pool is small on purpose: it bounds how many cores hostile bodies can
-take at once; further scans wait their turn in its queue.
+Scanners are rebuilt in the worker from their (picklable) config and cached
+there by a key the capability computes once; arguments and results
+(texts, the request's pseudonym vault) are pickled both ways.
+
+The pool has at most half the cores, at a lower CPU priority: hostile
+bodies can never take the cores from request handling; further scans wait
+their turn in its queue. If the pool breaks (a
+worker killed), the scan runs in a thread instead and the pool is rebuilt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import multiprocessing
+import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Characters above which a scan leaves the event loop (about a millisecond
 # of scanning).
 INLINE_MAX_CHARS = 16_384
 
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guard-scan")
+_processes: ProcessPoolExecutor | None = None
+_processes_failed = False
+_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guard-scan")
 
 
-async def scan(size: int, fn: Callable[..., T], *args) -> T:
-    """``fn(*args)``, in the scan pool when ``size`` (characters) is large."""
+def _process_pool() -> ProcessPoolExecutor:
+    global _processes
+    if _processes is None:
+        # spawn: the processor runs gRPC threads, which must not be forked.
+        _processes = ProcessPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
+                                         mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_lower_priority)
+    return _processes
+
+
+def _lower_priority() -> None:
+    # Bulk scans yield the CPU to the processes answering requests (the
+    # event loop, Envoy): a hostile body slows itself, not its neighbours.
+    try:
+        os.nice(10)
+    except OSError:  # pragma: no cover - not permitted: run at normal priority
+        pass
+
+
+async def scan(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``: inline when ``size`` (characters) is small, else in the
+    scan process pool (``fn`` and its arguments must pickle)."""
     if size <= INLINE_MAX_CHARS:
         return fn(*args)
-    return await asyncio.get_running_loop().run_in_executor(_POOL, fn, *args)
+    global _processes, _processes_failed
+    loop = asyncio.get_running_loop()
+    if not _processes_failed:
+        try:
+            future = _process_pool().submit(fn, *args)
+        except (BrokenProcessPool, RuntimeError, OSError) as exc:
+            # No worker process can start here (an embedding interpreter
+            # still bootstrapping, no fork/exec allowed...): threads from now on.
+            log.warning("guard scan processes unavailable (%s); scanning in threads", type(exc).__name__)
+            _processes_failed = True
+        else:
+            try:
+                return await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                log.warning("guard scan pool broken; scanning in a thread and restarting the pool")
+                _processes = None
+    return await loop.run_in_executor(_threads, fn, *args)
+
+
+async def in_thread(size: int, fn: Callable[..., T], *args: Any) -> T:
+    """For stateful work that cannot move to another process (a response
+    stream's sanitizer): large pieces at least leave the event loop."""
+    if size <= INLINE_MAX_CHARS:
+        return fn(*args)
+    return await asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
+
+
+_cache: dict[str, Any] = {}
+
+
+def cached(key: str, build: Callable[[], T]) -> T:
+    """A per-process cache of scanners (built once per worker and config)."""
+    value = _cache.get(key)
+    if value is None:
+        if len(_cache) >= 64:
+            _cache.clear()
+        value = _cache[key] = build()
+    return value
