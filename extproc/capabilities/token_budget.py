@@ -36,8 +36,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc import audit
+from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
 from extproc.context import Deny, RequestContext
 from extproc.headers import content_encoding
