@@ -1,0 +1,40 @@
+"""The admission gate's own signals, on a real event loop (the e2e test in
+tests/e2e/test_lifecycle.py drives the concurrency limit through Envoy)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from extproc.admission import AdmissionGate
+
+
+def test_a_blocked_event_loop_sheds_new_work_until_it_catches_up():
+    async def scenario():
+        gate = AdmissionGate(limit=100, max_lag_s=0.05)
+        watcher = asyncio.create_task(gate.watch_loop())
+        await asyncio.sleep(0.05)
+        assert gate.try_enter()
+        gate.leave()
+        time.sleep(0.2)  # a capability hogging the loop: the ticker wakes 200 ms late
+        await asyncio.sleep(0.001)  # the ticker runs first (it was due long ago); its next tick is 10 ms away
+        refused_while_late = not gate.try_enter()
+        await asyncio.sleep(0.05)  # on time again
+        admitted_after = gate.try_enter()
+        watcher.cancel()
+        return refused_while_late, admitted_after, gate
+
+    refused_while_late, admitted_after, gate = asyncio.run(scenario())
+    assert refused_while_late and admitted_after
+    assert gate.rejected == 1
+
+
+def test_the_limit_and_a_spent_deadline_refuse_but_admitted_work_is_counted_back():
+    gate = AdmissionGate(limit=2, min_remaining_s=0.005)
+    assert gate.try_enter() and gate.try_enter(remaining_s=0.2)
+    assert not gate.try_enter()          # the limit
+    gate.leave()
+    assert not gate.try_enter(remaining_s=0.001)  # arrived with its budget spent
+    assert gate.try_enter(remaining_s=None)       # no deadline (an ext_proc stream)
+    assert gate.in_flight == 2 and gate.rejected == 2
+    assert dict(gate.refusal.headers)["retry-after"] == "1" and gate.refusal.status == 503
