@@ -83,6 +83,9 @@ _FREE_FORM_FIELDS = frozenset({"arguments", "variables"})
 _SYSTEM_FIELDS = frozenset({"system", "instructions"})
 _MESSAGE_LISTS = frozenset({"messages", "input"})
 MAX_DEPTH = 64
+# Strings per request: far beyond any real conversation, and a bound on the
+# guards' per-request work (a 4 MB body of one-character strings is ~1M).
+MAX_TEXT_PARTS = 50_000
 
 
 def _segments(path: str) -> tuple[str, ...]:
@@ -339,6 +342,8 @@ def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
                     stack.append(({"_": inner}, "_", role, depth + 1, doc, False, True))
                     continue
             slots.append(TextSlot(role, holder, key, embedded))
+            if len(slots) > MAX_TEXT_PARTS:
+                raise _bad(api, "the request has too many text parts")
             continue
         if depth >= MAX_DEPTH:
             if isinstance(value, (dict, list)) and value:
@@ -349,6 +354,8 @@ def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
                 role = message_role(value.get("role")) if "role" in value else role
             slots.extend(TextSlot(role, value, k, embedded, is_key=True)
                          for k in value if isinstance(k, str) and (free or k not in API_FIELDS))
+            if len(slots) > MAX_TEXT_PARTS:
+                raise _bad(api, "the request has too many text parts")
             kind = value.get("type")
             tool = isinstance(kind, str) and (kind in _TOOL_TYPES or kind.endswith(("_call", "_call_output")))
             if tool:

@@ -199,3 +199,11 @@ def test_object_keys_that_are_data_are_slots_and_renaming_keeps_values_and_order
     req.replace(ctx, value_slot, "[EMAIL_2]")
     sent = json.loads(json.loads(ctx.request_body)["messages"][0]["tool_calls"][0]["function"]["arguments"])
     assert list(sent.items()) == [("[EMAIL_1]", "[EMAIL_2]"), ("subject", "hi")]
+
+
+def test_the_number_of_text_parts_is_bounded():
+    from extproc.llm.request import MAX_TEXT_PARTS
+
+    status, _ = refused("/v1/embeddings", {"model": "m", "input": ["a"] * (MAX_TEXT_PARTS + 1)})
+    assert status == 400
+    assert len(llm_request(ctx_for("/v1/embeddings", {"model": "m", "input": ["a"] * 1000})).slots) == 1000
