@@ -80,9 +80,10 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def loads_strict(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+def loads_strict(raw: bytes | str, max_depth: int | None = MAX_DEPTH) -> Any:
     """``json.loads`` that refuses what parsers disagree on (see the module
-    docstring). Raises ``StrictJsonError`` (a ``ValueError``) only."""
+    docstring). Raises ``StrictJsonError`` (a ``ValueError``) only.
+    ``max_depth=None``: the caller walks the value and bounds depth itself."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -102,7 +103,7 @@ def loads_strict(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
         raise StrictJsonError(detail) from None
     # Counting brackets runs at C speed; only a body with enough of them
     # to be too deep is walked.
-    if raw.count("[") + raw.count("{") > max_depth and _deeper_than(value, max_depth):
+    if max_depth is not None and raw.count("[") + raw.count("{") > max_depth and _deeper_than(value, max_depth):
         raise StrictJsonError("the body is nested too deeply")
     if _SURROGATE_ESCAPE.search(raw):
         for text in _strings(value):

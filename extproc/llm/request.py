@@ -250,7 +250,7 @@ def parse_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     if not raw.strip():
         raise _bad(api, "a request body is required")
     try:
-        body = loads_strict(raw)
+        body = loads_strict(raw, max_depth=None)  # walk_texts bounds the depth itself, on the way
     except StrictJsonError as exc:
         raise _bad(api, f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -352,10 +352,11 @@ def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
         if isinstance(value, dict):
             if is_message:
                 role = message_role(value.get("role")) if "role" in value else role
-            slots.extend(TextSlot(role, value, k, embedded, is_key=True)
-                         for k in value if isinstance(k, str) and (free or k not in API_FIELDS))
-            if len(slots) > MAX_TEXT_PARTS:
-                raise _bad(api, "the request has too many text parts")
+            if free or not value.keys() <= API_FIELDS:  # the usual message holds only API fields
+                slots.extend(TextSlot(role, value, k, embedded, is_key=True)
+                             for k in value if free or k not in API_FIELDS)
+                if len(slots) > MAX_TEXT_PARTS:
+                    raise _bad(api, "the request has too many text parts")
             kind = value.get("type")
             tool = isinstance(kind, str) and (kind in _TOOL_TYPES or kind.endswith(("_call", "_call_output")))
             if tool:
