@@ -127,7 +127,10 @@ def _load(gateway, paths, stop: threading.Event, results: list, threads: int = 4
     return pool
 
 
+# Replaces the 6-route demo policy with 2 routes: declared, or the reload
+# guard (defaults.max_route_removal) would rightly refuse it.
 RELOAD_POLICY = """\
+allow_route_removal: true
 routes:
   - name: api
     match: {{path_prefix: /api/}}
