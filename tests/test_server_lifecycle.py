@@ -265,3 +265,10 @@ def test_replacement_workers_serve_the_last_good_policy_while_the_live_one_is_br
         wait_for(lambda: all(check(processor.port, "/b/x") == code_pb2.OK for _ in range(10)))
     finally:
         processor.stop()
+
+
+def test_up_with_a_busy_envoy_port_is_one_line(tmp_path, busy_port):
+    result = extproc("--log-level", "warning", "up", "--certs", str(tmp_path / "certs"),
+                     "--listen-port", str(busy_port), "--mtls-port", str(free_port()),
+                     "--policies", str(policy_dir(tmp_path, ALLOW_A)))
+    assert_one_line_exit_2(result, "extproc up: envoy exited with 1: ", "Address already in use")

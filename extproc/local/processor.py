@@ -38,12 +38,13 @@ def wait_serving(port: int, timeout: float = 20.0, proc: subprocess.Popen | None
 class ProcessorProcess:
     def __init__(self, policies: str, port: int | None = None, workers: int = 1, reload_interval: float = 1.0,
                  extra_args: tuple[str, ...] = (), log_path: str | None = None, env: dict | None = None,
-                 drain_delay: float = 0.0):
+                 drain_delay: float = 0.0, log_level: str = "info"):
         self.port = port or free_port()
         self.log_path = log_path
         self._log = open(log_path, "ab") if log_path else None  # None: inherit our stderr
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "extproc", "serve", "--port", str(self.port), "--policies", policies,
+            [sys.executable, "-m", "extproc", "--log-level", log_level, "serve", "--port", str(self.port),
+             "--policies", policies,
              "--workers", str(workers), "--reload-interval", str(reload_interval),
              # No Envoy health-checks a local processor's listener away: stop at once.
              "--drain-delay", str(drain_delay), *extra_args],

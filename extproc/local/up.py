@@ -52,7 +52,7 @@ def up(args: argparse.Namespace) -> int:
         return 2
     echo = EchoServer().start()
     agents = _demo_agents(args.listen_port)
-    processor = ProcessorProcess(policies, workers=args.workers,
+    processor = ProcessorProcess(policies, workers=args.workers, log_level=getattr(args, "log_level", "info"),
                                  extra_args=("--quota-backend", args.redis or "memory"))
     admin_port = free_port()
     config = render(ENVOY_DIR / "gateway.yaml",
@@ -68,7 +68,8 @@ def up(args: argparse.Namespace) -> int:
             envoy = EnvoyProcess(config, admin_port)
             envoy.wait_ready()
         except (RuntimeError, TimeoutError, OSError) as exc:
-            print(f"extproc up: {str(exc).splitlines()[0]}", file=sys.stderr)
+            if processor.proc.poll() is None:  # else the processor has said why, in one line
+                print(f"extproc up: {_one_line(exc)}", file=sys.stderr)
             return 2
         started = True
         base = f"http://127.0.0.1:{args.listen_port}"
@@ -106,6 +107,14 @@ Ctrl-C stops everything.""", flush=True)
             server.stop()
         if started:
             print("stopped", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The headline and, for Envoy, the last line of its log (its cause):
+    the log itself goes with Envoy's temporary directory."""
+    first, *rest = str(exc).splitlines() or [type(exc).__name__]
+    last = next((line.strip() for line in reversed(rest) if line.strip()), "")
+    return f"{first.split(';')[0]}: {last}" if last else first
 
 
 def _missing_files(config, certs: Path) -> list[str]:
