@@ -16,8 +16,9 @@ there by a key the capability computes once; arguments and results
 
 The pool has at most half the cores, at a lower CPU priority: hostile
 bodies can never take the cores from request handling; further scans wait
-their turn in its queue. If the pool breaks (a
-worker killed), the scan runs in a thread instead and the pool is rebuilt.
+their turn in its queue. Until its worker is up (it starts on the first
+large scan and takes about a second), or if the pool breaks (a worker
+killed), scans run in threads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,17 +42,43 @@ INLINE_MAX_CHARS = 16_384
 
 _processes: ProcessPoolExecutor | None = None
 _processes_failed = False
+_starting = False
 _threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guard-scan")
 
 
-def _process_pool() -> ProcessPoolExecutor:
-    global _processes
-    if _processes is None:
+def _process_pool() -> ProcessPoolExecutor | None:
+    """The pool once its worker has started, else None (and start it).
+
+    Starting a worker (a fresh interpreter importing the guards) takes about
+    a second: far longer than Envoy waits for a message. Until it is up,
+    large scans run in threads, as they would without a pool."""
+    global _processes, _starting
+    if _processes is not None:
+        return _processes
+    if not _starting:
+        _starting = True
+        threading.Thread(target=_start, name="guard-scan-start", daemon=True).start()
+    return None
+
+
+def _start() -> None:
+    global _processes, _processes_failed, _starting
+    try:
         # spawn: the processor runs gRPC threads, which must not be forked.
-        _processes = ProcessPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
-                                         mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_lower_priority)
-    return _processes
+        pool = ProcessPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_lower_priority)
+        pool.submit(os.getpid).result()
+    except Exception as exc:  # noqa: BLE001 - any failure: threads from now on
+        # No worker process can start here (an embedding interpreter still
+        # bootstrapping, no fork/exec allowed...).
+        log.warning("guard scan processes unavailable (%s); scanning in threads", type(exc).__name__)
+        _processes_failed = True
+    else:
+        _processes = pool
+        log.info("guard scan workers ready", extra={"workers": pool._max_workers})
+    finally:
+        _starting = False
 
 
 def _lower_priority() -> None:
@@ -67,23 +95,15 @@ async def scan(size: int, fn: Callable[..., T], *args: Any) -> T:
     scan process pool (``fn`` and its arguments must pickle)."""
     if size <= INLINE_MAX_CHARS:
         return fn(*args)
-    global _processes, _processes_failed
-    loop = asyncio.get_running_loop()
-    if not _processes_failed:
+    global _processes
+    pool = None if _processes_failed else _process_pool()
+    if pool is not None:
         try:
-            future = _process_pool().submit(fn, *args)
-        except (BrokenProcessPool, RuntimeError, OSError) as exc:
-            # No worker process can start here (an embedding interpreter
-            # still bootstrapping, no fork/exec allowed...): threads from now on.
-            log.warning("guard scan processes unavailable (%s); scanning in threads", type(exc).__name__)
-            _processes_failed = True
-        else:
-            try:
-                return await asyncio.wrap_future(future)
-            except BrokenProcessPool:
-                log.warning("guard scan pool broken; scanning in a thread and restarting the pool")
-                _processes = None
-    return await loop.run_in_executor(_threads, fn, *args)
+            return await asyncio.wrap_future(pool.submit(fn, *args))
+        except BrokenProcessPool:
+            log.warning("guard scan pool broken; scanning in a thread and restarting the pool")
+            _processes = None
+    return await asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
 
 
 async def in_thread(size: int, fn: Callable[..., T], *args: Any) -> T:

@@ -71,12 +71,14 @@ def test_hostile_bodies_do_not_starve_bystanders(gateway_factory, tmp_path):
     reader = mint(load_demo_key(), sub="bystander", roles=["reader"])
     attacker = mint(load_demo_key(), sub="mallory", roles=["reader"])
 
-    # Large scans run in a worker process started on first use: start it
-    # (a large benign prompt), then measure the steady state.
+    # Large scans run in a worker process started on the first one (until
+    # it is up they run in threads): start it with a large benign prompt,
+    # wait for it, then measure the steady state.
     warm = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=60,
                       headers={"authorization": f"Bearer {attacker}"},
                       json={"model": "demo", "messages": [{"role": "user", "content": "hello there " * 5000}]})
-    assert warm.status_code in (200, 504), warm.text
+    assert warm.status_code == 200, warm.text
+    gateway.wait_for(lambda: "guard scan workers ready" in gateway.processor_log_text(), timeout=30)
 
     # Baseline: bystanders alone.
     stop = threading.Event()
