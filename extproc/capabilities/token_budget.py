@@ -189,7 +189,6 @@ class TokenBudget(Capability):
             # The response's usage must be readable to settle: ask for it uncompressed.
             ctx.remove_request_header("accept-encoding")
             ctx.state[self._state_key] = _State(held, prompt, completion)
-            ctx.state["llm.tokens_reserved"] = sum(h.reserved for h in held)
         return None
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
