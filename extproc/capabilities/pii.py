@@ -41,11 +41,11 @@ class PiiCapabilityConfig(PiiConfig):
     max_body_bytes: int = Field(4 << 20, ge=1024)
 
 
-def _sanitize_parts(key: str, config: PiiCapabilityConfig, texts: list[str],
-                    vault: PseudonymVault) -> tuple[PartsRedaction, PseudonymVault]:
+def _sanitize_parts(key: str, config: PiiCapabilityConfig, texts: list[str], vault: PseudonymVault,
+                    alone: list[bool]) -> tuple[PartsRedaction, PseudonymVault]:
     """A request's scan, runnable in a scan worker process (see offload)."""
     scanner = offload.cached(key, lambda: PiiScanner(config))
-    return scanner.sanitize_parts(texts, vault), vault
+    return scanner.sanitize_parts(texts, vault, alone), vault
 
 
 class _Chain:
@@ -108,8 +108,9 @@ class Pii(Capability):
         ctx.state[self._vault_key] = vault
         slots = request.texts(self._roles)
         texts = [slot.text for slot in slots]
+        keys = [slot.is_key for slot in slots]
         result, vault = await offload.scan(sum(map(len, texts)), _sanitize_parts, self._scan_key, self.config,
-                                           texts, vault)
+                                           texts, vault, keys)
         ctx.state[self._vault_key] = vault  # a worker process returns its own copy
         for slot, before, after in zip(slots, texts, result.texts):
             if after != before:

@@ -28,6 +28,7 @@ offsets only, ``Redaction`` and ``PseudonymVault`` reprs show counts.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import os
@@ -127,6 +128,19 @@ class Redaction:
     text: str = field(repr=False)
     counts: dict[str, int] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
+
+
+def _holds_one_of(candidates: list, starts: list[int], start: int, end: int, entity: str) -> bool:
+    """Whether a candidate of ``candidates`` (sorted by start) of ``entity``
+    lies within [start, end). A join glues neighbouring parts ("to" +
+    "alice@x.com" reads as "toalice@x.com"): a value found whole in one part
+    is that value, not one spanning parts."""
+    i = bisect.bisect_left(starts, start)
+    while i < len(candidates) and candidates[i][0] < end:
+        if candidates[i][1] <= end and candidates[i][2].entity == entity:
+            return True
+        i += 1
+    return False
 
 
 @dataclass(slots=True)
@@ -466,7 +480,8 @@ class PiiScanner:
         out = self._render(text, 0, len(text), findings, vault, counts, blocked)
         return Redaction(out, counts, blocked)
 
-    def sanitize_parts(self, texts: list[str], vault: PseudonymVault | None = None) -> PartsRedaction:
+    def sanitize_parts(self, texts: list[str], vault: PseudonymVault | None = None,
+                       alone: list[bool] | None = None) -> PartsRedaction:
         """``sanitize`` for the strings of one request, read as one text too.
 
         A value split across content parts or messages ("jane" + "@x.com",
@@ -474,7 +489,11 @@ class PiiScanner:
         a value inside one part must still be found however its neighbours
         end (a digit glued on by the join would hide a card). So each part
         is scanned alone and the parts joined; overlapping findings merge,
-        and a value spanning parts is replaced in each part it touches.
+        and a value spanning parts is replaced in each part it touches. A
+        value found whole in one part is that value: the join glued a
+        neighbour onto it ("to" + "alice@x.com"), it does not span them.
+        Parts flagged in ``alone`` (object keys: structure, not prose) are
+        not joined with their neighbours.
         """
         if len(texts) <= 1:
             one = self.sanitize(texts[0], vault) if texts else Redaction("")
@@ -483,9 +502,22 @@ class PiiScanner:
         for text in texts:
             offsets.append(offsets[-1] + len(text))
         joined = "".join(texts)
-        candidates = self._candidates(joined)
+        candidates = []
         for text, base in zip(texts, offsets):
             candidates += [(start + base, end + base, det) for start, end, det in self._candidates(text)]
+        candidates.sort(key=lambda c: c[0])
+        starts = [c[0] for c in candidates]
+        joined_only = []
+        if alone is not None and any(alone):
+            scanned = "".join("\0" * len(text) if by_itself else text for text, by_itself in zip(texts, alone))
+        else:
+            scanned = joined
+        for c in self._candidates(scanned):
+            if bisect.bisect_right(offsets, c[0]) == bisect.bisect_left(offsets, c[1]):
+                joined_only.append(c)  # inside one part, seen with its neighbours as context
+            elif not _holds_one_of(candidates, starts, c[0], c[1], c[2].entity):
+                joined_only.append(c)  # a value only the join shows: split across parts
+        candidates += joined_only
         counts: dict[str, int] = {}
         blocked: list[str] = []
         findings = self._resolve(candidates, 0, len(joined))
