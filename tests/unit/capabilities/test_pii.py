@@ -207,3 +207,15 @@ async def test_a_block_entity_in_a_stream_ends_it_with_an_error_event():
                                     " more"))
     assert b"event: error" in raw and b"MIIE" not in raw
     assert build(ctx).facts["extproc.guard.action"] == "block"
+
+
+async def test_a_value_after_an_object_key_is_redacted_without_the_key():
+    # Tool-call arguments are JSON: the key "to" and the email after it are
+    # neighbouring parts, and joined they read "toalice@example.com".
+    ctx, deny, sent = await send(capability(), [
+        user("send it"),
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+            "name": "send_mail", "arguments": json.dumps({"to": "alice@example.com", "subject": "hi"})}}]},
+    ])
+    assert deny is None
+    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"to": "[EMAIL_1]", "subject": "hi"}
