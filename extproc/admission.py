@@ -14,9 +14,10 @@ is behind:
   streams until they end - one per HTTP request Envoy is governing through
   this worker, however long its upstream takes. Admitted streams are never
   refused midway: only new work is shed.
-* the event loop's lag (``max_lag_s``): a ticker measures how late the loop
-  wakes it - how long anything that arrives now waits behind capability
-  work already queued (large bodies being scanned, say).
+* the event loop's lag (``max_lag_s``, on two ticks in a row): a ticker
+  measures how late the loop wakes it - how long anything that arrives now
+  waits behind capability work already queued (large bodies being scanned,
+  say).
 * the call's own deadline (ext_authz carries one): a check that arrives
   with less than ``min_remaining_s`` left has spent its budget queued in
   gRPC's intake, which accepts new calls one at a time, before any handler
@@ -102,9 +103,15 @@ class AdmissionGate:
         self.in_flight -= 1
 
     async def watch_loop(self) -> None:
-        """Keep ``lagging`` current: how late does the loop run a timer?"""
+        """Keep ``lagging`` current: how late does the loop run a timer?
+        Two late ticks in a row, not one: a single pause (a policy compiled
+        on reload, a GC pass) leaves a queue that drains by itself, and
+        shedding what waited through it would fail requests for nothing."""
         loop = asyncio.get_running_loop()
+        late_before = False
         while True:
             due = loop.time() + _TICK_S
             await asyncio.sleep(_TICK_S)
-            self.lagging = loop.time() - due > self.max_lag_s
+            late = loop.time() - due > self.max_lag_s
+            self.lagging = late and late_before
+            late_before = late
