@@ -4,6 +4,11 @@ Requests: every prompt string (of the configured roles) is scanned; entity
 types map to actions — ``redact`` (``[EMAIL_1]``), ``mask`` (last 4 kept),
 ``pseudonymize`` (a placeholder the model sees, restored in the response for
 the same caller; the mapping lives only for this request) or ``block``.
+Detection sees through disguises (fullwidth or other-script digits,
+invisible characters, odd dashes, dots and spaces: see ``guard.fold``) and
+across parts: the request's strings are also scanned joined, so a value
+split over content parts or messages is replaced in every part it touches.
+Large requests are scanned in a worker process (``guard.offload``).
 
 Responses (JSON and SSE streams): placeholders are restored and, with
 ``responses: true``, new personal data the model produced is sanitized too,
@@ -13,7 +18,9 @@ In responses ``pseudonymize`` acts as ``redact``: a value the model made up
 has no caller to be restored for. A ``block`` entity in a streamed response
 ends the stream with an error event: what was sent is sent, the rest is not.
 
-Only entity types and counts are recorded, never values.
+Only entity types and counts are recorded, never values: the audit facts
+``pii.<entity>`` (request and response together) and ``guard.action``, in
+monitor mode too.
 """
 
 from __future__ import annotations
