@@ -65,7 +65,8 @@ def _start() -> None:
     global _processes, _processes_failed, _starting
     try:
         # spawn: the processor runs gRPC threads, which must not be forked.
-        pool = ProcessPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
+        workers = max(1, (os.cpu_count() or 2) // 2)
+        pool = ProcessPoolExecutor(max_workers=workers,
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_lower_priority)
         pool.submit(os.getpid).result()
@@ -76,7 +77,7 @@ def _start() -> None:
         _processes_failed = True
     else:
         _processes = pool
-        log.info("guard scan workers ready", extra={"workers": pool._max_workers})
+        log.info("guard scan workers ready", extra={"workers": workers})
     finally:
         _starting = False
 
