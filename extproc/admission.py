@@ -14,14 +14,15 @@ is behind:
   streams until they end - one per HTTP request Envoy is governing through
   this worker, however long its upstream takes. Admitted streams are never
   refused midway: only new work is shed.
-* the event loop's lag (``max_lag_s``, on two ticks in a row): a ticker
-  measures how late the loop wakes it - how long anything that arrives now
-  waits behind capability work already queued (large bodies being scanned,
-  say).
-* the call's own deadline (ext_authz carries one): a check that arrives
-  with less than ``min_remaining_s`` left has spent its budget queued in
-  gRPC's intake, which accepts new calls one at a time, before any handler
-  could see it; answering 503 now beats deciding after Envoy gave up.
+* for an ext_proc stream (no deadline of its own), the event loop's lag
+  (``max_lag_s``, on two ticks in a row): a ticker measures how late the
+  loop wakes it - how long anything that arrives now waits behind
+  capability work already queued (large bodies being scanned, say).
+* for a call with a deadline (ext_authz checks), that deadline instead: a
+  check arriving with less than ``min_remaining_s`` left has spent its
+  budget queued in gRPC's intake, which accepts new calls one at a time,
+  before any handler could see it; answering 503 now beats deciding after
+  Envoy gave up. A timeout configured longer than ours is respected.
 
 What no server-side gate can fix: a burst of *new* calls faster than that
 intake (about 1,000-1,500 a second per worker, measured) waits in gRPC's
@@ -86,8 +87,11 @@ class AdmissionGate:
         self._warned_at = 0.0
 
     def try_enter(self, remaining_s: float | None = None) -> bool:
-        if self.in_flight < self.limit and not self.lagging and (
-                remaining_s is None or remaining_s >= self.min_remaining_s):
+        # A call's own deadline, when it has one, says exactly whether it can
+        # still be answered in time (and respects a timeout configured longer
+        # than ours); the loop's lag stands in for it when it has none.
+        on_time = not self.lagging if remaining_s is None else remaining_s >= self.min_remaining_s
+        if self.in_flight < self.limit and on_time:
             self.in_flight += 1
             return True
         self.rejected += 1

@@ -31,6 +31,14 @@ def test_a_loop_that_stays_behind_sheds_new_work_but_a_single_pause_does_not():
     assert gate.rejected == 1
 
 
+def test_a_check_with_time_left_is_admitted_even_while_the_loop_lags():
+    gate = AdmissionGate(limit=10, min_remaining_s=0.005)
+    gate.lagging = True  # as the ticker sets it
+    assert not gate.try_enter()                   # an ext_proc stream: no deadline, the lag decides
+    assert gate.try_enter(remaining_s=9.5)        # a check whose deadline (10 s configured) is far
+    assert not gate.try_enter(remaining_s=0.002)  # and one whose deadline is spent
+
+
 def test_the_limit_and_a_spent_deadline_refuse_but_admitted_work_is_counted_back():
     gate = AdmissionGate(limit=2, min_remaining_s=0.005)
     assert gate.try_enter() and gate.try_enter(remaining_s=0.2)
