@@ -86,7 +86,7 @@ def _lower_priority() -> None:
     # Bulk scans yield the CPU to the processes answering requests (the
     # event loop, Envoy): a hostile body slows itself, not its neighbours.
     try:
-        os.nice(10)
+        os.nice(19)
     except OSError:  # pragma: no cover - not permitted: run at normal priority
         pass
 
