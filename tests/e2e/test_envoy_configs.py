@@ -83,6 +83,11 @@ def test_every_listener_rejects_underscore_headers_and_normalizes_paths(name):
         assert ROUTING_OVERRIDE_HEADERS <= removed, sorted(ROUTING_OVERRIDE_HEADERS - removed)
 
 
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration
+    return float(duration[:-1])
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_processor_filter_fails_closed_with_503_to_a_health_checked_cluster(name):
     config = SHIPPED[name]
@@ -98,6 +103,11 @@ def test_every_processor_filter_fails_closed_with_503_to_a_health_checked_cluste
         retry = processor_filter["grpc_service"]["retry_policy"]
         assert {"connect-failure", "refused-stream"} <= set(retry["retry_on"].split(","))
         assert not set(retry["retry_on"].split(",")) & {"5xx", "reset", "unavailable", "gateway-error", "internal"}
+        # Envoy takes the back-off's max_interval as the per-try timeout
+        # (envoyproxy/envoy#38847): shorter than the call's timeout, a slow
+        # check fails early (a burst of 200 lost 150 to a 50 ms value).
+        timeout = _seconds(processor_filter["grpc_service"]["timeout"])
+        assert _seconds(retry["retry_back_off"]["max_interval"]) >= timeout
         (health_check,) = cluster["health_checks"]
         assert PROCESSOR_HEALTH_CHECK.items() <= health_check.items(), cluster["name"]
         # Before any traffic Envoy checks every no_traffic_interval (60 s by default).

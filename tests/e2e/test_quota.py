@@ -125,7 +125,12 @@ def _set_authz_timeout(config: dict, timeout: str) -> None:
             for network_filter in chain["filters"]:
                 for http_filter in network_filter["typed_config"].get("http_filters", []):
                     if http_filter["name"] == "envoy.filters.http.ext_authz":
-                        http_filter["typed_config"]["grpc_service"]["timeout"] = timeout
+                        service = http_filter["typed_config"]["grpc_service"]
+                        service["timeout"] = timeout
+                        # The retry back-off's max_interval is also the per-try
+                        # timeout (envoyproxy/envoy#38847; see envoy/gateway.yaml).
+                        if "retry_policy" in service:
+                            service["retry_policy"]["retry_back_off"]["max_interval"] = timeout
 
 
 @pytest.fixture
