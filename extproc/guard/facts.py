@@ -27,6 +27,8 @@ def note_entities(ctx: RequestContext, *counts: dict[str, int]) -> None:
     total: dict[str, int] = {}
     for part in counts:
         for entity, n in part.items():
-            total[entity] = total.get(entity, 0) + n
-    for entity, n in total.items():
-        audit.note(ctx, f"pii.{entity.lower()}", n)
+            # Fact names are at most 32 characters; custom entities up to 40.
+            key = f"pii.{entity.lower()[:32]}"
+            total[key] = total.get(key, 0) + n
+    for key, n in total.items():
+        audit.note(ctx, key, n)
