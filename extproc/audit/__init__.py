@@ -21,6 +21,7 @@ services do no extra work otherwise.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,14 +39,56 @@ TRACING = False
 _TRACE_KEYS = ("traceparent", "tracestate")
 
 
-def note(ctx: RequestContext, key: str, value: Any) -> None:
-    """Record one audit fact for this request (a capability's helper):
-    ``note(ctx, "llm.output_tokens", 42)``. Keys outside the allow-list are
-    dropped when the record is built, so a typo loses the fact, never leaks."""
+class UndeclaredAuditFact(UserWarning):
+    """A capability wrote an audit fact that ``extproc.audit.record`` does not
+    declare: it would be dropped from every record. The test suite turns this
+    warning into an error (pyproject.toml), so a misspelt or forgotten key
+    fails the capability's tests instead of silently vanishing."""
+
+
+_DECLARED: set[str] = set()
+
+
+class AuditFacts(dict):
+    """``ctx.state["audit"]``: a dict that checks each key it is given
+    against the declared facts (once per key and process)."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        _check_declared(key)
+        super().__setitem__(key, value)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        _check_declared(key)
+        return super().setdefault(key, default)
+
+
+def _check_declared(key: str) -> None:
+    if key in _DECLARED:
+        return
+    from extproc.audit.record import declared  # the allow-list; imported on first use only
+
+    if declared(key):
+        _DECLARED.add(key)
+    else:
+        warnings.warn(f"audit fact {key!r} is not declared in extproc.audit.record and will never be recorded",
+                      UndeclaredAuditFact, stacklevel=3)
+
+
+def facts_of(ctx: RequestContext) -> dict[str, Any]:
+    """This request's audit facts, created on first use."""
     facts = ctx.state.get(AUDIT_STATE_KEY)
     if not isinstance(facts, dict):
-        facts = ctx.state[AUDIT_STATE_KEY] = {}
-    facts[key] = value
+        facts = ctx.state[AUDIT_STATE_KEY] = AuditFacts()
+    return facts
+
+
+def note(ctx: RequestContext, key: str, value: Any) -> None:
+    """Record one audit fact for this request (a capability's helper):
+    ``note(ctx, "llm.output_tokens", 42)``. Only keys declared in
+    ``extproc.audit.record`` are ever exported; see ``UndeclaredAuditFact``."""
+    facts_of(ctx)[key] = value
 
 
 def trace_carrier(metadata) -> dict[str, str] | None:

@@ -33,6 +33,12 @@ a2a.method, a2a.skill, a2a.decision, a2a.arguments_sha256, a2a.task_id,
 a2a.task_state       str     the A2A call, as for tools
 a2a.error            int
 a2a.card             {str: int} or str   agent card filtering (``shown``/``hidden``)
+a2a.listed           {str: int}  ListTasks filtered to the caller (``shown``/``hidden``)
+a2a.withheld         str     why an answer was withheld (another owner's task)
+a2a.methods          [str]   JSON-RPC method(s) of the A2A request
+mcp.listed           {str: int}  list results filtered to the caller (``shown``/``hidden``)
+mcp.pin_drift        [str]   tools whose definition no longer matches its pin
+mcp.scan             [str]   ``where:tool`` flagged by the injection scan
 a2a.unreadable_response bool
 quota.limit          str     name of the quota limit that decided
 quota.cost           int     units this request consumed
@@ -46,7 +52,7 @@ pii.<entity>         int     how many entities of a type were found
 
 Values of another type are dropped, strings are cut to 128 characters, lists
 to 16 items. A few facts that capabilities already keep in ``ctx.state`` are
-read as well (``llm.model``, ``llm.request``'s api/stream, ``llm.usage``,
+read as well (``llm.model``, ``llm.request``'s api/stream,
 ``rbac.rule``, ``prompt_guard``); ``audit`` wins over them.
 """
 
@@ -91,6 +97,12 @@ AUDIT_KEYS: dict[str, tuple[str, type]] = {
     "a2a.error": ("extproc.a2a.error", int),
     "a2a.card": ("extproc.a2a.card", dict),
     "a2a.unreadable_response": ("extproc.a2a.unreadable_response", bool),
+    "a2a.methods": ("extproc.a2a.methods", list),
+    "a2a.listed": ("extproc.a2a.listed", dict),
+    "a2a.withheld": ("extproc.a2a.withheld", str),
+    "mcp.listed": ("extproc.mcp.listed", dict),
+    "mcp.pin_drift": ("extproc.mcp.pin_drift", list),
+    "mcp.scan": ("extproc.mcp.scan", list),
     "quota.limit": ("extproc.quota.limit", str),
     "quota.cost": ("extproc.quota.cost", int),
     "quota.remaining": ("extproc.quota.remaining", int),
@@ -98,6 +110,9 @@ AUDIT_KEYS: dict[str, tuple[str, type]] = {
     "guard.rules": ("extproc.guard.rules", list),
     "guard.action": ("extproc.guard.action", str),
 }
+# Facts capabilities keep for their own audit step (per-message records of a
+# JSON-RPC batch); declared so that writing them is no mistake, never exported.
+INTERNAL_KEYS = frozenset({"mcp.calls", "a2a.calls"})
 # audit fact key prefix -> (attribute prefix, type); the suffix must be a plain name
 AUDIT_PREFIXES: dict[str, tuple[str, type]] = {
     "pii.": ("extproc.pii.", int),
@@ -266,6 +281,13 @@ def _typed(value: Any, kind: type) -> Any:
     return None
 
 
+def declared(key: str) -> bool:
+    """Whether ``key`` is a fact this module knows (see ``extproc.audit.UndeclaredAuditFact``)."""
+    if key in AUDIT_KEYS or key in INTERNAL_KEYS:
+        return True
+    return any(key.startswith(prefix) and _SUFFIX.match(key[len(prefix):]) for prefix in AUDIT_PREFIXES)
+
+
 def facts(ctx: RequestContext) -> dict[str, Any]:
     """The allow-listed facts, by exported attribute name."""
     state = ctx.state
@@ -291,11 +313,6 @@ def facts(ctx: RequestContext) -> dict[str, Any]:
         put("llm.stream", getattr(request, "stream", None))
         if "gen_ai.request.model" not in out:
             put("llm.model", getattr(request, "model", None))
-    usage = state.get("llm.usage")
-    if isinstance(usage, dict):
-        put("llm.input_tokens", usage.get("prompt", usage.get("input_tokens")))
-        put("llm.output_tokens", usage.get("completion", usage.get("output_tokens")))
-        put("llm.total_tokens", usage.get("total"))
     rule = state.get("rbac.rule")
     if isinstance(rule, str) and rule:
         out["extproc.rbac.rule"] = scrub(rule)

@@ -288,7 +288,9 @@ class McpTools(Capability):
             else:
                 hidden.append(name)
         audit = jsonrpc.audit_of(ctx)
-        audit.setdefault("mcp.listed", []).append({"list": key, "shown": len(kept), "hidden": len(hidden)})
+        listed = audit.setdefault("mcp.listed", {"shown": 0, "hidden": 0})
+        listed["shown"] += len(kept)
+        listed["hidden"] += len(hidden)
         private = result.get("cacheScope") == "public"
         if not hidden and not private:
             return None
@@ -304,7 +306,7 @@ class McpTools(Capability):
         if pinning.mode != "off":
             drift = store.observe(name, definition_hash(tool), pinning.trust_on_first_use)
             if drift is not None:
-                jsonrpc.audit_of(ctx).setdefault("mcp.pin_drift", []).append(drift.as_audit())
+                jsonrpc.audit_of(ctx).setdefault("mcp.pin_drift", []).append(f"{name}:{drift.source}")
                 log.warning("MCP tool definition changed: %s (%s pin %s, seen %s), action %s", name, drift.source,
                             drift.pinned, drift.seen, pinning.mode,
                             extra={"decision_id": ctx.decision_id, "route": ctx.route.name if ctx.route else None})
@@ -322,10 +324,9 @@ class McpTools(Capability):
                 worst, rules = score, list(getattr(found, "rule_ids", []) or [])
         flagged = worst >= self.config.scan.threshold
         if flagged:
-            jsonrpc.audit_of(ctx).setdefault("mcp.scan", []).append(
-                {"where": where, "tool": name, "score": round(worst, 3), "rules": rules,
-                 "action": self.config.scan.action})
-            log.warning("MCP tool %s %s flagged by the injection scan (score %.2f)", name, where, worst,
+            jsonrpc.audit_of(ctx).setdefault("mcp.scan", []).append(f"{where}:{name}")
+            log.warning("MCP tool %s %s flagged by the injection scan (score %.2f, rules %s)", name, where, worst,
+                        ",".join(rules),
                         extra={"decision_id": ctx.decision_id})
         return flagged
 

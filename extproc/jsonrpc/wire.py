@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from extproc import jsonstrict
+from extproc.audit import facts_of as audit_of  # noqa: F401 - the exchange's name for it
 from extproc.context import Deny, RequestContext
 from extproc.jsonstrict import StrictJsonError
 
@@ -290,11 +291,3 @@ def refusal(payload: dict | list, *, status: int, code: str, reason: str, accept
     that accepts only SSE) as an event stream."""
     body, content_type = render(payload, wants_sse(accept))
     return Deny(status, code, reason, body=body, content_type=content_type)
-
-
-def audit_of(ctx: RequestContext) -> dict[str, Any]:
-    """``ctx.state["audit"]``: the safe attributes the audit step records."""
-    audit = ctx.state.get("audit")
-    if not isinstance(audit, dict):
-        audit = ctx.state["audit"] = {}
-    return audit

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from extproc import audit
 from extproc.audit.record import REDACTED, build, capability_outcomes, facts, identity_fields, scrub
 from extproc.capabilities.base import Capability
@@ -121,9 +123,11 @@ def test_facts_are_an_allow_list_with_types():
     audit.note(ctx, "llm.output_tokens", "7")          # wrong type: dropped
     audit.note(ctx, "tool.name", "search_docs")
     audit.note(ctx, "pii.email", 2)
-    audit.note(ctx, "pii.Bad Key", 1)                  # not a plain name: dropped
+    with pytest.warns(audit.UndeclaredAuditFact):
+        audit.note(ctx, "pii.Bad Key", 1)              # not a plain name: dropped
     audit.note(ctx, "pii.phone", "555-1234")           # counts only: dropped
-    audit.note(ctx, "prompt", "my password is hunter2")  # not in the allow-list: dropped
+    with pytest.warns(audit.UndeclaredAuditFact):
+        audit.note(ctx, "prompt", "my password is hunter2")  # not in the allow-list: dropped
     audit.note(ctx, "guard.rules", ["ignore-previous", "exfiltrate"])
     audit.note(ctx, "llm.stream", True)
     ctx.state["rbac.rule"] = "readers-read"
@@ -148,16 +152,13 @@ def test_facts_read_existing_state_defensively():
 
     ctx = context()
     ctx.state["llm.request"] = FakeLlmRequest()
-    ctx.state["llm.usage"] = {"prompt": 10, "completion": 5, "total": 15}
     ctx.state["prompt_guard"] = {"score": 0.91, "rules": ["jailbreak"]}
     ctx.state["audit"] = "not a dict"
     assert facts(ctx) == {
         "extproc.llm.api": "openai.chat", "extproc.llm.stream": True, "gen_ai.request.model": "m-1",
-        "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5, "extproc.llm.total_tokens": 15,
         "extproc.guard.score": 0.91, "extproc.guard.rules": ["jailbreak"],
     }
     ctx.state["llm.request"] = object()  # some other shape: nothing, no error
-    ctx.state["llm.usage"] = ["nope"]
     ctx.state["prompt_guard"] = None
     assert facts(ctx) == {}
 
@@ -189,3 +190,22 @@ def test_agent_facts_from_the_mcp_and_a2a_capabilities():
     assert facts(ctx) == {"extproc.a2a.card": "signed: not filtered"}
     ctx.state["audit"] = {"a2a.card": {"shown": "two"}}
     assert facts(ctx) == {}
+
+
+def test_an_undeclared_fact_fails_loudly_and_a_declared_one_is_exported():
+    import warnings
+
+    from extproc.audit.record import AUDIT_KEYS, declared
+
+    ctx = context()
+    audit.note(ctx, "quota.limit", "per-consumer")
+    audit.note(ctx, "pii.email", 2)
+    assert facts(ctx) == {"extproc.quota.limit": "per-consumer", "extproc.pii.email": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bad in ("quota.limt", "pii.", "pii.Not-A-Name", "llm.usage"):
+            with pytest.raises(audit.UndeclaredAuditFact):
+                audit.note(ctx, bad, 1)
+            with pytest.raises(audit.UndeclaredAuditFact):
+                audit.facts_of(ctx).setdefault(bad, [])
+    assert all(declared(key) for key in AUDIT_KEYS)

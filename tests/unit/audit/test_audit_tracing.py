@@ -47,7 +47,8 @@ def test_span_is_a_child_of_envoys_and_carries_only_allowed_attributes(tracing):
     t, exporter = tracing
     ctx = context()
     audit.note(ctx, "llm.model", "gpt-4o-mini")
-    audit.note(ctx, "prompt", "raw prompt text")  # not allow-listed
+    with pytest.warns(audit.UndeclaredAuditFact):
+        audit.note(ctx, "prompt", "raw prompt text")  # not allow-listed
     ids = t.emit(ctx, build(ctx), 1_000, 2_000)
     t.provider.force_flush()
     (span,) = exporter.get_finished_spans()

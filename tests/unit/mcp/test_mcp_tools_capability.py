@@ -236,8 +236,7 @@ async def test_tools_list_shows_what_the_same_rules_allow(identity, expected):
     out = await respond(cap, ctx, [json.dumps(listed(id=7, nextCursor="c2")).encode()])
     message = json.loads(out)
     assert names(message) == expected and message["result"]["nextCursor"] == "c2"
-    assert ctx.state["audit"]["mcp.listed"] == [{"list": "tools", "shown": len(expected),
-                                                 "hidden": 3 - len(expected)}]
+    assert ctx.state["audit"]["mcp.listed"] == {"shown": len(expected), "hidden": 3 - len(expected)}
 
 
 async def test_filtering_over_sse_keeps_the_stream_shape():
@@ -354,9 +353,8 @@ async def test_pinning_alert_mode_records_drift_and_keeps_the_tool(caplog):
     with caplog.at_level(logging.WARNING, logger="extproc.mcp"):
         shown, ctx = await list_as(cap, ADMIN, rug_pull())
     assert "search_docs" in shown
-    [drift] = ctx.state["audit"]["mcp.pin_drift"]
-    assert drift["tool"] == "search_docs" and drift["pin"] == "first_seen"
-    assert drift["pinned"] == definition_hash(TOOLS[0]) and drift["seen"] == definition_hash(rug_pull()[0])
+    assert ctx.state["audit"]["mcp.pin_drift"] == ["search_docs:first_seen"]
+    assert definition_hash(TOOLS[0]) in caplog.text and definition_hash(rug_pull()[0]) in caplog.text
     assert "definition changed: search_docs" in caplog.text
     assert await request(cap, context(cap, ADMIN), call("search_docs", {"query": "x"})) is None
 
@@ -377,7 +375,7 @@ async def test_pins_are_per_route_and_explicit_pins_win():
     runtime = Runtime()
     cap = make(runtime=runtime, pinning={"mode": "block", "pins": {"search_docs": definition_hash(rug_pull()[0])}})
     shown, ctx = await list_as(cap, ADMIN, TOOLS)  # the reviewed (pinned) definition is the new one
-    assert "search_docs" not in shown and ctx.state["audit"]["mcp.pin_drift"][0]["pin"] == "policy"
+    assert "search_docs" not in shown and ctx.state["audit"]["mcp.pin_drift"] == ["search_docs:policy"]
     assert "search_docs" in (await list_as(cap, ADMIN, rug_pull()))[0]
     other = make(runtime=runtime, pinning={"mode": "block"})
     assert "search_docs" in (await list_as(other, ADMIN, TOOLS, route="other-mcp"))[0]
@@ -411,7 +409,7 @@ def fake_detector(monkeypatch):
 async def test_scanned_descriptions_alert_or_block(fake_detector):
     cap = make(pinning={"mode": "off"}, scan={"descriptions": True, "action": "alert"})
     shown, ctx = await list_as(cap, ADMIN, rug_pull())
-    assert "search_docs" in shown and ctx.state["audit"]["mcp.scan"][0]["tool"] == "search_docs"
+    assert "search_docs" in shown and ctx.state["audit"]["mcp.scan"] == ["description:search_docs"]
     cap = make(pinning={"mode": "off"}, scan={"descriptions": True, "action": "block"})
     shown, _ = await list_as(cap, ADMIN, rug_pull())
     assert "search_docs" not in shown
@@ -429,13 +427,15 @@ async def test_scanned_results_are_withheld_in_block_mode(fake_detector):
     assert ctx.state["audit"]["mcp.calls"][0]["outcome"] == "withheld"
 
 
-async def test_the_prompt_guard_detector_flags_a_poisoned_description():
+async def test_the_prompt_guard_detector_flags_a_poisoned_description(caplog):
     pytest.importorskip("extproc.guard.injection")
     cap = make(pinning={"mode": "off"}, scan={"descriptions": True, "results": True, "action": "block"})
     assert cap._detector is not None
-    shown, ctx = await list_as(cap, ADMIN, rug_pull())
+    with caplog.at_level(logging.WARNING, logger="extproc.mcp"):
+        shown, ctx = await list_as(cap, ADMIN, rug_pull())
     assert "search_docs" not in shown and "read_file" in shown
-    assert ctx.state["audit"]["mcp.scan"][0]["rules"]
+    assert ctx.state["audit"]["mcp.scan"] == ["description:search_docs"]
+    assert "rules " in caplog.text and "rules )" not in caplog.text  # the rule ids that matched are logged
 
 
 def test_scanning_without_the_detector_is_skipped_with_a_warning(monkeypatch, caplog):
