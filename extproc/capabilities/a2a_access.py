@@ -182,7 +182,7 @@ class A2aAccess(Capability):
     # -- request --------------------------------------------------------------
 
     def _exchange(self, ctx: RequestContext) -> _A2aExchange:
-        return rpc.exchange_of(ctx, A2A, _A2aExchange)
+        return rpc.exchange_of(ctx, A2A, self, _A2aExchange)
 
     def _store(self, ctx: RequestContext) -> OwnerStore:
         namespace = self.config.owner_namespace or (ctx.route.name if ctx.route else "-")
@@ -331,7 +331,7 @@ class A2aAccess(Capability):
                                           lambda: self._unreadable(ctx, exchange))
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
-        await rpc.feed(ctx, ctx.state.get("a2a"))
+        await rpc.feed(ctx, rpc.existing_exchange(ctx, A2A, self))
         return None
 
     async def _transform(self, ctx: RequestContext, exchange: _A2aExchange, message: dict) -> dict | None:
@@ -436,7 +436,7 @@ class A2aAccess(Capability):
         return {**card, "skills": kept}
 
     def on_log(self, ctx: RequestContext) -> None:
-        rpc.log_unfed(ctx, A2A)
+        rpc.log_unfed(ctx, A2A, self)
 
     def _unreadable(self, ctx: RequestContext, exchange: _A2aExchange) -> bytes | None:
         if exchange.card:

@@ -177,7 +177,7 @@ class McpTools(Capability):
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         if ctx.request.method != "POST":
             return None
-        exchange = rpc.exchange_of(ctx, MCP)
+        exchange = rpc.exchange_of(ctx, MCP, self)
         deny = await rpc.judge_request(self, ctx, exchange, MCP, self._authorize,
                                        max_body_bytes=self.config.max_body_bytes, max_batch=self.config.max_batch)
         audit = jsonrpc.audit_of(ctx)
@@ -234,7 +234,7 @@ class McpTools(Capability):
     # -- response ------------------------------------------------------------
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
-        exchange = rpc.exchange_of(ctx, MCP)
+        exchange = rpc.exchange_of(ctx, MCP, self)
         session = ctx.response_headers.get(SESSION_HEADER)
         if session:
             jsonrpc.audit_of(ctx)["mcp.session_id"] = session
@@ -245,7 +245,7 @@ class McpTools(Capability):
         return rpc.open_exchange_response(ctx, exchange, MCP, transform, self.config.max_response_bytes)
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
-        await rpc.feed(ctx, ctx.state.get("mcp"))
+        await rpc.feed(ctx, rpc.existing_exchange(ctx, MCP, self))
         return None
 
     def _transform(self, ctx: RequestContext, exchange: Exchange, message: dict) -> dict | None:
@@ -345,4 +345,4 @@ class McpTools(Capability):
                             {"decision_id": ctx.decision_id})
 
     def on_log(self, ctx: RequestContext) -> None:
-        rpc.log_unfed(ctx, MCP)
+        rpc.log_unfed(ctx, MCP, self)

@@ -77,11 +77,24 @@ class Exchange:
 Authorize = Callable[[RequestContext, Exchange, Message], Awaitable["dict | None"]]
 
 
-def exchange_of(ctx: RequestContext, protocol: Protocol, factory: Callable[[], Exchange] = Exchange) -> Exchange:
-    exchange = ctx.state.get(protocol.key)
+def _state_key(protocol: Protocol, owner: object) -> str:
+    # One exchange per capability instance: two of them on one route (a
+    # monitor-mode copy beside an enforcing one) must never feed one rewriter twice.
+    return f"{protocol.key}:{id(owner)}"
+
+
+def exchange_of(ctx: RequestContext, protocol: Protocol, owner: object,
+                factory: Callable[[], Exchange] = Exchange) -> Exchange:
+    """``owner``'s exchange for this request, created on first use."""
+    key = _state_key(protocol, owner)
+    exchange = ctx.state.get(key)
     if exchange is None:
-        exchange = ctx.state[protocol.key] = factory()
+        exchange = ctx.state[key] = factory()
     return exchange
+
+
+def existing_exchange(ctx: RequestContext, protocol: Protocol, owner: object) -> Exchange | None:
+    return ctx.state.get(_state_key(protocol, owner))
 
 
 def record_call(ctx: RequestContext, exchange: Exchange, protocol: Protocol, record: dict) -> None:
@@ -184,10 +197,10 @@ def withhold_pending(ctx: RequestContext, exchange: Exchange, protocol: Protocol
     return wire.dumps(errors if exchange.batch or len(errors) > 1 else errors[0])
 
 
-def log_unfed(ctx: RequestContext, protocol: Protocol) -> None:
+def log_unfed(ctx: RequestContext, protocol: Protocol, owner: object) -> None:
     """``on_log``: responses were awaited but no body ever came through — the
     Envoy route does not send response bodies, so nothing could be filtered."""
-    exchange = ctx.state.get(protocol.key)
+    exchange = existing_exchange(ctx, protocol, owner)
     if exchange is not None and exchange.body is not None and not exchange.fed and exchange.pending:
         log.error("%s route %s: response body never reached the processor; set "
                   "response_body_mode: STREAMED on its Envoy route", protocol.name,

@@ -483,3 +483,25 @@ async def test_a_response_body_that_never_arrives_is_logged_as_a_misconfiguratio
     with caplog.at_level(logging.ERROR, logger="extproc.mcp"):
         cap.on_log(ctx)
     assert "response_body_mode: STREAMED" in caplog.text
+
+
+async def test_two_mcp_tools_on_one_route_each_keep_their_own_exchange():
+    # A monitor-mode copy beside the enforcing one (trying out new rules): the
+    # response is filtered once, by the enforcing one, and stays valid JSON.
+    from extproc.context import Phase
+    from extproc.pipeline import run_phase
+    from extproc.policy.model import CompiledRoute
+
+    enforcing, trial = make(), make(mode=Mode.MONITOR)
+    ctx = context(enforcing, READER)
+    ctx.route = CompiledRoute("mcp", "test", (trial, enforcing))
+    ctx.request_body = json.dumps(rpc("tools/list", id=7)).encode()
+    for phase in (Phase.REQUEST_HEADERS, Phase.REQUEST_BODY):
+        assert await run_phase(ctx, phase) is None
+    ctx.response_status, ctx.response_headers = 200, {"content-type": "application/json"}
+    assert await run_phase(ctx, Phase.RESPONSE_HEADERS) is None
+    body = json.dumps(listed(id=7)).encode()
+    ctx.response_chunk, ctx.response_end, ctx.response_chunk_replaced = body, True, False
+    assert await run_phase(ctx, Phase.RESPONSE_BODY) is None
+    assert ctx.response_chunk_replaced
+    assert names(json.loads(ctx.response_chunk)) == ["search_docs", "read_file"]
