@@ -10,7 +10,8 @@ across parts: the request's strings are also scanned joined, so a value
 split over content parts or messages is replaced in every part it touches.
 Large requests are scanned in a worker process (``guard.offload``).
 
-Responses (JSON and SSE streams): placeholders are restored and, with
+Responses (SSE streams, JSON, and any other text as text; gzip/deflate
+decoded, another content coding withheld with a 502): placeholders are restored and, with
 ``responses: true``, new personal data the model produced is sanitized too,
 as it streams: a value split across two chunks is still caught, at the cost
 of holding back at most a few dozen characters (see ``StreamSanitizer``).
@@ -32,7 +33,9 @@ from pydantic import Field
 from extproc.capabilities.base import Capability, register
 from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
+from extproc.encodings import StreamDecoder, decoder_for
 from extproc.guard import facts, offload
+from extproc.headers import content_encoding
 from extproc.guard.pii import PartsRedaction, PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
 from extproc.llm.errors import llm_error
 from extproc.llm.response import JsonRewriter, SseRewriter
@@ -40,6 +43,7 @@ from extproc.runtime import DEFAULT_RUNTIME
 
 ALL_ROLES = ("system", "user", "assistant", "tool")
 BLOCKED_MESSAGE = "the request contains data that may not be sent to the model"
+WITHHELD_MESSAGE = "the response was withheld by the gateway's content policy"
 
 
 class PiiCapabilityConfig(PiiConfig):
@@ -74,10 +78,11 @@ class _Chain:
 
 
 class _ResponseState:
-    __slots__ = ("rewriter", "chains", "stopped", "streaming", "api")
+    __slots__ = ("rewriter", "decoder", "chains", "stopped", "streaming", "api")
 
     def __init__(self):
         self.rewriter = None
+        self.decoder: StreamDecoder | None = None
         self.chains: list[_Chain] = []
         self.stopped = False
         self.streaming = False
@@ -111,6 +116,9 @@ class Pii(Capability):
         request = parsed_or_deny(ctx, self.config.max_body_bytes)
         if isinstance(request, Deny):
             return request
+        if self._response_scanner is not None:
+            # The answer is read on its way back: ask for it uncompressed.
+            ctx.remove_request_header("accept-encoding")
         vault = PseudonymVault()
         ctx.state[self._vault_key] = vault
         slots = request.texts(self._roles)
@@ -140,6 +148,16 @@ class Pii(Capability):
         content_type = ctx.response_headers.get("content-type", "").split(";", 1)[0].strip().lower()
         state = _ResponseState()
         state.api = request.api
+        encoding = content_encoding(ctx.response_headers)
+        if encoding:
+            # Asked for uncompressed (on_request_body), an upstream may still
+            # compress: read through what can be decoded, withhold the rest.
+            state.decoder = decoder_for(encoding, self.config.max_body_bytes * 2)
+            if state.decoder is None:
+                return llm_error(request.api, 502, "api_error", WITHHELD_MESSAGE,
+                                 reason=f"response content-encoding {encoding} cannot be inspected",
+                                 code="content_policy")
+            ctx.remove_response_header("content-encoding")
         vault = vault if vault is not None else PseudonymVault()
 
         def make() -> _Chain:
@@ -151,10 +169,10 @@ class Pii(Capability):
 
         if content_type == "text/event-stream":
             state.rewriter, state.streaming = SseRewriter(request.api, make), True
-        elif content_type.endswith("json"):
-            state.rewriter = JsonRewriter(request.api, make)
         else:
-            return None  # not a shape we can find model text in: nothing to rewrite
+            # JSON, or whatever else was declared (text/plain, none at all):
+            # the rewriter reads JSON as JSON and any other text as text.
+            state.rewriter = JsonRewriter(request.api, make)
         ctx.state[self._response_key] = state
         return None
 
@@ -166,8 +184,8 @@ class Pii(Capability):
             ctx.replace_response_chunk(b"")
             return None
         try:
-            out = await offload.in_thread(len(ctx.response_chunk), state.rewriter.feed, ctx.response_chunk,
-                                          ctx.response_end)
+            chunk = state.decoder.feed(ctx.response_chunk, ctx.response_end) if state.decoder else ctx.response_chunk
+            out = await offload.in_thread(len(chunk), state.rewriter.feed, chunk, ctx.response_end)
         except ValueError:
             # Beyond what we can inspect: stop rather than pass it unread.
             return self._stop(ctx, state, "response over the inspection limit")
@@ -186,8 +204,7 @@ class Pii(Capability):
         return None
 
     def _stop(self, ctx: RequestContext, state: _ResponseState, reason: str) -> Deny | None:
-        deny = llm_error(state.api, 502, "api_error", "the response was withheld by the gateway's content policy",
-                         reason=reason, code="content_policy")
+        deny = llm_error(state.api, 502, "api_error", WITHHELD_MESSAGE, reason=reason, code="content_policy")
         if not state.streaming:
             return deny
         facts.note_action(ctx, "block")

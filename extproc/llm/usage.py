@@ -9,8 +9,8 @@ reservation, which reconciliation corrects from the model's own ``usage``.
 from __future__ import annotations
 
 import json
-import zlib
 
+from extproc.encodings import decoder_for
 from extproc.llm.request import ANTHROPIC_MESSAGES, LlmRequest
 from extproc.llm.response import usage_of
 from extproc.sse import SseEvent, SseSplitter
@@ -84,7 +84,7 @@ class UsageTracker:
         self.api, self.streaming, self.max_bytes = api, streaming, max_bytes
         # A compressed response is read through a decompressor; one we cannot
         # decode leaves the usage unknown and ``unreadable`` set.
-        self._inflate = zlib.decompressobj(wbits=47) if encoding in ("gzip", "x-gzip", "deflate") else None
+        self._inflate = decoder_for(encoding, max_bytes) if encoding else None
         self.unreadable = bool(encoding) and self._inflate is None
         self._json_parts: list[bytes] = []
         self._size = 0
@@ -99,8 +99,8 @@ class UsageTracker:
             return
         if self._inflate is not None:
             try:
-                chunk = self._inflate.decompress(chunk, self.max_bytes + 1)
-            except zlib.error:
+                chunk = self._inflate.feed(chunk, end)
+            except ValueError:
                 self.unreadable = True
                 return
         if self._splitter is None:

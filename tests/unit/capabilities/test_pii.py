@@ -4,7 +4,9 @@ parts and messages, and the audit facts it publishes."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 
 import pytest
 
@@ -145,11 +147,11 @@ async def test_large_bodies_are_scanned_off_the_event_loop_with_the_same_result(
 
 # -- responses -------------------------------------------------------------
 
-async def respond(cap: Pii, messages: list, content_type: str, chunks: list[bytes]):
+async def respond(cap: Pii, messages: list, content_type: str, chunks: list[bytes], **headers: str):
     ctx = context(cap, messages)
     assert await run_phase(ctx, Phase.REQUEST_BODY) is None
     ctx.response_status = 200
-    ctx.response_headers = {"content-type": content_type}
+    ctx.response_headers = {"content-type": content_type, **headers}
     assert await run_phase(ctx, Phase.RESPONSE_HEADERS) is None
     out, denies = [], []
     for i, chunk in enumerate(chunks):
@@ -219,3 +221,69 @@ async def test_a_value_after_an_object_key_is_redacted_without_the_key():
     ])
     assert deny is None
     assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"to": "[EMAIL_1]", "subject": "hi"}
+
+
+# -- responses in any coding and content type ---------------------------------
+
+def gzipped(chunks: list[bytes], pieces: int = 3) -> list[bytes]:
+    """The body gzip-compressed, cut into ``pieces`` chunks at arbitrary points."""
+    raw = gzip.compress(b"".join(chunks))
+    step = max(1, len(raw) // pieces)
+    return [raw[i:i + step] for i in range(0, len(raw), step)]
+
+
+async def test_the_request_asks_for_an_uncompressed_answer():
+    cap = capability(entities={"EMAIL": "redact"})
+    ctx = context(cap, [user("hello")])
+    ctx.request.headers["accept-encoding"] = "gzip, br"
+    assert await run_phase(ctx, Phase.REQUEST_BODY) is None
+    assert "accept-encoding" in ctx.request_headers_out.remove
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate"])
+async def test_a_compressed_json_answer_is_decoded_and_sanitized(encoding):
+    cap = capability(entities={"EMAIL": "redact"})
+    body = [completion("Write to leak@example.com today.")]
+    chunks = gzipped(body) if "gzip" in encoding else [zlib.compress(body[0])]
+    ctx, raw, denies = await respond(cap, [user("hi")], "application/json", chunks,
+                                     **{"content-encoding": encoding})
+    assert denies == [None] * len(chunks)
+    assert json.loads(raw)["choices"][0]["message"]["content"] == "Write to [EMAIL_1] today."
+    assert "content-encoding" in ctx.response_headers_out.remove  # the client gets it decoded
+
+
+async def test_a_compressed_stream_is_decoded_and_sanitized_as_it_flows():
+    cap = capability(entities={"EMAIL": "redact"})
+    ctx, raw, denies = await respond(cap, [user("hi")], "text/event-stream",
+                                     gzipped(sse("mail ", "leak@exa", "mple.com now"), pieces=5),
+                                     **{"content-encoding": "gzip"})
+    assert set(denies) == {None}
+    assert sse_text(raw) == "mail [EMAIL_1] now" and b"leak@" not in raw
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "gzip, br", "compress"])
+async def test_an_answer_in_a_coding_that_cannot_be_read_is_withheld(encoding):
+    cap = capability(entities={"EMAIL": "redact"})
+    ctx = context(cap, [user("hi")])
+    assert await run_phase(ctx, Phase.REQUEST_BODY) is None
+    ctx.response_status = 200
+    ctx.response_headers = {"content-type": "application/json", "content-encoding": encoding}
+    deny = await run_phase(ctx, Phase.RESPONSE_HEADERS)
+    assert deny is not None and (deny.status, deny.code) == (502, "content_policy")
+
+
+async def test_a_corrupt_compressed_answer_is_withheld_not_passed():
+    cap = capability(entities={"EMAIL": "redact"})
+    _ctx, _raw, denies = await respond(cap, [user("hi")], "application/json",
+                                       [b"\x1f\x8b\x08\x00garbage leak@example.com"], **{"content-encoding": "gzip"})
+    # Envoy answers the deny instead of the upstream's body.
+    assert denies[-1] is not None and (denies[-1].status, denies[-1].code) == (502, "content_policy")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html", "", "application/x-ndjson"])
+async def test_an_answer_of_another_content_type_is_sanitized_as_text(content_type):
+    cap = capability(entities={"EMAIL": "redact", "US_SSN": "redact"})
+    _ctx, raw, denies = await respond(cap, [user("hi")], content_type,
+                                      [b"contact leak@example.com, ", b"ssn 123-45-6789"])
+    assert set(denies) == {None}
+    assert raw == b"contact [EMAIL_1], ssn [US_SSN_1]"
