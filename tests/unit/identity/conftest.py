@@ -1,7 +1,7 @@
 import pytest
 
 from extproc.local.demo_keys import generate_rsa_key
-from idp_server import IdpServer
+from tests.unit.identity.idp_server import IdpServer
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from extproc.policy.loader import PolicyLoadError, load_policy_dir
 from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
 
-from idp_server import DISCOVERY_PATH, JWKS_PATH
+from tests.unit.identity.idp_server import DISCOVERY_PATH, JWKS_PATH
 
 
 @pytest.fixture

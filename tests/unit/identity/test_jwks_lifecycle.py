@@ -17,7 +17,7 @@ from extproc.policy.loader import validate_policy_dir
 from extproc.policy.store import PolicyStore
 from extproc.runtime import Runtime
 
-from idp_server import JWKS_PATH, IdpServer
+from tests.unit.identity.idp_server import JWKS_PATH, IdpServer
 
 
 def issuer(idp: IdpServer, refresh_interval: float) -> str:
