@@ -81,6 +81,13 @@ def test_every_listener_rejects_underscore_headers_and_normalizes_paths(name):
         assert manager["path_with_escaped_slashes_action"] in ("UNESCAPE_AND_REDIRECT", "REJECT_REQUEST")
         removed = set(manager["route_config"]["request_headers_to_remove"])
         assert ROUTING_OVERRIDE_HEADERS <= removed, sorted(ROUTING_OVERRIDE_HEADERS - removed)
+        # Envoy's own 503/504 (processor down, overloaded, too slow) carry Retry-After.
+        (mapper,) = manager["local_reply_config"]["mappers"]
+        bounds = {f["status_code_filter"]["comparison"]["op"]: f["status_code_filter"]["comparison"]["value"]["default_value"]
+                  for f in mapper["filter"]["and_filter"]["filters"]}
+        assert bounds == {"GE": 503, "LE": 504}
+        assert mapper["headers_to_add"] == [{"header": {"key": "retry-after", "value": "1"},
+                                             "append_action": "ADD_IF_ABSENT"}]
 
 
 def _seconds(duration: str) -> float:

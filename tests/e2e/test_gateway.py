@@ -83,8 +83,9 @@ def test_spoofed_identity_headers_are_stripped(gateway):
 
 def test_processor_down_fails_closed(gateway):
     gateway.processor.stop(signal.SIGKILL)
-    assert gateway.client.get("/api/hello", headers=AUTH).status_code == 503
-    assert gateway.client.get("/proc/thing", headers=AUTH).status_code == 503  # ext_proc status_on_error
+    for path in ("/api/hello", "/proc/thing"):  # ext_authz, ext_proc (status_on_error)
+        r = gateway.client.get(path, headers=AUTH)
+        assert (r.status_code, r.headers.get("retry-after")) == (503, "1")  # Envoy's local reply says when to retry
     gateway.restart_processor()
     assert gateway.wait_for(lambda: gateway.client.get("/api/hello", headers=AUTH).status_code == 200)
 
@@ -97,7 +98,7 @@ def test_processor_slow_past_timeout_fails_closed(gateway):
         r = gateway.client.get("/api/hello", headers=AUTH)
         assert r.status_code == 503
         r = gateway.client.get("/proc/thing", headers=AUTH)
-        assert r.status_code == 504
+        assert r.status_code == 504 and r.headers.get("retry-after") == "1"
         assert time.monotonic() - started < 5  # Envoy's 250 ms timeouts, not a hang
     finally:
         os.kill(pid, signal.SIGCONT)
