@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from time import perf_counter_ns
 
 from extproc import audit
@@ -63,11 +64,16 @@ def refuse_ambiguous_path(ctx: RequestContext) -> Deny | None:
     return Deny(refusal.status, refusal.code, refusal.reason, message=message)
 
 
-async def start(ctx: RequestContext, bound_name: str | None) -> Deny | None:
+async def start(ctx: RequestContext, bound_name: str | None,
+                route_check: Callable[[RequestContext], Deny | None] | None = None) -> Deny | None:
     """The request-headers step every request takes, whichever filter sent it:
-    drop client-sent identity headers, find the route, run its capabilities."""
+    drop client-sent identity headers, refuse an ambiguous path, find the
+    route (``route_check``: the filter's own objection to it), run its
+    capabilities."""
     strip_spoofable(ctx)
     deny = refuse_ambiguous_path(ctx) or resolve_route(ctx, bound_name)
+    if deny is None and ctx.route is not None and route_check is not None:
+        deny = route_check(ctx)
     if deny is None and ctx.route is not None:
         ctx.request.path = ctx.route.authorized_path(ctx.request.path)
     if deny is None:

@@ -23,7 +23,6 @@ from google.rpc import code_pb2, status_pb2
 from extproc import audit
 from extproc.context import CapabilityRecord, Deny, HttpRequest, Mode, Phase, RequestContext
 from extproc.headers import decode_header_value
-from extproc.identity.publish import strip_spoofable
 from extproc.pipeline import INTERNAL_ERROR, error_body, finish, start
 from extproc.policy.model import PolicySet
 from extproc.policy.store import PolicyStore
@@ -92,15 +91,12 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
         self._ext_proc_only: dict[str, tuple[str, ...]] = {}
         self._reported: set[str] = set()
 
-    def _wrong_filter(self, ctx: RequestContext, bound: str | None) -> Deny | None:
-        policy = ctx.policy
+    def _wrong_filter(self, ctx: RequestContext) -> Deny | None:
+        """``pipeline.start``'s route check: a route this filter cannot govern."""
+        policy, route = ctx.policy, ctx.route
         if policy is not self._scanned:
             self._ext_proc_only, self._reported, self._scanned = ext_proc_only_routes(policy), set(), policy
-        if not self._ext_proc_only:
-            return None
-        strip_spoofable(ctx)  # route matching sees what the pipeline would see
-        route = policy.route_named(bound) if bound else policy.match(ctx.request)
-        phases = self._ext_proc_only.get(route.name) if route is not None else None
+        phases = self._ext_proc_only.get(route.name) if self._ext_proc_only and route is not None else None
         if phases is None:
             return None
         if route.name not in self._reported:
@@ -109,11 +105,9 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
                       "refusing its requests with 500 filter_mismatch until the Envoy route or the policy "
                       "is fixed", route.name, ", ".join(phases),
                       extra={"route": route.name, "revision": policy.revision})
-        ctx.route = route
         ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny",
                                             f"needs ext_proc for {', '.join(phases)}",
                                             FILTER_MISMATCH.code))
-        ctx.deny = FILTER_MISMATCH
         return FILTER_MISMATCH
 
     async def Check(self, request: authz_pb2.CheckRequest, context) -> authz_pb2.CheckResponse:
@@ -127,7 +121,7 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
             if audit.TRACING:
                 ctx.trace = audit.trace_carrier(context.invocation_metadata())
             bound = attributes.context_extensions.get(ROUTE_KEY)
-            deny = self._wrong_filter(ctx, bound) or await start(ctx, bound)
+            deny = await start(ctx, bound, self._wrong_filter)
             finished = True
             finish(ctx)
             if deny is not None:

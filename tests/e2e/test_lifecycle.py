@@ -179,6 +179,9 @@ def test_a_body_capability_on_an_ext_authz_route_is_refused_and_logged_once(gate
         assert r.status_code == 500
         assert r.json()["error"]["code"] == "filter_mismatch"
     assert gateway.client.get("/proc/x").status_code == 200  # the ext_proc route is unaffected
+    # An ambiguous path is refused as such (400) before any route is chosen.
+    r = gateway.client.post("/api/x;.json", json={})
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "path_parameter")
     errors = [json.loads(line) for line in gateway.processor_log_text().splitlines()
               if line.startswith("{") and "needs the ext_proc filter" in line]
     assert len(errors) == 1 and errors[0]["route"] == "api" and errors[0]["level"] == "error"
