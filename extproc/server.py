@@ -21,7 +21,6 @@ import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
@@ -94,13 +93,6 @@ def policy_problem(directory: str, exc: Exception) -> str:
     return f"cannot read the policy in {directory}: {getattr(exc, 'strerror', None) or exc}"
 
 
-def _redacted(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    return urlunsplit(parts._replace(netloc=f"***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")))
-
-
 def check_quota_backend(url: str) -> None:
     """A bad URL fails start-up, not the first request that needs a quota."""
     from extproc.quota import open_backend
@@ -108,7 +100,7 @@ def check_quota_backend(url: str) -> None:
     try:
         open_backend(url)  # parses only; connecting waits for the first use
     except (ValueError, ImportError) as exc:
-        raise StartupError(f"--quota-backend: {str(exc).replace(url, _redacted(url))}") from None
+        raise StartupError(f"--quota-backend: {exc}") from None  # the backend's errors carry no credentials
 
 
 def _open_store(options: ServerOptions, runtime: Runtime) -> PolicyStore:

@@ -68,20 +68,30 @@ DEFAULTS = {"timeout": 0.05, "connect_timeout": 0.05, "retry_interval": 0.25, "m
 _FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
-def _split_options(url: str) -> tuple[str, bool, dict]:
-    """(URL for redis-py, is_cluster, our options)."""
+def redacted_url(url: str) -> str:
+    """``url`` fit for a log line or an error: without user and password."""
     parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def _split_options(url: str) -> tuple[str, bool, dict]:
+    """(URL for redis-py, is_cluster, our options). Errors never carry the
+    URL's credentials."""
+    parts = urlsplit(url)
+    shown = redacted_url(url)
     if parts.scheme not in SCHEMES:
-        raise ValueError(f"quota backend {url!r}: scheme must be one of memory, {', '.join(SCHEMES)}")
+        raise ValueError(f"quota backend {shown!r}: scheme must be one of memory, {', '.join(SCHEMES)}")
     if not parts.hostname:
-        raise ValueError(f"quota backend {url!r}: no host")
+        raise ValueError(f"quota backend {shown!r}: no host")
     scheme, cluster = SCHEMES[parts.scheme]
     options = dict(DEFAULTS)
     passthrough = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name == "max_connections":
             if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"quota backend {url!r}: max_connections must be a positive integer")
+                raise ValueError(f"quota backend {shown!r}: max_connections must be a positive integer")
             options[name] = int(value)
         elif name in DEFAULTS:
             options[name] = parse_duration(value)

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from extproc.quota import BackendUnavailable, RateSpec, SlotSpec, lua, open_backend
-from extproc.quota.redis_backend import RedisBackend, _split_options
+from extproc.quota.redis_backend import RedisBackend, _split_options, redacted_url
 from tests.redis_server import patient
 
 HOUR = 3600.0
@@ -228,3 +228,12 @@ async def test_cluster_recovers_without_stale_connection_failures(redis_cluster,
     await asyncio.sleep(0.06)
     admitted, failed_after = await _failures_after_first_success(backend, rounds=5)
     assert admitted > 0 and failed_after == 0
+
+
+@pytest.mark.parametrize("url", ["redis://user:s3cret@h:6379/0?timeout=x", "ftp://:s3cret@h", "redis://u:s3cret@:1",
+                                 "redis://:s3cret@h?max_connections=0"])
+def test_errors_and_logs_never_carry_the_urls_credentials(url):
+    with pytest.raises(ValueError) as failed:
+        _split_options(url)
+    assert "s3cret" not in str(failed.value)
+    assert "s3cret" not in redacted_url(url) and "***@" in redacted_url(url)
