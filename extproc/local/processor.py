@@ -46,7 +46,8 @@ class ProcessorProcess:
             [sys.executable, "-m", "extproc", "--log-level", log_level, "serve", "--port", str(self.port),
              "--policies", policies,
              "--workers", str(workers), "--reload-interval", str(reload_interval),
-             # No Envoy health-checks a local processor's listener away: stop at once.
+             # One local processor has no other replica to drain to, so by
+             # default it stops at once (tests and `extproc up` stop it often).
              "--drain-delay", str(drain_delay), *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
