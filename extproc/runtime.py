@@ -35,8 +35,12 @@ class Runtime:
     # default) or a redis:// / rediss:// / redis+cluster:// URL.
     quota_backend: str = field(default_factory=lambda: os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"))
     # Relative file paths in a policy (JWKS files, API key files) resolve
-    # against the policy directory, not the process's working directory.
+    # against the policy directory, not the process's working directory;
+    # for a copy of a policy (the supervisor's last good one), against the
+    # copy where the file is in it, else against the live directory it was
+    # copied from (a path reaching outside the directory).
     policy_dir: Path | None = None
+    live_policy_dir: Path | None = None
     # Files the current policy refers to; a change to one reloads the policy.
     referenced_files: set[Path] = field(default_factory=set)
     _shared: dict[Any, Any] = field(default_factory=dict)
@@ -47,7 +51,9 @@ class Runtime:
     def resolve_path(self, path: str) -> Path:
         candidate = Path(path)
         if not candidate.is_absolute() and self.policy_dir is not None:
-            candidate = self.policy_dir / candidate
+            relative, candidate = candidate, self.policy_dir / candidate
+            if self.live_policy_dir is not None and not candidate.exists():
+                candidate = self.live_policy_dir / relative
         resolved = candidate.resolve()
         self.referenced_files.add(resolved)
         return resolved

@@ -114,11 +114,9 @@ def _open_store(options: ServerOptions, runtime: Runtime) -> PolicyStore:
     # hot reload as its siblings: a replacement worker never fails, nor
     # serves something they refused, because the directory broke since.
     try:
-        store = PolicyStore(options.last_good, runtime)
+        return PolicyStore(options.policies, runtime, start_from=options.last_good)
     except (PolicyLoadError, OSError) as exc:
         raise StartupError(policy_problem(options.last_good, exc)) from None
-    store.directory = Path(options.policies)
-    return store
 
 
 async def serve(options: ServerOptions, ready: asyncio.Event | None = None,

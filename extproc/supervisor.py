@@ -92,7 +92,7 @@ class LastGoodPolicy:
         candidate = self._root / str(self._generation)
         try:
             self._copy(candidate)
-            policy = validate_policy_dir(candidate)
+            policy = validate_policy_dir(candidate, copied_from=self.directory)
             refusal = route_removal_error(self.policy, policy, self.directory) if self.policy else None
             if refusal is not None:
                 raise PolicyLoadError([refusal])

@@ -272,3 +272,21 @@ def test_up_with_a_busy_envoy_port_is_one_line(tmp_path, busy_port):
                      "--listen-port", str(busy_port), "--mtls-port", str(free_port()),
                      "--policies", str(policy_dir(tmp_path, ALLOW_A)))
     assert_one_line_exit_2(result, "extproc up: envoy exited with 1: ", "Address already in use")
+
+
+def test_workers_start_on_a_policy_that_refers_to_files_outside_its_directory(tmp_path):
+    # The supervisor starts workers on its own copy of the policy directory:
+    # a relative path reaching outside it must still find the file.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy(Path(__file__).parent.parent / "policies" / "keys" / "demo-jwks.json", shared / "jwks.json")
+    policies = policy_dir(tmp_path, "routes:\n  - name: a\n    match: {path_prefix: /a/}\n    capabilities:\n"
+                                    "      - type: jwt\n        config:\n          issuers:\n"
+                                    "            - issuer: https://demo.extproc.local\n"
+                                    "              jwks: {file: ../shared/jwks.json}\n")
+    processor = ProcessorProcess(str(policies), workers=2, log_path=str(tmp_path / "processor.log")).wait_ready()
+    try:
+        assert check(processor.port, "/a/x") == code_pb2.UNAUTHENTICATED  # served, and the token is required
+        assert processor.proc.poll() is None
+    finally:
+        processor.stop()

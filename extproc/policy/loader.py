@@ -196,7 +196,10 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
 
 
-def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -> PolicySet:
+def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME,
+                    copied_from: str | Path | None = None) -> PolicySet:
+    """``copied_from``: ``directory`` is a copy of that one (see
+    ``Runtime.live_policy_dir``)."""
     """Load every ``*.yaml``/``*.yml`` in ``directory`` (sorted by name; route
     match order follows). Raises ``PolicyLoadError`` with every error found.
 
@@ -208,7 +211,7 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -
     built: list[CompiledRoute] = []
     with runtime.collecting() as resources:
         try:
-            policy = _load(directory, runtime, built)
+            policy = _load(directory, runtime, built, Path(copied_from) if copied_from else None)
         except BaseException:
             _close_capabilities(built)
             runtime.drop_unheld(resources)
@@ -218,9 +221,11 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME) -
     return policy
 
 
-def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute]) -> PolicySet:
+def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_from: Path | None) -> PolicySet:
     files = policy_files(directory)
     runtime.policy_dir = directory if directory.is_dir() else directory.parent
+    runtime.live_policy_dir = None if copied_from is None else \
+        copied_from if copied_from.is_dir() else copied_from.parent
     runtime.referenced_files = set()
     digest = hashlib.sha256()
     errors: list[PolicyError] = []
@@ -308,12 +313,12 @@ def discard_policy(policy: PolicySet, runtime: Runtime = DEFAULT_RUNTIME) -> Non
     policy.resources = frozenset()  # released once, however often this is called
 
 
-def validate_policy_dir(directory: str | Path) -> PolicySet:
+def validate_policy_dir(directory: str | Path, copied_from: str | Path | None = None) -> PolicySet:
     """Load ``directory`` to check it, without serving it: built in a
     throwaway runtime whose resources (JWKS polling...) are released before
     returning. Raises ``PolicyLoadError``, one line per error."""
     runtime = Runtime(quota_backend="memory")
-    policy = load_policy_dir(directory, runtime)
+    policy = load_policy_dir(directory, runtime, copied_from)
     discard_policy(policy, runtime)
     return policy
 

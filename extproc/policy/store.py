@@ -29,14 +29,20 @@ log = logging.getLogger("extproc.policy")
 
 
 class PolicyStore:
-    def __init__(self, directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME):
+    def __init__(self, directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME, start_from: str | Path | None = None):
+        """``start_from``: serve this copy of ``directory`` first (the
+        supervisor's last good policy), then follow ``directory``."""
         self.directory = Path(directory)
         self.runtime = runtime
-        self.current: PolicySet = load_policy_dir(self.directory, runtime)  # a bad policy at start-up is fatal
+        # A bad policy at start-up is fatal.
+        self.current: PolicySet = load_policy_dir(start_from, runtime, copied_from=self.directory) \
+            if start_from is not None else load_policy_dir(self.directory, runtime)
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_errors: list[str] = []
-        self._signature = self._stat_signature()
+        # Started from a copy: the first settled scan loads the live directory
+        # (and so watches its files, not the copy's).
+        self._signature = () if start_from is not None else self._stat_signature()
         self._unsettled: tuple | None = None  # a changed signature seen once, not yet twice
         log.info("policy loaded", extra={"revision": self.current.revision, "routes": sorted(self.current.routes)})
 
