@@ -20,6 +20,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from google.rpc import code_pb2
 
 from extproc.local.processor import ProcessorProcess, free_port, wait_serving
+from tests import waiting
 
 ALLOW_A = "routes:\n  - name: a\n    match: {path_prefix: /a/}\n"
 ALLOW_A_AND_B = ALLOW_A + "  - name: b\n    match: {path_prefix: /b/}\n"
@@ -67,13 +68,7 @@ def alive(pid: int) -> bool:
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    return waiting.wait_for(predicate, timeout, interval)
 
 
 def assert_one_line_exit_2(result: subprocess.CompletedProcess, *expected: str) -> str:

@@ -4,7 +4,6 @@ all on ephemeral loopback ports; everything stopped by PID afterwards."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ from extproc.local.certs import DEMO_CLIENT_ID
 from extproc.local.certs import generate as generate_certs
 from extproc.local.envoy import ENVOY_DIR, EnvoyProcess, render, uses_certs
 from extproc.local.processor import ProcessorProcess, free_port
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,13 +63,7 @@ class Gateway:
         return self.processor_log.read_text(errors="replace")
 
     def wait_for(self, predicate, timeout: float = 10.0, interval: float = 0.05):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = predicate()
-            if result:
-                return result
-            time.sleep(interval)
-        raise AssertionError("condition not met in time")
+        return wait_for(predicate, timeout, interval)
 
     def close(self) -> None:
         if self.client is not None:

@@ -16,6 +16,7 @@ import pytest
 
 from extproc.local.envoy import ENVOY_DIR, EnvoyProcess, render, uses_certs
 from extproc.local.processor import ProcessorProcess, free_port, wait_serving
+from tests.waiting import wait_for
 
 GATEWAY = ENVOY_DIR / "gateway.yaml"
 
@@ -149,15 +150,6 @@ def stack_factory(tmp_path, demo_certs):
 @pytest.fixture(params=["memory", "redis"])
 def backend_url(request):
     return "memory" if request.param == "memory" else request.getfixturevalue("redis_server").url
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
 
 
 def policy(api_limits: str, proc_limits: str = "", api_options: str = "", proc_options: str = "") -> str:

@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import textwrap
 
 import grpc
@@ -23,15 +24,23 @@ POLICY = """\
 """
 
 
-@pytest.fixture
-async def processor(tmp_path):
-    """A real grpc.aio server in this event loop; yields a channel to it."""
-    (tmp_path / "policy.yaml").write_text(textwrap.dedent(POLICY))
+@contextlib.asynccontextmanager
+async def serving(directory, policy: str):
+    """A real grpc.aio server for ``policy`` in this event loop; a channel to it."""
+    (directory / "policy.yaml").write_text(textwrap.dedent(policy))
     port = free_port()
     ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(ServerOptions(port=port, policies=str(tmp_path), grace=1), ready, stop))
+    task = asyncio.create_task(serve(ServerOptions(port=port, policies=str(directory), grace=1), ready, stop))
     await asyncio.wait_for(ready.wait(), 10)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        stop.set()
+        await task
+
+
+@pytest.fixture
+async def processor(tmp_path):
+    async with serving(tmp_path, POLICY) as channel:
         yield channel
-    stop.set()
-    await task

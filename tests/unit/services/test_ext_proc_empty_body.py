@@ -1,15 +1,11 @@
 """A request whose headers end the stream sends no body message: the body
 capabilities must still judge it (an empty body), never be skipped."""
 
-import asyncio
 import json
-import textwrap
 
-import grpc
 import pytest
 
-from extproc.local.processor import free_port
-from extproc.server import ServerOptions, serve
+from tests.unit.services.conftest import serving
 from tests.unit.services.test_ext_proc import exchange, headers_msg
 
 POLICY = """\
@@ -24,15 +20,8 @@ POLICY = """\
 
 @pytest.fixture
 async def llm_processor(tmp_path):
-    (tmp_path / "policy.yaml").write_text(textwrap.dedent(POLICY))
-    port = free_port()
-    ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve(ServerOptions(port=port, policies=str(tmp_path), grace=1), ready, stop))
-    await asyncio.wait_for(ready.wait(), 10)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serving(tmp_path, POLICY) as channel:
         yield channel
-    stop.set()
-    await task
 
 
 def bodiless(method: str):
