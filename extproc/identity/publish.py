@@ -27,6 +27,7 @@ Ordinary values (``alice``, ``spiffe://example.org/ns/demo/sa/client``,
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import quote
 
 from extproc.context import Identity, RequestContext
@@ -37,6 +38,7 @@ _LIST_ITEM_SAFE = "-._~:/@!$&'*+="
 _SINGLE_VALUE_UNSAFE = frozenset([*map(chr, range(0x20)), "\x7f", "%"])
 
 
+@lru_cache(maxsize=4096)  # a few dozen distinct names in practice; bounded against a hostile variety
 def untrusted_client_header(name: str) -> bool:
     """A client-sent header the upstream must never see."""
     folded = fold_header_name(name)
@@ -51,6 +53,7 @@ def strip_spoofable(ctx: RequestContext) -> None:
         ctx.request_headers_out.remove.append(name)
 
 
+@lru_cache(maxsize=4096)  # role and method sets repeat across requests
 def encode_list(items: frozenset[str]) -> str | None:
     return ",".join(quote(item, safe=_LIST_ITEM_SAFE) for item in sorted(items)) or None
 
