@@ -10,6 +10,10 @@ import zlib
 READABLE = frozenset({"gzip", "x-gzip", "deflate"})
 
 
+class DecodedTooLarge(ValueError):
+    """The decoded body outgrew the inspection limit."""
+
+
 class StreamDecoder:
     """Decodes one body chunk by chunk; raises ValueError on corrupt data or
     once more than ``max_bytes`` came out."""
@@ -30,7 +34,7 @@ class StreamDecoder:
             raise ValueError(f"corrupt compressed body: {exc}") from None
         self._left -= len(out)
         if self._left < 0 or self._inflate.unconsumed_tail:
-            raise ValueError("decoded body over the inspection limit")
+            raise DecodedTooLarge("decoded body over the inspection limit")
         return out
 
 

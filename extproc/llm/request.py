@@ -26,14 +26,13 @@ needs it (``llm_request(ctx)``).
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from extproc import audit
 from extproc.context import Deny, RequestContext
+from extproc.encodings import DecodedTooLarge, decoder_for
 from extproc.headers import content_encoding
 from extproc.jsonstrict import StrictJsonError, loads_strict
 from extproc.llm.errors import llm_error
@@ -192,15 +191,17 @@ def _bad(api: str, message: str, status: int = 400) -> LlmRequestError:
 def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
     body = ctx.request_body or b""
     encoding = content_encoding(ctx.request.headers)
-    if encoding in ("gzip", "x-gzip", "deflate"):
+    if encoding:
+        decoder = decoder_for(encoding, max_bytes)
+        if decoder is None:
+            raise _bad(api, f"unsupported content-encoding {encoding}", 415)
         try:
-            decoder = zlib.decompressobj(wbits=31 if "gzip" in encoding else 15)
-            body = decoder.decompress(body, max_bytes + 1)
-        except (zlib.error, gzip.BadGzipFile):
+            body = decoder.feed(body, end=True)
+        except DecodedTooLarge:
+            raise _bad(api, "request body too large", 413) from None
+        except ValueError:
             raise _bad(api, "body is not valid " + encoding) from None
         ctx.state["llm.decoded"] = True  # a rewritten body is sent decoded (see mark_changed)
-    elif encoding:
-        raise _bad(api, f"unsupported content-encoding {encoding}", 415)
     if len(body) > max_bytes:
         raise _bad(api, "request body too large", 413)
     return body

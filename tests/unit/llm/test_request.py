@@ -1,4 +1,5 @@
 import gzip
+import zlib
 import json
 
 import pytest
@@ -93,3 +94,12 @@ def test_size_limit_is_413_and_anthropic_errors_use_its_shape():
         llm_request(ctx_for("/v1/messages", {"model": "m", "messages": [], "pad": "x" * 5000}), max_bytes=1024)
     assert info.value.deny.status == 413
     assert json.loads(info.value.deny.body)["type"] == "error"
+
+
+@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_compressed_body_that_decodes_past_the_limit_is_413(encoding, compress):
+    bomb = compress(json.dumps({"model": "m", "messages": [], "pad": "x" * 100_000}).encode())
+    assert len(bomb) < 1024
+    with pytest.raises(LlmRequestError) as info:
+        llm_request(ctx_for("/v1/chat/completions", bomb, {"content-encoding": encoding}), max_bytes=4096)
+    assert info.value.deny.status == 413
