@@ -5,13 +5,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test bench validate clean
+.PHONY: up test unit lint bench validate clean
 
 up: $(STAMP)
 	$(BIN)/extproc up
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast suite: no Envoy, no Redis, no child processes.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not e2e and not integration" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check extproc tests bench
+	$(BIN)/ruff format --check extproc tests bench
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -23,7 +32,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (found %s)" % sys.version.split()[0])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint]'
 	@# xds-protos ships a stale copy of opentelemetry/proto that replaces
 	@# opentelemetry-proto's files when pip installs it second (grpc/grpc#42926);
 	@# the OTLP exporter then fails to import. Put the real ones back.

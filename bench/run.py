@@ -39,12 +39,12 @@ class Scenario:
     SCENARIOS (plus its Envoy config and policy directory)."""
 
     name: str
-    envoy_config: str                 # file in bench/envoy/: listener `gateway`, processor cluster `governance`
-    policies: str | None = None       # directory in bench/policies/; None runs no processor
+    envoy_config: str  # file in bench/envoy/: listener `gateway`, processor cluster `governance`
+    policies: str | None = None  # directory in bench/policies/; None runs no processor
     workers: int = 2
-    headers: tuple[str, ...] = ()     # "name: value" sent with every request (tokens, API keys)
-    token: bool = False               # send a demo reader JWT (RS256) with every request
-    redis: bool = False               # count quotas in a Redis started for the scenario
+    headers: tuple[str, ...] = ()  # "name: value" sent with every request (tokens, API keys)
+    token: bool = False  # send a demo reader JWT (RS256) with every request
+    redis: bool = False  # count quotas in a Redis started for the scenario
 
 
 SCENARIOS = [
@@ -64,6 +64,7 @@ def demo_token() -> str:
 
 # --- load generators -------------------------------------------------------
 
+
 def ensure_tools() -> None:
     if shutil.which("wrk") and shutil.which("hey"):
         return
@@ -72,8 +73,10 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "update"], check=True)
         subprocess.run(["apt-get", "install", "-y", "wrk", "hey"], check=True)
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise SystemExit(f"bench: needs wrk and hey, and `apt-get install -y wrk hey` failed ({exc}); "
-                         "install them (as root) and run again") from None
+        raise SystemExit(
+            f"bench: needs wrk and hey, and `apt-get install -y wrk hey` failed ({exc}); "
+            "install them (as root) and run again"
+        ) from None
     if not (shutil.which("wrk") and shutil.which("hey")):
         raise SystemExit("bench: apt-get succeeded but wrk or hey is still not on PATH")
 
@@ -97,14 +100,26 @@ def wrk(url: str, headers: tuple[str, ...], threads: int, connections: int, seco
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "errors": (int(non_2xx.group(1)) if non_2xx else 0)
-                  + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
+        + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
     }
 
 
 def hey(url: str, headers: tuple[str, ...], rate: int, connections: int, seconds: float) -> dict:
     # hey's -q is per connection; its latency figures have 0.1 ms resolution.
-    out = _run(["hey", "-z", f"{seconds}s", "-c", str(connections), "-q", str(rate // connections),
-                *_header_args(headers), url], seconds)
+    out = _run(
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(connections),
+            "-q",
+            str(rate // connections),
+            *_header_args(headers),
+            url,
+        ],
+        seconds,
+    )
     out, _, error_section = out.partition("Error distribution:")
     percentiles = dict(re.findall(r"(\d+)% in ([\d.]+) secs", out.split("Latency distribution:", 1)[-1]))
     statuses = {int(code): int(n) for code, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
@@ -120,6 +135,7 @@ def hey(url: str, headers: tuple[str, ...], rate: int, connections: int, seconds
 
 
 # --- processor introspection (no psutil: read /proc) -----------------------
+
 
 def _stat_fields(pid: int) -> list[str]:
     # The command name may contain spaces and parentheses; fields start after the last ')'.
@@ -159,8 +175,11 @@ def wait_listening(port: int, sockets: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         # gRPC binds 127.0.0.1 as an IPv4-mapped IPv6 socket, so look in both tables.
-        rows = [line.split() for table in ("tcp", "tcp6")
-                for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]]
+        rows = [
+            line.split()
+            for table in ("tcp", "tcp6")
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        ]
         if sum(1 for row in rows if row[1].endswith(hex_port) and row[3] == "0A") >= sockets:  # 0A: LISTEN
             return
         time.sleep(0.05)
@@ -168,6 +187,7 @@ def wait_listening(port: int, sockets: int, timeout: float = 20.0) -> None:
 
 
 # --- one scenario ----------------------------------------------------------
+
 
 def check_ok(url: str, headers: tuple[str, ...]) -> None:
     """Refuse to benchmark a route that does not answer 200: fast 403s or 503s
@@ -195,15 +215,22 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
             redis = RedisServer().start()
             extra_args = ("--quota-backend", redis.url)
         if scenario.policies:
-            processor = ProcessorProcess(str(BENCH / "policies" / scenario.policies), workers=scenario.workers,
-                                         log_path=str(logs / f"{scenario.name}.processor.log"),
-                                         extra_args=extra_args).wait_ready()
+            processor = ProcessorProcess(
+                str(BENCH / "policies" / scenario.policies),
+                workers=scenario.workers,
+                log_path=str(logs / f"{scenario.name}.processor.log"),
+                extra_args=extra_args,
+            ).wait_ready()
             wait_listening(processor.port, scenario.workers)
             workers = worker_pids(processor, scenario.workers)
             ports["governance"] = processor.port
         admin = free_port()
-        envoy = EnvoyProcess(render(BENCH / "envoy" / scenario.envoy_config, ports, admin), admin,
-                             concurrency=opts.concurrency, log_path=str(logs / f"{scenario.name}.envoy.log"))
+        envoy = EnvoyProcess(
+            render(BENCH / "envoy" / scenario.envoy_config, ports, admin),
+            admin,
+            concurrency=opts.concurrency,
+            log_path=str(logs / f"{scenario.name}.envoy.log"),
+        )
         envoy.wait_ready()
 
         url, headers = f"http://127.0.0.1:{ports['gateway']}/", scenario.headers
@@ -223,16 +250,26 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
         def per_request(seconds: float) -> float:
             return round(seconds * 1000 / max(throughput["requests"], 1), 3)
 
-        result = {"name": scenario.name, "envoy_config": scenario.envoy_config, "policies": scenario.policies,
-                  "workers": len(workers), "throughput": throughput, "latency": latency,
-                  "envoy": {"cpu_s": cpu[0], "cpu_ms_per_request": per_request(cpu[0])}}
+        result = {
+            "name": scenario.name,
+            "envoy_config": scenario.envoy_config,
+            "policies": scenario.policies,
+            "workers": len(workers),
+            "throughput": throughput,
+            "latency": latency,
+            "envoy": {"cpu_s": cpu[0], "cpu_ms_per_request": per_request(cpu[0])},
+        }
         if processor:
             if worker_pids(processor, scenario.workers) != workers:
                 raise RuntimeError(f"a processor worker restarted during the run; see {processor.log_path}")
             rss = [round(rss_mb(pid), 1) for pid in workers]
             result["processor"] = {
-                "pids": workers, "rss_mb": rss, "rss_sum_mb": round(sum(rss), 1), "rss_max_mb": max(rss),
-                "cpu_s": cpu[1:], "cpu_ms_per_request": per_request(sum(cpu[1:])),
+                "pids": workers,
+                "rss_mb": rss,
+                "rss_sum_mb": round(sum(rss), 1),
+                "rss_max_mb": max(rss),
+                "cpu_s": cpu[1:],
+                "cpu_ms_per_request": per_request(sum(cpu[1:])),
             }
         return result
     finally:
@@ -254,6 +291,7 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
 
 # --- report ----------------------------------------------------------------
 
+
 def add_ratios(results: list[dict]) -> None:
     base = next(r for r in results if r["name"] == BASELINE)
     for r in results:
@@ -262,33 +300,52 @@ def add_ratios(results: list[dict]) -> None:
 
 
 def table(results: list[dict], opts: argparse.Namespace) -> str:
-    header = ("scenario", "rps", "rps/alone", "p50 ms", "p99 ms", "+p99 ms", "RSS MB/worker", "proc CPU ms/req",
-              "errors")
+    header = (
+        "scenario",
+        "rps",
+        "rps/alone",
+        "p50 ms",
+        "p99 ms",
+        "+p99 ms",
+        "RSS MB/worker",
+        "proc CPU ms/req",
+        "errors",
+    )
     rows = []
     for r in results:
         proc = r.get("processor")
-        rows.append((
-            r["name"], f"{r['throughput']['rps']:.0f}", f"{r['rps_ratio']:.2f}",
-            f"{r['latency']['p50_ms']:.1f}", f"{r['latency']['p99_ms']:.1f}", f"{r['added_p99_ms']:+.1f}",
-            f"{proc['rss_max_mb']:.0f} (sum {proc['rss_sum_mb']:.0f})" if proc else "-",
-            f"{proc['cpu_ms_per_request']:.2f}" if proc else "-",
-            str(r["throughput"]["errors"] + r["latency"]["errors"]),
-        ))
+        rows.append(
+            (
+                r["name"],
+                f"{r['throughput']['rps']:.0f}",
+                f"{r['rps_ratio']:.2f}",
+                f"{r['latency']['p50_ms']:.1f}",
+                f"{r['latency']['p99_ms']:.1f}",
+                f"{r['added_p99_ms']:+.1f}",
+                f"{proc['rss_max_mb']:.0f} (sum {proc['rss_sum_mb']:.0f})" if proc else "-",
+                f"{proc['cpu_ms_per_request']:.2f}" if proc else "-",
+                str(r["throughput"]["errors"] + r["latency"]["errors"]),
+            )
+        )
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
 
     def line(row) -> str:
         return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths)))
 
-    notes = [f"rps: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s;  "
-             f"latency: hey at {opts.rate} req/s, -c{opts.latency_connections}, {opts.latency_duration}s;  "
-             f"envoy --concurrency {opts.concurrency}"]
+    notes = [
+        f"rps: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s;  "
+        f"latency: hey at {opts.rate} req/s, -c{opts.latency_connections}, {opts.latency_duration}s;  "
+        f"envoy --concurrency {opts.concurrency}"
+    ]
     for r in results:
         if r["latency"]["rps"] < 0.95 * opts.rate:
             notes.append(f"! {r['name']}: latency run reached only {r['latency']['rps']:.0f} req/s of {opts.rate}")
         cpu = r.get("processor", {}).get("cpu_s", [])
         if len(cpu) > 1 and max(cpu) > 0.9 * sum(cpu):
-            notes.append(f"! {r['name']}: one processor worker did >90% of the work "
-                         f"(CPU s per worker: {', '.join(map(str, cpu))})")
+            notes.append(
+                f"! {r['name']}: one processor worker did >90% of the work "
+                f"(CPU s per worker: {', '.join(map(str, cpu))})"
+            )
         if r["throughput"]["errors"] or r["latency"]["errors"]:
             notes.append(f"! {r['name']}: non-200 responses or socket errors; its figures are not comparable")
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows), "", *notes])
@@ -300,10 +357,15 @@ def environment() -> dict:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=BENCH).stdout.strip()
         except OSError:
             return ""
+
     return {
-        "host": platform.node(), "kernel": platform.release(), "cpus": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(), "envoy": output([envoy_binary(), "--version"]).split("version: ")[-1],
-        "commit": output(["git", "rev-parse", "HEAD"]), "dirty": bool(output(["git", "status", "--porcelain"])),
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "envoy": output([envoy_binary(), "--version"]).split("version: ")[-1],
+        "commit": output(["git", "rev-parse", "HEAD"]),
+        "dirty": bool(output(["git", "status", "--porcelain"])),
     }
 
 
@@ -318,8 +380,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-duration", type=float, default=None, help="seconds of hey (default: --duration)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of wrk before measuring")
     parser.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads")
-    parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
-                        help="run only these (repeatable); envoy-alone always runs")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[s.name for s in SCENARIOS],
+        help="run only these (repeatable); envoy-alone always runs",
+    )
     parser.add_argument("--results", type=Path, default=BENCH / "results", help="where the JSON goes")
     opts = parser.parse_args(argv)
     if opts.quick:
@@ -350,8 +416,12 @@ def main(argv: list[str] | None = None) -> int:
     opts.results.mkdir(parents=True, exist_ok=True)
     path = opts.results / f"{started}.json"
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()}
-    path.write_text(json.dumps({"started": started, "environment": environment(), "settings": settings,
-                                "scenarios": results}, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {"started": started, "environment": environment(), "settings": settings, "scenarios": results}, indent=2
+        )
+        + "\n"
+    )
     print(f"\nwrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
 

@@ -62,8 +62,11 @@ def without_ext_proc(config: dict) -> dict:
 
 
 def measure(url: str, token: str, n: int) -> dict:
-    body = {"model": "demo", "stream": True,
-            "messages": [{"role": "user", "content": "a reasonably long prompt to stream back " * 8}]}
+    body = {
+        "model": "demo",
+        "stream": True,
+        "messages": [{"role": "user", "content": "a reasonably long prompt to stream back " * 8}],
+    }
     firsts, totals, chunks, events = [], [], [], []
     with httpx.Client(timeout=30, headers={"authorization": f"Bearer {token}"}) as client:
         for i in range(n + 3):
@@ -73,7 +76,11 @@ def measure(url: str, token: str, n: int) -> dict:
                 response.raise_for_status()
                 for line in response.iter_lines():
                     seen += line.startswith("data: ")
-                    if line.startswith("data: {") and '"content":"' in line.replace(" ", "") and '"content":""' not in line.replace(" ", ""):
+                    if (
+                        line.startswith("data: {")
+                        and '"content":"' in line.replace(" ", "")
+                        and '"content":""' not in line.replace(" ", "")
+                    ):
                         count += 1
                         if first is None:
                             first = time.perf_counter() - started
@@ -83,9 +90,13 @@ def measure(url: str, token: str, n: int) -> dict:
                 chunks.append(count)
                 events.append(seen)
     firsts.sort()
-    return {"ttft_p50_ms": round(statistics.median(firsts), 2), "ttft_p90_ms": round(firsts[int(len(firsts) * 0.9)], 2),
-            "total_p50_ms": round(statistics.median(totals), 2), "chunks": statistics.median(chunks),
-            "events": statistics.median(events)}
+    return {
+        "ttft_p50_ms": round(statistics.median(firsts), 2),
+        "ttft_p90_ms": round(firsts[int(len(firsts) * 0.9)], 2),
+        "total_p50_ms": round(statistics.median(totals), 2),
+        "chunks": statistics.median(chunks),
+        "events": statistics.median(events),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,12 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, strip in (("envoy-alone", True), ("envoy+processor", False)):
             port, admin, mtls = free_port(), free_port(), free_port()
-            config = render(ENVOY_DIR / "gateway.yaml", {"gateway": port, "gateway_mtls": mtls, "governance": processor.port,
-                                                         "upstream": echo.port}, admin_port=admin)
+            config = render(
+                ENVOY_DIR / "gateway.yaml",
+                {"gateway": port, "gateway_mtls": mtls, "governance": processor.port, "upstream": echo.port},
+                admin_port=admin,
+            )
             config = without_ext_proc(config) if strip else config
             # The mTLS listener needs certificates this benchmark does not use.
-            config["static_resources"]["listeners"] = [l for l in config["static_resources"]["listeners"]
-                                                       if l["name"] == "gateway"]
+            config["static_resources"]["listeners"] = [
+                l for l in config["static_resources"]["listeners"] if l["name"] == "gateway"
+            ]
             envoy = EnvoyProcess(config, admin)
             envoys.append(envoy)
             envoy.wait_ready()
@@ -121,13 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     base, gov = results["envoy-alone"], results["envoy+processor"]
     print(f"{'setup':18} {'TTFT p50':>9} {'TTFT p90':>9} {'total p50':>10} {'SSE events':>10} {'text deltas':>11}")
     for name, r in results.items():
-        print(f"{name:18} {r['ttft_p50_ms']:>6} ms {r['ttft_p90_ms']:>6} ms {r['total_p50_ms']:>7} ms "
-              f"{r['events']:>10} {r['chunks']:>11}")
+        print(
+            f"{name:18} {r['ttft_p50_ms']:>6} ms {r['ttft_p90_ms']:>6} ms {r['total_p50_ms']:>7} ms "
+            f"{r['events']:>10} {r['chunks']:>11}"
+        )
     # Every event is forwarded as it arrives; the PII hold-back (a value split
     # across deltas must be judged whole) releases text in bursts.
-    print(f"added TTFT (p50): {gov['ttft_p50_ms'] - base['ttft_p50_ms']:+.2f} ms; events "
-          f"{'kept flowing' if gov['events'] >= base['events'] else 'were BUFFERED'} "
-          f"({gov['events']} vs {base['events']}); text in {gov['chunks']} bursts vs {base['chunks']} deltas")
+    print(
+        f"added TTFT (p50): {gov['ttft_p50_ms'] - base['ttft_p50_ms']:+.2f} ms; events "
+        f"{'kept flowing' if gov['events'] >= base['events'] else 'were BUFFERED'} "
+        f"({gov['events']} vs {base['events']}); text in {gov['chunks']} bursts vs {base['chunks']} deltas"
+    )
     return 0
 
 

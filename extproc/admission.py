@@ -63,18 +63,27 @@ _WARN_EVERY_S = 10.0
 
 
 def overloaded(retry_after_s: int) -> Deny:
-    return Deny(503, "overloaded", "admission limit reached", message="service overloaded, retry later",
-                headers=(("retry-after", str(retry_after_s)),))
+    return Deny(
+        503,
+        "overloaded",
+        "admission limit reached",
+        message="service overloaded, retry later",
+        headers=(("retry-after", str(retry_after_s)),),
+    )
 
 
 class AdmissionGate:
     """One worker's admission state (one event loop: no lock)."""
 
-    __slots__ = ("limit", "max_lag_s", "min_remaining_s", "in_flight", "lagging", "rejected", "refusal",
-                 "_warned_at")
+    __slots__ = ("_warned_at", "in_flight", "lagging", "limit", "max_lag_s", "min_remaining_s", "refusal", "rejected")
 
-    def __init__(self, limit: int = DEFAULT_MAX_CONCURRENT, retry_after_s: int = DEFAULT_RETRY_AFTER_S,
-                 max_lag_s: float = DEFAULT_MAX_LAG_S, min_remaining_s: float = DEFAULT_MIN_REMAINING_S):
+    def __init__(
+        self,
+        limit: int = DEFAULT_MAX_CONCURRENT,
+        retry_after_s: int = DEFAULT_RETRY_AFTER_S,
+        max_lag_s: float = DEFAULT_MAX_LAG_S,
+        min_remaining_s: float = DEFAULT_MIN_REMAINING_S,
+    ):
         if limit < 1:
             raise ValueError("the admission limit must be at least 1")
         self.limit = limit
@@ -98,9 +107,15 @@ class AdmissionGate:
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_S:  # a log line per burst, not per refusal
             self._warned_at = now
-            log.warning("overloaded: shedding new requests with 503",
-                        extra={"limit": self.limit, "in_flight": self.in_flight, "lagging": self.lagging,
-                               "rejected_total": self.rejected})
+            log.warning(
+                "overloaded: shedding new requests with 503",
+                extra={
+                    "limit": self.limit,
+                    "in_flight": self.in_flight,
+                    "lagging": self.lagging,
+                    "rejected_total": self.rejected,
+                },
+            )
         return False
 
     def leave(self) -> None:

@@ -13,19 +13,31 @@ from extproc import logs
 def _serve(args: argparse.Namespace) -> int:
     from extproc.server import ServerOptions, StartupError, run
 
-    options = ServerOptions(host=args.host, port=args.port, policies=args.policies, workers=args.workers,
-                            reload_interval=args.reload_interval, grace=args.grace, drain_delay=args.drain_delay,
-                            max_concurrent=args.max_concurrent, max_failed_starts=args.max_failed_starts,
-                            last_good=args.last_good, quota_backend=args.quota_backend,
-                            metrics_port=args.metrics_port, metrics_host=args.metrics_host,
-                            decision_log=args.decision_log, decision_log_mask=tuple(args.decision_log_mask or ()))
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        policies=args.policies,
+        workers=args.workers,
+        reload_interval=args.reload_interval,
+        grace=args.grace,
+        drain_delay=args.drain_delay,
+        max_concurrent=args.max_concurrent,
+        max_failed_starts=args.max_failed_starts,
+        last_good=args.last_good,
+        quota_backend=args.quota_backend,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        decision_log=args.decision_log,
+        decision_log_mask=tuple(args.decision_log_mask or ()),
+    )
     try:
         if args.decision_log not in ("off", "-", ""):
             try:  # fail here, once, rather than in every worker
                 open(args.decision_log, "a").close()
             except OSError as exc:
-                raise StartupError(f"cannot write the decision log {args.decision_log}: {exc.strerror or exc}") \
-                    from None
+                raise StartupError(
+                    f"cannot write the decision log {args.decision_log}: {exc.strerror or exc}"
+                ) from None
         return run(options)
     except StartupError as exc:
         print(f"extproc: {exc}", file=sys.stderr)
@@ -85,7 +97,9 @@ def _api_key(args: argparse.Namespace) -> int:
 
     key, digest = new_key()
     print(f"key:  {key}\n      (give this to the consumer once; it is not stored anywhere)")
-    print(f"hash: {digest}\n      (put this in the policy: keys: [{{id: {args.id}, hash: {digest}, subject: {args.id}}}])")
+    print(
+        f"hash: {digest}\n      (put this in the policy: keys: [{{id: {args.id}, hash: {digest}, subject: {args.id}}}])"
+    )
     return 0
 
 
@@ -96,8 +110,11 @@ def _health(args: argparse.Namespace) -> int:
     serving = health_pb2.HealthCheckResponse.SERVING
     try:
         with grpc.insecure_channel(f"{args.host}:{args.port}") as channel:
-            status = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout).status
+            status = (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+                .status
+            )
     except grpc.RpcError as exc:
         print(f"not serving: {exc.code().name}", file=sys.stderr)
         return 1
@@ -156,6 +173,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _number(kind, minimum, maximum=None, *, above: bool = False):
     """An argparse type: ``kind`` within bounds (``above``: strictly over ``minimum``)."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -164,8 +182,10 @@ def _number(kind, minimum, maximum=None, *, above: bool = False):
         if (value <= minimum if above else value < minimum) or (maximum is not None and value > maximum):
             bound = f"greater than {minimum}" if above else f"at least {minimum}"
             raise argparse.ArgumentTypeError(
-                f"{text} out of range: must be {bound}" + (f" and at most {maximum}" if maximum is not None else ""))
+                f"{text} out of range: must be {bound}" + (f" and at most {maximum}" if maximum is not None else "")
+            )
         return value
+
     return parse
 
 
@@ -185,35 +205,71 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_PORT, default=50051)
     serve.add_argument("--policies", default="policies", help="policy directory (hot-reloaded)")
-    serve.add_argument("--workers", type=_number(int, 1, 256), default=1,
-                       help="processes sharing the port (SO_REUSEPORT, among themselves only)")
-    serve.add_argument("--reload-interval", type=_number(float, 0, above=True), default=1.0,
-                       help="seconds between policy change checks")
-    serve.add_argument("--grace", type=_number(float, 0), default=10.0,
-                       help="seconds to drain in-flight streams on SIGTERM")
-    serve.add_argument("--drain-delay", type=_number(float, 0), default=2.0,
-                       help="seconds to report NOT_SERVING, still answering, before closing the port on SIGTERM "
-                            "(default 2: twice the shipped Envoy configs' health-check interval)")
-    serve.add_argument("--max-concurrent", type=_number(int, 1), default=DEFAULT_MAX_CONCURRENT,
-                       help="per worker: checks and ext_proc messages in progress; past it new requests get an "
-                            f"immediate 503 with Retry-After instead of a timeout (default {DEFAULT_MAX_CONCURRENT})")
-    serve.add_argument("--max-failed-starts", type=_number(int, 1), default=DEFAULT_MAX_FAILED_STARTS,
-                       help="with --workers: give up (exit 1) after this many workers in a row die within "
-                            f"seconds of starting (default {DEFAULT_MAX_FAILED_STARTS})")
+    serve.add_argument(
+        "--workers",
+        type=_number(int, 1, 256),
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT, among themselves only)",
+    )
+    serve.add_argument(
+        "--reload-interval",
+        type=_number(float, 0, above=True),
+        default=1.0,
+        help="seconds between policy change checks",
+    )
+    serve.add_argument(
+        "--grace", type=_number(float, 0), default=10.0, help="seconds to drain in-flight streams on SIGTERM"
+    )
+    serve.add_argument(
+        "--drain-delay",
+        type=_number(float, 0),
+        default=2.0,
+        help="seconds to report NOT_SERVING, still answering, before closing the port on SIGTERM "
+        "(default 2: twice the shipped Envoy configs' health-check interval)",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=_number(int, 1),
+        default=DEFAULT_MAX_CONCURRENT,
+        help="per worker: checks and ext_proc messages in progress; past it new requests get an "
+        f"immediate 503 with Retry-After instead of a timeout (default {DEFAULT_MAX_CONCURRENT})",
+    )
+    serve.add_argument(
+        "--max-failed-starts",
+        type=_number(int, 1),
+        default=DEFAULT_MAX_FAILED_STARTS,
+        help="with --workers: give up (exit 1) after this many workers in a row die within "
+        f"seconds of starting (default {DEFAULT_MAX_FAILED_STARTS})",
+    )
     serve.add_argument("--last-good", help=argparse.SUPPRESS)  # set by the supervisor for its workers
-    serve.add_argument("--quota-backend", default=os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"),
-                       help="memory (default), or a redis://, rediss:// or redis+cluster:// URL shared by all replicas "
-                            "(docs/quota.md)")
-    serve.add_argument("--metrics-port", type=_PORT_OR_NONE, default=os.environ.get("EXTPROC_METRICS_PORT") or None,
-                       help="serve Prometheus /metrics on this port (default: off; with --workers, one "
-                            "endpoint for all workers)")
-    serve.add_argument("--metrics-host", default=os.environ.get("EXTPROC_METRICS_HOST"),
-                       help="address for /metrics (default: --host)")
-    serve.add_argument("--decision-log", default=os.environ.get("EXTPROC_DECISION_LOG", "off"), metavar="-|PATH|off",
-                       help="one JSON line per decision to stdout (-) or appended to PATH (default: off)")
-    serve.add_argument("--decision-log-mask", action="append", metavar="HEADER",
-                       default=[p for p in os.environ.get("EXTPROC_DECISION_LOG_MASK", "").split(",") if p],
-                       help="another header name (or fnmatch pattern) the decision log erases; repeatable")
+    serve.add_argument(
+        "--quota-backend",
+        default=os.environ.get("EXTPROC_QUOTA_BACKEND", "memory"),
+        help="memory (default), or a redis://, rediss:// or redis+cluster:// URL shared by all replicas "
+        "(docs/quota.md)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_PORT_OR_NONE,
+        default=os.environ.get("EXTPROC_METRICS_PORT") or None,
+        help="serve Prometheus /metrics on this port (default: off; with --workers, one endpoint for all workers)",
+    )
+    serve.add_argument(
+        "--metrics-host", default=os.environ.get("EXTPROC_METRICS_HOST"), help="address for /metrics (default: --host)"
+    )
+    serve.add_argument(
+        "--decision-log",
+        default=os.environ.get("EXTPROC_DECISION_LOG", "off"),
+        metavar="-|PATH|off",
+        help="one JSON line per decision to stdout (-) or appended to PATH (default: off)",
+    )
+    serve.add_argument(
+        "--decision-log-mask",
+        action="append",
+        metavar="HEADER",
+        default=[p for p in os.environ.get("EXTPROC_DECISION_LOG_MASK", "").split(",") if p],
+        help="another header name (or fnmatch pattern) the decision log erases; repeatable",
+    )
     serve.set_defaults(func=_serve)
 
     health = sub.add_parser("health", help="ask a processor's grpc.health.v1 service; exit 0 if SERVING")
@@ -228,8 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--mcp-port", type=int, default=0, help="also the demo MCP server here (0: no)")
     demo.add_argument("--a2a-port", type=int, default=0, help="also the demo A2A agent here (0: no)")
-    demo.add_argument("--public-url", default="http://localhost:10000",
-                      help="the gateway's URL as clients see it (the A2A agent card names it)")
+    demo.add_argument(
+        "--public-url",
+        default="http://localhost:10000",
+        help="the gateway's URL as clients see it (the A2A agent card names it)",
+    )
     demo.set_defaults(func=_demo_upstream)
 
     up = sub.add_parser("up", help="run processor + Envoy + demo upstream locally (no Docker)")

@@ -77,14 +77,14 @@ class Identity:
     a user's subject from a JWT can both be present. Later decisions (RBAC,
     quotas, model and tool access, audit) key on this, never on raw headers."""
 
-    subject: str | None = None       # user or consumer id (JWT `sub`, API key consumer)
+    subject: str | None = None  # user or consumer id (JWT `sub`, API key consumer)
     issuer: str | None = None
     tenant: str | None = None
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
-    principal: str | None = None     # mTLS peer identity Envoy verified, e.g. spiffe://…
+    principal: str | None = None  # mTLS peer identity Envoy verified, e.g. spiffe://…
     agent_id: str | None = None
-    delegation: tuple[str, ...] = () # RFC 8693 `act` chain, outermost actor first
+    delegation: tuple[str, ...] = ()  # RFC 8693 `act` chain, outermost actor first
     api_key_id: str | None = None
     methods: frozenset[str] = frozenset()  # how it was established: jwt, api_key, mtls
     claims: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +107,7 @@ class HttpRequest:
     A path too ambiguous to canonicalize sets ``path_refusal``, which the
     pipeline answers with a 400 before any route or capability sees it."""
 
-    __slots__ = ("method", "raw_path", "path", "query", "host", "scheme", "headers", "path_refusal")
+    __slots__ = ("headers", "host", "method", "path", "path_refusal", "query", "raw_path", "scheme")
 
     def __init__(self, method: str, raw_path: str, host: str, headers: dict[str, str], scheme: str = "http"):
         self.method = method
@@ -125,11 +125,32 @@ class HttpRequest:
 
 class RequestContext:
     __slots__ = (
-        "decision_id", "policy", "route", "request", "attributes", "identity",
-        "request_headers_out", "response_headers_out", "records", "dry_run",
-        "response_status", "response_headers", "state",
-        "query_remove", "request_body", "request_body_replaced", "response_chunk", "response_end", "response_chunk_replaced",
-        "deny", "filter", "started_ns", "decided_ns", "trace", "_staged", "_phase_end",
+        "_phase_end",
+        "_staged",
+        "attributes",
+        "decided_ns",
+        "decision_id",
+        "deny",
+        "dry_run",
+        "filter",
+        "identity",
+        "policy",
+        "query_remove",
+        "records",
+        "request",
+        "request_body",
+        "request_body_replaced",
+        "request_headers_out",
+        "response_chunk",
+        "response_chunk_replaced",
+        "response_end",
+        "response_headers",
+        "response_headers_out",
+        "response_status",
+        "route",
+        "started_ns",
+        "state",
+        "trace",
     )
 
     def __init__(self, policy: PolicySet, request: HttpRequest, attributes: dict[str, Any] | None = None):
@@ -227,6 +248,7 @@ class RequestContext:
             out.set[name] = value
             if name in out.remove:  # an overwrite supersedes an earlier removal
                 out.remove.remove(name)
+
         self.stage(apply)
 
     def remove_request_header(self, name: str) -> None:
@@ -242,12 +264,14 @@ class RequestContext:
         def apply() -> None:
             self.request_body = body
             self.request_body_replaced = True
+
         self.stage(apply)
 
     def replace_response_chunk(self, chunk: bytes) -> None:
         def apply() -> None:
             self.response_chunk = chunk
             self.response_chunk_replaced = True
+
         self.stage(apply)
 
     def remove_response_header(self, name: str) -> None:

@@ -7,7 +7,6 @@ import re
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 
 
-
 def validate_methods(value: list[str]) -> list[str]:
     upper = [m.upper() for m in value]
     unknown = sorted(set(upper) - HTTP_METHODS)
@@ -28,11 +27,21 @@ PROTECTED = frozenset({"host", ":authority", ":method", ":path", ":scheme", ":st
 # as something other than what was authorized (IIS/Symfony/Laravel/Rails/
 # Express/Spring/Traefik/nginx conventions). A client's copy never reaches
 # the upstream.
-ROUTING_OVERRIDE_HEADERS = frozenset({
-    "x-original-url", "x-rewrite-url", "x-original-uri", "x-override-url", "x-forwarded-uri", "x-forwarded-path",
-    "x-forwarded-prefix", "x-original-method", "x-http-method-override",
-    "x-http-method", "x-method-override",
-})
+ROUTING_OVERRIDE_HEADERS = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-override-url",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-forwarded-prefix",
+        "x-original-method",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    }
+)
 
 
 def fold_header_name(name: str) -> str:

@@ -90,8 +90,9 @@ def loads_strict(raw: bytes | str, max_depth: int | None = MAX_DEPTH) -> Any:
         except UnicodeDecodeError:
             raise StrictJsonError("the body is not valid UTF-8") from None
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants,
-                           parse_float=_finite_float)
+        value = json.loads(
+            raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite_float
+        )
     except StrictJsonError:
         raise
     except RecursionError:

@@ -58,8 +58,12 @@ _REFUSED_RAW = re.compile(r"[^\x21-\x7e]|[#;\\]")
 _MALFORMED_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # What each allowed escape becomes: unreserved characters decoded, the rest
 # kept with upper-case hex (a table: one dictionary lookup per escape).
-_DECODED = {f"{hi}{lo}": chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}"
-            for b in range(0x20, 0x7F) for hi in {f"{b:02x}"[0], f"{b:02X}"[0]} for lo in {f"{b:02x}"[1], f"{b:02X}"[1]}}
+_DECODED = {
+    f"{hi}{lo}": chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}"
+    for b in range(0x20, 0x7F)
+    for hi in {f"{b:02x}"[0], f"{b:02X}"[0]}
+    for lo in {f"{b:02x}"[1], f"{b:02X}"[1]}
+}
 # Escapes of bytes that are refused (see _check_escaped): found in one scan.
 _REFUSED_ESCAPE = re.compile(r"%(?:25|2[fF]|5[cC]|3[bB]|[01][0-9a-fA-F]|7[fF]|[89a-fA-F][0-9a-fA-F])")
 # Far beyond any real path, and it bounds what one request can cost here.

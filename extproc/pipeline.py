@@ -64,8 +64,9 @@ def refuse_ambiguous_path(ctx: RequestContext) -> Deny | None:
     return Deny(refusal.status, refusal.code, refusal.reason, message=message)
 
 
-async def start(ctx: RequestContext, bound_name: str | None,
-                route_check: Callable[[RequestContext], Deny | None] | None = None) -> Deny | None:
+async def start(
+    ctx: RequestContext, bound_name: str | None, route_check: Callable[[RequestContext], Deny | None] | None = None
+) -> Deny | None:
     """The request-headers step every request takes, whichever filter sent it:
     drop client-sent identity headers, refuse an ambiguous path, find the
     route (``route_check``: the filter's own objection to it), run its
@@ -109,8 +110,12 @@ async def _run_handlers(ctx: RequestContext, phase: Phase, route) -> Deny | None
             verdict = await handler(ctx)
         except Exception:
             ctx.discard_edits()
-            log.exception("capability %s failed in %s", cap.name, phase.value,
-                          extra={"decision_id": ctx.decision_id, "route": route.name, "revision": ctx.revision})
+            log.exception(
+                "capability %s failed in %s",
+                cap.name,
+                phase.value,
+                extra={"decision_id": ctx.decision_id, "route": route.name, "revision": ctx.revision},
+            )
             ctx.records.append(CapabilityRecord(cap.name, cap.mode, "error", f"exception in {phase.value}"))
             if monitor:
                 continue  # a monitor-mode capability can never block, not even by failing
@@ -151,5 +156,6 @@ def error_body(deny: Deny, decision_id: str) -> bytes:
     if deny.body is not None:
         return deny.body
     message = deny.message or _MESSAGES.get(deny.status, "request refused")
-    return json.dumps({"error": {"code": deny.code, "message": message, "decision_id": decision_id}},
-                      separators=(",", ":")).encode()
+    return json.dumps(
+        {"error": {"code": deny.code, "message": message, "decision_id": decision_id}}, separators=(",", ":")
+    ).encode()

@@ -48,7 +48,8 @@ class PortInUse(Exception):
 
 def _bind(host: str, port: int, reuseport: bool) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
-        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
@@ -137,8 +138,9 @@ class PortClaim:
             self._name = _NAME(port)
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EWOULDBLOCK):
-                raise PortInUse(f"port {port} is already served by another extproc (pid {_NAME.holder(port)})") \
-                    from None
+                raise PortInUse(
+                    f"port {port} is already served by another extproc (pid {_NAME.holder(port)})"
+                ) from None
             raise PortInUse(f"cannot claim port {port}: {exc.strerror or exc}") from None
         try:
             self._socket = _bind(host, port, reuseport=for_workers)

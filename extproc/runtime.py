@@ -44,8 +44,8 @@ class Runtime:
     # Files the current policy refers to; a change to one reloads the policy.
     referenced_files: set[Path] = field(default_factory=set)
     _shared: dict[Any, Any] = field(default_factory=dict)
-    _holds: Counter = field(default_factory=Counter)    # key -> live revisions using it
-    _collecting: set | None = None                      # keys the policy being loaded asks for
+    _holds: Counter = field(default_factory=Counter)  # key -> live revisions using it
+    _collecting: set | None = None  # keys the policy being loaded asks for
     _closing: set[asyncio.Task] = field(default_factory=set)
 
     def resolve_path(self, path: str) -> Path:

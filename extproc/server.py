@@ -20,7 +20,6 @@ import signal
 import sys
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
@@ -35,7 +34,13 @@ from extproc.portclaim import PortClaim, PortInUse
 from extproc.runtime import Runtime
 from extproc.services.admitted import AdmittedAuthorization, AdmittedExternalProcessor
 from extproc.supervisor import (
-    DEFAULT_MAX_FAILED_STARTS, MULTIPROC_ENV, SUPERVISED_ENV, LastGoodPolicy, Supervisor, report_ready, worker_env,
+    DEFAULT_MAX_FAILED_STARTS,
+    MULTIPROC_ENV,
+    SUPERVISED_ENV,
+    LastGoodPolicy,
+    Supervisor,
+    report_ready,
+    worker_env,
 )
 
 log = logging.getLogger("extproc.server")
@@ -67,9 +72,9 @@ class ServerOptions:
     last_good: str | None = None  # start on this copy, then follow ``policies`` (set by the supervisor)
     quota_backend: str = "memory"  # or a redis:// URL; see extproc.runtime
     # The audit trail (extproc.audit); tracing is configured by OTEL_* variables.
-    metrics_port: int | None = None   # Prometheus /metrics; with workers, served by the supervisor
-    metrics_host: str | None = None   # default: host
-    decision_log: str = "off"         # off | - (stdout) | a file path
+    metrics_port: int | None = None  # Prometheus /metrics; with workers, served by the supervisor
+    metrics_host: str | None = None  # default: host
+    decision_log: str = "off"  # off | - (stdout) | a file path
     decision_log_mask: tuple[str, ...] = ()  # more header names/patterns to erase
 
 
@@ -119,8 +124,7 @@ def _open_store(options: ServerOptions, runtime: Runtime) -> PolicyStore:
         raise StartupError(policy_problem(options.last_good, exc)) from None
 
 
-async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
-                stop: asyncio.Event | None = None) -> None:
+async def serve(options: ServerOptions, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
     supervised = _supervised()
     async with AsyncExitStack() as cleanup:
         if not supervised and options.port != 0:
@@ -132,29 +136,43 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None,
         runtime = Runtime(quota_backend=options.quota_backend)
         cleanup.push_async_callback(runtime.aclose)
         try:
-            telemetry = Telemetry.start(TelemetryOptions(
-                metrics_port=options.metrics_port, metrics_host=options.metrics_host or options.host,
-                decision_log=options.decision_log, decision_log_mask=options.decision_log_mask,
-                metrics_multiprocess=bool(supervised and os.environ.get(MULTIPROC_ENV))))
+            telemetry = Telemetry.start(
+                TelemetryOptions(
+                    metrics_port=options.metrics_port,
+                    metrics_host=options.metrics_host or options.host,
+                    decision_log=options.decision_log,
+                    decision_log_mask=options.decision_log_mask,
+                    metrics_multiprocess=bool(supervised and os.environ.get(MULTIPROC_ENV)),
+                )
+            )
         except OSError as exc:
-            raise StartupError(f"cannot start the metrics endpoint on port {options.metrics_port}: "
-                               f"{exc.strerror or exc}") from None
+            raise StartupError(
+                f"cannot start the metrics endpoint on port {options.metrics_port}: {exc.strerror or exc}"
+            ) from None
         cleanup.callback(telemetry.close)
         store = _open_store(options, runtime)
         await _serve_store(options, store, telemetry, supervised, ready, stop)
 
 
-async def _serve_store(options: ServerOptions, store: PolicyStore, telemetry: Telemetry, supervised: bool,
-                       ready: asyncio.Event | None, stop: asyncio.Event | None) -> None:
-    server = grpc.aio.server(options=[
-        # Only among a supervisor's workers (see extproc.portclaim); a lone
-        # server keeps the port to itself.
-        ("grpc.so_reuseport", 1 if supervised else 0),
-        # Envoy multiplexes many ext_proc streams on one connection.
-        ("grpc.max_concurrent_streams", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-    ])
+async def _serve_store(
+    options: ServerOptions,
+    store: PolicyStore,
+    telemetry: Telemetry,
+    supervised: bool,
+    ready: asyncio.Event | None,
+    stop: asyncio.Event | None,
+) -> None:
+    server = grpc.aio.server(
+        options=[
+            # Only among a supervisor's workers (see extproc.portclaim); a lone
+            # server keeps the port to itself.
+            ("grpc.so_reuseport", 1 if supervised else 0),
+            # Envoy multiplexes many ext_proc streams on one connection.
+            ("grpc.max_concurrent_streams", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ]
+    )
     gate = AdmissionGate(options.max_concurrent)
     authz_grpc.add_AuthorizationServicer_to_server(AdmittedAuthorization(store, gate), server)
     ext_proc_grpc.add_ExternalProcessorServicer_to_server(AdmittedExternalProcessor(store, gate), server)
@@ -180,10 +198,20 @@ async def _serve_store(options: ServerOptions, store: PolicyStore, telemetry: Te
         pass  # not the main thread (embedded in tests or `extproc up`)
     watcher = asyncio.create_task(store.watch(options.reload_interval))
     lag = asyncio.create_task(gate.watch_loop())
-    reloads = asyncio.create_task(telemetry.watch_policy_reloads(store, options.reload_interval)) \
-        if telemetry.metrics_enabled else None
-    log.info("listening", extra={"address": address, "pid": os.getpid(), "revision": store.current.revision,
-                                 "max_concurrent": options.max_concurrent})
+    reloads = (
+        asyncio.create_task(telemetry.watch_policy_reloads(store, options.reload_interval))
+        if telemetry.metrics_enabled
+        else None
+    )
+    log.info(
+        "listening",
+        extra={
+            "address": address,
+            "pid": os.getpid(),
+            "revision": store.current.revision,
+            "max_concurrent": options.max_concurrent,
+        },
+    )
     if ready is not None:
         ready.set()
     if supervised:
@@ -237,11 +265,34 @@ def _worker_argv(options: ServerOptions) -> list[str]:
     # Fresh interpreters rather than fork: gRPC's core does not survive fork.
     level = logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower()
     level = level if level in ("debug", "info", "warning", "error") else "info"
-    argv = [sys.executable, "-m", "extproc", "--log-level", level, "serve", "--host", options.host, "--port", str(options.port),
-            "--policies", options.policies, "--workers", "1",
-            "--reload-interval", str(options.reload_interval), "--grace", str(options.grace),
-            "--drain-delay", str(options.drain_delay), "--max-concurrent", str(options.max_concurrent),
-            "--quota-backend", options.quota_backend, "--decision-log", options.decision_log]
+    argv = [
+        sys.executable,
+        "-m",
+        "extproc",
+        "--log-level",
+        level,
+        "serve",
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+        "--policies",
+        options.policies,
+        "--workers",
+        "1",
+        "--reload-interval",
+        str(options.reload_interval),
+        "--grace",
+        str(options.grace),
+        "--drain-delay",
+        str(options.drain_delay),
+        "--max-concurrent",
+        str(options.max_concurrent),
+        "--quota-backend",
+        options.quota_backend,
+        "--decision-log",
+        options.decision_log,
+    ]
     for pattern in options.decision_log_mask:
         argv += ["--decision-log-mask", pattern]
     return argv
@@ -269,13 +320,19 @@ def _run_workers(options: ServerOptions) -> int:
             try:
                 metrics = MultiprocessExporter(options.metrics_port, options.metrics_host or options.host)
             except OSError as exc:
-                raise StartupError(f"cannot start the metrics endpoint on port {options.metrics_port}: "
-                                   f"{exc.strerror or exc}") from None
+                raise StartupError(
+                    f"cannot start the metrics endpoint on port {options.metrics_port}: {exc.strerror or exc}"
+                ) from None
             extra_env.update(metrics.env())
-        supervisor = Supervisor(_worker_argv(options), options.workers, policies, worker_env(extra_env),
-                                max_failed_starts=options.max_failed_starts,
-                                reload_interval=options.reload_interval,
-                                on_worker_exit=metrics.worker_exited if metrics is not None else None)
+        supervisor = Supervisor(
+            _worker_argv(options),
+            options.workers,
+            policies,
+            worker_env(extra_env),
+            max_failed_starts=options.max_failed_starts,
+            reload_interval=options.reload_interval,
+            on_worker_exit=metrics.worker_exited if metrics is not None else None,
+        )
         supervisor.install_signal_handlers()
         return supervisor.run()
     finally:

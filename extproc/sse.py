@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class SseEvent:
-    __slots__ = ("lines", "data")
+    __slots__ = ("data", "lines")
 
     def __init__(self, block: str):
         self.lines = block.split("\n")

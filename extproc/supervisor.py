@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 log = logging.getLogger("extproc.supervisor")
 
 SUPERVISED_ENV = "EXTPROC_SUPERVISOR_PID"
@@ -71,8 +70,9 @@ class LastGoodPolicy:
         from extproc.policy.loader import policy_files
 
         try:
-            return tuple((str(p), s.st_mtime_ns, s.st_size, s.st_ino)
-                         for p in policy_files(self.directory) for s in (p.stat(),))
+            return tuple(
+                (str(p), s.st_mtime_ns, s.st_size, s.st_ino) for p in policy_files(self.directory) for s in (p.stat(),)
+            )
         except OSError:
             return ("unreadable",)
 
@@ -123,7 +123,7 @@ class _Slot:
     started: float = 0.0
     ready_pipe: int | None = None  # read end; closed once the worker reported ready
     ready_at: float | None = None
-    proven: bool = False   # stayed up MIN_UPTIME_S past ready
+    proven: bool = False  # stayed up MIN_UPTIME_S past ready
     next_start: float = 0.0
 
     def poll_ready(self, now: float) -> None:
@@ -156,9 +156,16 @@ def report_ready() -> None:
 
 
 class Supervisor:
-    def __init__(self, worker_argv: list[str], workers: int, policies: LastGoodPolicy, env: dict[str, str],
-                 max_failed_starts: int = DEFAULT_MAX_FAILED_STARTS, reload_interval: float = 1.0,
-                 on_worker_exit=None):
+    def __init__(
+        self,
+        worker_argv: list[str],
+        workers: int,
+        policies: LastGoodPolicy,
+        env: dict[str, str],
+        max_failed_starts: int = DEFAULT_MAX_FAILED_STARTS,
+        reload_interval: float = 1.0,
+        on_worker_exit=None,
+    ):
         self.worker_argv = worker_argv
         self.slots = [_Slot() for _ in range(workers)]
         self.policies = policies
@@ -236,12 +243,18 @@ class Supervisor:
         else:
             self.failed_starts += 1
             if self.failed_starts >= self.max_failed_starts:
-                return (f"workers failed to start {self.failed_starts} times in a row "
-                        f"(last: pid {proc.pid} exited with {code} after {now - slot.started:.1f}s); giving up")
+                return (
+                    f"workers failed to start {self.failed_starts} times in a row "
+                    f"(last: pid {proc.pid} exited with {code} after {now - slot.started:.1f}s); giving up"
+                )
             delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** (self.failed_starts - 1))
-            log.error("worker died %.1fs after its start (%s); restarting in %.1fs", now - slot.started,
-                      "before serving" if slot.ready_at is None else "soon after", delay,
-                      extra={"pid": proc.pid, "code": code, "failed_starts": self.failed_starts})
+            log.error(
+                "worker died %.1fs after its start (%s); restarting in %.1fs",
+                now - slot.started,
+                "before serving" if slot.ready_at is None else "soon after",
+                delay,
+                extra={"pid": proc.pid, "code": code, "failed_starts": self.failed_starts},
+            )
         slot.next_start = now + delay
         return None
 

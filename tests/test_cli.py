@@ -19,7 +19,8 @@ def test_validate_points_at_the_broken_line(tmp_path):
     (tmp_path / "good.yaml").write_text("routes: [{name: a}]\n")
     (tmp_path / "broken.yaml").write_text(
         "routes:\n  - name: b\n    capabilities:\n      - type: header_match\n        config:\n"
-        "          deny: [{name: x-a, presnt: true}]\n")
+        "          deny: [{name: x-a, presnt: true}]\n"
+    )
     result = extproc("policy", "validate", str(tmp_path))
     assert result.returncode == 1
     lines = result.stderr.splitlines()

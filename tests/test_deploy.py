@@ -37,6 +37,7 @@ def certs(tmp_path_factory) -> Path:
 
 # -- compose ----------------------------------------------------------------
 
+
 def compose_binary() -> Path:
     spec = importlib.util.find_spec("compose")
     binary = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
@@ -47,8 +48,14 @@ def compose_binary() -> Path:
 
 def compose(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
-    return subprocess.run([str(compose_binary()), "-f", str(REPO / "compose.yaml"), *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(REPO / "compose.yaml"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +76,14 @@ def test_compose_has_the_whole_gateway(compose_model):
     assert services["envoy"]["image"].startswith("envoyproxy/envoy:v1.40")
     assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
     published = {(p["target"], p.get("host_ip")) for s in services.values() for p in s.get("ports", [])}
-    assert {(10000, "127.0.0.1"), (10443, "127.0.0.1"), (16686, "127.0.0.1"), (4317, "127.0.0.1"),
-            (9464, "127.0.0.1"), (9901, "127.0.0.1")} <= published
+    assert {
+        (10000, "127.0.0.1"),
+        (10443, "127.0.0.1"),
+        (16686, "127.0.0.1"),
+        (4317, "127.0.0.1"),
+        (9464, "127.0.0.1"),
+        (9901, "127.0.0.1"),
+    } <= published
     processor = services["processor"]
     assert processor["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
     command = " ".join(processor["command"])
@@ -107,9 +120,12 @@ def envoy_valid(config: Path, certs: Path, tmp_path: Path) -> None:
 
 
 def test_every_envoy_config_compose_mounts_is_valid(compose_model, certs, tmp_path):
-    envoy_configs = [(source, target) for service, source, target in bind_mounts(compose_model)
-                     if compose_model["services"][service]["image"].startswith("envoyproxy/envoy")
-                     and source.suffix in (".yaml", ".yml")]
+    envoy_configs = [
+        (source, target)
+        for service, source, target in bind_mounts(compose_model)
+        if compose_model["services"][service]["image"].startswith("envoyproxy/envoy")
+        and source.suffix in (".yaml", ".yml")
+    ]
     assert envoy_configs, "compose mounts no Envoy config"
     command = compose_model["services"]["envoy"]["command"]
     assert command[command.index("-c") + 1] in {target for _, target in envoy_configs}
@@ -117,7 +133,9 @@ def test_every_envoy_config_compose_mounts_is_valid(compose_model, certs, tmp_pa
         envoy_valid(source, certs, tmp_path)
         config = yaml.safe_load(source.read_text())
         clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-        address = lambda c: clusters[c]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]  # noqa: E731
+        address = lambda c: clusters[c]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+            "socket_address"
+        ]
         assert address("governance") == {"address": "processor", "port_value": 50051}
         assert address("upstream") == {"address": "upstream", "port_value": 8080}
         assert address("otel") == {"address": "jaeger", "port_value": 4317}
@@ -126,9 +144,11 @@ def test_every_envoy_config_compose_mounts_is_valid(compose_model, certs, tmp_pa
 
 # -- the generated Envoy configs stay the gateway's --------------------------
 
+
 def test_generated_envoy_configs_are_current():
-    result = subprocess.run([sys.executable, str(DEPLOY / "render_envoy.py"), "--check"], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(DEPLOY / "render_envoy.py"), "--check"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -145,11 +165,13 @@ def test_compose_and_kubernetes_gateways_have_the_same_listeners_filters_and_rou
     k8s_config = yaml.safe_load(yaml.safe_load((K8S / "envoy-config.yaml").read_text())["data"]["envoy.yaml"])
     for config in (compose_config, k8s_config):
         assert _without_addresses(config) == _without_addresses(gateway)
-        assert [c["name"] for c in config["static_resources"]["clusters"]] == \
-            [c["name"] for c in gateway["static_resources"]["clusters"]]
+        assert [c["name"] for c in config["static_resources"]["clusters"]] == [
+            c["name"] for c in gateway["static_resources"]["clusters"]
+        ]
 
 
 # -- Dockerfile and its build context ---------------------------------------
+
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", path.read_text())
@@ -233,13 +255,14 @@ def test_dockerfile_runs_as_non_root_with_a_health_check():
     users = [rest for keyword, rest in instructions if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     (healthcheck,) = [rest for keyword, rest in instructions if keyword == "HEALTHCHECK"]
-    command = json.loads(healthcheck[healthcheck.index("CMD") + 3:].strip())
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
     assert command[:2] == ["extproc", "health"]
     build_parser().parse_args(command[1:])  # the CLI has that command and those options
     assert instructions[0][0] == "FROM" and re.match(r"python:3\.1[1-9]-slim", instructions[0][1])
 
 
 # -- Kubernetes and Envoy Gateway manifests ---------------------------------
+
 
 def documents(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
@@ -321,11 +344,13 @@ def test_services_select_pods_and_name_their_ports(manifests):
     deployments = of_kind(manifests, "Deployment")
     for name, service in of_kind(manifests, "Service").items():
         selector = service["spec"]["selector"]
-        matches = [d for d in deployments.values()
-                   if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        matches = [
+            d for d in deployments.values() if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert matches, f"Service {name} selects no Deployment"
-        port_names = {p["name"] for d in matches for c in d["spec"]["template"]["spec"]["containers"]
-                      for p in c.get("ports", [])}
+        port_names = {
+            p["name"] for d in matches for c in d["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])
+        }
         for port in service["spec"]["ports"]:
             target = port.get("targetPort")
             assert not isinstance(target, str) or target in port_names, f"Service {name}: no port {target}"
@@ -348,8 +373,11 @@ def test_kubernetes_envoy_balances_over_the_headless_service(manifests, certs, t
 
 def test_policy_configmap_is_a_valid_policy_directory(manifests, tmp_path):
     configmap = of_kind(manifests, "ConfigMap")["extproc-policies"]
-    volume = next(v for v in of_kind(manifests, "Deployment")["extproc"]["spec"]["template"]["spec"]["volumes"]
-                  if v["name"] == "policies")
+    volume = next(
+        v
+        for v in of_kind(manifests, "Deployment")["extproc"]["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "policies"
+    )
     for item in volume["configMap"]["items"]:  # lay the files out as the kubelet would
         target = tmp_path / item["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -363,8 +391,10 @@ def test_envoy_gateway_policies_reference_the_processor(manifests):
     routes = of_kind(manifests, "HTTPRoute")
     security = of_kind(manifests, "SecurityPolicy")["extproc-ext-authz"]
     extension = of_kind(manifests, "EnvoyExtensionPolicy")["extproc-ext-proc"]
-    refs = [*security["spec"]["extAuth"]["grpc"]["backendRefs"],
-            *(ref for ext in extension["spec"]["extProc"] for ref in ext["backendRefs"])]
+    refs = [
+        *security["spec"]["extAuth"]["grpc"]["backendRefs"],
+        *(ref for ext in extension["spec"]["extProc"] for ref in ext["backendRefs"]),
+    ]
     for ref in refs:
         service = services[ref["name"]]
         port = next(p for p in service["spec"]["ports"] if p["port"] == ref["port"])
@@ -386,16 +416,25 @@ def test_every_yaml_under_deploy_parses():
 
 # -- the commands the image runs --------------------------------------------
 
+
 def test_health_command_is_what_the_healthchecks_run(tmp_path):
     from extproc.local.processor import ProcessorProcess, free_port
 
-    dead = subprocess.run([sys.executable, "-m", "extproc", "health", "--port", str(free_port()), "--timeout", "1"],
-                          capture_output=True, text=True, timeout=60)
+    dead = subprocess.run(
+        [sys.executable, "-m", "extproc", "health", "--port", str(free_port()), "--timeout", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert dead.returncode == 1 and "not serving" in dead.stderr
     processor = ProcessorProcess(str(REPO / "policies"), log_path=str(tmp_path / "processor.log")).wait_ready()
     try:
-        alive = subprocess.run([sys.executable, "-m", "extproc", "health", "--port", str(processor.port)],
-                               capture_output=True, text=True, timeout=60)
+        alive = subprocess.run(
+            [sys.executable, "-m", "extproc", "health", "--port", str(processor.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert alive.returncode == 0 and alive.stdout.strip() == "serving", alive.stderr
     finally:
         processor.stop()
@@ -409,8 +448,11 @@ def test_demo_upstream_command_serves_the_echo():
     from extproc.local.processor import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "extproc", "demo-upstream", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "extproc", "demo-upstream", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -434,4 +476,6 @@ def test_envoy_gateway_edge_rejects_underscore_headers_and_normalizes_paths(mani
     (target,) = policy["spec"]["targetRefs"]
     routes = of_kind(manifests, "HTTPRoute").values()
     assert target["kind"] == "Gateway" and all(
-        {"name": target["name"], "namespace": policy["metadata"]["namespace"]} in r["spec"]["parentRefs"] for r in routes)
+        {"name": target["name"], "namespace": policy["metadata"]["namespace"]} in r["spec"]["parentRefs"]
+        for r in routes
+    )

@@ -34,17 +34,17 @@ def test_a_loop_that_stays_behind_sheds_new_work_but_a_single_pause_does_not():
 def test_a_check_with_time_left_is_admitted_even_while_the_loop_lags():
     gate = AdmissionGate(limit=10, min_remaining_s=0.005)
     gate.lagging = True  # as the ticker sets it
-    assert not gate.try_enter()                   # an ext_proc stream: no deadline, the lag decides
-    assert gate.try_enter(remaining_s=9.5)        # a check whose deadline (10 s configured) is far
+    assert not gate.try_enter()  # an ext_proc stream: no deadline, the lag decides
+    assert gate.try_enter(remaining_s=9.5)  # a check whose deadline (10 s configured) is far
     assert not gate.try_enter(remaining_s=0.002)  # and one whose deadline is spent
 
 
 def test_the_limit_and_a_spent_deadline_refuse_but_admitted_work_is_counted_back():
     gate = AdmissionGate(limit=2, min_remaining_s=0.005)
     assert gate.try_enter() and gate.try_enter(remaining_s=0.2)
-    assert not gate.try_enter()          # the limit
+    assert not gate.try_enter()  # the limit
     gate.leave()
     assert not gate.try_enter(remaining_s=0.001)  # arrived with its budget spent
-    assert gate.try_enter(remaining_s=None)       # no deadline (an ext_proc stream)
+    assert gate.try_enter(remaining_s=None)  # no deadline (an ext_proc stream)
     assert gate.in_flight == 2 and gate.rejected == 2
     assert dict(gate.refusal.headers)["retry-after"] == "1" and gate.refusal.status == 503

@@ -24,13 +24,16 @@ from tests import waiting
 
 ALLOW_A = "routes:\n  - name: a\n    match: {path_prefix: /a/}\n"
 ALLOW_A_AND_B = ALLOW_A + "  - name: b\n    match: {path_prefix: /b/}\n"
-DENY_A = ("routes:\n  - name: a\n    match: {path_prefix: /a/}\n    capabilities:\n"
-          "      - type: header_match\n        config: {deny: [{name: x-never-sent, present: false}]}\n")
+DENY_A = (
+    "routes:\n  - name: a\n    match: {path_prefix: /a/}\n    capabilities:\n"
+    "      - type: header_match\n        config: {deny: [{name: x-never-sent, present: false}]}\n"
+)
 
 
 def extproc(*args, timeout=60, **kwargs):
-    return subprocess.run([sys.executable, "-m", "extproc", *args], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "extproc", *args], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def policy_dir(root: Path, text: str, name: str = "policies") -> Path:
@@ -83,15 +86,19 @@ def assert_one_line_exit_2(result: subprocess.CompletedProcess, *expected: str) 
 
 # --- 10: only a supervisor's own workers share a port -------------------------------------------
 
+
 @pytest.mark.parametrize("first_workers,second_workers", [(1, 1), (1, 2), (2, 1), (2, 2)])
 def test_a_second_instance_on_the_same_port_fails_and_the_first_keeps_every_request(
-        tmp_path, first_workers, second_workers):
-    first = ProcessorProcess(str(policy_dir(tmp_path, ALLOW_A)), workers=first_workers,
-                             log_path=str(tmp_path / "first.log")).wait_ready()
+    tmp_path, first_workers, second_workers
+):
+    first = ProcessorProcess(
+        str(policy_dir(tmp_path, ALLOW_A)), workers=first_workers, log_path=str(tmp_path / "first.log")
+    ).wait_ready()
     try:
         other_policy = policy_dir(tmp_path, DENY_A, "other")  # would deny /a/ if it took a share
-        second = extproc("serve", "--port", str(first.port), "--workers", str(second_workers),
-                         "--policies", str(other_policy))
+        second = extproc(
+            "serve", "--port", str(first.port), "--workers", str(second_workers), "--policies", str(other_policy)
+        )
         assert_one_line_exit_2(second, f"port {first.port} is already served by another extproc")
         assert [check(first.port, "/a/x") for _ in range(40)] == [code_pb2.OK] * 40
     finally:
@@ -113,6 +120,7 @@ def test_a_lone_server_does_not_offer_its_port_for_sharing(tmp_path):
 
 # --- 17: every start-up failure is one line and exit 2 --------------------------------------------
 
+
 @pytest.fixture
 def busy_port():
     with socket.socket() as holder:
@@ -123,24 +131,40 @@ def busy_port():
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_busy_grpc_port_is_one_line(tmp_path, busy_port, workers):
-    result = extproc("serve", "--port", str(busy_port), "--workers", workers,
-                     "--policies", str(policy_dir(tmp_path, ALLOW_A)))
+    result = extproc(
+        "serve", "--port", str(busy_port), "--workers", workers, "--policies", str(policy_dir(tmp_path, ALLOW_A))
+    )
     assert_one_line_exit_2(result, f"port {busy_port} is already in use")
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_busy_metrics_port_is_one_line(tmp_path, busy_port, workers):
-    result = extproc("serve", "--port", str(free_port()), "--workers", workers, "--metrics-port", str(busy_port),
-                     "--policies", str(policy_dir(tmp_path, ALLOW_A)))
+    result = extproc(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--workers",
+        workers,
+        "--metrics-port",
+        str(busy_port),
+        "--policies",
+        str(policy_dir(tmp_path, ALLOW_A)),
+    )
     assert_one_line_exit_2(result, f"cannot start the metrics endpoint on port {busy_port}")
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-@pytest.mark.parametrize("files,expected", [
-    (None, "no such file or directory"),
-    ({"policy.yaml": "routes:\n  - name: a\n    match: {path_prefix: /a/\n"}, "policy.yaml:"),
-    ({"a.yaml": "routes: [{name: UPPER}]\n", "b.yaml": "routes: [{name: Other}]\n"}, "(and 1 more"),  # the first error, and how to see them all
-])
+@pytest.mark.parametrize(
+    "files,expected",
+    [
+        (None, "no such file or directory"),
+        ({"policy.yaml": "routes:\n  - name: a\n    match: {path_prefix: /a/\n"}, "policy.yaml:"),
+        (
+            {"a.yaml": "routes: [{name: UPPER}]\n", "b.yaml": "routes: [{name: Other}]\n"},
+            "(and 1 more",
+        ),  # the first error, and how to see them all
+    ],
+)
 def test_an_invalid_policy_is_one_line(tmp_path, workers, files, expected):
     directory = tmp_path / "policies"
     if files is not None:
@@ -148,40 +172,64 @@ def test_an_invalid_policy_is_one_line(tmp_path, workers, files, expected):
         for name, text in files.items():
             (directory / name).write_text(text)
     port = str(free_port())
-    line = assert_one_line_exit_2(extproc("serve", "--port", port, "--workers", workers, "--policies", str(directory)),
-                                  f"the policy in {directory}")
+    line = assert_one_line_exit_2(
+        extproc("serve", "--port", port, "--workers", workers, "--policies", str(directory)),
+        f"the policy in {directory}",
+    )
     assert expected in line.lower()
 
 
-@pytest.mark.parametrize("flag,value,expected", [
-    ("--port", "70000", "argument --port: 70000 out of range"),
-    ("--workers", "0", "argument --workers: 0 out of range"),
-    ("--grace", "-1", "argument --grace: -1 out of range"),
-    ("--reload-interval", "0", "argument --reload-interval: 0 out of range"),
-    ("--drain-delay", "soon", "argument --drain-delay: 'soon' is not a number"),
-    ("--max-concurrent", "0", "argument --max-concurrent: 0 out of range"),
-    ("--max-failed-starts", "0", "argument --max-failed-starts: 0 out of range"),
-    ("--metrics-port", "abc", "argument --metrics-port: 'abc' is not a whole number"),
-])
+@pytest.mark.parametrize(
+    "flag,value,expected",
+    [
+        ("--port", "70000", "argument --port: 70000 out of range"),
+        ("--workers", "0", "argument --workers: 0 out of range"),
+        ("--grace", "-1", "argument --grace: -1 out of range"),
+        ("--reload-interval", "0", "argument --reload-interval: 0 out of range"),
+        ("--drain-delay", "soon", "argument --drain-delay: 'soon' is not a number"),
+        ("--max-concurrent", "0", "argument --max-concurrent: 0 out of range"),
+        ("--max-failed-starts", "0", "argument --max-failed-starts: 0 out of range"),
+        ("--metrics-port", "abc", "argument --metrics-port: 'abc' is not a whole number"),
+    ],
+)
 def test_a_bad_flag_value_is_one_line(flag, value, expected):
     assert_one_line_exit_2(extproc("serve", flag, value), expected)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-@pytest.mark.parametrize("url,expected", [
-    ("http://user:hunter2@cache:6379", "scheme must be one of"),
-    ("redis://:hunter2@", "no host"),
-])
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("http://user:hunter2@cache:6379", "scheme must be one of"),
+        ("redis://:hunter2@", "no host"),
+    ],
+)
 def test_a_bad_quota_backend_url_is_one_line_without_its_password(tmp_path, workers, url, expected):
-    result = extproc("serve", "--port", str(free_port()), "--workers", workers, "--quota-backend", url,
-                     "--policies", str(policy_dir(tmp_path, ALLOW_A)))
+    result = extproc(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--workers",
+        workers,
+        "--quota-backend",
+        url,
+        "--policies",
+        str(policy_dir(tmp_path, ALLOW_A)),
+    )
     assert_one_line_exit_2(result, "--quota-backend", expected)
     assert "hunter2" not in result.stderr
 
 
 def test_an_unwritable_decision_log_is_one_line(tmp_path):
-    result = extproc("serve", "--port", str(free_port()), "--decision-log", str(tmp_path / "missing" / "log"),
-                     "--policies", str(policy_dir(tmp_path, ALLOW_A)))
+    result = extproc(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--decision-log",
+        str(tmp_path / "missing" / "log"),
+        "--policies",
+        str(policy_dir(tmp_path, ALLOW_A)),
+    )
     assert_one_line_exit_2(result, "cannot write the decision log")
 
 
@@ -194,12 +242,22 @@ def test_up_with_incomplete_certificates_is_one_line(tmp_path):
     certs = tmp_path / "certs"
     certs.mkdir()
     (certs / "ca.pem").write_text("not the rest\n")
-    result = extproc("up", "--certs", str(certs), "--listen-port", str(free_port()), "--mtls-port", str(free_port()),
-                     "--policies", str(policy_dir(tmp_path, ALLOW_A)))
+    result = extproc(
+        "up",
+        "--certs",
+        str(certs),
+        "--listen-port",
+        str(free_port()),
+        "--mtls-port",
+        str(free_port()),
+        "--policies",
+        str(policy_dir(tmp_path, ALLOW_A)),
+    )
     assert_one_line_exit_2(result, f"{certs} lacks server.key, server.pem")
 
 
 # --- 13: supervisor backoff, a bounded number of failed starts, the last good policy ------------
+
 
 def test_the_supervisor_backs_off_and_gives_up_on_workers_that_cannot_start(tmp_path):
     # A real start failure: the decision log's directory disappears after the
@@ -210,10 +268,25 @@ def test_the_supervisor_backs_off_and_gives_up_on_workers_that_cannot_start(tmp_
     output = tmp_path / "stderr"
     with open(output, "w") as sink:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "extproc", "serve", "--port", str(port), "--workers", "2",
-             "--max-failed-starts", "3", "--decision-log", str(logs / "decisions.jsonl"),
-             "--policies", str(policy_dir(tmp_path, ALLOW_A))],
-            stdout=subprocess.DEVNULL, stderr=sink)
+            [
+                sys.executable,
+                "-m",
+                "extproc",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--max-failed-starts",
+                "3",
+                "--decision-log",
+                str(logs / "decisions.jsonl"),
+                "--policies",
+                str(policy_dir(tmp_path, ALLOW_A)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     try:
         workers = wait_for(lambda: len(children_of(supervisor.pid)) == 2 and children_of(supervisor.pid))
         wait_for(lambda: all(f'"pid": {pid},' in output.read_text() for pid in workers))  # both listening
@@ -231,8 +304,7 @@ def test_the_supervisor_backs_off_and_gives_up_on_workers_that_cannot_start(tmp_
     assert stderr.strip().splitlines()[-1].startswith("extproc: workers failed to start 3 times in a row")
     assert "Traceback" not in stderr
     # Replaced at once after a crash, then waited 0.5 s, 1 s... before each retry.
-    delays = [line.split("restarting in ")[1].split("s")[0] for line in stderr.splitlines()
-              if "restarting in " in line]
+    delays = [line.split("restarting in ")[1].split("s")[0] for line in stderr.splitlines() if "restarting in " in line]
     assert delays == ["0.5", "1.0"], stderr
     assert stderr.count("cannot write the decision log") == 3  # exactly the failed starts, no respawn storm
     assert not any(alive(pid) for pid in workers)
@@ -240,8 +312,9 @@ def test_the_supervisor_backs_off_and_gives_up_on_workers_that_cannot_start(tmp_
 
 def test_replacement_workers_serve_the_last_good_policy_while_the_live_one_is_broken(tmp_path):
     policies = policy_dir(tmp_path, ALLOW_A)
-    processor = ProcessorProcess(str(policies), workers=2, reload_interval=0.1,
-                                 log_path=str(tmp_path / "processor.log")).wait_ready()
+    processor = ProcessorProcess(
+        str(policies), workers=2, reload_interval=0.1, log_path=str(tmp_path / "processor.log")
+    ).wait_ready()
     try:
         assert check(processor.port, "/a/x") == code_pb2.OK
         (policies / "policy.yaml").write_text("routes: [{name: a, match: {path_prefix: /a/}\n")  # broken YAML
@@ -263,9 +336,19 @@ def test_replacement_workers_serve_the_last_good_policy_while_the_live_one_is_br
 
 
 def test_up_with_a_busy_envoy_port_is_one_line(tmp_path, busy_port):
-    result = extproc("--log-level", "warning", "up", "--certs", str(tmp_path / "certs"),
-                     "--listen-port", str(busy_port), "--mtls-port", str(free_port()),
-                     "--policies", str(policy_dir(tmp_path, ALLOW_A)))
+    result = extproc(
+        "--log-level",
+        "warning",
+        "up",
+        "--certs",
+        str(tmp_path / "certs"),
+        "--listen-port",
+        str(busy_port),
+        "--mtls-port",
+        str(free_port()),
+        "--policies",
+        str(policy_dir(tmp_path, ALLOW_A)),
+    )
     assert_one_line_exit_2(result, "extproc up: envoy exited with 1: ", "Address already in use")
 
 
@@ -275,10 +358,13 @@ def test_workers_start_on_a_policy_that_refers_to_files_outside_its_directory(tm
     shared = tmp_path / "shared"
     shared.mkdir()
     shutil.copy(Path(__file__).parent.parent / "policies" / "keys" / "demo-jwks.json", shared / "jwks.json")
-    policies = policy_dir(tmp_path, "routes:\n  - name: a\n    match: {path_prefix: /a/}\n    capabilities:\n"
-                                    "      - type: jwt\n        config:\n          issuers:\n"
-                                    "            - issuer: https://demo.extproc.local\n"
-                                    "              jwks: {file: ../shared/jwks.json}\n")
+    policies = policy_dir(
+        tmp_path,
+        "routes:\n  - name: a\n    match: {path_prefix: /a/}\n    capabilities:\n"
+        "      - type: jwt\n        config:\n          issuers:\n"
+        "            - issuer: https://demo.extproc.local\n"
+        "              jwks: {file: ../shared/jwks.json}\n",
+    )
     processor = ProcessorProcess(str(policies), workers=2, log_path=str(tmp_path / "processor.log")).wait_ready()
     try:
         assert check(processor.port, "/a/x") == code_pb2.UNAUTHENTICATED  # served, and the token is required

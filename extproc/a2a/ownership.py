@@ -26,17 +26,28 @@ from extproc.context import Identity
 from extproc.quota.backend import QuotaBackend
 
 # Methods that name one task, and where (1.0 names; see TASK_ID_FIELDS).
-TASK_METHODS = frozenset({
-    "GetTask", "CancelTask", "SubscribeToTask", "CreateTaskPushNotificationConfig",
-    "GetTaskPushNotificationConfig", "ListTaskPushNotificationConfigs", "DeleteTaskPushNotificationConfig",
-})
+TASK_METHODS = frozenset(
+    {
+        "GetTask",
+        "CancelTask",
+        "SubscribeToTask",
+        "CreateTaskPushNotificationConfig",
+        "GetTaskPushNotificationConfig",
+        "ListTaskPushNotificationConfigs",
+        "DeleteTaskPushNotificationConfig",
+    }
+)
 PUSH_METHODS = frozenset(m for m in TASK_METHODS if "PushNotification" in m)
 # Where each spelling names its task. 1.0 push-config requests carry the
 # config's own id in ``id`` and the task in ``taskId``; the 0.3 get/list/
 # delete ones name the task in ``id``.
-_V03_PUSH_ID_IS_TASK = frozenset({
-    "tasks/pushNotificationConfig/get", "tasks/pushNotificationConfig/list", "tasks/pushNotificationConfig/delete",
-})
+_V03_PUSH_ID_IS_TASK = frozenset(
+    {
+        "tasks/pushNotificationConfig/get",
+        "tasks/pushNotificationConfig/list",
+        "tasks/pushNotificationConfig/delete",
+    }
+)
 _TASK_ID = ("taskId", "task_id")
 _CONTEXT_ID = ("contextId", "context_id")
 _REFERENCES = ("referenceTaskIds", "reference_task_ids")
@@ -58,8 +69,9 @@ def owner_of(identity: Identity) -> str | None:
         who = ["sub", identity.subject]
     else:
         return None
-    return json.dumps([identity.tenant, identity.issuer if who[0] != "peer" else None, *who],
-                      separators=(",", ":"), ensure_ascii=True)
+    return json.dumps(
+        [identity.tenant, identity.issuer if who[0] != "peer" else None, *who], separators=(",", ":"), ensure_ascii=True
+    )
 
 
 def _one(holder: dict, names: tuple[str, ...], what: str) -> str | None:
@@ -125,8 +137,12 @@ def tasks_shown(result: Any) -> list[tuple[str, str | None]]:
     (nobody's), so what cannot be attributed is refused."""
     if not isinstance(result, dict):
         return []
-    for key, id_field in (("task", "id"), ("statusUpdate", "taskId"), ("artifactUpdate", "taskId"),
-                          ("message", "taskId")):
+    for key, id_field in (
+        ("task", "id"),
+        ("statusUpdate", "taskId"),
+        ("artifactUpdate", "taskId"),
+        ("message", "taskId"),
+    ):
         inner = result.get(key)
         if isinstance(inner, dict):
             return [_ids(inner, id_field)] if id_field in inner else []

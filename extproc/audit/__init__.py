@@ -72,8 +72,11 @@ def _check_declared(key: str) -> None:
     if declared(key):
         _DECLARED.add(key)
     else:
-        warnings.warn(f"audit fact {key!r} is not declared in extproc.audit.record and will never be recorded",
-                      UndeclaredAuditFact, stacklevel=3)
+        warnings.warn(
+            f"audit fact {key!r} is not declared in extproc.audit.record and will never be recorded",
+            UndeclaredAuditFact,
+            stacklevel=3,
+        )
 
 
 def facts_of(ctx: RequestContext) -> dict[str, Any]:

@@ -22,8 +22,7 @@ def tracing_endpoint() -> str | None:
     exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     if exporters in ("none", ""):
         return None
-    return (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None)
+    return os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
 
 
 def package_version() -> str:

@@ -51,16 +51,38 @@ log = logging.getLogger("extproc.decision_log")
 
 # Header names (fnmatch patterns, lower case) whose values never appear.
 DEFAULT_MASK = (
-    "authorization", "proxy-authorization", "cookie", "set-cookie",
-    "x-api-key", "api-key", "apikey", "x-auth-token", "x-access-token", "x-refresh-token", "x-id-token",
-    "x-csrf-token", "x-xsrf-token", "x-amz-security-token", "x-goog-iap-jwt-assertion",
-    "x-forwarded-client-cert", "x-client-cert", "ssl-client-cert",
-    "*token*", "*secret*", "*password*", "*passwd*", "*session*", "*credential*", "*api-key*", "*apikey*",
-    "*signature*", "*-key",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-access-token",
+    "x-refresh-token",
+    "x-id-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+    "x-goog-iap-jwt-assertion",
+    "x-forwarded-client-cert",
+    "x-client-cert",
+    "ssl-client-cert",
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*passwd*",
+    "*session*",
+    "*credential*",
+    "*api-key*",
+    "*apikey*",
+    "*signature*",
+    "*-key",
 )
 _SENSITIVE_VALUE = re.compile(
-    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}"           # JWT / JWS
-    r"|^\s*(?i:bearer|basic|digest|negotiate)\s"        # an Authorization-style credential
+    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}"  # JWT / JWS
+    r"|^\s*(?i:bearer|basic|digest|negotiate)\s"  # an Authorization-style credential
     r"|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"  # e-mail address
 )
 MAX_HEADER_VALUE = 512
@@ -102,8 +124,14 @@ class DecisionLog:
     """Formats and writes decision log lines to ``destination`` (``-`` for
     stdout or a file path, opened for appending)."""
 
-    def __init__(self, destination: str, labels: dict[str, str], mask: Iterable[str] = (),
-                 queue_size: int = QUEUE_SIZE, on_drop=None):
+    def __init__(
+        self,
+        destination: str,
+        labels: dict[str, str],
+        mask: Iterable[str] = (),
+        queue_size: int = QUEUE_SIZE,
+        on_drop=None,
+    ):
         self.destination = destination
         self.labels = labels
         self.mask = HeaderMask(mask)
@@ -121,8 +149,9 @@ class DecisionLog:
 
     # -- building ---------------------------------------------------------
 
-    def entry(self, ctx, record: AuditRecord, end_ns: int, trace_id: str | None = None,
-              span_id: str | None = None) -> dict[str, Any]:
+    def entry(
+        self, ctx, record: AuditRecord, end_ns: int, trace_id: str | None = None, span_id: str | None = None
+    ) -> dict[str, Any]:
         request = ctx.request
         erased: list[str] = []
         inp: dict[str, Any] = {

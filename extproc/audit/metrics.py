@@ -35,31 +35,45 @@ log = logging.getLogger("extproc.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 DECISIONS = Counter(
-    "extproc_decisions", "Requests decided, by Envoy filter, policy route and outcome (allow|deny|error).",
-    ["filter", "route", "decision"])
+    "extproc_decisions",
+    "Requests decided, by Envoy filter, policy route and outcome (allow|deny|error).",
+    ["filter", "route", "decision"],
+)
 CAPABILITY_DECISIONS = Counter(
-    "extproc_capability_decisions", "Capability decisions, by capability, mode (enforce|monitor) and outcome.",
-    ["capability", "mode", "decision"])
+    "extproc_capability_decisions",
+    "Capability decisions, by capability, mode (enforce|monitor) and outcome.",
+    ["capability", "mode", "decision"],
+)
 DECISION_SECONDS = Histogram(
     "extproc_decision_duration_seconds",
     "Processor time from receiving a request's headers to its request-headers decision.",
     ["filter"],
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
 POLICY_RELOADS = Counter(
-    "extproc_policy_reloads", "Policy reloads, by result (ok: a new revision is live; failed: rejected, "
-    "the last good revision keeps serving).", ["result"])
+    "extproc_policy_reloads",
+    "Policy reloads, by result (ok: a new revision is live; failed: rejected, the last good revision keeps serving).",
+    ["result"],
+)
 SPANS_DROPPED = Counter(
-    "extproc_spans_dropped", "Audit spans lost, by reason (queue_full: the export queue was full; "
-    "export_failed: the OTLP endpoint refused or was unreachable).", ["reason"])
+    "extproc_spans_dropped",
+    "Audit spans lost, by reason (queue_full: the export queue was full; "
+    "export_failed: the OTLP endpoint refused or was unreachable).",
+    ["reason"],
+)
 DECISION_LOG_DROPPED = Counter(
-    "extproc_decision_log_dropped", "Decision log lines lost because the writer fell behind.")
+    "extproc_decision_log_dropped", "Decision log lines lost because the writer fell behind."
+)
 
 # Hooks for the quota subsystem (extproc/quota, extproc/capabilities/quota.py).
 QUOTA_DECISIONS = Counter(
-    "extproc_quota_decisions", "Quota checks, by policy limit name and result "
-    "(allow|deny|fail_open|fail_closed).", ["limit", "result"])
+    "extproc_quota_decisions",
+    "Quota checks, by policy limit name and result (allow|deny|fail_open|fail_closed).",
+    ["limit", "result"],
+)
 REDIS_ERRORS = Counter(
-    "extproc_redis_errors", "Errors talking to the quota backend's Redis, by operation.", ["operation"])
+    "extproc_redis_errors", "Errors talking to the quota backend's Redis, by operation.", ["operation"]
+)
 
 
 def multiprocess_dir() -> str | None:

@@ -112,12 +112,18 @@ def decode(requests) -> list[ReceivedSpan]:
             service = _attributes(resource_spans.resource.attributes).get("service.name", "")
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    out.append(ReceivedSpan(
-                        service=service, name=span.name, trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(), parent_span_id=span.parent_span_id.hex(),
-                        kind=span.kind, attributes=_attributes(span.attributes),
-                        events=[(e.name, _attributes(e.attributes)) for e in span.events],
-                    ))
+                    out.append(
+                        ReceivedSpan(
+                            service=service,
+                            name=span.name,
+                            trace_id=span.trace_id.hex(),
+                            span_id=span.span_id.hex(),
+                            parent_span_id=span.parent_span_id.hex(),
+                            kind=span.kind,
+                            attributes=_attributes(span.attributes),
+                            events=[(e.name, _attributes(e.attributes)) for e in span.events],
+                        )
+                    )
     return out
 
 

@@ -121,9 +121,9 @@ _SUFFIX = re.compile(r"^[a-z0-9_]{1,32}$")
 
 # Second line of defence for free text: credentials and e-mail addresses.
 _SCRUB = re.compile(
-    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.?[A-Za-z0-9_-]*"   # JWT / JWS
-    r"|(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"                  # Authorization values
-    r"|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"              # e-mail addresses
+    r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.?[A-Za-z0-9_-]*"  # JWT / JWS
+    r"|(?i:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"  # Authorization values
+    r"|[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"  # e-mail addresses
     # long random strings (API keys, session ids): mixed case and digits,
     # which keeps long lower-case rule names and hex digests readable
     r"|(?=[A-Za-z0-9_-]*[0-9])(?=[A-Za-z0-9_-]*[A-Z])(?=[A-Za-z0-9_-]*[a-z])[A-Za-z0-9_-]{32,}"
@@ -162,15 +162,15 @@ class AuditRecord:
     revision: str
     filter: str
     route: str | None
-    decision: str            # allow | deny | error
-    status: int | None       # the refusal's HTTP status; None when allowed
-    code: str | None         # the refusal's stable code
-    reason: str | None       # the refusal's detailed (scrubbed) reason
+    decision: str  # allow | deny | error
+    status: int | None  # the refusal's HTTP status; None when allowed
+    code: str | None  # the refusal's stable code
+    reason: str | None  # the refusal's detailed (scrubbed) reason
     upstream_status: int | None
     capabilities: list[CapabilityOutcome]
     identity: dict[str, Any]  # allow-listed identity fields, only those set
-    facts: dict[str, Any]     # exported attribute name -> value (allow-listed)
-    decision_ns: int          # request arrival to request-headers decision; 0 if unknown
+    facts: dict[str, Any]  # exported attribute name -> value (allow-listed)
+    decision_ns: int  # request arrival to request-headers decision; 0 if unknown
 
 
 def phases_run(ctx: RequestContext) -> list[Phase]:
@@ -246,7 +246,7 @@ def identity_fields(ctx: RequestContext) -> dict[str, Any]:
     for name in ("roles", "scopes", "methods"):
         value = getattr(ident, name, None)
         if value:
-            out[name] = sorted(str(v) for v in value)[:MAX_LIST * 2]
+            out[name] = sorted(str(v) for v in value)[: MAX_LIST * 2]
     if ident.delegation:
         out["delegation"] = [str(v) for v in ident.delegation][:MAX_LIST]
     principal = ctx.attributes.get("source.principal") if ctx.attributes else None
@@ -273,9 +273,15 @@ def _typed(value: Any, kind: type) -> Any:
     if kind is dict:  # a few named counts, or a short word
         if isinstance(value, str):
             return scrub(value) if value else None
-        if isinstance(value, dict) and value and len(value) <= MAX_LIST and all(
+        if (
+            isinstance(value, dict)
+            and value
+            and len(value) <= MAX_LIST
+            and all(
                 isinstance(k, str) and _SUFFIX.match(k) and isinstance(v, int) and not isinstance(v, bool)
-                for k, v in value.items()):
+                for k, v in value.items()
+            )
+        ):
             return dict(value)
         return None
     return None
@@ -285,7 +291,7 @@ def declared(key: str) -> bool:
     """Whether ``key`` is a fact this module knows (see ``extproc.audit.UndeclaredAuditFact``)."""
     if key in AUDIT_KEYS or key in INTERNAL_KEYS:
         return True
-    return any(key.startswith(prefix) and _SUFFIX.match(key[len(prefix):]) for prefix in AUDIT_PREFIXES)
+    return any(key.startswith(prefix) and _SUFFIX.match(key[len(prefix) :]) for prefix in AUDIT_PREFIXES)
 
 
 def facts(ctx: RequestContext) -> dict[str, Any]:
@@ -331,10 +337,10 @@ def facts(ctx: RequestContext) -> dict[str, Any]:
                 put(key, value)
                 continue
             for prefix, (attr_prefix, kind) in AUDIT_PREFIXES.items():
-                if key.startswith(prefix) and _SUFFIX.match(key[len(prefix):]):
+                if key.startswith(prefix) and _SUFFIX.match(key[len(prefix) :]):
                     typed = _typed(value, kind)
                     if typed is not None:
-                        out[attr_prefix + key[len(prefix):]] = typed
+                        out[attr_prefix + key[len(prefix) :]] = typed
                     break
     return out
 

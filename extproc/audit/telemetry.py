@@ -30,9 +30,9 @@ log = logging.getLogger("extproc.audit")
 
 @dataclass(frozen=True, slots=True)
 class TelemetryOptions:
-    metrics_port: int | None = None   # serve /metrics here (single process)
+    metrics_port: int | None = None  # serve /metrics here (single process)
     metrics_host: str = "127.0.0.1"
-    decision_log: str = "off"         # off | - (stdout) | a file path
+    decision_log: str = "off"  # off | - (stdout) | a file path
     decision_log_mask: tuple[str, ...] = ()
     # Set for a supervised worker when the supervisor serves the summed
     # metrics (multiprocess mode): record metrics, do not serve them.
@@ -92,18 +92,25 @@ class Telemetry:
             except ImportError as exc:
                 # xds-protos ships an old copy of opentelemetry/proto that can
                 # overwrite opentelemetry-proto's (grpc/grpc#42926).
-                log.error("tracing disabled: the OTLP exporter cannot be imported (%s). If it names "
-                          "opentelemetry.proto, reinstall opentelemetry-proto: pip install --force-reinstall "
-                          "--no-deps opentelemetry-proto", exc)
+                log.error(
+                    "tracing disabled: the OTLP exporter cannot be imported (%s). If it names "
+                    "opentelemetry.proto, reinstall opentelemetry-proto: pip install --force-reinstall "
+                    "--no-deps opentelemetry-proto",
+                    exc,
+                )
 
         if options.decision_log and options.decision_log != "off":
             from extproc.audit.decision_log import DecisionLog
 
-            service = (self.tracing.service_name if self.tracing is not None
-                       else os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME)
+            service = (
+                self.tracing.service_name
+                if self.tracing is not None
+                else os.environ.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+            )
             labels = {"service": str(service), "instance_id": iid, "version": package_version()}
-            self.decision_log = DecisionLog(options.decision_log, labels, options.decision_log_mask,
-                                            on_drop=self._log_dropped)
+            self.decision_log = DecisionLog(
+                options.decision_log, labels, options.decision_log_mask, on_drop=self._log_dropped
+            )
             log.info("decision log on", extra={"destination": options.decision_log})
 
     @property
@@ -145,8 +152,11 @@ class Telemetry:
             now = time.monotonic()
             if now - self._last_error_log > 60:
                 self._last_error_log = now
-                log.exception("audit step failed (%d so far); the request was not affected", self._errors,
-                              extra={"decision_id": getattr(ctx, "decision_id", "-")})
+                log.exception(
+                    "audit step failed (%d so far); the request was not affected",
+                    self._errors,
+                    extra={"decision_id": getattr(ctx, "decision_id", "-")},
+                )
 
     def _child(self, metric, *labels):
         key = (id(metric), *labels)

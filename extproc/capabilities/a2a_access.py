@@ -39,7 +39,13 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from extproc.a2a.ownership import (
-    TASK_METHODS, OwnerStore, TaskParamsError, message_references, named_task, owner_of, tasks_shown,
+    TASK_METHODS,
+    OwnerStore,
+    TaskParamsError,
+    message_references,
+    named_task,
+    owner_of,
+    tasks_shown,
 )
 from extproc.a2a.protocol import CARD_METHODS, SKILL_METHODS, SkillError, canonical, designated_skill, task_of
 from extproc.capabilities.base import Capability, CapabilityConfig, register
@@ -79,8 +85,11 @@ class A2aRule(CapabilityConfig):
     # Required: a rule that named no method used to grant every method (the
     # task methods included), so a skill grant silently granted far more.
     methods: list[str] = Field(min_length=1, description="A2A methods (1.0 or 0.3 names) the rule applies to.")
-    skills: list[str] = Field(default_factory=list, validate_default=True,
-                              description="Skill id globs; required with SendMessage/SendStreamingMessage.")
+    skills: list[str] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="Skill id globs; required with SendMessage/SendStreamingMessage.",
+    )
 
     _methods = field_validator("methods")(_methods)
 
@@ -90,8 +99,10 @@ class A2aRule(CapabilityConfig):
         # Either way round, part of the rule would silently never apply.
         sends = [m for m in info.data.get("methods") or () if m in SKILL_METHODS]
         if sends and not value:
-            raise ValueError(f"the rule lists {' and '.join(sends)} but no skills, so it matches no message; "
-                             'list skill globs ("*": every skill)')
+            raise ValueError(
+                f"the rule lists {' and '.join(sends)} but no skills, so it matches no message; "
+                'list skill globs ("*": every skill)'
+            )
         if value and not sends:
             raise ValueError("skills apply to SendMessage/SendStreamingMessage only, and the rule lists neither")
         return value
@@ -101,10 +112,13 @@ class A2aAccessConfig(CapabilityConfig):
     rules: list[A2aRule] = Field(min_length=1)
     skill_key: str = Field("skill", min_length=1, description="Metadata key that designates the target skill.")
     default_skill: str | None = Field(
-        None, description="Skill of a message that names none; null: such messages are refused.")
+        None, description="Skill of a message that names none; null: such messages are refused."
+    )
     require_agent: bool = Field(True, description="The caller must have an agent_id (jwt) or a peer principal (mtls).")
-    card_paths: list[str] = Field(default_factory=lambda: ["*/.well-known/agent-card.json", "*/.well-known/agent.json"],
-                                  description="Path globs of the agent card (GET); other GETs are refused.")
+    card_paths: list[str] = Field(
+        default_factory=lambda: ["*/.well-known/agent-card.json", "*/.well-known/agent.json"],
+        description="Path globs of the agent card (GET); other GETs are refused.",
+    )
     filter_card: bool = Field(True, description="Show each caller only the skills it may use.")
     batches: bool = Field(False, description="Accept JSON-RPC batches (the a2a-sdk server does not).")
     max_batch: int = Field(16, ge=1, le=1000)
@@ -113,7 +127,8 @@ class A2aAccessConfig(CapabilityConfig):
     delegation: DelegationConfig | None = None
     task_ttl: float = Field(7 * 86400, ge=60, description="Seconds the gateway remembers who owns a task.")
     owner_namespace: str | None = Field(
-        None, min_length=1, description="Task ownership namespace (one per agent); default: the route name.")
+        None, min_length=1, description="Task ownership namespace (one per agent); default: the route name."
+    )
 
     @field_validator("rules")
     @classmethod
@@ -125,7 +140,7 @@ class A2aAccessConfig(CapabilityConfig):
 
 
 class _Rule:
-    __slots__ = ("name", "allow", "who", "methods", "skills")
+    __slots__ = ("allow", "methods", "name", "skills", "who")
 
     def __init__(self, rule: A2aRule):
         self.name, self.allow = rule.name, rule.effect == "allow"
@@ -217,9 +232,16 @@ class A2aAccess(Capability):
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         if ctx.request.method != "POST":
             return None
-        return await rpc.judge_request(self, ctx, self._exchange(ctx), A2A, self._authorize,
-                                       max_body_bytes=self.config.max_body_bytes, max_batch=self.config.max_batch,
-                                       batches=self.config.batches)
+        return await rpc.judge_request(
+            self,
+            ctx,
+            self._exchange(ctx),
+            A2A,
+            self._authorize,
+            max_body_bytes=self.config.max_body_bytes,
+            max_batch=self.config.max_batch,
+            batches=self.config.batches,
+        )
 
     async def _authorize(self, ctx: RequestContext, exchange: _A2aExchange, message: Message) -> dict | None:
         if message.kind != "request":
@@ -229,8 +251,12 @@ class A2aAccess(Capability):
         params = message.params
         if method is None:
             exchange.reasons.append(f"unknown A2A method {message.method}")
-            return error_object(message.id, POLICY_DENIED, f"method {message.method} is not allowed by the gateway",
-                                {"decision_id": ctx.decision_id})
+            return error_object(
+                message.id,
+                POLICY_DENIED,
+                f"method {message.method} is not allowed by the gateway",
+                {"decision_id": ctx.decision_id},
+            )
         if not isinstance(params, dict):
             exchange.reasons.append(f"{message.method}: params not an object")
             return error_object(message.id, INVALID_PARAMS, "params must be an object")
@@ -259,9 +285,16 @@ class A2aAccess(Capability):
                 decision = Decision(False, ownership, decision.rule)
         digest = jsonrpc.sha256_json(params)
         record = {
-            "id": message.id, "method": message.method, "operation": method, "skill": skill, "task_id": task_id,
-            "arguments_sha256": digest, "decision": "allow" if decision else "deny", "reason": decision.reason,
-            "rule": decision.rule, "caller": caller(ctx.identity),
+            "id": message.id,
+            "method": message.method,
+            "operation": method,
+            "skill": skill,
+            "task_id": task_id,
+            "arguments_sha256": digest,
+            "decision": "allow" if decision else "deny",
+            "reason": decision.reason,
+            "rule": decision.rule,
+            "caller": caller(ctx.identity),
         }
         rpc.record_call(ctx, exchange, A2A, record)
         audit = jsonrpc.audit_of(ctx)
@@ -272,23 +305,35 @@ class A2aAccess(Capability):
             if task_id:
                 audit["a2a.task_id"] = task_id
         exchange.expect(message, method, record)
-        summary = (f"{method}{f' skill {skill}' if skill else ''} by {caller_label(ctx.identity)}: "
-                   f"{decision.reason} (params sha256 {digest})")
+        summary = (
+            f"{method}{f' skill {skill}' if skill else ''} by {caller_label(ctx.identity)}: "
+            f"{decision.reason} (params sha256 {digest})"
+        )
         if decision:
             exchange.allowed.append(summary)
             return None
         exchange.reasons.append(summary)
         if failed:
-            return error_object(message.id, INTERNAL_ERROR, "task ownership could not be checked; try again",
-                                {"decision_id": ctx.decision_id})
-        text = (ownership if ownership is not None
-                else f"skill {skill!r} is not available to this agent" if method in SKILL_METHODS and skill
-                else "a skill must be designated in message metadata" if method in SKILL_METHODS
-                else f"method {message.method} is not allowed for this agent")
+            return error_object(
+                message.id,
+                INTERNAL_ERROR,
+                "task ownership could not be checked; try again",
+                {"decision_id": ctx.decision_id},
+            )
+        text = (
+            ownership
+            if ownership is not None
+            else f"skill {skill!r} is not available to this agent"
+            if method in SKILL_METHODS and skill
+            else "a skill must be designated in message metadata"
+            if method in SKILL_METHODS
+            else f"method {message.method} is not allowed for this agent"
+        )
         return error_object(message.id, POLICY_DENIED, text, {"decision_id": ctx.decision_id})
 
-    async def _owns(self, ctx: RequestContext, exchange: _A2aExchange, tasks: list[str],
-                    context_id: str | None) -> tuple[str | None, bool]:
+    async def _owns(
+        self, ctx: RequestContext, exchange: _A2aExchange, tasks: list[str], context_id: str | None
+    ) -> tuple[str | None, bool]:
         """Why the caller may not name these tasks or this context (None: it
         may), and whether the owner store failed. An unknown task is nobody's: refused. An
         unknown context is claimed now, so a message cannot join a context
@@ -305,7 +350,7 @@ class A2aAccess(Capability):
                 exchange.owned.update(tasks)
             if context_id is not None and not await store.claim("context", context_id, owner):
                 return "context is not accessible to this agent", False
-        except Exception:  # noqa: BLE001 - an unreachable store refuses (fail closed), never crashes
+        except Exception:
             log.exception("A2A task owner store failed", extra={"decision_id": ctx.decision_id})
             return "task owner store unavailable", True
         return None, False
@@ -320,15 +365,19 @@ class A2aAccess(Capability):
 
             async def transform(card: dict) -> dict | None:
                 return self._filter_card(ctx, card)
+
             # The card now depends on who asked: no shared caching, and no
             # validator of the unfiltered card.
             ctx.set_response_header("cache-control", "private")
             ctx.remove_response_header("etag")
         else:
+
             async def transform(message: dict) -> dict | None:
                 return await self._transform(ctx, exchange, message)
-        return rpc.open_exchange_response(ctx, exchange, A2A, transform, self.config.max_response_bytes,
-                                          lambda: self._unreadable(ctx, exchange))
+
+        return rpc.open_exchange_response(
+            ctx, exchange, A2A, transform, self.config.max_response_bytes, lambda: self._unreadable(ctx, exchange)
+        )
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:
         await rpc.feed(ctx, rpc.existing_exchange(ctx, A2A, self))
@@ -358,9 +407,12 @@ class A2aAccess(Capability):
             if pending is not None and pending.record is not None:
                 pending.record["outcome"] = "withheld"
             jsonrpc.audit_of(ctx)["a2a.withheld"] = "a task of another owner"
-            return error_object(message.get("id") if jsonrpc.valid_id(message.get("id")) else None, POLICY_DENIED,
-                                "the agent's answer shows a task that is not this agent's; withheld by the gateway",
-                                {"decision_id": ctx.decision_id})
+            return error_object(
+                message.get("id") if jsonrpc.valid_id(message.get("id")) else None,
+                POLICY_DENIED,
+                "the agent's answer shows a task that is not this agent's; withheld by the gateway",
+                {"decision_id": ctx.decision_id},
+            )
         if method in CARD_METHODS and isinstance(result, dict) and self.config.filter_card:
             filtered = self._filter_card(ctx, result)
             if filtered is not None:
@@ -384,12 +436,13 @@ class A2aAccess(Capability):
                         await store.claim("context", context_id, owner)
                 else:
                     mine = (await store.owned("task", [task_id], owner))[0]
-            except Exception:  # noqa: BLE001 - cannot attribute the task: withhold it (fail closed)
+            except Exception:
                 log.exception("A2A task owner store failed", extra={"decision_id": ctx.decision_id})
                 return False
             if not mine:
-                log.warning("A2A response withheld: it shows a task of another owner",
-                            extra={"decision_id": ctx.decision_id})
+                log.warning(
+                    "A2A response withheld: it shows a task of another owner", extra={"decision_id": ctx.decision_id}
+                )
                 return False
             exchange.owned.add(task_id)
         return True
@@ -406,7 +459,7 @@ class A2aAccess(Capability):
             ids = [t.get("id") if isinstance(t, dict) and isinstance(t.get("id"), str) else "" for t in tasks]
             try:
                 owners = await self._store(ctx).owners("task", ids) if ids else []
-            except Exception:  # noqa: BLE001 - cannot attribute the tasks: show none (fail closed)
+            except Exception:
                 log.exception("A2A task owner store failed", extra={"decision_id": ctx.decision_id})
                 owners = [None] * len(ids)
             kept = [t for t, i, o in zip(tasks, ids, owners) if i and o == owner]
@@ -427,9 +480,16 @@ class A2aAccess(Capability):
         if card.get("signatures"):
             audit["a2a.card"] = "signed: not filtered"
             return None
-        kept = [s for s in skills if isinstance(s, dict) and isinstance(s.get("id"), str)
-                and (self.decide(ctx.identity, "SendMessage", s["id"])
-                     or self.decide(ctx.identity, "SendStreamingMessage", s["id"]))]
+        kept = [
+            s
+            for s in skills
+            if isinstance(s, dict)
+            and isinstance(s.get("id"), str)
+            and (
+                self.decide(ctx.identity, "SendMessage", s["id"])
+                or self.decide(ctx.identity, "SendStreamingMessage", s["id"])
+            )
+        ]
         audit["a2a.card"] = {"shown": len(kept), "hidden": len(skills) - len(kept)}
         if len(kept) == len(skills):
             return None

@@ -97,10 +97,16 @@ class ApiKeyAuth(Capability):
             digest = bytes.fromhex(entry.hash.removeprefix("sha256:"))
             if digest in self._by_hash:
                 raise ValueError(f"API key {entry.id!r} has the same hash as another key")
-            self._by_hash[digest] = (digest, Identity(
-                subject=entry.subject, tenant=entry.tenant, roles=frozenset(entry.roles),
-                api_key_id=entry.id, methods=frozenset({"api_key"}),
-            ))
+            self._by_hash[digest] = (
+                digest,
+                Identity(
+                    subject=entry.subject,
+                    tenant=entry.tenant,
+                    roles=frozenset(entry.roles),
+                    api_key_id=entry.id,
+                    methods=frozenset({"api_key"}),
+                ),
+            )
 
     async def on_request_headers(self, ctx: RequestContext) -> Deny | None:
         presented = ctx.request.headers.get(self.config.header)
@@ -111,8 +117,12 @@ class ApiKeyAuth(Capability):
         if found is None or not hmac.compare_digest(found[0], digest):
             return unauthenticated("unknown API key")
         identity = found[1]
-        publish(ctx, dataclasses.replace(identity, principal=ctx.identity.principal,
-                                         methods=ctx.identity.methods | identity.methods))
+        publish(
+            ctx,
+            dataclasses.replace(
+                identity, principal=ctx.identity.principal, methods=ctx.identity.methods | identity.methods
+            ),
+        )
         if not self.config.forward_key:
             ctx.remove_request_header(self.config.header)
         return None

@@ -50,7 +50,8 @@ class Capability:
     def phases(cls) -> frozenset[Phase]:
         """The phases whose handler this class overrides."""
         return frozenset(
-            phase for phase in Phase
+            phase
+            for phase in Phase
             if getattr(cls, f"on_{phase.value}") is not getattr(Capability, f"on_{phase.value}")
         )
 

@@ -14,9 +14,9 @@ from pydantic import Field, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
-from extproc.runtime import DEFAULT_RUNTIME
 from extproc.globs import validate_regex
 from extproc.headers import validate_header_name
+from extproc.runtime import DEFAULT_RUNTIME
 
 
 class HeaderRule(CapabilityConfig):

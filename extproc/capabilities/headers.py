@@ -11,8 +11,8 @@ from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, RequestContext
-from extproc.runtime import DEFAULT_RUNTIME
 from extproc.headers import validate_mutable_header_name
+from extproc.runtime import DEFAULT_RUNTIME
 
 
 class HeaderEdits(CapabilityConfig):

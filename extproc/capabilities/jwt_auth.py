@@ -44,7 +44,9 @@ class JwksSource(CapabilityConfig):
     url: str | None = None
     discovery: str | None = Field(None, description="OIDC issuer URL or its /.well-known/openid-configuration URL.")
     refresh_interval: float = Field(300.0, gt=0, description="Seconds between background refreshes.")
-    min_refresh_interval: float = Field(10.0, ge=0, description="Least seconds between refreshes an unknown kid may trigger.")
+    min_refresh_interval: float = Field(
+        10.0, ge=0, description="Least seconds between refreshes an unknown kid may trigger."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JwksSource:
@@ -120,9 +122,12 @@ class TokenSource(CapabilityConfig):
 class JwtConfig(CapabilityConfig):
     issuers: list[IssuerConfig] = Field(min_length=1)
     sources: list[TokenSource] = Field(default_factory=lambda: [TokenSource(header="authorization", prefix="Bearer ")])
-    required: bool = Field(True, description="false: a request without a token continues anonymous (for RBAC to decide).")
-    forward_token: bool = Field(True, description="false: remove the token (header, cookie or query parameter) "
-                                                  "before the upstream.")
+    required: bool = Field(
+        True, description="false: a request without a token continues anonymous (for RBAC to decide)."
+    )
+    forward_token: bool = Field(
+        True, description="false: remove the token (header, cookie or query parameter) before the upstream."
+    )
     max_token_bytes: int = Field(8192, ge=256, le=65536)
     cache_size: int = Field(10_000, ge=0)
 
@@ -172,9 +177,17 @@ class JwtAuth(Capability):
         # gets a cache that follows them (the old one closes once no revision
         # uses it), and two routes with different settings never share one.
         key = ("jwks", file, url, discovery, expected_issuer, src.refresh_interval, src.min_refresh_interval)
-        jwks = self.runtime.shared(key, lambda: JwksCache(
-            file=file, url=url, discovery=discovery, issuer=expected_issuer,
-            refresh_interval=src.refresh_interval, min_refresh_interval=src.min_refresh_interval))
+        jwks = self.runtime.shared(
+            key,
+            lambda: JwksCache(
+                file=file,
+                url=url,
+                discovery=discovery,
+                issuer=expected_issuer,
+                refresh_interval=src.refresh_interval,
+                min_refresh_interval=src.min_refresh_interval,
+            ),
+        )
         if file is not None:
             # The cache outlives reloads: re-read the file so that the reload a
             # change to it triggers also sees it (a removed key stops verifying).
@@ -186,7 +199,9 @@ class JwtAuth(Capability):
             # validation), the first request starts it.
             jwks.ensure_background_refresh()
         return _Issuer(
-            config=cfg, jwks=jwks, algorithms=frozenset(cfg.algorithms),
+            config=cfg,
+            jwks=jwks,
+            algorithms=frozenset(cfg.algorithms),
             audience=list(cfg.audiences) or None,
             options={"require": list(cfg.required_claims), "verify_aud": bool(cfg.audiences)},
         )
@@ -208,7 +223,7 @@ class JwtAuth(Capability):
             if prefix:
                 if value[: len(prefix)].lower() != prefix:
                     raise _Rejected(f"{name} is not a {prefix.strip()} credential", "invalid_request")
-                value = value[len(prefix):]
+                value = value[len(prefix) :]
             found.append(value.strip())
         if self._cookie_sources and "cookie" in headers:
             found.extend(_cookie_values(headers["cookie"], self._cookie_sources))
@@ -233,7 +248,8 @@ class JwtAuth(Capability):
         except _Rejected as exc:
             return unauthenticated(exc.reason, exc.error)
         merged = dataclasses.replace(
-            identity, principal=ctx.identity.principal,
+            identity,
+            principal=ctx.identity.principal,
             methods=ctx.identity.methods | identity.methods,
         )
         publish(ctx, merged)
@@ -248,8 +264,11 @@ class JwtAuth(Capability):
             ctx.remove_request_header(name)
         cookie = ctx.request.headers.get("cookie")
         if self._cookie_sources and cookie is not None:
-            kept = [part.strip() for part in cookie.split(";")
-                    if part.strip() and part.partition("=")[0].strip() not in self._cookie_sources]
+            kept = [
+                part.strip()
+                for part in cookie.split(";")
+                if part.strip() and part.partition("=")[0].strip() not in self._cookie_sources
+            ]
             if kept:
                 ctx.set_request_header("cookie", "; ".join(kept))
             else:
@@ -293,8 +312,15 @@ class JwtAuth(Capability):
             raise _Rejected("algorithm does not match key")
         cfg = issuer.config
         try:
-            claims = jwt.decode(token, key.key, algorithms=[alg], audience=issuer.audience, issuer=cfg.issuer,
-                                leeway=cfg.leeway, options=issuer.options)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=[alg],
+                audience=issuer.audience,
+                issuer=cfg.issuer,
+                leeway=cfg.leeway,
+                options=issuer.options,
+            )
         except jwt.PyJWTError as exc:
             raise _Rejected(f"{type(exc).__name__}: {exc}") from None
 

@@ -54,18 +54,20 @@ from extproc.runtime import DEFAULT_RUNTIME
 log = logging.getLogger("extproc.mcp")
 
 SESSION_HEADER = "mcp-session-id"
-MCP = rpc.Protocol("MCP", "mcp", invalid_status=400, decision_keys=("tool.decision",),
-                   is_notification=is_notification)
+MCP = rpc.Protocol("MCP", "mcp", invalid_status=400, decision_keys=("tool.decision",), is_notification=is_notification)
 _HEX = set("0123456789abcdef")
 
 
 class PinningConfig(CapabilityConfig):
     mode: Literal["off", "alert", "block"] = Field(
-        "alert", description="On a changed tool definition: alert (audit + log) or block (hide it, refuse its calls).")
-    trust_on_first_use: bool = Field(True,
-                                     description="Pin the first definition seen; false: only explicit pins count.")
-    pins: dict[str, str] = Field(default_factory=dict,
-                                 description="Tool name → SHA-256 of its definition (always wins).")
+        "alert", description="On a changed tool definition: alert (audit + log) or block (hide it, refuse its calls)."
+    )
+    trust_on_first_use: bool = Field(
+        True, description="Pin the first definition seen; false: only explicit pins count."
+    )
+    pins: dict[str, str] = Field(
+        default_factory=dict, description="Tool name → SHA-256 of its definition (always wins)."
+    )
     server: str | None = Field(None, description="Pin namespace; default: the route name.")
 
     @field_validator("pins")
@@ -82,13 +84,15 @@ class ScanConfig(CapabilityConfig):
     results: bool = Field(False, description="Scan the text of tools/call results.")
     threshold: float = Field(0.5, ge=0, description="Detector score at or above which text is flagged.")
     action: Literal["alert", "block"] = Field(
-        "alert", description="block: a flagged tool is hidden and refused; a flagged result is withheld.")
+        "alert", description="block: a flagged tool is hidden and refused; a flagged result is withheld."
+    )
 
 
 class McpToolsConfig(CapabilityConfig):
     rules: list[AccessRule] = Field(min_length=1)
     allow_methods: list[str] = Field(
-        default_factory=list, description="Other JSON-RPC methods (globs) to let through, e.g. vendor extensions.")
+        default_factory=list, description="Other JSON-RPC methods (globs) to let through, e.g. vendor extensions."
+    )
     max_batch: int = Field(16, ge=1, le=1000, description="Most messages in a JSON-RPC batch.")
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_response_bytes: int = Field(8 << 20, ge=1024, description="Largest JSON response held for filtering.")
@@ -148,8 +152,11 @@ class McpTools(Capability):
             return decision
         pinning, scan = self.config.pinning, self.config.scan
         blocked = self._pins(ctx).blocked_reason(
-            name, drift=pinning.mode == "block", flagged=scan.action == "block" and scan.descriptions,
-            trust_on_first_use=pinning.trust_on_first_use)
+            name,
+            drift=pinning.mode == "block",
+            flagged=scan.action == "block" and scan.descriptions,
+            trust_on_first_use=pinning.trust_on_first_use,
+        )
         if blocked is not None:
             return Decision(False, blocked, decision.rule)
         return decision
@@ -178,8 +185,15 @@ class McpTools(Capability):
         if ctx.request.method != "POST":
             return None
         exchange = rpc.exchange_of(ctx, MCP, self)
-        deny = await rpc.judge_request(self, ctx, exchange, MCP, self._authorize,
-                                       max_body_bytes=self.config.max_body_bytes, max_batch=self.config.max_batch)
+        deny = await rpc.judge_request(
+            self,
+            ctx,
+            exchange,
+            MCP,
+            self._authorize,
+            max_body_bytes=self.config.max_body_bytes,
+            max_batch=self.config.max_batch,
+        )
         audit = jsonrpc.audit_of(ctx)
         if audit.get("mcp.methods"):
             audit["mcp.method"] = audit["mcp.methods"][0]
@@ -200,14 +214,24 @@ class McpTools(Capability):
                 exchange.expect(message, method)
                 return None
             exchange.reasons.append(f"method {method} not allowed")
-            return error_object(message.id, POLICY_DENIED, f"method {method} is not allowed by the gateway",
-                                {"decision_id": ctx.decision_id})
+            return error_object(
+                message.id,
+                POLICY_DENIED,
+                f"method {method} is not allowed by the gateway",
+                {"decision_id": ctx.decision_id},
+            )
         decision = self.decide(ctx, target.kind, target.name, target.arguments)
         digest = jsonrpc.sha256_json(target.arguments) if target.arguments is not NOT_GIVEN else None
         record = {
-            "id": message.id, "method": method, "kind": target.kind, "target": target.name,
-            "arguments_sha256": digest, "decision": "allow" if decision else "deny",
-            "reason": decision.reason, "rule": decision.rule, "caller": caller(ctx.identity),
+            "id": message.id,
+            "method": method,
+            "kind": target.kind,
+            "target": target.name,
+            "arguments_sha256": digest,
+            "decision": "allow" if decision else "deny",
+            "reason": decision.reason,
+            "rule": decision.rule,
+            "caller": caller(ctx.identity),
         }
         rpc.record_call(ctx, exchange, MCP, record)
         audit = jsonrpc.audit_of(ctx)
@@ -219,8 +243,9 @@ class McpTools(Capability):
             audit["tool.arguments_sha256"] = digest
             audit["tool.decision"] = record["decision"]
         exchange.expect(message, method, record)
-        summary = (f"{method} {target.kind} {target.name} by {caller_label(ctx.identity)}: {decision.reason}"
-                   + (f" (arguments sha256 {digest})" if digest else ""))
+        summary = f"{method} {target.kind} {target.name} by {caller_label(ctx.identity)}: {decision.reason}" + (
+            f" (arguments sha256 {digest})" if digest else ""
+        )
         if decision:
             exchange.allowed.append(summary)
             return None
@@ -254,8 +279,13 @@ class McpTools(Capability):
         pending = exchange.take(message)
         result = message.get("result")
         if pending is not None and pending.record is not None:
-            pending.record["outcome"] = ("rpc_error" if "error" in message else
-                                         "tool_error" if isinstance(result, dict) and result.get("isError") else "ok")
+            pending.record["outcome"] = (
+                "rpc_error"
+                if "error" in message
+                else "tool_error"
+                if isinstance(result, dict) and result.get("isError")
+                else "ok"
+            )
         if not isinstance(result, dict):
             return None
         if pending is not None:
@@ -307,9 +337,15 @@ class McpTools(Capability):
             drift = store.observe(name, definition_hash(tool), pinning.trust_on_first_use)
             if drift is not None:
                 jsonrpc.audit_of(ctx).setdefault("mcp.pin_drift", []).append(f"{name}:{drift.source}")
-                log.warning("MCP tool definition changed: %s (%s pin %s, seen %s), action %s", name, drift.source,
-                            drift.pinned, drift.seen, pinning.mode,
-                            extra={"decision_id": ctx.decision_id, "route": ctx.route.name if ctx.route else None})
+                log.warning(
+                    "MCP tool definition changed: %s (%s pin %s, seen %s), action %s",
+                    name,
+                    drift.source,
+                    drift.pinned,
+                    drift.seen,
+                    pinning.mode,
+                    extra={"decision_id": ctx.decision_id, "route": ctx.route.name if ctx.route else None},
+                )
         if self.config.scan.descriptions and self._detector is not None:
             description = tool.get("description")
             flagged = self._scan(ctx, "description", name, [description] if isinstance(description, str) else [])
@@ -325,24 +361,33 @@ class McpTools(Capability):
         flagged = worst >= self.config.scan.threshold
         if flagged:
             jsonrpc.audit_of(ctx).setdefault("mcp.scan", []).append(f"{where}:{name}")
-            log.warning("MCP tool %s %s flagged by the injection scan (score %.2f, rules %s)", name, where, worst,
-                        ",".join(rules),
-                        extra={"decision_id": ctx.decision_id})
+            log.warning(
+                "MCP tool %s %s flagged by the injection scan (score %.2f, rules %s)",
+                name,
+                where,
+                worst,
+                ",".join(rules),
+                extra={"decision_id": ctx.decision_id},
+            )
         return flagged
 
     def _scan_result(self, ctx: RequestContext, message: dict, result: dict, pending: Pending) -> dict | None:
         if self._detector is None:
             return None
-        texts = [c["text"] for c in result.get("content") or ()
-                 if isinstance(c, dict) and isinstance(c.get("text"), str)]
+        texts = [
+            c["text"] for c in result.get("content") or () if isinstance(c, dict) and isinstance(c.get("text"), str)
+        ]
         name = pending.record["target"] if pending.record else "?"
         if not self._scan(ctx, "result", name, texts) or self.config.scan.action != "block":
             return None
         if pending.record is not None:
             pending.record["outcome"] = "withheld"
-        return error_object(message["id"], POLICY_DENIED,
-                            "the tool result was withheld by the gateway's content policy",
-                            {"decision_id": ctx.decision_id})
+        return error_object(
+            message["id"],
+            POLICY_DENIED,
+            "the tool result was withheld by the gateway's content policy",
+            {"decision_id": ctx.decision_id},
+        )
 
     def on_log(self, ctx: RequestContext) -> None:
         rpc.log_unfed(ctx, MCP, self)

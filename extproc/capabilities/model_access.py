@@ -41,8 +41,14 @@ class ModelAccess(Capability):
     def __init__(self, config: ModelAccessConfig, mode, runtime=DEFAULT_RUNTIME):
         super().__init__(config, mode, runtime)
         # Each model glob on its own: which one matched is the resolved model.
-        self._rules = [(frozenset(r.roles), compile_globs(r.subjects),
-                        [(pattern, compile_globs([pattern])) for pattern in r.models]) for r in config.rules]
+        self._rules = [
+            (
+                frozenset(r.roles),
+                compile_globs(r.subjects),
+                [(pattern, compile_globs([pattern])) for pattern in r.models],
+            )
+            for r in config.rules
+        ]
 
     def _rule_for(self, ctx: RequestContext):
         identity = ctx.identity
@@ -66,5 +72,11 @@ class ModelAccess(Capability):
                 if regex.fullmatch(request.model):
                     ctx.state[RESOLVED_MODEL] = pattern
                     return None
-        return llm_error(request.api, 403, "permission_denied", "this model is not available to you",
-                         reason=f"model {request.model!r} not allowed", code="model_not_allowed")
+        return llm_error(
+            request.api,
+            403,
+            "permission_denied",
+            "this model is not available to you",
+            reason=f"model {request.model!r} not allowed",
+            code="model_not_allowed",
+        )

@@ -10,6 +10,7 @@ filter lists it in ``request_attributes``. It is the only source we trust:
 from __future__ import annotations
 
 import dataclasses
+
 from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
@@ -21,9 +22,11 @@ from extproc.runtime import DEFAULT_RUNTIME
 
 
 class MtlsConfig(CapabilityConfig):
-    principals: list[str] = Field(default_factory=list,
-                                  description="Accepted peer identities (globs), e.g. spiffe://example.org/ns/prod/*. "
-                                              "Empty: any certificate Envoy verified.")
+    principals: list[str] = Field(
+        default_factory=list,
+        description="Accepted peer identities (globs), e.g. spiffe://example.org/ns/prod/*. "
+        "Empty: any certificate Envoy verified.",
+    )
     required: bool = True
 
     @field_validator("principals")

@@ -35,8 +35,8 @@ from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
 from extproc.encodings import StreamDecoder, decoder_for
 from extproc.guard import facts, offload
-from extproc.headers import content_encoding
 from extproc.guard.pii import PartsRedaction, PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
+from extproc.headers import content_encoding
 from extproc.llm.errors import llm_error
 from extproc.llm.response import JsonRewriter, SseRewriter
 from extproc.runtime import DEFAULT_RUNTIME
@@ -52,8 +52,9 @@ class PiiCapabilityConfig(PiiConfig):
     max_body_bytes: int = Field(4 << 20, ge=1024)
 
 
-def _sanitize_parts(key: str, config: PiiCapabilityConfig, texts: list[str], vault: PseudonymVault,
-                    alone: list[bool]) -> tuple[PartsRedaction, PseudonymVault]:
+def _sanitize_parts(
+    key: str, config: PiiCapabilityConfig, texts: list[str], vault: PseudonymVault, alone: list[bool]
+) -> tuple[PartsRedaction, PseudonymVault]:
     """A request's scan, runnable in a scan worker process (see offload)."""
     scanner = offload.cached(key, lambda: PiiScanner(config))
     return scanner.sanitize_parts(texts, vault, alone), vault
@@ -62,7 +63,7 @@ def _sanitize_parts(key: str, config: PiiCapabilityConfig, texts: list[str], vau
 class _Chain:
     """Sanitize the model's new output, then restore the caller's pseudonyms."""
 
-    __slots__ = ("sanitizer", "restorer")
+    __slots__ = ("restorer", "sanitizer")
 
     def __init__(self, sanitizer: StreamSanitizer | None, restorer: StreamRestorer):
         self.sanitizer, self.restorer = sanitizer, restorer
@@ -78,7 +79,7 @@ class _Chain:
 
 
 class _ResponseState:
-    __slots__ = ("rewriter", "decoder", "chains", "stopped", "streaming", "api")
+    __slots__ = ("api", "chains", "decoder", "rewriter", "stopped", "streaming")
 
     def __init__(self):
         self.rewriter = None
@@ -101,11 +102,15 @@ class Pii(Capability):
         # for inline scans): built once per process and config.
         self._scan_key = "pii:" + hashlib.sha256(config.model_dump_json().encode()).hexdigest()
         self._scanner = offload.cached(self._scan_key, lambda: PiiScanner(config))
-        response_config = config.model_copy(update={
-            "entities": {e: ("redact" if a == "pseudonymize" else a) for e, a in config.entities.items()},
-            "custom": [c.model_copy(update={"action": "redact"}) if c.action == "pseudonymize" else c
-                       for c in config.custom],
-        })
+        response_config = config.model_copy(
+            update={
+                "entities": {e: ("redact" if a == "pseudonymize" else a) for e, a in config.entities.items()},
+                "custom": [
+                    c.model_copy(update={"action": "redact"}) if c.action == "pseudonymize" else c
+                    for c in config.custom
+                ],
+            }
+        )
         self._response_scanner = PiiScanner(response_config) if config.responses else None
         self._roles = frozenset(config.roles)
         # Per instance: two pii capabilities on one route (one in monitor
@@ -124,8 +129,9 @@ class Pii(Capability):
         slots = request.texts(self._roles)
         texts = [slot.text for slot in slots]
         keys = [slot.is_key for slot in slots]
-        result, vault = await offload.scan(sum(map(len, texts)), _sanitize_parts, self._scan_key, self.config,
-                                           texts, vault, keys)
+        result, vault = await offload.scan(
+            sum(map(len, texts)), _sanitize_parts, self._scan_key, self.config, texts, vault, keys
+        )
         ctx.state[self._vault_key] = vault  # a worker process returns its own copy
         for slot, before, after in zip(slots, texts, result.texts):
             if after != before:
@@ -134,8 +140,14 @@ class Pii(Capability):
         facts.note_entities(ctx, result.counts)
         if result.blocked:
             facts.note_action(ctx, "block")
-            return llm_error(request.api, 400, "invalid_request_error", BLOCKED_MESSAGE,
-                             reason=f"blocked entities: {','.join(sorted(result.blocked))}", code="content_policy")
+            return llm_error(
+                request.api,
+                400,
+                "invalid_request_error",
+                BLOCKED_MESSAGE,
+                reason=f"blocked entities: {','.join(sorted(result.blocked))}",
+                code="content_policy",
+            )
         for entity in result.counts:
             facts.note_action(ctx, self._scanner.entities[entity])
         return None
@@ -154,15 +166,23 @@ class Pii(Capability):
             # compress: read through what can be decoded, withhold the rest.
             state.decoder = decoder_for(encoding, self.config.max_body_bytes * 2)
             if state.decoder is None:
-                return llm_error(request.api, 502, "api_error", WITHHELD_MESSAGE,
-                                 reason=f"response content-encoding {encoding} cannot be inspected",
-                                 code="content_policy")
+                return llm_error(
+                    request.api,
+                    502,
+                    "api_error",
+                    WITHHELD_MESSAGE,
+                    reason=f"response content-encoding {encoding} cannot be inspected",
+                    code="content_policy",
+                )
             ctx.remove_response_header("content-encoding")
         vault = vault if vault is not None else PseudonymVault()
 
         def make() -> _Chain:
-            sanitizer = (StreamSanitizer(self._response_scanner, vault, self._response_scanner.min_holdback)
-                         if self._response_scanner is not None else None)
+            sanitizer = (
+                StreamSanitizer(self._response_scanner, vault, self._response_scanner.min_holdback)
+                if self._response_scanner is not None
+                else None
+            )
             chain = _Chain(sanitizer, StreamRestorer(vault))
             state.chains.append(chain)
             return chain
@@ -194,7 +214,7 @@ class Pii(Capability):
             return self._stop(ctx, state, f"blocked entities in response: {','.join(blocked)}")
         counts: dict[str, int] = {}
         for chain in state.chains:
-            for entity, n in (chain.sanitizer.counts.items() if chain.sanitizer else ()):
+            for entity, n in chain.sanitizer.counts.items() if chain.sanitizer else ():
                 counts[entity] = counts.get(entity, 0) + n
         ctx.state["pii.response_entities"] = counts
         facts.note_entities(ctx, ctx.state.get("pii.request_entities", {}), counts)

@@ -12,10 +12,10 @@ import hashlib
 
 from pydantic import Field
 
+from extproc import audit
 from extproc.capabilities.base import Capability, register
 from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, RequestContext
-from extproc import audit
 from extproc.guard import facts, offload
 from extproc.guard.injection import InjectionDetector, PromptGuardConfig
 from extproc.llm.errors import llm_error
@@ -45,17 +45,26 @@ class PromptGuard(Capability):
         if isinstance(request, Deny):
             return request
         slots = [(slot.text, slot.role) for slot in request.texts(self._roles)]
-        worst_score, worst_rules = await offload.scan(sum(len(text) for text, _ in slots), _worst,
-                                                      self._scan_key, self.config, slots)
-        ctx.state["prompt_guard"] = {"score": round(worst_score, 3), "rules": worst_rules,
-                                     "rules_version": self._detector.version}
+        worst_score, worst_rules = await offload.scan(
+            sum(len(text) for text, _ in slots), _worst, self._scan_key, self.config, slots
+        )
+        ctx.state["prompt_guard"] = {
+            "score": round(worst_score, 3),
+            "rules": worst_rules,
+            "rules_version": self._detector.version,
+        }
         audit.note(ctx, "guard.score", round(worst_score, 3))
         audit.note(ctx, "guard.rules", worst_rules)
         if worst_score >= self.config.threshold:
             facts.note_action(ctx, "block")
-            return llm_error(request.api, 400, "invalid_request_error", BLOCKED_MESSAGE,
-                             reason=f"prompt injection score {worst_score:.2f} rules {','.join(worst_rules)}",
-                             code="content_policy")
+            return llm_error(
+                request.api,
+                400,
+                "invalid_request_error",
+                BLOCKED_MESSAGE,
+                reason=f"prompt injection score {worst_score:.2f} rules {','.join(worst_rules)}",
+                code="content_policy",
+            )
         facts.note_action(ctx, "allow")
         return None
 

@@ -33,8 +33,12 @@ from extproc.runtime import DEFAULT_RUNTIME
 log = logging.getLogger("extproc.quota")
 
 LIMIT_NAME = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
-UNAVAILABLE = Deny(503, "quota_unavailable", "quota backend unavailable (on_backend_error: fail_closed)",
-                   headers=((rl.RETRY_AFTER, "1"),))
+UNAVAILABLE = Deny(
+    503,
+    "quota_unavailable",
+    "quota backend unavailable (on_backend_error: fail_closed)",
+    headers=((rl.RETRY_AFTER, "1"),),
+)
 
 
 class RateConfig(CapabilityConfig):
@@ -54,14 +58,18 @@ class RateConfig(CapabilityConfig):
 
 class LimitConfig(CapabilityConfig):
     name: str = Field(pattern=LIMIT_NAME, description="Names the counter and the RateLimit header item.")
-    key: list[str] = Field(description="What to count by: consumer, tenant, api_key, route, principal, "
-                                       "header:<name>. Empty: one counter for everyone.")
+    key: list[str] = Field(
+        description="What to count by: consumer, tenant, api_key, route, principal, "
+        "header:<name>. Empty: one counter for everyone."
+    )
     rate: RateConfig | None = None
     concurrency: int | None = Field(None, gt=0, description="Requests in flight at once (ext_proc routes only).")
     lease: str = Field("5m", description="A concurrency slot never released (processor crash) frees itself after this.")
     missing_key: Literal["shared", "skip", "deny"] = Field(
-        "shared", description="A request without a key part: shared (one counter for all such requests), "
-                              "skip (this limit does not apply), deny (403).")
+        "shared",
+        description="A request without a key part: shared (one counter for all such requests), "
+        "skip (this limit does not apply), deny (403).",
+    )
 
     @field_validator("key")
     @classmethod
@@ -87,8 +95,10 @@ class LimitConfig(CapabilityConfig):
 class QuotaConfig(CapabilityConfig):
     limits: list[LimitConfig] = Field(min_length=1)
     on_backend_error: Literal["fail_open", "fail_closed"] = Field(
-        "fail_open", description="Shared backend unreachable: fail_open enforces the limits per processor "
-                                 "from local memory; fail_closed refuses requests with 503.")
+        "fail_open",
+        description="Shared backend unreachable: fail_open enforces the limits per processor "
+        "from local memory; fail_closed refuses requests with 503.",
+    )
 
     @field_validator("limits")
     @classmethod
@@ -103,8 +113,7 @@ class QuotaConfig(CapabilityConfig):
 class _Limit:
     """One limit, compiled: everything but the key values is fixed here."""
 
-    __slots__ = ("name", "parts", "rate", "slot", "missing", "rate_infix", "slot_infix", "policy_item",
-                 "missing_deny")
+    __slots__ = ("missing", "missing_deny", "name", "parts", "policy_item", "rate", "rate_infix", "slot", "slot_infix")
 
     def __init__(self, config: LimitConfig, part_index: dict[str, int]):
         self.name = config.name
@@ -116,14 +125,16 @@ class _Limit:
         self.rate_infix = f"}}:r:{self.name}:"
         self.slot_infix = f"}}:c:{self.name}:"
         self.policy_item = rl.policy_item(self.name, self.rate) if self.rate else ""
-        self.missing_deny = Deny(403, "forbidden", f"quota limit {self.name}: the request has no {', '.join(config.key)} to count by")
+        self.missing_deny = Deny(
+            403, "forbidden", f"quota limit {self.name}: the request has no {', '.join(config.key)} to count by"
+        )
 
 
 class _Plan:
     """One request's checks; kept until on_log when it takes concurrency
     slots, to know which to give back and where."""
 
-    __slots__ = ("rated", "rates", "slotted", "slots", "backends")
+    __slots__ = ("backends", "rated", "rates", "slots", "slotted")
 
     def __init__(self, backend: QuotaBackend):
         self.rated: list[_Limit] = []
@@ -199,7 +210,7 @@ class Quota(Capability):
         the policy fails open; None when it fails closed."""
         try:
             return await self._backend.check(plan.rates, plan.slots)
-        except Exception as exc:  # noqa: BLE001 - a backend must never fail the request by raising
+        except Exception as exc:
             if not isinstance(exc, BackendUnavailable):
                 log.exception("quota backend error", extra={"decision_id": ctx.decision_id})
         if self._fallback is None:
@@ -217,8 +228,12 @@ class Quota(Capability):
             return True
         if not self._warned_ext_authz:
             self._warned_ext_authz = True
-            log.error("quota limit %r: concurrency limits need an ext_proc route (ext_authz cannot tell when a "
-                      "request ends); not enforced on route %r", limit.name, ctx.route.name if ctx.route else None)
+            log.error(
+                "quota limit %r: concurrency limits need an ext_proc route (ext_authz cannot tell when a "
+                "request ends); not enforced on route %r",
+                limit.name,
+                ctx.route.name if ctx.route else None,
+            )
         return False
 
     @staticmethod

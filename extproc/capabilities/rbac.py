@@ -91,7 +91,8 @@ class Who(CapabilityConfig):
     subjects: list[str] = Field(default_factory=list, description="Any of these subjects (globs).")
     principals: list[str] = Field(default_factory=list, description="Any of these mTLS peer identities (globs).")
     authenticated_by: list[Literal["jwt", "api_key", "mtls"]] = Field(
-        default_factory=list, description="All of these methods, e.g. [mtls, jwt] for a workload AND a user.")
+        default_factory=list, description="All of these methods, e.g. [mtls, jwt] for a workload AND a user."
+    )
     conditions: list[Condition] = Field(default_factory=list, description="All of these must hold.")
 
 
@@ -168,6 +169,7 @@ def _compile_condition(c: Condition) -> Callable[[Identity, dict], bool]:
         def one_of(ident, params):
             value = _field_value(ident, name)
             return value is not _MISSING and any(_same(value, option) for option in options)
+
         return one_of
     if c.contains is not None:
         item = c.contains
@@ -177,14 +179,26 @@ def _compile_condition(c: Condition) -> Callable[[Identity, dict], bool]:
             if isinstance(value, str):
                 return item in value.split()
             return isinstance(value, (list, tuple, set, frozenset)) and item in value
+
         return contains
     param = c.equals_param
     return lambda ident, params: (v := _field_value(ident, name)) is not _MISSING and params.get(param) == str(v)
 
 
 class _CompiledRule:
-    __slots__ = ("name", "effect", "roles", "subjects", "principals", "methods_needed", "conditions",
-                 "http_methods", "paths", "except_paths", "hosts")
+    __slots__ = (
+        "conditions",
+        "effect",
+        "except_paths",
+        "hosts",
+        "http_methods",
+        "methods_needed",
+        "name",
+        "paths",
+        "principals",
+        "roles",
+        "subjects",
+    )
 
     def __init__(self, rule: Rule):
         self.name, self.effect = rule.name, rule.effect

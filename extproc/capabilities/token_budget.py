@@ -59,6 +59,7 @@ def _model(_argument: str | None):
     # on the route) reads as absent: one shared budget, not one per name.
     def part(ctx: RequestContext) -> str | None:
         return ctx.state.get(RESOLVED_MODEL)
+
     return part
 
 
@@ -67,8 +68,10 @@ register_part("model", _model)
 
 class BudgetConfig(CapabilityConfig):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
-    key: list[str] = Field(description="What to budget by: consumer, tenant, api_key, route, principal, model, "
-                                       "header:<name>. Empty: one budget for everyone.")
+    key: list[str] = Field(
+        description="What to budget by: consumer, tenant, api_key, route, principal, model, "
+        "header:<name>. Empty: one budget for everyone."
+    )
     tokens: int = Field(gt=0, description="Tokens (or cost units) per period.")
     per: str = Field(description="The period, refilled continuously: 1m, 1h, 1d...")
     count: Literal["prompt", "completion", "total", "weighted"] = "total"
@@ -89,7 +92,9 @@ class BudgetConfig(CapabilityConfig):
 
 class TokenBudgetConfig(CapabilityConfig):
     budgets: list[BudgetConfig] = Field(min_length=1)
-    default_max_tokens: int = Field(1024, gt=0, description="Completion tokens assumed when a request sets no max_tokens.")
+    default_max_tokens: int = Field(
+        1024, gt=0, description="Completion tokens assumed when a request sets no max_tokens."
+    )
     max_body_bytes: int = Field(4 << 20, ge=1024)
     on_backend_error: Literal["fail_closed", "fail_open"] = "fail_closed"
 
@@ -103,7 +108,7 @@ class _Held:
 
 
 class _State:
-    __slots__ = ("held", "tracker", "prompt_estimate", "completion_reserved", "settled", "body_seen")
+    __slots__ = ("body_seen", "completion_reserved", "held", "prompt_estimate", "settled", "tracker")
 
     def __init__(self, held: list[_Held], prompt_estimate: int, completion_reserved: int):
         self.held = held
@@ -150,7 +155,7 @@ class TokenBudget(Capability):
     async def _reserve(self, key: str, amount: int, budget: BudgetConfig, period: float):
         try:
             return await self._backend.reserve(key, amount, budget.tokens, period), self._backend
-        except Exception as exc:  # noqa: BLE001 - a backend must never fail the request by raising
+        except Exception as exc:
             if not isinstance(exc, BackendUnavailable):
                 log.exception("token budget backend error")
         if self._fallback is None:
@@ -174,15 +179,32 @@ class TokenBudget(Capability):
             if reservation is None or not reservation.granted:
                 self._refund(held)
                 if reservation is None:
-                    return llm_error(request.api, 503, "api_error", "token budget temporarily unavailable",
-                                     reason="token budget backend unavailable (fail_closed)", code="quota_unavailable")
+                    return llm_error(
+                        request.api,
+                        503,
+                        "api_error",
+                        "token budget temporarily unavailable",
+                        reason="token budget backend unavailable (fail_closed)",
+                        code="quota_unavailable",
+                    )
                 deficit = max(1, amount - max(0, reservation.remaining))
                 wait = deficit * period / budget.tokens
-                deny = llm_error(request.api, 429, "rate_limit_exceeded", "token budget exhausted",
-                                 reason=f"token budget {budget.name}: needs {amount}, {reservation.remaining} left",
-                                 code="token_budget_exceeded")
-                return Deny(deny.status, deny.code, deny.reason, deny.message,
-                            headers=((rl.RETRY_AFTER, rl.retry_after(wait)),), body=deny.body)
+                deny = llm_error(
+                    request.api,
+                    429,
+                    "rate_limit_exceeded",
+                    "token budget exhausted",
+                    reason=f"token budget {budget.name}: needs {amount}, {reservation.remaining} left",
+                    code="token_budget_exceeded",
+                )
+                return Deny(
+                    deny.status,
+                    deny.code,
+                    deny.reason,
+                    deny.message,
+                    headers=((rl.RETRY_AFTER, rl.retry_after(wait)),),
+                    body=deny.body,
+                )
             held.append(_Held(budget, key, amount, backend))
             ctx.set_response_header(f"x-token-budget-remaining-{budget.name}", str(reservation.remaining))
         if held:
@@ -197,8 +219,9 @@ class TokenBudget(Capability):
             return None
         content_type = ctx.response_headers.get("content-type", "")
         request = ctx.state["llm.request"]
-        state.tracker = UsageTracker(request.api, content_type.startswith("text/event-stream"),
-                                     encoding=content_encoding(ctx.response_headers))
+        state.tracker = UsageTracker(
+            request.api, content_type.startswith("text/event-stream"), encoding=content_encoding(ctx.response_headers)
+        )
         return None
 
     async def on_response_body(self, ctx: RequestContext) -> Deny | None:

@@ -6,4 +6,4 @@ scoring. Pure functions of text: no Envoy, no gRPC, no I/O per request."""
 # either import order work: starting from extproc.guard.pii would otherwise
 # enter extproc.capabilities' __init__, which imports extproc.guard.pii back
 # while it is half-initialized.
-import extproc.capabilities  # noqa: F401, E402
+import extproc.capabilities  # noqa: F401

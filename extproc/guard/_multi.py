@@ -78,12 +78,15 @@ class MultiPattern:
         hits: list[tuple[int, int, int]] = []
         append = hits.append
         if limit is None:
+
             def on_match(id_, start, end, flags, context):
                 append((id_, start, end))
         else:
+
             def on_match(id_, start, end, flags, context):
                 append((id_, start, end))
                 return len(hits) > limit
+
         try:
             self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())
         except _hs.ScanTerminated:

@@ -106,10 +106,23 @@ class Detector:
         return f"<Detector {self.key}>"
 
 
-def _detector(key: str, entity: str, pattern: str, validate: Validator = _whole, *, head: str | None,
-              head_len: int, width: int, alphabet: str | None = None, prefilter: str | None = None,
-              prefilter_flags: int = 0, flags: int = 0, scan_head: str | None = None,
-              re_prefilter: str | None = None, **kw) -> Detector:
+def _detector(
+    key: str,
+    entity: str,
+    pattern: str,
+    validate: Validator = _whole,
+    *,
+    head: str | None,
+    head_len: int,
+    width: int,
+    alphabet: str | None = None,
+    prefilter: str | None = None,
+    prefilter_flags: int = 0,
+    flags: int = 0,
+    scan_head: str | None = None,
+    re_prefilter: str | None = None,
+    **kw,
+) -> Detector:
     compiled_head = re.compile(head, flags) if head is not None else None
     re_source = re_prefilter if re_prefilter is not None else prefilter
     return Detector(
@@ -134,6 +147,7 @@ def _detector(key: str, entity: str, pattern: str, validate: Validator = _whole,
 
 # --- EMAIL -------------------------------------------------------------------
 
+
 def _email(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     value = m.group()
     local, _, domain = value.rpartition("@")
@@ -143,15 +157,18 @@ def _email(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 EMAIL = _detector(
-    "EMAIL", "EMAIL",
+    "EMAIL",
+    "EMAIL",
     _not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.){1,8}[^\W\d_]{2,24}"
     r"(?![^\W_]|-|\.[^\W_])",
     _email,
-    head=_not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@", head_len=65,
+    head=_not_after(r"\w.%+\-") + r"[\w.%+\-]{1,64}@",
+    head_len=65,
     scan_head=_not_after(r"\w.%+\-") + r"[\w.%+\-]",
     width=64 + 1 + 8 * 64 + 24 + 2,
     alphabet=r"\w.%+\-@",
-    prefilter=r"@[A-Za-z0-9][A-Za-z0-9.\-]*\.[A-Za-z]{2}", before=64,
+    prefilter=r"@[A-Za-z0-9][A-Za-z0-9.\-]*\.[A-Za-z]{2}",
+    before=64,
     priority=10,
 )
 
@@ -206,11 +223,13 @@ def _phone_trunk(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 PHONE_INTL = _detector(
-    "PHONE/intl", "PHONE",
+    "PHONE/intl",
+    "PHONE",
     _PHONE_BEFORE + r"\+[1-9][0-9]{0,14}"
     r"(?:(?:[ .\-]?\(0\)[ .\-]?|[ .\-])\(?[0-9]{1,14}\)?|\([0-9]{1,4}\)[ .\-]?[0-9]{1,14}){0,7}" + _PHONE_AFTER,
     _phone_intl,
-    head=_PHONE_BEFORE + r"\+[1-9]", head_len=2,
+    head=_PHONE_BEFORE + r"\+[1-9]",
+    head_len=2,
     width=16 + 7 * 22 + 2,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"\+[1-9][0-9 ().\-]{6}",
@@ -218,12 +237,14 @@ PHONE_INTL = _detector(
 )
 
 PHONE_NANP = _detector(
-    "PHONE/nanp", "PHONE",
+    "PHONE/nanp",
+    "PHONE",
     _PHONE_BEFORE + r"(?:\+?1[ .\-]?)?"
     r"(?:\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .\-][0-9]{4}|[2-9][0-9]{2}(?P<sep>[ .\-])[2-9][0-9]{2}(?P=sep)[0-9]{4})"
     + _PHONE_AFTER,
     _phone_nanp,
-    head=_PHONE_BEFORE + r"[+(1-9]", head_len=1,
+    head=_PHONE_BEFORE + r"[+(1-9]",
+    head_len=1,
     width=24,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"[2-9][0-9]{2}[ .\-][2-9][0-9]{2}[ .\-][0-9]{4}|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .\-][0-9]{4}",
@@ -232,9 +253,11 @@ PHONE_NANP = _detector(
 )
 
 PHONE_FR = _detector(
-    "PHONE/fr", "PHONE",
+    "PHONE/fr",
+    "PHONE",
     _PHONE_BEFORE + r"0[1-9](?P<fs>[ .\-])[0-9]{2}(?P=fs)[0-9]{2}(?P=fs)[0-9]{2}(?P=fs)[0-9]{2}" + _PHONE_AFTER,
-    head=_PHONE_BEFORE + r"0[1-9]", head_len=2,
+    head=_PHONE_BEFORE + r"0[1-9]",
+    head_len=2,
     width=16,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"0[1-9][ .\-][0-9]{2}[ .\-][0-9]{2}[ .\-][0-9]{2}[ .\-][0-9]{2}",
@@ -242,11 +265,14 @@ PHONE_FR = _detector(
 )
 
 PHONE_TRUNK = _detector(
-    "PHONE/national", "PHONE",
-    _PHONE_BEFORE + r"(?:\(0[1-9][0-9]{1,4}\) ?|0[1-9][0-9]{1,4}[ \-/])[0-9]{2,8}(?:[ \-][0-9]{2,8}){0,2}"
+    "PHONE/national",
+    "PHONE",
+    _PHONE_BEFORE
+    + r"(?:\(0[1-9][0-9]{1,4}\) ?|0[1-9][0-9]{1,4}[ \-/])[0-9]{2,8}(?:[ \-][0-9]{2,8}){0,2}"
     + _PHONE_AFTER,
     _phone_trunk,
-    head=_PHONE_BEFORE + r"[(0]", head_len=1,
+    head=_PHONE_BEFORE + r"[(0]",
+    head_len=1,
     width=40,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"(?:^|[^0-9_+.\-/])\(?0[1-9][0-9]{1,4}(?:\) ?|[ \-/])[0-9]{2}",
@@ -259,18 +285,21 @@ PHONE_TRUNK = _detector(
 
 # --- CREDIT_CARD -------------------------------------------------------------
 
+
 def _card(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     return m.span() if v.card_ok(_digits(m.group())) else None
 
 
 CREDIT_CARD = _detector(
-    "CREDIT_CARD", "CREDIT_CARD",
+    "CREDIT_CARD",
+    "CREDIT_CARD",
     r"(?<![0-9.\-])(?:[0-9]{13,19}"
     r"|[0-9]{4}(?P<cs>[ .\-])[0-9]{4}(?P=cs)[0-9]{4}(?P=cs)[0-9]{1,4}(?:(?P=cs)[0-9]{3})?"
     r"|[0-9]{4}(?P<as>[ .\-])[0-9]{6}(?P=as)[0-9]{4,5})"
     r"(?![0-9]|[.\-][0-9])",
     _card,
-    head=r"(?<![0-9.\-])[0-9]", head_len=1,
+    head=r"(?<![0-9.\-])[0-9]",
+    head_len=1,
     width=26,
     alphabet=r"0-9 .\-",
     prefilter=r"(?:^|[^0-9.\-])[0-9]{4}[ .\-]?[0-9]{4}[ .\-]?[0-9]{2}",
@@ -285,9 +314,11 @@ CREDIT_CARD = _detector(
 _SSN_AREA = r"(?<![0-9.\-])(?!000|666|9)[0-9]{3}"
 
 US_SSN = _detector(
-    "US_SSN", "US_SSN",
+    "US_SSN",
+    "US_SSN",
     _SSN_AREA + r"(?P<ss>[\- .])(?!00)[0-9]{2}(?P=ss)(?!0000)[0-9]{4}(?![0-9]|[.\-][0-9])",
-    head=r"(?<![0-9.\-])[0-8]", head_len=1,
+    head=r"(?<![0-9.\-])[0-8]",
+    head_len=1,
     width=14,
     alphabet=r"0-9 .\-",
     prefilter=r"(?:^|[^0-9.\-])[0-8][0-9]{2}[\- .][0-9]{2}[\- .][0-9]{4}",
@@ -296,9 +327,11 @@ US_SSN = _detector(
 )
 
 US_SSN_PLAIN = _detector(
-    "US_SSN/plain", "US_SSN",
+    "US_SSN/plain",
+    "US_SSN",
     _SSN_AREA + r"(?!00)[0-9]{2}(?!0000)[0-9]{4}(?![0-9]|[.\-][0-9])",
-    head=r"(?<![0-9.\-])[0-8]", head_len=1,
+    head=r"(?<![0-9.\-])[0-8]",
+    head_len=1,
     width=12,
     alphabet=r"0-9 .\-",
     prefilter=r"(?:^|[^0-9.\-])[0-8][0-9]{8}",
@@ -309,9 +342,10 @@ US_SSN_PLAIN = _detector(
 
 # --- IBAN --------------------------------------------------------------------
 
+
 def _iban(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     start, end = m.span()
-    expected = v.IBAN_LENGTHS.get(text[start:start + 2])
+    expected = v.IBAN_LENGTHS.get(text[start : start + 2])
     if expected is None:
         return None
     seen = 0
@@ -323,16 +357,18 @@ def _iban(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
                 # it at the country's length, but only at a group boundary.
                 if i + 1 < end and text[i + 1] != " ":
                     return None
-                compact = text[start:i + 1].replace(" ", "")
+                compact = text[start : i + 1].replace(" ", "")
                 return (start, i + 1) if v.iban_ok(compact) else None
     return None
 
 
 IBAN = _detector(
-    "IBAN", "IBAN",
+    "IBAN",
+    "IBAN",
     _not_after("A-Za-z0-9") + r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])",
     _iban,
-    head=_not_after("A-Za-z0-9") + r"[A-Z]{2}[0-9]{2}", head_len=4,
+    head=_not_after("A-Za-z0-9") + r"[A-Z]{2}[0-9]{2}",
+    head_len=4,
     width=46,
     alphabet=r"A-Za-z0-9 ",
     prefilter=r"[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4} ?[A-Z0-9]{4}",
@@ -365,10 +401,12 @@ def _ipv4(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 IPV4 = _detector(
-    "IPV4", "IPV4",
+    "IPV4",
+    "IPV4",
     r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])",
     _ipv4,
-    head=r"(?<![0-9.])[0-9]", head_len=1,
+    head=r"(?<![0-9.])[0-9]",
+    head_len=1,
     width=18,
     alphabet=r"0-9.",
     prefilter=r"(?:^|[^0-9.])[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9]|$)",
@@ -383,11 +421,13 @@ def _ipv6(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 IPV6 = _detector(
-    "IPV6", "IPV6",
+    "IPV6",
+    "IPV6",
     _not_after("0-9A-Za-z:.") + r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{1,4})?"
     r"(?![0-9A-Za-z:]|\.[0-9])",
     _ipv6,
-    head=_not_after("0-9A-Za-z:.") + r"[0-9A-Fa-f:]", head_len=1,
+    head=_not_after("0-9A-Za-z:.") + r"[0-9A-Fa-f:]",
+    head_len=1,
     width=35 + 15 + 4,
     alphabet=r"0-9A-Fa-f:.",
     # Every address the validator accepts (two groups or more, a decimal
@@ -405,9 +445,11 @@ IPV6 = _detector(
 # --- Cloud and API credentials -----------------------------------------------
 
 AWS_ACCESS_KEY = _detector(
-    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY",
     _not_after("A-Za-z0-9") + r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])",
-    head=_not_after("A-Za-z0-9") + r"A[KS]IA", head_len=4,
+    head=_not_after("A-Za-z0-9") + r"A[KS]IA",
+    head_len=4,
     width=21,
     alphabet=r"A-Za-z0-9",
     prefilter=r"A[KS]IA[A-Z0-9]{16}",
@@ -425,7 +467,7 @@ def _aws_secret(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     value = m.group()
     if _HEX.fullmatch(value) or v.alnum_classes(value) < 2 or v.shannon_entropy(value) < 3.5:
         return None  # a SHA-1 or a word run, not a key
-    context = text[max(0, m.start() - _AWS_CONTEXT):m.start()]
+    context = text[max(0, m.start() - _AWS_CONTEXT) : m.start()]
     if "[" in context or "]" in context:
         # Our own placeholders ([AWS_SECRET_KEY_1], [GENERIC_SECRET_2]) are
         # not evidence: sanitized text would otherwise grow new findings.
@@ -439,13 +481,16 @@ def _aws_secret(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 # key"...) in the 96 characters before it. The prefilter looks for the word,
 # which is cheap; the string itself is found by the precise regex after it.
 AWS_SECRET_KEY = _detector(
-    "AWS_SECRET_KEY", "AWS_SECRET_KEY",
+    "AWS_SECRET_KEY",
+    "AWS_SECRET_KEY",
     _AWS_SECRET,
     _aws_secret,
-    head=_not_after("A-Za-z0-9/+") + r"[A-Za-z0-9/+]", head_len=1,
+    head=_not_after("A-Za-z0-9/+") + r"[A-Za-z0-9/+]",
+    head_len=1,
     width=41,
     alphabet=r"A-Za-z0-9/+=",
-    prefilter=r"aws|amazon|secret|access.?key", prefilter_flags=CASELESS,
+    prefilter=r"aws|amazon|secret|access.?key",
+    prefilter_flags=CASELESS,
     after=_AWS_CONTEXT,
     context=_AWS_CONTEXT + 1,
     priority=4,
@@ -457,8 +502,12 @@ def _aws_secret_entropy(text: str, m: re.Match[str], opts: ScanOptions) -> Span 
     # AWS secrets are 30 random bytes in base64: 4.8 bits a character over 40
     # characters (99% above 4.45) and about six digits. CamelCase names and
     # paths stay near 4.3 bits with few digits.
-    if (value.count("/") >= 3 or v.alnum_classes(value) < 3 or sum(ch.isdigit() for ch in value) < 2
-            or v.shannon_entropy(value) < 4.4):
+    if (
+        value.count("/") >= 3
+        or v.alnum_classes(value) < 3
+        or sum(ch.isdigit() for ch in value) < 2
+        or v.shannon_entropy(value) < 4.4
+    ):
         return None
     return m.span()
 
@@ -466,10 +515,12 @@ def _aws_secret_entropy(text: str, m: re.Match[str], opts: ScanOptions) -> Span 
 # The same strings without context, on entropy alone (opt-in: counting runs of
 # 40 letters and digits roughly halves the prefilter's throughput on prose).
 AWS_SECRET_KEY_ENTROPY = _detector(
-    "AWS_SECRET_KEY/entropy", "AWS_SECRET_KEY",
+    "AWS_SECRET_KEY/entropy",
+    "AWS_SECRET_KEY",
     _AWS_SECRET,
     _aws_secret_entropy,
-    head=_not_after("A-Za-z0-9/+") + r"[A-Za-z0-9/+]", head_len=1,
+    head=_not_after("A-Za-z0-9/+") + r"[A-Za-z0-9/+]",
+    head_len=1,
     width=41,
     alphabet=r"A-Za-z0-9/+=",
     prefilter=r"(?:^|[^A-Za-z0-9/+]|\\[nrtbf]|\\u[0-9A-Fa-f]{4})[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)",
@@ -572,16 +623,19 @@ def _private_key_decided(det: Detector, text: str, start: int, end: int) -> bool
 # across the body re-read up to 8 KB per header: one request with thousands
 # of headers stalled the gateway).
 PRIVATE_KEY = _detector(
-    "PRIVATE_KEY", "PRIVATE_KEY",
+    "PRIVATE_KEY",
+    "PRIVATE_KEY",
     # Attempts start where a dash run starts (or 8 dashes into a longer
     # one): not three overlapping attempts per header.
     r"(?:(?<!-)|(?<=--------))-{3,8} {0,2}BEGIN {1,2}(?:[A-Z0-9]{1,16} ){0,3}PRIVATE KEY(?: BLOCK)? {0,2}-{3,8}",
     _private_key,
     flags=re.IGNORECASE,
-    head=r"---", head_len=3,
+    head=r"---",
+    head_len=3,
     width=_PEM_HEADER_MAX + 80 + 64 * _PEM_LINE + 16,
     decided=_private_key_decided,
-    prefilter=r"--- {0,2}begin {1,2}[a-z0-9 ]{0,60}private key", prefilter_flags=CASELESS,
+    prefilter=r"--- {0,2}begin {1,2}[a-z0-9 ]{0,60}private key",
+    prefilter_flags=CASELESS,
     before=5,
     context=8,
     priority=0,
@@ -593,11 +647,13 @@ def _jwt(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 JWT = _detector(
-    "JWT", "JWT",
+    "JWT",
+    "JWT",
     _not_after(r"A-Za-z0-9_\-") + r"e[wy][A-Za-z0-9_\-]{8,1024}\.e[wy][A-Za-z0-9_\-]{2,8192}\.[A-Za-z0-9_\-]{0,1024}"
     r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9_\-])",
     _jwt,
-    head=_not_after(r"A-Za-z0-9_\-") + r"e[wy]", head_len=2,
+    head=_not_after(r"A-Za-z0-9_\-") + r"e[wy]",
+    head_len=2,
     width=2 + 1024 + 3 + 8192 + 1 + 1024 + 3,
     alphabet=r"A-Za-z0-9_\-.",
     prefilter=r"e[wy][A-Za-z0-9_\-]{8,}\.e[wy]",
@@ -626,12 +682,15 @@ def _bearer(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 BEARER_TOKEN = _detector(
-    "BEARER_TOKEN", "BEARER_TOKEN",
+    "BEARER_TOKEN",
+    "BEARER_TOKEN",
     _not_after("A-Za-z0-9") + r"(?i:bearer)[ \t]{1,8}(?P<tok>[A-Za-z0-9\-._~+/]{8,4096}={0,2})(?![A-Za-z0-9\-._~+/=])",
     _bearer,
-    head=_not_after("A-Za-z0-9") + r"(?i:bearer)", head_len=6,
+    head=_not_after("A-Za-z0-9") + r"(?i:bearer)",
+    head_len=6,
     width=6 + 8 + 4098 + 1,
-    prefilter=r"bearer[ \t]{1,8}[A-Za-z0-9\-._~+/]{8}", prefilter_flags=CASELESS,
+    prefilter=r"bearer[ \t]{1,8}[A-Za-z0-9\-._~+/]{8}",
+    prefilter_flags=CASELESS,
     lead=14,
     min_tail=8 + 1,
     decided=_decided_when_terminated,
@@ -648,7 +707,8 @@ def _prefixed_secret(text: str, m: re.Match[str], opts: ScanOptions) -> Span | N
 
 # Vendor token formats with a fixed, documented prefix.
 GENERIC_SECRET_PREFIXED = _detector(
-    "GENERIC_SECRET/prefixed", "GENERIC_SECRET",
+    "GENERIC_SECRET/prefixed",
+    "GENERIC_SECRET",
     _not_after(r"A-Za-z0-9_\-") + r"(?:"
     r"sk-(?:proj-|ant-(?:api|admin)[0-9]{2}-|svcacct-|None-)?[A-Za-z0-9_\-]{20,200}"
     r"|gh[pousr]_[A-Za-z0-9]{36,255}"
@@ -693,7 +753,7 @@ def _keyed_secret(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None
     value = text[start:end]
     if v.looks_like_placeholder(value):
         return None
-    if text[m.start():m.start() + 4].lower().startswith(_PASSWORD_KEYS):
+    if text[m.start() : m.start() + 4].lower().startswith(_PASSWORD_KEYS):
         ok = len(value) >= 6 and (v.char_classes(value) >= 2 or len(value) >= 12) and v.shannon_entropy(value) >= 2.0
     else:
         ok = len(value) >= 8 and v.alnum_classes(value) >= 2 and v.shannon_entropy(value) >= 3.0
@@ -703,14 +763,16 @@ def _keyed_secret(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None
 # "password = hunter42", "api_key: ...", '"client_secret": "..."': the value
 # after a credential-like key, if it looks like one.
 GENERIC_SECRET_KEYED = _detector(
-    "GENERIC_SECRET/keyed", "GENERIC_SECRET",
+    "GENERIC_SECRET/keyed",
+    "GENERIC_SECRET",
     r"(?:secret|password|passwd|passphrase|pwd|api[_\-.]?key|apikey|access[_\-.]?token|auth[_\-.]?token"
     r"|refresh[_\-.]?token|token|client[_\-.]?secret|private[_\-.]?key|credentials?)"
     r"[A-Za-z0-9_\-.]{0,24}[\"']?\s{0,3}(?:=>|:=|[:=])\s{0,3}[\"']?"
     r"(?P<val>[^\s\"'`,;<>{}()\[\]\\]{6,256})",
     _keyed_secret,
     flags=re.IGNORECASE,
-    head=r"(?:secret|passw|passphrase|pwd|api|access|auth|refresh|token|client|private|credential)", head_len=10,
+    head=r"(?:secret|passw|passphrase|pwd|api|access|auth|refresh|token|client|private|credential)",
+    head_len=10,
     width=16 + 24 + 1 + 3 + 2 + 3 + 1 + 256 + 1,
     prefilter=(
         r"(?:secret|passw|passphrase|pwd|api[_\-.]?key|apikey|token|private[_\-.]?key|credential)"
@@ -727,8 +789,19 @@ GENERIC_SECRET_KEYED = _detector(
 
 
 BUILTIN_ENTITIES: tuple[str, ...] = (
-    "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IPV4", "IPV6", "AWS_ACCESS_KEY",
-    "AWS_SECRET_KEY", "PRIVATE_KEY", "JWT", "BEARER_TOKEN", "GENERIC_SECRET",
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IBAN",
+    "IPV4",
+    "IPV6",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "PRIVATE_KEY",
+    "JWT",
+    "BEARER_TOKEN",
+    "GENERIC_SECRET",
 )
 
 _BY_ENTITY: dict[str, tuple[Detector, ...]] = {
@@ -748,8 +821,9 @@ _BY_ENTITY: dict[str, tuple[Detector, ...]] = {
 }
 
 
-def builtin_detectors(entities: frozenset[str], ssn_unformatted: bool = False,
-                      aws_secret_entropy: bool = False) -> list[Detector]:
+def builtin_detectors(
+    entities: frozenset[str], ssn_unformatted: bool = False, aws_secret_entropy: bool = False
+) -> list[Detector]:
     out = [det for entity in BUILTIN_ENTITIES if entity in entities for det in _BY_ENTITY[entity]]
     if ssn_unformatted and "US_SSN" in entities:
         out.append(US_SSN_PLAIN)
@@ -777,8 +851,12 @@ def _class_source(items) -> str | None:
             parts.append(f"{re.escape(chr(av[0]))}-{re.escape(chr(av[1]))}")
         elif name == "CATEGORY":
             cat = {
-                "CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
-                "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W",
+                "CATEGORY_DIGIT": r"\d",
+                "CATEGORY_NOT_DIGIT": r"\D",
+                "CATEGORY_SPACE": r"\s",
+                "CATEGORY_NOT_SPACE": r"\S",
+                "CATEGORY_WORD": r"\w",
+                "CATEGORY_NOT_WORD": r"\W",
             }.get(str(av))
             if cat is None:
                 return None

@@ -40,8 +40,13 @@ def _fold_char(ch: str, depth: int = 0) -> str:
         return ch
     cp = ord(ch)
     category = unicodedata.category(ch)
-    if (category in ("Cf", "Mn", "Me") or ch in _INVISIBLE or 0xFE00 <= cp <= 0xFE0F
-            or 0xE0100 <= cp <= 0xE01EF or 0xE0000 <= cp <= 0xE007F):
+    if (
+        category in ("Cf", "Mn", "Me")
+        or ch in _INVISIBLE
+        or 0xFE00 <= cp <= 0xFE0F
+        or 0xE0100 <= cp <= 0xE01EF
+        or 0xE0000 <= cp <= 0xE007F
+    ):
         return ""
     if category == "Zs" or ch in "\u2028\u2029\x85":
         return " "
@@ -80,7 +85,7 @@ class Folded:
     character and at each character of an expansion.
     """
 
-    __slots__ = ("text", "original_length", "_fpos", "_opos")
+    __slots__ = ("_fpos", "_opos", "original_length", "text")
 
     def __init__(self, text: str, original_length: int, marks: list[tuple[int, int]] | None):
         self.text = text
@@ -139,7 +144,7 @@ def fold(text: str) -> Folded:
 def _prefilter_errors(exc: UnicodeEncodeError) -> tuple[str, int]:
     # Letters left after folding (Cyrillic, CJK: IDN domains) must look like
     # letters to the ASCII prefilters; anything else must not match them.
-    chunk = exc.object[exc.start:exc.end]
+    chunk = exc.object[exc.start : exc.end]
     return "".join("x" if ch.isalnum() else "?" for ch in chunk), exc.end
 
 

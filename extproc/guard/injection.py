@@ -126,8 +126,17 @@ def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
         if rid in seen:
             raise RuleError(f"{where}: duplicate id {rid}")
         seen.add(rid)
-        unknown = set(raw) - {"id", "category", "weight", "patterns", "roles", "role_weights", "builtin",
-                              "examples", "near_misses"}
+        unknown = set(raw) - {
+            "id",
+            "category",
+            "weight",
+            "patterns",
+            "roles",
+            "role_weights",
+            "builtin",
+            "examples",
+            "near_misses",
+        }
         if unknown:
             raise RuleError(f"{where} ({rid}): unknown keys {sorted(unknown)}")
         weight = raw.get("weight")
@@ -151,17 +160,19 @@ def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
         role_weights = raw.get("role_weights") or {}
         if set(role_weights) - set(ROLES) or not all(0 <= w <= 1 for w in role_weights.values()):
             raise RuleError(f"{where} ({rid}): role_weights maps roles to weights in [0, 1]")
-        rules.append(Rule(
-            id=rid,
-            category=str(raw.get("category") or rid.split(".")[0]),
-            weight=float(weight),
-            patterns=patterns,
-            roles=frozenset(roles) if roles is not None else None,
-            role_weights={k: float(v) for k, v in role_weights.items()},
-            builtin=builtin,
-            examples=tuple(raw.get("examples") or ()),
-            near_misses=tuple(raw.get("near_misses") or ()),
-        ))
+        rules.append(
+            Rule(
+                id=rid,
+                category=str(raw.get("category") or rid.split(".")[0]),
+                weight=float(weight),
+                patterns=patterns,
+                roles=frozenset(roles) if roles is not None else None,
+                role_weights={k: float(v) for k, v in role_weights.items()},
+                builtin=builtin,
+                examples=tuple(raw.get("examples") or ()),
+                near_misses=tuple(raw.get("near_misses") or ()),
+            )
+        )
     return str(data["version"]), tuple(rules)
 
 
@@ -198,8 +209,9 @@ class _Matcher:
                 caseless = bool(f & _multi.CASELESS)
                 bounded = caseless and p.startswith("\\b") and _leads_with_boundary(p)
                 source = p[2:] if bounded else p
-                self._res.append((i, re.compile(source.encode("latin-1")), caseless, bounded,
-                                  _anchors(p) if caseless else None))
+                self._res.append(
+                    (i, re.compile(source.encode("latin-1")), caseless, bounded, _anchors(p) if caseless else None)
+                )
 
     def ids(self, data: bytes) -> set[int]:
         if self._engine == "hyperscan":
@@ -222,8 +234,10 @@ def _search(pattern: re.Pattern[bytes], data: bytes, bounded: bool) -> bool:
     pos = 0
     while (m := pattern.search(data, pos)) is not None:
         start = m.start()
-        if not bounded or start == m.end() or (
-            (start == 0 or data[start - 1] not in _WORD) != (data[start] not in _WORD)
+        if (
+            not bounded
+            or start == m.end()
+            or ((start == 0 or data[start - 1] not in _WORD) != (data[start] not in _WORD))
         ):
             return True
         pos = start + 1
@@ -275,9 +289,7 @@ def _anchors(pattern: str) -> tuple[bytes, ...] | None:
 
 
 # Four single letters in a row, separated: "i g n o", "i.g.n.o".
-_SPACED_TRIGGER = (
-    r"(?:^|[^a-z0-9])[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z](?:[^a-z0-9]|$)"
-)
+_SPACED_TRIGGER = r"(?:^|[^a-z0-9])[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z][ ._\-*|/]{1,3}[a-z](?:[^a-z0-9]|$)"
 _WHITESPACE = re.compile(rb"\s")
 _UP_TO_LAST_WHITESPACE = re.compile(rb".*\s", re.DOTALL)
 _MAX_WORD = 256
@@ -397,16 +409,24 @@ def _compiled(digest: str, path: str, engine: str):
 class InjectionDetector:
     """Compiled signatures; immutable and thread-safe."""
 
-    def __init__(self, rules_path: str | Path | None = None, extra_deny: Iterable[str] = (),
-                 extra_allow: Iterable[str] = (), *, builtin_rules: bool = True, engine: str | None = None):
+    def __init__(
+        self,
+        rules_path: str | Path | None = None,
+        extra_deny: Iterable[str] = (),
+        extra_allow: Iterable[str] = (),
+        *,
+        builtin_rules: bool = True,
+        engine: str | None = None,
+    ):
         self.engine = _multi.resolve_engine(engine)
         self._deny = [re.compile(p) for p in extra_deny]
         self._allow = [re.compile(p) for p in extra_allow]
         self._builtin_rules = builtin_rules
         path = Path(rules_path) if rules_path is not None else RULES_PATH
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        (self.version, self.rules, self._owners,
-         self._matcher, self._squeezed) = _compiled(digest, str(path.resolve()), self.engine)
+        (self.version, self.rules, self._owners, self._matcher, self._squeezed) = _compiled(
+            digest, str(path.resolve()), self.engine
+        )
         self._builtin_index = {rule.builtin: i for i, rule in enumerate(self.rules) if rule.builtin}
         self._order = {rule.id: i for i, rule in enumerate(self.rules)}
 
@@ -550,8 +570,7 @@ class PromptGuardConfig(CapabilityConfig):
 class PromptGuard:
     """A ``PromptGuardConfig`` compiled: which roles, which lists, what threshold."""
 
-    def __init__(self, config: PromptGuardConfig, *, rules_path: str | Path | None = None,
-                 engine: str | None = None):
+    def __init__(self, config: PromptGuardConfig, *, rules_path: str | Path | None = None, engine: str | None = None):
         self.config = config
         self.detector = InjectionDetector(
             rules_path, config.deny, config.allow, builtin_rules=config.detector, engine=engine

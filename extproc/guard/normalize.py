@@ -32,41 +32,126 @@ def _format_chars() -> str:
 
 
 _FORMAT = _format_chars()
-_TAGS = "\U000E0000-\U000E007F"
+_TAGS = "\U000e0000-\U000e007f"
 _STRIP = re.compile(f"[{_FORMAT}{_TAGS}\u180e\u034f]+")
 # Format characters between two Latin letters hide a word from a matcher;
 # elsewhere (emoji ZWJ sequences, bidi marks in RTL text) they are normal.
 _INVISIBLE_IN_WORD = re.compile(f"[A-Za-z][{_FORMAT}\u180e\u034f]+[A-Za-z]")
-_TAG_RUN = re.compile(f"(\U0001F3F4?)([{_TAGS}]+)")
+_TAG_RUN = re.compile(f"(\U0001f3f4?)([{_TAGS}]+)")
 
 # Letters that render like Latin ones (Unicode confusables, the Cyrillic and
 # Greek ones that matter in practice, plus a few Latin variants NFKC keeps).
 _CONFUSABLES = {
     # Cyrillic
-    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
-    "т": "t", "у": "y", "х": "x", "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w",
-    "һ": "h", "ү": "y", "ӏ": "l", "ɡ": "g", "ո": "n", "ս": "u",
-    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T",
-    "Х": "X", "У": "Y", "І": "I", "Ј": "J", "Ѕ": "S", "Ԁ": "D", "Ԛ": "Q", "Ԝ": "W", "Һ": "H", "Ү": "Y",
+    "а": "a",
+    "в": "b",
+    "е": "e",
+    "ё": "e",
+    "к": "k",
+    "м": "m",
+    "н": "h",
+    "о": "o",
+    "р": "p",
+    "с": "c",
+    "т": "t",
+    "у": "y",
+    "х": "x",
+    "і": "i",
+    "ї": "i",
+    "ј": "j",
+    "ѕ": "s",
+    "ԁ": "d",
+    "ԛ": "q",
+    "ԝ": "w",
+    "һ": "h",
+    "ү": "y",
+    "ӏ": "l",
+    "ɡ": "g",
+    "ո": "n",
+    "ս": "u",
+    "А": "A",
+    "В": "B",
+    "Е": "E",
+    "К": "K",
+    "М": "M",
+    "Н": "H",
+    "О": "O",
+    "Р": "P",
+    "С": "C",
+    "Т": "T",
+    "Х": "X",
+    "У": "Y",
+    "І": "I",
+    "Ј": "J",
+    "Ѕ": "S",
+    "Ԁ": "D",
+    "Ԛ": "Q",
+    "Ԝ": "W",
+    "Һ": "H",
+    "Ү": "Y",
     "Ӏ": "I",
     # Greek
-    "α": "a", "β": "b", "ε": "e", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p", "τ": "t", "υ": "u",
-    "χ": "x", "γ": "y", "η": "n", "ω": "w",
-    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
-    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    "α": "a",
+    "β": "b",
+    "ε": "e",
+    "ι": "i",
+    "κ": "k",
+    "ν": "v",
+    "ο": "o",
+    "ρ": "p",
+    "τ": "t",
+    "υ": "u",
+    "χ": "x",
+    "γ": "y",
+    "η": "n",
+    "ω": "w",
+    "Α": "A",
+    "Β": "B",
+    "Ε": "E",
+    "Ζ": "Z",
+    "Η": "H",
+    "Ι": "I",
+    "Κ": "K",
+    "Μ": "M",
+    "Ν": "N",
+    "Ο": "O",
+    "Ρ": "P",
+    "Τ": "T",
+    "Υ": "Y",
+    "Χ": "X",
     # Latin variants
-    "ı": "i", "ȷ": "j", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "ſ": "s",
+    "ı": "i",
+    "ȷ": "j",
+    "ł": "l",
+    "ø": "o",
+    "đ": "d",
+    "ħ": "h",
+    "ſ": "s",
 }
 _CONFUSABLE = re.compile("[" + "".join(_CONFUSABLES) + "]")
 CONFUSABLES = _CONFUSABLES  # shared with the PII fold
 
 # Typographic punctuation, so that signatures can say ' and " (don’t, “DAN”).
 # Not a disguise: mapping it does not count as folding.
-_PUNCTUATION = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"', "\u00ab": '"', "\u00bb": '"',
-    "\u2013": "-", "\u2014": "-", "\u2212": "-",
-})
+_PUNCTUATION = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u2032": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u201f": '"',
+        "\u2033": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2212": "-",
+    }
+)
 _HAS_PUNCTUATION = re.compile("[\u2018\u2019\u201a\u201b\u2032\u201c-\u201f\u2033\u00ab\u00bb\u2013\u2014\u2212]")
 
 # Leetspeak digits and symbols back to letters (bytes, for translate()).
@@ -75,10 +160,10 @@ LEET = bytes.maketrans(b"0134578@$", b"oieastbas")
 
 @dataclass(frozen=True, slots=True)
 class Canonical:
-    text: str               # what signatures are matched against
-    hidden: str             # text smuggled in Unicode tag characters, decoded
-    invisible: bool         # format characters inside words were removed
-    folded: bool            # NFKC or the confusables map changed letters
+    text: str  # what signatures are matched against
+    hidden: str  # text smuggled in Unicode tag characters, decoded
+    invisible: bool  # format characters inside words were removed
+    folded: bool  # NFKC or the confusables map changed letters
 
     @property
     def changed(self) -> bool:
@@ -152,4 +237,3 @@ def squeeze_spaced(data: bytes) -> bytes:
     """The letter-spaced runs of ``data`` with their separators removed,
     joined by spaces."""
     return b" ".join(_NOT_LETTER.sub(b"", m.group()) for m in _SPACED.finditer(data))
-

@@ -66,9 +66,9 @@ def _start() -> None:
     try:
         # spawn: the processor runs gRPC threads, which must not be forked.
         workers = max(1, (os.cpu_count() or 2) // 2)
-        pool = ProcessPoolExecutor(max_workers=workers,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_lower_priority)
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+        )
         pool.submit(os.getpid).result()
     except Exception as exc:  # noqa: BLE001 - any failure: threads from now on
         # No worker process can start here (an embedding interpreter still

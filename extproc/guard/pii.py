@@ -53,8 +53,19 @@ from extproc.guard.fold import fold, prefilter_bytes
 
 Action = Literal["block", "redact", "mask", "pseudonymize"]
 Entity = Literal[
-    "EMAIL", "PHONE", "CREDIT_CARD", "US_SSN", "IBAN", "IPV4", "IPV6", "AWS_ACCESS_KEY",
-    "AWS_SECRET_KEY", "PRIVATE_KEY", "JWT", "BEARER_TOKEN", "GENERIC_SECRET",
+    "EMAIL",
+    "PHONE",
+    "CREDIT_CARD",
+    "US_SSN",
+    "IBAN",
+    "IPV4",
+    "IPV6",
+    "AWS_ACCESS_KEY",
+    "AWS_SECRET_KEY",
+    "PRIVATE_KEY",
+    "JWT",
+    "BEARER_TOKEN",
+    "GENERIC_SECRET",
 ]
 
 assert set(get_args(Entity)) == set(BUILTIN_ENTITIES)
@@ -168,7 +179,7 @@ class PseudonymVault:
     too; the values it can be replaced by are the same request's own.
     """
 
-    __slots__ = ("_key", "_numbers", "_originals", "_counters")
+    __slots__ = ("_counters", "_key", "_numbers", "_originals")
 
     def __init__(self) -> None:
         self._key = os.urandom(16)
@@ -383,7 +394,7 @@ class PiiScanner:
             out = _trim_escapes(text, out)
         if self._allow:
             allow = self._allow
-            out = [c for c in out if text[c[0]:c[1]].casefold() not in allow]
+            out = [c for c in out if text[c[0] : c[1]].casefold() not in allow]
         return out
 
     def _re_hits(self, data: bytes) -> list[tuple[int, int, int]]:
@@ -480,8 +491,9 @@ class PiiScanner:
         out = self._render(text, 0, len(text), findings, vault, counts, blocked)
         return Redaction(out, counts, blocked)
 
-    def sanitize_parts(self, texts: list[str], vault: PseudonymVault | None = None,
-                       alone: list[bool] | None = None) -> PartsRedaction:
+    def sanitize_parts(
+        self, texts: list[str], vault: PseudonymVault | None = None, alone: list[bool] | None = None
+    ) -> PartsRedaction:
         """``sanitize`` for the strings of one request, read as one text too.
 
         A value split across content parts or messages ("jane" + "@x.com",
@@ -535,16 +547,17 @@ class PiiScanner:
                 if entity not in blocked:
                     blocked.append(entity)
                 continue
-            value = joined[f.start:f.end]
-            placeholder = (None if action == "mask"
-                           else vault.placeholder(entity, value, restorable=action == "pseudonymize"))
+            value = joined[f.start : f.end]
+            placeholder = (
+                None if action == "mask" else vault.placeholder(entity, value, restorable=action == "pseudonymize")
+            )
             while offsets[part + 1] <= f.start:
                 part += 1
             i = part
             while i < len(texts) and offsets[i] < f.end:
                 lo, hi = max(f.start, offsets[i]), min(f.end, offsets[i + 1])
                 if lo < hi:
-                    pieces[i].append(joined[positions[i]:lo])
+                    pieces[i].append(joined[positions[i] : lo])
                     pieces[i].append(mask(joined[lo:hi], entity) if placeholder is None else placeholder)
                     positions[i] = hi
                 i += 1
@@ -553,12 +566,20 @@ class PiiScanner:
             if not pieces[i]:
                 out.append(text)
             else:
-                pieces[i].append(joined[positions[i]:offsets[i + 1]])
+                pieces[i].append(joined[positions[i] : offsets[i + 1]])
                 out.append("".join(pieces[i]))
         return PartsRedaction(out, counts, blocked)
 
-    def _render(self, text: str, start: int, end: int, findings: list[Finding], vault: PseudonymVault,
-                counts: dict[str, int], blocked: list[str]) -> str:
+    def _render(
+        self,
+        text: str,
+        start: int,
+        end: int,
+        findings: list[Finding],
+        vault: PseudonymVault,
+        counts: dict[str, int],
+        blocked: list[str],
+    ) -> str:
         parts = []
         pos = start
         actions = self._actions
@@ -570,8 +591,8 @@ class PiiScanner:
                 if entity not in blocked:
                     blocked.append(entity)
                 continue
-            parts.append(text[pos:f.start])
-            value = text[f.start:f.end]
+            parts.append(text[pos : f.start])
+            value = text[f.start : f.end]
             if action == "mask":
                 parts.append(mask(value, entity))
             else:
@@ -671,9 +692,9 @@ class StreamSanitizer:
         self.holdback = holdback
         self.counts: dict[str, int] = {}
         self.blocked: list[str] = []
-        self._buf = ""          # the text from absolute offset _base on
+        self._buf = ""  # the text from absolute offset _base on
         self._base = 0
-        self._done = 0          # absolute offset up to which output was produced
+        self._done = 0  # absolute offset up to which output was produced
         self._closed = False
 
     def feed(self, delta: str) -> str:
@@ -721,7 +742,7 @@ class StreamSanitizer:
         self._done = base + cut
         new_base = max(0, self._done - scanner.lookback)
         if new_base > base:
-            self._buf = buf[new_base - base:]
+            self._buf = buf[new_base - base :]
             self._base = new_base
         return out
 

@@ -32,28 +32,28 @@ def luhn_ok(digits: str) -> bool:
 # leading digits of the same width as the bound, so ("51", "55") covers
 # 51xxxx..55xxxx. Sources: the networks' published IIN ranges.
 _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
-    ("4", "4", frozenset({13, 16, 19})),                      # Visa
-    ("51", "55", frozenset({16})),                            # Mastercard
-    ("2221", "2720", frozenset({16})),                        # Mastercard 2-series
-    ("34", "34", frozenset({15})),                            # Amex
+    ("4", "4", frozenset({13, 16, 19})),  # Visa
+    ("51", "55", frozenset({16})),  # Mastercard
+    ("2221", "2720", frozenset({16})),  # Mastercard 2-series
+    ("34", "34", frozenset({15})),  # Amex
     ("37", "37", frozenset({15})),
-    ("6011", "6011", frozenset(range(16, 20))),               # Discover
+    ("6011", "6011", frozenset(range(16, 20))),  # Discover
     ("644", "649", frozenset(range(16, 20))),
     ("65", "65", frozenset(range(16, 20))),
     ("622126", "622925", frozenset(range(16, 20))),
-    ("300", "305", frozenset(range(14, 20))),                 # Diners
+    ("300", "305", frozenset(range(14, 20))),  # Diners
     ("3095", "3095", frozenset(range(14, 20))),
     ("36", "36", frozenset(range(14, 20))),
     ("38", "39", frozenset(range(16, 20))),
-    ("3528", "3589", frozenset(range(16, 20))),               # JCB
-    ("62", "62", frozenset(range(16, 20))),                   # UnionPay
-    ("2200", "2204", frozenset(range(16, 20))),               # Mir
-    ("50", "50", frozenset(range(12, 20))),                   # Maestro
+    ("3528", "3589", frozenset(range(16, 20))),  # JCB
+    ("62", "62", frozenset(range(16, 20))),  # UnionPay
+    ("2200", "2204", frozenset(range(16, 20))),  # Mir
+    ("50", "50", frozenset(range(12, 20))),  # Maestro
     ("56", "58", frozenset(range(12, 20))),
     ("6304", "6304", frozenset(range(12, 20))),
     ("6759", "6759", frozenset(range(12, 20))),
     ("6761", "6763", frozenset(range(12, 20))),
-    ("60", "60", frozenset(range(16, 20))),                   # RuPay
+    ("60", "60", frozenset(range(16, 20))),  # RuPay
     ("81", "82", frozenset(range(16, 20))),
 )
 
@@ -73,17 +73,94 @@ def card_ok(digits: str) -> bool:
 
 # IBAN length per country (SWIFT IBAN registry).
 IBAN_LENGTHS: dict[str, int] = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22,
-    "BH": 22, "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24,
-    "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18,
-    "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27,
-    "GT": 28, "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
-    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20,
-    "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MN": 20,
-    "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
-    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24,
-    "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25,
-    "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BI": 27,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DJ": 27,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FK": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HN": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "LY": 25,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MN": 20,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NI": 28,
+    "NL": 18,
+    "NO": 15,
+    "OM": 23,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "RU": 33,
+    "SA": 24,
+    "SC": 31,
+    "SD": 18,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "SO": 23,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
     "YE": 30,
 }
 
@@ -100,12 +177,7 @@ def iban_mod97_ok(iban: str) -> bool:
 
 def iban_ok(iban: str) -> bool:
     """``iban`` without spaces, upper case."""
-    return (
-        IBAN_LENGTHS.get(iban[:2]) == len(iban)
-        and iban[2:4].isdigit()
-        and iban.isalnum()
-        and iban_mod97_ok(iban)
-    )
+    return IBAN_LENGTHS.get(iban[:2]) == len(iban) and iban[2:4].isdigit() and iban.isalnum() and iban_mod97_ok(iban)
 
 
 def _codes(spec: str) -> frozenset[str]:
@@ -131,9 +203,20 @@ COUNTRY_CODES = _codes(
 # Digits after the country code, where the numbering plan is strict enough to
 # be worth checking. Others use E.164's general bound.
 _NATIONAL_LENGTHS: dict[str, tuple[int, int]] = {
-    "1": (10, 10), "7": (10, 10), "33": (9, 9), "44": (9, 10), "49": (6, 13),
-    "39": (6, 11), "34": (9, 9), "31": (9, 9), "32": (8, 9), "41": (9, 9),
-    "61": (9, 9), "81": (9, 10), "86": (8, 11), "91": (10, 10),
+    "1": (10, 10),
+    "7": (10, 10),
+    "33": (9, 9),
+    "44": (9, 10),
+    "49": (6, 13),
+    "39": (6, 11),
+    "34": (9, 9),
+    "31": (9, 9),
+    "32": (8, 9),
+    "41": (9, 9),
+    "61": (9, 9),
+    "81": (9, 10),
+    "86": (8, 11),
+    "91": (10, 10),
 }
 
 
@@ -224,11 +307,31 @@ def jwt_ok(token: str) -> bool:
     return isinstance(b64url_json(parts[1]), dict)
 
 
-_PLACEHOLDER_WORDS = frozenset({
-    "null", "none", "true", "false", "undefined", "required", "optional", "changeme",
-    "password", "secret", "example", "string", "redacted", "placeholder", "your_token",
-    "your_api_key", "yourpassword", "your-api-key", "xxxxxxxx", "********", "hidden",
-})
+_PLACEHOLDER_WORDS = frozenset(
+    {
+        "null",
+        "none",
+        "true",
+        "false",
+        "undefined",
+        "required",
+        "optional",
+        "changeme",
+        "password",
+        "secret",
+        "example",
+        "string",
+        "redacted",
+        "placeholder",
+        "your_token",
+        "your_api_key",
+        "yourpassword",
+        "your-api-key",
+        "xxxxxxxx",
+        "********",
+        "hidden",
+    }
+)
 
 
 def looks_like_placeholder(value: str) -> bool:

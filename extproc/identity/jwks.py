@@ -27,9 +27,20 @@ log = logging.getLogger("extproc.jwks")
 
 # Only asymmetric algorithms: a JWKS publishes public keys, and accepting an
 # HMAC algorithm with one is the classic RS/HS key-confusion attack.
-ASYMMETRIC_ALGORITHMS = frozenset({
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-})
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    }
+)
 _KTY_FOR_ALG_PREFIX = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 MAX_JWKS_BYTES = 1 << 20
 
@@ -70,7 +81,7 @@ def parse_jwks(document: dict) -> dict[str | None, SigningKey]:
 
 def _http_get_json(url: str, timeout: float) -> dict:
     request = urllib.request.Request(url, headers={"accept": "application/json", "user-agent": "extproc-jwks"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - URL comes from policy
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         body = response.read(MAX_JWKS_BYTES + 1)
     if len(body) > MAX_JWKS_BYTES:
         raise ValueError(f"{url}: response larger than {MAX_JWKS_BYTES} bytes")
@@ -81,9 +92,17 @@ class JwksCache:
     """One key set. Created through ``Runtime.shared`` so every route (and
     every policy revision) naming the same source shares it."""
 
-    def __init__(self, *, file: str | None = None, url: str | None = None, discovery: str | None = None,
-                 refresh_interval: float = 300.0, min_refresh_interval: float = 10.0, timeout: float = 5.0,
-                 issuer: str | None = None):
+    def __init__(
+        self,
+        *,
+        file: str | None = None,
+        url: str | None = None,
+        discovery: str | None = None,
+        refresh_interval: float = 300.0,
+        min_refresh_interval: float = 10.0,
+        timeout: float = 5.0,
+        issuer: str | None = None,
+    ):
         if sum(x is not None for x in (file, url, discovery)) != 1:
             raise ValueError("give exactly one of file, url, discovery")
         self.file, self.url, self.discovery = file, url, discovery
@@ -146,8 +165,11 @@ class JwksCache:
         try:
             keys = await self._fetch()
         except Exception as exc:  # network, JSON, anything: keep serving the keys we have
-            log.warning("JWKS refresh failed; keeping %d cached key(s)", len(self.keys),
-                        extra={"source": self.source, "error": str(exc)})
+            log.warning(
+                "JWKS refresh failed; keeping %d cached key(s)",
+                len(self.keys),
+                extra={"source": self.source, "error": str(exc)},
+            )
             return False
         # An empty set is the identity provider revoking every key: honoured.
         # (A response that is not a JWKS at all raised above and changed nothing.)

@@ -33,9 +33,9 @@ log = logging.getLogger("extproc.jsonrpc")
 class Protocol:
     """What differs between the protocols sharing this machinery."""
 
-    name: str                    # "MCP", "A2A": log lines and reasons
-    key: str                     # "mcp", "a2a": ctx.state and audit key prefix
-    invalid_status: int          # HTTP status answering a malformed body (the protocol's servers' own)
+    name: str  # "MCP", "A2A": log lines and reasons
+    key: str  # "mcp", "a2a": ctx.state and audit key prefix
+    invalid_status: int  # HTTP status answering a malformed body (the protocol's servers' own)
     decision_keys: tuple[str, ...] = ()  # flat audit keys carrying a call's decision
     is_notification: Callable[[str], bool] = lambda method: False
 
@@ -53,12 +53,12 @@ class Pending:
 class Exchange:
     """What one HTTP request's processing remembers between phases."""
 
-    pending: dict = field(default_factory=dict)   # id_key -> Pending
+    pending: dict = field(default_factory=dict)  # id_key -> Pending
     batch: bool = False
     reasons: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # this request's audit records
-    allowed: list[str] = field(default_factory=list)   # summaries of allowed messages
-    body: Any = None   # the response rewriter
+    allowed: list[str] = field(default_factory=list)  # summaries of allowed messages
+    body: Any = None  # the response rewriter
     fed: bool = False  # the response body reached us (Envoy's route sends it)
 
     def expect(self, message: Message, method: str, record: dict | None = None) -> None:
@@ -83,8 +83,9 @@ def _state_key(protocol: Protocol, owner: object) -> str:
     return f"{protocol.key}:{id(owner)}"
 
 
-def exchange_of(ctx: RequestContext, protocol: Protocol, owner: object,
-                factory: Callable[[], Exchange] = Exchange) -> Exchange:
+def exchange_of(
+    ctx: RequestContext, protocol: Protocol, owner: object, factory: Callable[[], Exchange] = Exchange
+) -> Exchange:
     """``owner``'s exchange for this request, created on first use."""
     key = _state_key(protocol, owner)
     exchange = ctx.state.get(key)
@@ -103,22 +104,39 @@ def record_call(ctx: RequestContext, exchange: Exchange, protocol: Protocol, rec
     exchange.records.append(record)
 
 
-async def judge_request(cap, ctx: RequestContext, exchange: Exchange, protocol: Protocol, authorize: Authorize,
-                        *, max_body_bytes: int, max_batch: int, batches: bool = True) -> Deny | None:
+async def judge_request(
+    cap,
+    ctx: RequestContext,
+    exchange: Exchange,
+    protocol: Protocol,
+    authorize: Authorize,
+    *,
+    max_body_bytes: int,
+    max_batch: int,
+    batches: bool = True,
+) -> Deny | None:
     """Parse the request body and judge every message in it."""
     body = ctx.request_body or b""
     accept = ctx.request.headers.get("accept")
     if len(body) > max_body_bytes:
-        return wire.refusal(wire.error_object(None, INVALID_REQUEST, "request too large"), status=413,
-                            code="body_too_large", reason=f"{protocol.name} body of {len(body)} bytes", accept=accept)
+        return wire.refusal(
+            wire.error_object(None, INVALID_REQUEST, "request too large"),
+            status=413,
+            code="body_too_large",
+            reason=f"{protocol.name} body of {len(body)} bytes",
+            accept=accept,
+        )
     try:
-        envelope = wire.parse(body, max_batch=max_batch, batches=batches,
-                              is_notification=protocol.is_notification)
+        envelope = wire.parse(body, max_batch=max_batch, batches=batches, is_notification=protocol.is_notification)
     except wire.JsonRpcError as exc:
         wire.audit_of(ctx)[f"{protocol.key}.error"] = exc.code
-        return wire.refusal(wire.error_object(exc.id, exc.code, exc.message), status=protocol.invalid_status,
-                            code="invalid_request", reason=f"malformed JSON-RPC ({exc.code}): {exc.message}",
-                            accept=accept)
+        return wire.refusal(
+            wire.error_object(exc.id, exc.code, exc.message),
+            status=protocol.invalid_status,
+            code="invalid_request",
+            reason=f"malformed JSON-RPC ({exc.code}): {exc.message}",
+            accept=accept,
+        )
     exchange.batch = envelope.batch
     wire.audit_of(ctx)[f"{protocol.key}.methods"] = [m.method for m in envelope.messages() if m.method]
     errors: dict[int, dict] = {}
@@ -137,8 +155,14 @@ async def judge_request(cap, ctx: RequestContext, exchange: Exchange, protocol: 
     return _refuse(ctx, exchange, protocol, envelope, errors, accept)
 
 
-def _refuse(ctx: RequestContext, exchange: Exchange, protocol: Protocol, envelope: Envelope,
-            errors: dict[int, dict], accept: str | None) -> Deny:
+def _refuse(
+    ctx: RequestContext,
+    exchange: Exchange,
+    protocol: Protocol,
+    envelope: Envelope,
+    errors: dict[int, dict],
+    accept: str | None,
+) -> Deny:
     if not envelope.batch:
         payload: dict | list = errors[0]
     else:
@@ -147,9 +171,14 @@ def _refuse(ctx: RequestContext, exchange: Exchange, protocol: Protocol, envelop
             if item.index in errors:
                 payload.append(errors[item.index])
             elif isinstance(item, Message) and item.kind == "request":
-                payload.append(wire.error_object(item.id, POLICY_DENIED,
-                                                 "not executed: another message in this batch was refused",
-                                                 {"decision_id": ctx.decision_id}))
+                payload.append(
+                    wire.error_object(
+                        item.id,
+                        POLICY_DENIED,
+                        "not executed: another message in this batch was refused",
+                        {"decision_id": ctx.decision_id},
+                    )
+                )
     # Nothing of a refused body reaches the server: no message of it was allowed.
     for record in exchange.records:
         if record.get("decision") == "allow":
@@ -161,20 +190,35 @@ def _refuse(ctx: RequestContext, exchange: Exchange, protocol: Protocol, envelop
     exchange.pending.clear()
     invalid = any(e["error"]["code"] != POLICY_DENIED for e in errors.values())
     status = protocol.invalid_status if invalid else 200
-    return wire.refusal(payload, status=status, code="invalid_request" if invalid else "forbidden",
-                        reason="; ".join(exchange.reasons) or "refused", accept=accept)
+    return wire.refusal(
+        payload,
+        status=status,
+        code="invalid_request" if invalid else "forbidden",
+        reason="; ".join(exchange.reasons) or "refused",
+        accept=accept,
+    )
 
 
 # -- response -------------------------------------------------------------------
 
-def open_exchange_response(ctx: RequestContext, exchange: Exchange, protocol: Protocol, transform: Transform,
-                           max_response_bytes: int,
-                           on_unreadable: Callable[[], bytes | None] | None = None) -> Deny | None:
+
+def open_exchange_response(
+    ctx: RequestContext,
+    exchange: Exchange,
+    protocol: Protocol,
+    transform: Transform,
+    max_response_bytes: int,
+    on_unreadable: Callable[[], bytes | None] | None = None,
+) -> Deny | None:
     """Start rewriting the response (any status: a client reads a JSON-RPC
     body under a 2xx other than 200 too)."""
     exchange.body, deny = open_response(
-        ctx, transform, on_unreadable or (lambda: withhold_pending(ctx, exchange, protocol)),
-        max_response_bytes, protocol.name)
+        ctx,
+        transform,
+        on_unreadable or (lambda: withhold_pending(ctx, exchange, protocol)),
+        max_response_bytes,
+        protocol.name,
+    )
     return deny
 
 
@@ -182,13 +226,16 @@ async def feed(ctx: RequestContext, exchange: Exchange | None) -> None:
     await feed_response(ctx, exchange)
 
 
-def withhold_pending(ctx: RequestContext, exchange: Exchange, protocol: Protocol,
-                     message: str = "the response was withheld by the gateway: invalid JSON") -> bytes | None:
+def withhold_pending(
+    ctx: RequestContext,
+    exchange: Exchange,
+    protocol: Protocol,
+    message: str = "the response was withheld by the gateway: invalid JSON",
+) -> bytes | None:
     """The answer to the requests still waiting when the response cannot be
     read strictly: an error each (the body itself is withheld)."""
     wire.audit_of(ctx)[f"{protocol.key}.unreadable_response"] = True
-    log.warning("%s response withheld: not strictly valid JSON", protocol.name,
-                extra={"decision_id": ctx.decision_id})
+    log.warning("%s response withheld: not strictly valid JSON", protocol.name, extra={"decision_id": ctx.decision_id})
     waiting = list(exchange.pending.values())
     exchange.pending.clear()
     if not waiting:
@@ -202,6 +249,10 @@ def log_unfed(ctx: RequestContext, protocol: Protocol, owner: object) -> None:
     Envoy route does not send response bodies, so nothing could be filtered."""
     exchange = existing_exchange(ctx, protocol, owner)
     if exchange is not None and exchange.body is not None and not exchange.fed and exchange.pending:
-        log.error("%s route %s: response body never reached the processor; set "
-                  "response_body_mode: STREAMED on its Envoy route", protocol.name,
-                  ctx.route.name if ctx.route else "?", extra={"decision_id": ctx.decision_id})
+        log.error(
+            "%s route %s: response body never reached the processor; set "
+            "response_body_mode: STREAMED on its Envoy route",
+            protocol.name,
+            ctx.route.name if ctx.route else "?",
+            extra={"decision_id": ctx.decision_id},
+        )

@@ -145,8 +145,13 @@ class AmbiguousContentType(ValueError):
     pass
 
 
-def rewriter(content_type: str | None, transform: Transform, on_unreadable: Callable[[], bytes | None],
-             max_json_bytes: int = 8 << 20, max_event_bytes: int = 4 << 20) -> JsonBody | SseBody | None:
+def rewriter(
+    content_type: str | None,
+    transform: Transform,
+    on_unreadable: Callable[[], bytes | None],
+    max_json_bytes: int = 8 << 20,
+    max_event_bytes: int = 4 << 20,
+) -> JsonBody | SseBody | None:
     """The rewriter for a response's content type; None when it is not one
     JSON-RPC travels in. Raises AmbiguousContentType."""
     kind = content_kind(content_type)
@@ -159,21 +164,25 @@ def rewriter(content_type: str | None, transform: Transform, on_unreadable: Call
     return None
 
 
-def open_response(ctx, transform: Transform, on_unreadable: Callable[[], bytes | None], max_json_bytes: int,
-                  protocol: str):
+def open_response(
+    ctx, transform: Transform, on_unreadable: Callable[[], bytes | None], max_json_bytes: int, protocol: str
+):
     """The body rewriter for this response, or the 502 that says why it cannot
     be inspected (an ambiguous content type, a compressed body). ``(None,
     None)``: not a body JSON-RPC travels in; nothing to do."""
     try:
-        body = rewriter(ctx.response_headers.get("content-type"), transform, on_unreadable,
-                        max_json_bytes=max_json_bytes)
+        body = rewriter(
+            ctx.response_headers.get("content-type"), transform, on_unreadable, max_json_bytes=max_json_bytes
+        )
     except AmbiguousContentType as exc:
         return None, Deny(502, "bad_gateway", f"{protocol} response cannot be inspected: {exc}")
     if body is None:
         return None, None
     encoding = content_encoding(ctx.response_headers)
     if encoding:
-        return None, Deny(502, "bad_gateway", f"{protocol} response with content-encoding {encoding} cannot be inspected")
+        return None, Deny(
+            502, "bad_gateway", f"{protocol} response with content-encoding {encoding} cannot be inspected"
+        )
     return body, None
 
 

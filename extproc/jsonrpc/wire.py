@@ -32,12 +32,13 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from extproc import jsonstrict
 from extproc.audit import facts_of as audit_of  # noqa: F401 - the exchange's name for it
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny
 from extproc.jsonstrict import StrictJsonError
 
 PARSE_ERROR = -32700
@@ -107,8 +108,7 @@ def loads_strict(raw: bytes | str) -> Any:
 def canonical_json(value: Any) -> bytes:
     """One byte string per JSON value: sorted keys, no whitespace, UTF-8.
     (Numbers keep Python's repr, so 1 and 1.0 differ, as they do on the wire.)"""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def sha256_json(value: Any) -> str:
@@ -142,7 +142,7 @@ def id_key(value: Any) -> tuple[str, Any]:
 class Message:
     index: int
     raw: dict
-    id: Any          # None for notifications
+    id: Any  # None for notifications
     method: str | None  # None for a response the client sends (to a server's request)
 
     @property
@@ -203,8 +203,9 @@ def _message(index: int, obj: Any, is_notification: Callable[[str], bool]) -> Me
     return Message(index, obj, raw_id, method)
 
 
-def parse(raw: bytes, *, max_batch: int, batches: bool = True,
-          is_notification: Callable[[str], bool] = lambda method: False) -> Envelope:
+def parse(
+    raw: bytes, *, max_batch: int, batches: bool = True, is_notification: Callable[[str], bool] = lambda method: False
+) -> Envelope:
     """Parse a request body into messages. Whole-body failures raise
     ``JsonRpcError``; a bad message inside a batch becomes an ``Invalid`` item
     (with its id when one is readable)."""
@@ -238,6 +239,7 @@ def parse(raw: bytes, *, max_batch: int, batches: bool = True,
 
 
 # -- answers ------------------------------------------------------------------
+
 
 def error_object(id: Any, code: int, message: str, data: Any = None) -> dict:
     error: dict[str, Any] = {"code": code, "message": message}

@@ -62,19 +62,51 @@ _CHOICE_COUNTS = ("n", "best_of")  # best_of: completions generated server-side,
 
 # Fields whose string value is not text the model reads: names of things,
 # ids, enum tags. Everything else is scanned.
-NON_TEXT_KEYS = frozenset({
-    "model", "id", "type", "role", "object", "tool_call_id", "tool_use_id", "call_id", "item_id",
-    "previous_response_id", "media_type", "detail", "format", "encoding_format", "service_tier", "reasoning_effort",
-})
+NON_TEXT_KEYS = frozenset(
+    {
+        "model",
+        "id",
+        "type",
+        "role",
+        "object",
+        "tool_call_id",
+        "tool_use_id",
+        "call_id",
+        "item_id",
+        "previous_response_id",
+        "media_type",
+        "detail",
+        "format",
+        "encoding_format",
+        "service_tier",
+        "reasoning_effort",
+    }
+)
 # Message roles as the guards know them; anything else (a legacy ``function``
 # role, a typo, a new role) reads as ``user``: scanned by every default.
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant",
-          "tool": "tool", "function": "tool", "ipython": "tool"}
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "ipython": "tool",
+}
 # Parts/items of a tool exchange: what a tool or a search returned, and the
 # calls themselves (the client sends them back as history, arguments and all).
 # They read as ``tool``, a role every default scans.
-_TOOL_TYPES = frozenset({"tool_result", "search_result", "web_search_tool_result", "mcp_tool_result",
-                         "tool_use", "server_tool_use", "mcp_tool_use"})
+_TOOL_TYPES = frozenset(
+    {
+        "tool_result",
+        "search_result",
+        "web_search_tool_result",
+        "mcp_tool_result",
+        "tool_use",
+        "server_tool_use",
+        "mcp_tool_use",
+    }
+)
 _TOOL_CALL_FIELDS = frozenset({"tool_calls", "function_call"})
 # Objects that are data through and through (see ``walk_texts``).
 _FREE_FORM_FIELDS = frozenset({"arguments", "variables"})
@@ -96,7 +128,7 @@ def _segments(path: str) -> tuple[str, ...]:
 def api_for_path(path: str) -> str | None:
     segments = _segments(path)
     for tail, api in _API_BY_SEGMENTS:
-        if segments[-len(tail):] == tail:
+        if segments[-len(tail) :] == tail:
             return api
     return None
 
@@ -136,7 +168,7 @@ class LlmRequest:
     model: str | None
     stream: bool
     max_tokens: int | None  # the per-choice completion limit the client set, if any
-    choices: int = 1        # completions the model generates (n, best_of)
+    choices: int = 1  # completions the model generates (n, best_of)
     slots: list[TextSlot] = field(default_factory=list)
     embedded: list[_Embedded] = field(default_factory=list)
 
@@ -148,6 +180,7 @@ class LlmRequest:
     def replace(self, ctx: RequestContext, slot: TextSlot, text: str) -> None:
         """Stage ``slot``'s new text; the pipeline applies it unless the
         capability runs in monitor mode (or refuses, or fails)."""
+
         def apply() -> None:
             if slot.is_key:
                 self._rename(slot.container, slot.key, text)
@@ -156,6 +189,7 @@ class LlmRequest:
             if slot.embedded is not None:
                 slot.embedded.dirty = True
             ctx.at_phase_end("llm.request", lambda: mark_changed(ctx, self))
+
         ctx.stage(apply)
 
     def _rename(self, holder: dict, old: str, new: str) -> None:
@@ -257,11 +291,18 @@ def parse_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     if not isinstance(body, dict):
         raise _bad(api, "body must be a JSON object")
     _check_shape(api, body)
-    limits = [v for v in (_bounded_int(api, body, n, 0, MAX_COMPLETION_TOKENS) for n in _COMPLETION_LIMITS)
-              if v is not None]
+    limits = [
+        v for v in (_bounded_int(api, body, n, 0, MAX_COMPLETION_TOKENS) for n in _COMPLETION_LIMITS) if v is not None
+    ]
     counts = [v for v in (_bounded_int(api, body, n, 1, MAX_CHOICES) for n in _CHOICE_COUNTS) if v is not None]
-    request = LlmRequest(api=api, body=body, model=body.get("model"), stream=body.get("stream") is True,
-                         max_tokens=max(limits) if limits else None, choices=max(counts, default=1))
+    request = LlmRequest(
+        api=api,
+        body=body,
+        model=body.get("model"),
+        stream=body.get("stream") is True,
+        max_tokens=max(limits) if limits else None,
+        choices=max(counts, default=1),
+    )
     walk_texts(api, body, request)
     return request
 
@@ -287,6 +328,7 @@ def mark_changed(ctx: RequestContext, request: LlmRequest) -> None:
 
 
 # -- the walk over every string --------------------------------------------
+
 
 def message_role(value: Any) -> str:
     if not isinstance(value, str):
@@ -354,8 +396,9 @@ def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
             if is_message:
                 role = message_role(value.get("role")) if "role" in value else role
             if free or not value.keys() <= API_FIELDS:  # the usual message holds only API fields
-                slots.extend(TextSlot(role, value, k, embedded, is_key=True)
-                             for k in value if free or k not in API_FIELDS)
+                slots.extend(
+                    TextSlot(role, value, k, embedded, is_key=True) for k in value if free or k not in API_FIELDS
+                )
                 if len(slots) > MAX_TEXT_PARTS:
                     raise _bad(api, "the request has too many text parts")
             kind = value.get("type")
@@ -364,8 +407,9 @@ def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
                 role = "tool"  # only ever towards a role every default scans
             for k in reversed(list(value)):
                 child_free = free or k in _FREE_FORM_FIELDS or (tool and k == "input")
-                stack.append((value, k, "tool" if k in _TOOL_CALL_FIELDS else role, depth + 1, embedded, False,
-                              child_free))
+                stack.append(
+                    (value, k, "tool" if k in _TOOL_CALL_FIELDS else role, depth + 1, embedded, False, child_free)
+                )
         elif isinstance(value, list):
             items_are_messages = depth == 1 and key in _MESSAGE_LISTS
             for i in range(len(value) - 1, -1, -1):

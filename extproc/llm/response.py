@@ -44,11 +44,28 @@ class TextTransform(Protocol):
 TransformFactory = Callable[[], TextTransform]
 
 # Strings that are not model output: ids, enum tags, names of things.
-NON_TEXT_KEYS = frozenset({
-    "id", "object", "model", "role", "type", "finish_reason", "stop_reason", "status", "system_fingerprint",
-    "call_id", "item_id", "tool_call_id", "tool_use_id", "service_tier", "signature", "previous_response_id",
-    "created_at", "event",
-})
+NON_TEXT_KEYS = frozenset(
+    {
+        "id",
+        "object",
+        "model",
+        "role",
+        "type",
+        "finish_reason",
+        "stop_reason",
+        "status",
+        "system_fingerprint",
+        "call_id",
+        "item_id",
+        "tool_call_id",
+        "tool_use_id",
+        "service_tier",
+        "signature",
+        "previous_response_id",
+        "created_at",
+        "event",
+    }
+)
 # Chat/completions ``choices[]`` fields that carry fragments of a text stream.
 _FRAGMENT_KEYS = frozenset({"content", "text", "arguments", "reasoning_content", "reasoning", "refusal"})
 # Anthropic ``content_block_delta`` fields and the delta type that carries each.
@@ -68,8 +85,9 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def transform_strings(value: Any, make: TransformFactory, skip: set[tuple[int, Any]] | None = None,
-                      free: bool = False) -> None:
+def transform_strings(
+    value: Any, make: TransformFactory, skip: set[tuple[int, Any]] | None = None, free: bool = False
+) -> None:
     """Transform in place every string of ``value`` that is model output, and
     every object key that is data rather than an API field. ``skip``:
     (id(holder), key) pairs already handled as stream fragments. Inside
@@ -135,6 +153,7 @@ def _transform_text(text: str, make: TransformFactory, embedded: bool) -> str:
 
 # -- JSON ------------------------------------------------------------------
 
+
 class JsonRewriter:
     """Holds a JSON response body until it is complete, then transforms it."""
 
@@ -171,6 +190,7 @@ class JsonRewriter:
 
 
 # -- SSE -------------------------------------------------------------------
+
 
 def _put(root: dict, path: tuple, text: str) -> None:
     """Append ``text`` at ``path`` under ``root``, creating what is missing.
@@ -319,7 +339,9 @@ class SseRewriter:
                 base["choices"] = [choice]
                 base.pop("usage", None)
                 return "data: " + _dumps(base)
+
             return emit
+
         return for_path
 
     def _finish(self) -> list[str]:
@@ -339,9 +361,13 @@ def _hashable(value: Any) -> Any:
 
 def _anthropic_emitter(index: Any, name: str) -> Callable[[str], str]:
     def emit(released: str) -> str:
-        payload = {"type": "content_block_delta", "index": index,
-                   "delta": {"type": _ANTHROPIC_FRAGMENTS[name], name: released}}
+        payload = {
+            "type": "content_block_delta",
+            "index": index,
+            "delta": {"type": _ANTHROPIC_FRAGMENTS[name], name: released},
+        }
         return "event: content_block_delta\ndata: " + _dumps(payload)
+
     return emit
 
 
@@ -349,6 +375,7 @@ def _responses_emitter(kind: str, ids: dict) -> Callable[[str], str]:
     def emit(released: str) -> str:
         payload = {"type": kind, **ids, "delta": released}
         return f"event: {kind}\ndata: " + _dumps(payload)
+
     return emit
 
 

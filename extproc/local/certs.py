@@ -22,29 +22,41 @@ def _key():
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "extproc demo"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "extproc demo"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 def _write(path: Path, cert: x509.Certificate, key) -> None:
     path.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path = path.with_suffix(".key")
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     key_path.chmod(0o600)
 
 
-def _issue(subject: x509.Name, key, issuer_cert: x509.Certificate | None, issuer_key, *, ca: bool,
-           sans: list[x509.GeneralName], usage: list) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject)
-               .issuer_name(issuer_cert.subject if issuer_cert else subject)
-               .public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + dt.timedelta(days=365 if ca else 90))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+def _issue(
+    subject: x509.Name,
+    key,
+    issuer_cert: x509.Certificate | None,
+    issuer_key,
+    *,
+    ca: bool,
+    sans: list[x509.GeneralName],
+    usage: list,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject if issuer_cert else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365 if ca else 90))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     if usage:
@@ -62,17 +74,30 @@ def generate(out: str | Path, client_ids: list[str] | None = None) -> dict[str, 
     out.joinpath("ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
     server_key = _key()
-    server = _issue(_name("localhost"), server_key, ca, ca_key, ca=False,
-                    sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-                    usage=[ExtendedKeyUsageOID.SERVER_AUTH])
+    server = _issue(
+        _name("localhost"),
+        server_key,
+        ca,
+        ca_key,
+        ca=False,
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+    )
     _write(out / "server", server, server_key)
     paths = {"ca": out / "ca.pem", "server": out / "server.pem", "server_key": out / "server.key"}
 
     for i, spiffe_id in enumerate(client_ids or [DEMO_CLIENT_ID]):
         name = "client" if i == 0 else f"client-{i}"
         key = _key()
-        cert = _issue(_name(spiffe_id.rsplit("/", 1)[-1]), key, ca, ca_key, ca=False,
-                      sans=[x509.UniformResourceIdentifier(spiffe_id)], usage=[ExtendedKeyUsageOID.CLIENT_AUTH])
+        cert = _issue(
+            _name(spiffe_id.rsplit("/", 1)[-1]),
+            key,
+            ca,
+            ca_key,
+            ca=False,
+            sans=[x509.UniformResourceIdentifier(spiffe_id)],
+            usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
         _write(out / name, cert, key)
         paths[name] = out / f"{name}.pem"
         paths[f"{name}_key"] = out / f"{name}.key"

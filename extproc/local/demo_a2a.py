@@ -63,16 +63,20 @@ def build_app(public_url: str, skill_key: str = "skill"):
 
     prefix = "/" + urlsplit(public_url).path.strip("/")
     card = AgentCard(
-        name="extproc demo agent", description="A demo A2A agent behind the extproc governance gateway.",
+        name="extproc demo agent",
+        description="A demo A2A agent behind the extproc governance gateway.",
         version="1.0.0",
         supported_interfaces=[AgentInterface(protocol_binding="JSONRPC", url=public_url, protocol_version="1.0")],
         capabilities=AgentCapabilities(streaming=True),
-        default_input_modes=["text/plain"], default_output_modes=["text/plain"],
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
         skills=[AgentSkill(id=sid, name=name, description=desc, tags=["demo"]) for sid, (name, desc) in SKILLS.items()],
     )
     handler = DefaultRequestHandler(agent_executor=DemoAgent(), task_store=InMemoryTaskStore(), agent_card=card)
-    routes = [*create_agent_card_routes(card, card_url=prefix.rstrip("/") + "/.well-known/agent-card.json"),
-              *create_jsonrpc_routes(handler, rpc_url=prefix.rstrip("/") + "/", enable_v0_3_compat=True)]
+    routes = [
+        *create_agent_card_routes(card, card_url=prefix.rstrip("/") + "/.well-known/agent-card.json"),
+        *create_jsonrpc_routes(handler, rpc_url=prefix.rstrip("/") + "/", enable_v0_3_compat=True),
+    ]
     return Starlette(routes=routes)
 
 

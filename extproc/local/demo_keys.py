@@ -24,8 +24,9 @@ def generate_rsa_key() -> rsa.RSAPrivateKey:
 
 
 def private_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def jwks_for(public_keys: dict[str, object]) -> dict:
@@ -41,9 +42,19 @@ def load_demo_key():
     return serialization.load_pem_private_key(KEY_PATH.read_bytes(), password=None)
 
 
-def mint(private_key, *, sub: str, roles: list[str] = (), tenant: str | None = None, ttl: int = 3600,
-         issuer: str = DEMO_ISSUER, audience: str | None = DEMO_AUDIENCE, kid: str = DEMO_KID,
-         extra: dict | None = None, algorithm: str = "RS256") -> str:
+def mint(
+    private_key,
+    *,
+    sub: str,
+    roles: list[str] = (),
+    tenant: str | None = None,
+    ttl: int = 3600,
+    issuer: str = DEMO_ISSUER,
+    audience: str | None = DEMO_AUDIENCE,
+    kid: str = DEMO_KID,
+    extra: dict | None = None,
+    algorithm: str = "RS256",
+) -> str:
     now = int(time.time())
     claims = {"iss": issuer, "sub": sub, "iat": now, "nbf": now, "exp": now + ttl}
     if audience:

@@ -18,7 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from extproc.local import mock_llm
 
-
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
@@ -56,12 +55,14 @@ class _EchoHandler(BaseHTTPRequestHandler):
             return self._json(400, {"error": {"message": "unreadable request body framing"}})
         if self.command == "POST" and self.path.startswith("/v1/"):
             return self._model(body)
-        payload = json.dumps({
-            "method": self.command,
-            "path": self.path,
-            "headers": {k.lower(): v for k, v in self.headers.items()},
-            "body": body.decode("utf-8", "replace"),
-        }).encode()
+        payload = json.dumps(
+            {
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body.decode("utf-8", "replace"),
+            }
+        ).encode()
         self._send(200, payload, ("x-upstream", "echo"))
 
     def _model(self, raw: bytes) -> None:
@@ -105,7 +106,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _echo
 
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+    def log_message(self, format, *args):
         pass
 
 

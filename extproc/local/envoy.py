@@ -43,12 +43,17 @@ def _replace_certs_dir(node, certs_dir: str):
     if isinstance(node, list):
         return [_replace_certs_dir(v, certs_dir) for v in node]
     if isinstance(node, str) and node.startswith(CERTS_PLACEHOLDER + "/"):
-        return str(Path(certs_dir) / node[len(CERTS_PLACEHOLDER) + 1:])
+        return str(Path(certs_dir) / node[len(CERTS_PLACEHOLDER) + 1 :])
     return node
 
 
-def render(config_path: str | Path, ports: dict[str, int] | None = None, admin_port: int | None = None,
-           address: str = "127.0.0.1", certs_dir: str | Path | None = None) -> dict:
+def render(
+    config_path: str | Path,
+    ports: dict[str, int] | None = None,
+    admin_port: int | None = None,
+    address: str = "127.0.0.1",
+    certs_dir: str | Path | None = None,
+) -> dict:
     """Load an Envoy config and point the named listeners/clusters at ``ports``
     (and its TLS file paths at ``certs_dir``)."""
     ports = ports or {}
@@ -68,7 +73,8 @@ def render(config_path: str | Path, ports: dict[str, int] | None = None, admin_p
             for group in cluster["load_assignment"]["endpoints"]:
                 for endpoint in group["lb_endpoints"]:
                     endpoint["endpoint"]["address"]["socket_address"].update(
-                        address=address, port_value=ports[cluster["name"]])
+                        address=address, port_value=ports[cluster["name"]]
+                    )
             seen.add(cluster["name"])
     missing = set(ports) - seen
     if missing:
@@ -77,8 +83,12 @@ def render(config_path: str | Path, ports: dict[str, int] | None = None, admin_p
 
 
 def validate(config_path: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config_path), "--log-level", "error"],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config_path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def uses_certs(config_path: str | Path) -> bool:
@@ -88,8 +98,14 @@ def uses_certs(config_path: str | Path) -> bool:
 class EnvoyProcess:
     """One Envoy, started on a rendered config, stopped by PID."""
 
-    def __init__(self, config: dict, admin_port: int, concurrency: int = 1, log_path: str | None = None,
-                 log_level: str = "warning"):
+    def __init__(
+        self,
+        config: dict,
+        admin_port: int,
+        concurrency: int = 1,
+        log_path: str | None = None,
+        log_level: str = "warning",
+    ):
         self.admin_port = admin_port
         self._dir = tempfile.mkdtemp(prefix="extproc-envoy-")
         self.config_path = os.path.join(self._dir, "envoy.yaml")
@@ -98,9 +114,18 @@ class EnvoyProcess:
         self.log_path = log_path or os.path.join(self._dir, "envoy.log")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [envoy_binary(), "-c", self.config_path, "--concurrency", str(concurrency),
-             "--disable-hot-restart", "--log-level", log_level],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                envoy_binary(),
+                "-c",
+                self.config_path,
+                "--concurrency",
+                str(concurrency),
+                "--disable-hot-restart",
+                "--log-level",
+                log_level,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 20.0) -> None:

@@ -30,8 +30,11 @@ def _last_user_text(body: dict) -> str:
 
 def _usage(prompt: str, completion: str) -> dict:
     prompt_tokens, completion_tokens = max(1, len(prompt) // 4), max(1, len(completion) // 4)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def answer(path: str, body: dict) -> tuple[int, dict | None, list[bytes] | None]:
@@ -41,44 +44,119 @@ def answer(path: str, body: dict) -> tuple[int, dict | None, list[bytes] | None]
     reply = f"You said: {prompt}"
     created, rid = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:12]
     usage = _usage(prompt, reply)
-    deltas = [reply[i:i + DELTA_SIZE] for i in range(0, len(reply), DELTA_SIZE)]
+    deltas = [reply[i : i + DELTA_SIZE] for i in range(0, len(reply), DELTA_SIZE)]
 
     if path.endswith("/embeddings"):
         inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input")]
-        return 200, {"object": "list", "model": model, "usage": usage,
-                     "data": [{"object": "embedding", "index": i, "embedding": [0.0, 0.1, 0.2]}
-                              for i, _ in enumerate(inputs)]}, None
+        return (
+            200,
+            {
+                "object": "list",
+                "model": model,
+                "usage": usage,
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.0, 0.1, 0.2]} for i, _ in enumerate(inputs)
+                ],
+            },
+            None,
+        )
     if path.endswith("/messages"):
         if not body.get("stream"):
-            return 200, {"id": rid, "type": "message", "role": "assistant", "model": model,
-                         "content": [{"type": "text", "text": reply}], "stop_reason": "end_turn",
-                         "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]}}, None
-        events = [("message_start", {"type": "message_start", "message": {"id": rid, "type": "message", "role": "assistant",
-                                                                           "model": model, "content": []}}),
-                  ("content_block_start", {"type": "content_block_start", "index": 0,
-                                           "content_block": {"type": "text", "text": ""}})]
-        events += [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                             "delta": {"type": "text_delta", "text": d}}) for d in deltas]
-        events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                   ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                                      "usage": {"output_tokens": usage["completion_tokens"]}}),
-                   ("message_stop", {"type": "message_stop"})]
+            return (
+                200,
+                {
+                    "id": rid,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": reply}],
+                    "stop_reason": "end_turn",
+                    "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"]},
+                },
+                None,
+            )
+        events = [
+            (
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {"id": rid, "type": "message", "role": "assistant", "model": model, "content": []},
+                },
+            ),
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+        ]
+        events += [
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": d}},
+            )
+            for d in deltas
+        ]
+        events += [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn"},
+                    "usage": {"output_tokens": usage["completion_tokens"]},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
         return 200, None, [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
     if path.endswith("/completions") and not path.endswith("/chat/completions"):
         if not body.get("stream"):
-            return 200, {"id": rid, "object": "text_completion", "created": created, "model": model,
-                         "choices": [{"index": 0, "text": reply, "finish_reason": "stop"}], "usage": usage}, None
-        chunks = [{"id": rid, "object": "text_completion", "created": created, "model": model,
-                   "choices": [{"index": 0, "text": d, "finish_reason": None}]} for d in deltas]
-        chunks.append({"id": rid, "object": "text_completion", "created": created, "model": model,
-                       "choices": [{"index": 0, "text": "", "finish_reason": "stop"}]})
+            return (
+                200,
+                {
+                    "id": rid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "text": reply, "finish_reason": "stop"}],
+                    "usage": usage,
+                },
+                None,
+            )
+        chunks = [
+            {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": d, "finish_reason": None}],
+            }
+            for d in deltas
+        ]
+        chunks.append(
+            {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
+            }
+        )
         return 200, None, [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
 
     # chat completions (default)
     if not body.get("stream"):
-        return 200, {"id": rid, "object": "chat.completion", "created": created, "model": model,
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
-                                  "finish_reason": "stop"}], "usage": usage}, None
+        return (
+            200,
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+                "usage": usage,
+            },
+            None,
+        )
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
     chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
     chunks += [{**base, "choices": [{"index": 0, "delta": {"content": d}, "finish_reason": None}]} for d in deltas]

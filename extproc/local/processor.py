@@ -27,7 +27,10 @@ def wait_serving(port: int, timeout: float = 20.0, proc: subprocess.Popen | None
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"processor exited with {proc.returncode}")
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -36,20 +39,46 @@ def wait_serving(port: int, timeout: float = 20.0, proc: subprocess.Popen | None
 
 
 class ProcessorProcess:
-    def __init__(self, policies: str, port: int | None = None, workers: int = 1, reload_interval: float = 1.0,
-                 extra_args: tuple[str, ...] = (), log_path: str | None = None, env: dict | None = None,
-                 drain_delay: float = 0.0, log_level: str = "info"):
+    def __init__(
+        self,
+        policies: str,
+        port: int | None = None,
+        workers: int = 1,
+        reload_interval: float = 1.0,
+        extra_args: tuple[str, ...] = (),
+        log_path: str | None = None,
+        env: dict | None = None,
+        drain_delay: float = 0.0,
+        log_level: str = "info",
+    ):
         self.port = port or free_port()
         self.log_path = log_path
         self._log = open(log_path, "ab") if log_path else None  # None: inherit our stderr
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "extproc", "--log-level", log_level, "serve", "--port", str(self.port),
-             "--policies", policies,
-             "--workers", str(workers), "--reload-interval", str(reload_interval),
-             # One local processor has no other replica to drain to, so by
-             # default it stops at once (tests and `extproc up` stop it often).
-             "--drain-delay", str(drain_delay), *extra_args],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            [
+                sys.executable,
+                "-m",
+                "extproc",
+                "--log-level",
+                log_level,
+                "serve",
+                "--port",
+                str(self.port),
+                "--policies",
+                policies,
+                "--workers",
+                str(workers),
+                "--reload-interval",
+                str(reload_interval),
+                # One local processor has no other replica to drain to, so by
+                # default it stops at once (tests and `extproc up` stop it often).
+                "--drain-delay",
+                str(drain_delay),
+                *extra_args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
 
     def wait_ready(self, timeout: float = 20.0) -> ProcessorProcess:

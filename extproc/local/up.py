@@ -47,19 +47,33 @@ def up(args: argparse.Namespace) -> int:
         return 2
     missing = _missing_files(render(ENVOY_DIR / "gateway.yaml", certs_dir=certs.resolve()), certs.resolve())
     if missing:
-        print(f"extproc up: {certs} lacks {', '.join(missing)} (remove the directory to regenerate the demo "
-              "certificates)", file=sys.stderr)
+        print(
+            f"extproc up: {certs} lacks {', '.join(missing)} (remove the directory to regenerate the demo "
+            "certificates)",
+            file=sys.stderr,
+        )
         return 2
     echo = EchoServer().start()
     agents = _demo_agents(args.listen_port)
-    processor = ProcessorProcess(policies, workers=args.workers, log_level=getattr(args, "log_level", "info"),
-                                 extra_args=("--quota-backend", args.redis or "memory"))
+    processor = ProcessorProcess(
+        policies,
+        workers=args.workers,
+        log_level=getattr(args, "log_level", "info"),
+        extra_args=("--quota-backend", args.redis or "memory"),
+    )
     admin_port = free_port()
-    config = render(ENVOY_DIR / "gateway.yaml",
-                    {"gateway": args.listen_port, "gateway_mtls": args.mtls_port,
-                     "governance": processor.port, "upstream": echo.port,
-                     **{name: server.port for name, server in agents.items()}},
-                    admin_port=admin_port, certs_dir=certs.resolve())
+    config = render(
+        ENVOY_DIR / "gateway.yaml",
+        {
+            "gateway": args.listen_port,
+            "gateway_mtls": args.mtls_port,
+            "governance": processor.port,
+            "upstream": echo.port,
+            **{name: server.port for name, server in agents.items()},
+        },
+        admin_port=admin_port,
+        certs_dir=certs.resolve(),
+    )
     envoy = None
     started = False  # "stopped" only follows a gateway that was up: a failed start says one line
     try:
@@ -74,8 +88,9 @@ def up(args: argparse.Namespace) -> int:
         started = True
         base = f"http://127.0.0.1:{args.listen_port}"
         tls = f"--cacert {certs}/ca.pem --cert {certs}/client.pem --key {certs}/client.key"
-        print(f"""
-governance gateway is up (policy revision {policy.revision}, routes: {', '.join(sorted(policy.routes))})
+        print(
+            f"""
+governance gateway is up (policy revision {policy.revision}, routes: {", ".join(sorted(policy.routes))})
   envoy       {base}   and https://localhost:{args.mtls_port} (mTLS)   admin http://127.0.0.1:{admin_port}
   processor   127.0.0.1:{processor.port}  (ext_authz + ext_proc, gRPC; policies from {policies}, hot-reloaded;
               quotas {"in Redis at " + args.redis if args.redis else "in memory"})
@@ -89,7 +104,9 @@ try:
   curl -i {tls} https://localhost:{args.mtls_port}/internal/status    # 200 as spiffe://example.org/ns/demo/sa/client
   curl -i {base}/nowhere                                      # 403: no policy route claims it
 
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C stops everything.""",
+            flush=True,
+        )
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -149,14 +166,18 @@ def _agents_banner(agents: dict, base: str) -> str:
     lines = [f"  mcp server  {agents['mcp'].url}/mcp  (demo tools: search_docs, read_file, delete_record)"]
     if "a2a" in agents:
         lines.append(f"  a2a agent   {agents['a2a'].url}/a2a/  (demo skills: summarize, translate, purge_cache)")
-    lines += ["",
-              "MCP (readers see search_docs and read_file; admins also delete_record):",
-              "  TOKEN=$(extproc token --sub alice --roles reader)",
-              "  curl -s -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\",
-              "       -H 'accept: application/json, text/event-stream' \\",
-              f"       -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}}' {base}/mcp"]
+    lines += [
+        "",
+        "MCP (readers see search_docs and read_file; admins also delete_record):",
+        "  TOKEN=$(extproc token --sub alice --roles reader)",
+        "  curl -s -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' \\",
+        "       -H 'accept: application/json, text/event-stream' \\",
+        f'       -d \'{{"jsonrpc":"2.0","id":1,"method":"tools/list"}}\' {base}/mcp',
+    ]
     if "a2a" in agents:
-        lines += ["A2A (agents planner-* may use summarize and translate):",
-                  "  AGENT=$(extproc token --sub planner-bot --agent-id planner-1)",
-                  f"  curl -s -H \"authorization: Bearer $AGENT\" {base}/a2a/.well-known/agent-card.json"]
+        lines += [
+            "A2A (agents planner-* may use summarize and translate):",
+            "  AGENT=$(extproc token --sub planner-bot --agent-id planner-1)",
+            f'  curl -s -H "authorization: Bearer $AGENT" {base}/a2a/.well-known/agent-card.json',
+        ]
     return "\n".join(lines) + "\n"

@@ -19,4 +19,4 @@ The capabilities themselves are ``extproc.capabilities.mcp_tools`` and
 # The capability modules import this package's modules; loading the registry
 # first means whichever side is imported first, each module body runs once
 # its imports are complete (no partially initialized module).
-import extproc.capabilities  # noqa: E402,F401
+import extproc.capabilities  # noqa: F401

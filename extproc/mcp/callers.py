@@ -22,20 +22,23 @@ from extproc.globs import compile_globs
 
 
 class Who(CapabilityConfig):
-    subjects: list[str] = Field(default_factory=list,
-                                description="Any of these subjects (globs): the user or consumer.")
+    subjects: list[str] = Field(
+        default_factory=list, description="Any of these subjects (globs): the user or consumer."
+    )
     agents: list[str] = Field(default_factory=list, description="Any of these agent ids (globs): the `agent_id` claim.")
     principals: list[str] = Field(
-        default_factory=list, description="Any of these mTLS peer identities (globs), e.g. spiffe://example.org/ns/a/*.")
+        default_factory=list, description="Any of these mTLS peer identities (globs), e.g. spiffe://example.org/ns/a/*."
+    )
     roles: list[str] = Field(default_factory=list, description="Any of these roles.")
     scopes: list[str] = Field(default_factory=list, description="All of these scopes.")
     authenticated_by: list[Literal["jwt", "api_key", "mtls"]] = Field(
-        default_factory=list, description="All of these methods, e.g. [mtls, jwt].")
+        default_factory=list, description="All of these methods, e.g. [mtls, jwt]."
+    )
     conditions: list[Condition] = Field(default_factory=list, description="All of these must hold (as in rbac).")
 
 
 class CallerMatcher:
-    __slots__ = ("subjects", "agents", "principals", "roles", "scopes", "methods", "conditions")
+    __slots__ = ("agents", "conditions", "methods", "principals", "roles", "scopes", "subjects")
 
     def __init__(self, who: Who):
         self.subjects = compile_globs(who.subjects)

@@ -38,13 +38,16 @@ MAX_CHAIN = 16
 
 
 class DelegationConfig(CapabilityConfig):
-    max_depth: int = Field(4, ge=0, le=MAX_CHAIN,
-                           description="Most actors in the act chain; 0 refuses any delegated call.")
+    max_depth: int = Field(
+        4, ge=0, le=MAX_CHAIN, description="Most actors in the act chain; 0 refuses any delegated call."
+    )
     trusted_actors: list[str] = Field(
-        default_factory=list, description="Every actor in the chain must match one of these globs; empty: any actor.")
+        default_factory=list, description="Every actor in the chain must match one of these globs; empty: any actor."
+    )
     require_narrowing: bool = Field(False, description="Scopes may only shrink along the chain (see docs/agents.md).")
     current_actor_is_agent: bool = Field(
-        False, description="The current (outermost) actor must be the token's agent_id when both are present.")
+        False, description="The current (outermost) actor must be the token's agent_id when both are present."
+    )
 
 
 @dataclass(slots=True, frozen=True)

@@ -32,17 +32,19 @@ from extproc.jsonrpc.wire import sha256_json
 def definition_hash(tool: dict) -> str:
     description = tool.get("description")
     schema = tool.get("inputSchema")
-    return sha256_json({
-        "name": tool.get("name"),
-        "description": description if isinstance(description, str) else "",
-        "inputSchema": schema if isinstance(schema, dict) else {},
-    })
+    return sha256_json(
+        {
+            "name": tool.get("name"),
+            "description": description if isinstance(description, str) else "",
+            "inputSchema": schema if isinstance(schema, dict) else {},
+        }
+    )
 
 
 @dataclass(slots=True)
 class Pin:
-    pinned: str | None   # None: nothing pinned yet (TOFU off, no explicit pin)
-    source: str          # "policy" | "first_seen"
+    pinned: str | None  # None: nothing pinned yet (TOFU off, no explicit pin)
+    source: str  # "policy" | "first_seen"
     seen: str | None = None
 
     @property
@@ -112,8 +114,9 @@ class PinStore:
         if pin is None:
             return None if trust_on_first_use else f"tool {name} has no pinned definition"
         if pin.drifted:
-            return (f"tool {name} definition changed ({pin.source} pin {(pin.pinned or 'none')[:12]}, "
-                    f"seen {pin.seen[:12]})")
+            return (
+                f"tool {name} definition changed ({pin.source} pin {(pin.pinned or 'none')[:12]}, seen {pin.seen[:12]})"
+            )
         return None
 
     def get(self, name: str) -> Pin | None:

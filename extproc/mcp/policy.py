@@ -52,8 +52,6 @@ KINDS = ("tool", "resource", "prompt")
 NOT_GIVEN: Any = object()  # "no arguments": the listing question
 
 
-
-
 def _checked_schema(value: dict | None) -> dict | None:
     """Pydantic validator: ``value`` is a valid JSON Schema (or None)."""
     if value is not None:
@@ -146,6 +144,7 @@ def validate_rules(rules: list[AccessRule]) -> list[AccessRule]:
 
 # -- compiled -------------------------------------------------------------------
 
+
 @dataclass(slots=True, frozen=True)
 class Decision:
     allowed: bool
@@ -158,7 +157,7 @@ class Decision:
 
 
 class _Argument:
-    __slots__ = ("name", "required", "one_of", "pattern", "not_pattern", "minimum", "maximum", "max_length", "schema")
+    __slots__ = ("max_length", "maximum", "minimum", "name", "not_pattern", "one_of", "pattern", "required", "schema")
 
     def __init__(self, name: str, c: ArgumentConstraint):
         self.name, self.required = name, c.required
@@ -206,7 +205,7 @@ def _same(value: Any, expected: Any) -> bool:
 
 
 class _Constraints:
-    __slots__ = ("kind", "target", "arguments", "schema")
+    __slots__ = ("arguments", "kind", "schema", "target")
 
     def __init__(self, c: ArgumentRules):
         self.kind = "tool" if c.tool is not None else "prompt"
@@ -235,13 +234,16 @@ class _Constraints:
 
 
 class _Rule:
-    __slots__ = ("name", "allow", "who", "targets", "constraints")
+    __slots__ = ("allow", "constraints", "name", "targets", "who")
 
     def __init__(self, rule: AccessRule):
         self.name, self.allow = rule.name, rule.effect == "allow"
         self.who = CallerMatcher(rule.who)
-        self.targets = {"tool": compile_globs(rule.tools), "resource": compile_globs(rule.resources),
-                        "prompt": compile_globs(rule.prompts)}
+        self.targets = {
+            "tool": compile_globs(rule.tools),
+            "resource": compile_globs(rule.resources),
+            "prompt": compile_globs(rule.prompts),
+        }
         self.constraints = [_Constraints(c) for c in rule.constraints]
 
     def covers(self, kind: str, name: str) -> bool:

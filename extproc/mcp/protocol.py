@@ -35,10 +35,19 @@ LISTS = {
 }
 
 # Methods with nothing to authorize beyond the caller's identity.
-PASS = frozenset({
-    "initialize", "ping", "server/discover", "logging/setLevel", "subscriptions/listen",
-    "tasks/get", "tasks/result", "tasks/list", "tasks/cancel",
-})
+PASS = frozenset(
+    {
+        "initialize",
+        "ping",
+        "server/discover",
+        "logging/setLevel",
+        "subscriptions/listen",
+        "tasks/get",
+        "tasks/result",
+        "tasks/list",
+        "tasks/cancel",
+    }
+)
 
 
 def is_notification(method: str) -> bool:

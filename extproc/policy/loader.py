@@ -30,7 +30,7 @@ Loc = tuple[str | int, ...]
 @dataclass(frozen=True, slots=True)
 class PolicyError:
     file: str
-    line: int   # 0: about the file or directory as a whole
+    line: int  # 0: about the file or directory as a whole
     field: str
     message: str
     column: int = 0
@@ -111,7 +111,7 @@ def _validation_errors(exc: ValidationError, file: str, locator: _Locator, prefi
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+            message = message[len("Value error, ") :]
         errors.append(PolicyError(file, locator.line(loc), format_loc(loc), message))
     return errors
 
@@ -129,8 +129,13 @@ def _yaml_syntax_error(exc: yaml.MarkedYAMLError, file: str) -> PolicyError:
         message = f"{exc.context} (starting here): {message}"
     if "'\\t'" in message:
         message += " (YAML indentation must use spaces, not tabs)"
-    return PolicyError(file, where.line + 1 if where else 1, "", f"invalid YAML: {' '.join(message.split())}",
-                       where.column + 1 if where else 0)
+    return PolicyError(
+        file,
+        where.line + 1 if where else 1,
+        "",
+        f"invalid YAML: {' '.join(message.split())}",
+        where.column + 1 if where else 0,
+    )
 
 
 def _parse(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
@@ -148,7 +153,9 @@ def _parse(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
     return data, _Locator(root), _duplicate_keys(root, file)
 
 
-def _compile_file(text: str, file: str, runtime: Runtime) -> tuple[PolicyFile | None, list[CompiledRoute], list[PolicyError]]:
+def _compile_file(
+    text: str, file: str, runtime: Runtime
+) -> tuple[PolicyFile | None, list[CompiledRoute], list[PolicyError]]:
     data, locator, errors = _parse(text, file)
     if errors:
         return None, [], errors
@@ -169,8 +176,14 @@ def _compile_file(text: str, file: str, runtime: Runtime) -> tuple[PolicyFile | 
             cls = REGISTRY.get(cap_spec.type)
             if cls is None:
                 known = ", ".join(sorted(REGISTRY))
-                errors.append(PolicyError(file, locator.line(loc + ("type",)), format_loc(loc + ("type",)),
-                                          f"unknown capability {cap_spec.type!r} (known: {known})"))
+                errors.append(
+                    PolicyError(
+                        file,
+                        locator.line(loc + ("type",)),
+                        format_loc(loc + ("type",)),
+                        f"unknown capability {cap_spec.type!r} (known: {known})",
+                    )
+                )
                 continue
             try:
                 config = cls.Config.model_validate(cap_spec.config)
@@ -181,12 +194,14 @@ def _compile_file(text: str, file: str, runtime: Runtime) -> tuple[PolicyFile | 
                 capabilities.append(cls(config, cap_spec.mode, runtime))
             except (ValueError, OSError) as exc:
                 errors.append(PolicyError(file, locator.line(loc), format_loc(loc), str(exc)))
-        routes.append(CompiledRoute(
-            name=route.name,
-            source=f"{file}:{locator.line(('routes', r_index))}",
-            capabilities=tuple(capabilities),
-            matcher=compile_match(route.match) if route.match is not None else None,
-        ))
+        routes.append(
+            CompiledRoute(
+                name=route.name,
+                source=f"{file}:{locator.line(('routes', r_index))}",
+                capabilities=tuple(capabilities),
+                matcher=compile_match(route.match) if route.match is not None else None,
+            )
+        )
     return spec, routes, errors
 
 
@@ -196,8 +211,9 @@ def policy_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in POLICY_SUFFIXES and p.is_file())
 
 
-def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME,
-                    copied_from: str | Path | None = None) -> PolicySet:
+def load_policy_dir(
+    directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME, copied_from: str | Path | None = None
+) -> PolicySet:
     """``copied_from``: ``directory`` is a copy of that one (see
     ``Runtime.live_policy_dir``)."""
     """Load every ``*.yaml``/``*.yml`` in ``directory`` (sorted by name; route
@@ -224,8 +240,9 @@ def load_policy_dir(directory: str | Path, runtime: Runtime = DEFAULT_RUNTIME,
 def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_from: Path | None) -> PolicySet:
     files = policy_files(directory)
     runtime.policy_dir = directory if directory.is_dir() else directory.parent
-    runtime.live_policy_dir = None if copied_from is None else \
-        copied_from if copied_from.is_dir() else copied_from.parent
+    runtime.live_policy_dir = (
+        None if copied_from is None else copied_from if copied_from.is_dir() else copied_from.parent
+    )
     runtime.referenced_files = set()
     digest = hashlib.sha256()
     errors: list[PolicyError] = []
@@ -260,7 +277,9 @@ def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_
             if route.name in routes:
                 first = routes[route.name].source
                 line = int(route.source.rsplit(":", 1)[1])
-                errors.append(PolicyError(name, line, "routes.name", f"route {route.name!r} is already defined at {first}"))
+                errors.append(
+                    PolicyError(name, line, "routes.name", f"route {route.name!r} is already defined at {first}")
+                )
                 continue
             routes[route.name] = route
 
@@ -275,8 +294,9 @@ def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_
         # Serving no route denies (or allows) everything: far more often a
         # wrong path or a half-synced directory than the intent.
         found = f"{len(files)} policy file(s), none declaring a route" if files else "no *.yaml or *.yml file"
-        errors.append(PolicyError(str(directory), 0, "",
-                                  f"no routes ({found}); a policy that means it sets 'allow_empty: true'"))
+        errors.append(
+            PolicyError(str(directory), 0, "", f"no routes ({found}); a policy that means it sets 'allow_empty: true'")
+        )
     if errors:
         raise PolicyLoadError(errors)
     return PolicySet(
@@ -299,9 +319,15 @@ def route_removal_error(live: PolicySet, candidate: PolicySet, directory: str | 
     if len(removed) <= live.max_route_removal * len(live.routes):
         return None
     shown = ", ".join(removed[:5]) + (f" and {len(removed) - 5} more" if len(removed) > 5 else "")
-    return PolicyError(str(directory), 0, "", (
-        f"reload refused: it removes {len(removed)} of {len(live.routes)} routes ({shown}), more than "
-        f"max_route_removal {live.max_route_removal:g}; set 'allow_route_removal: true' if that is intended"))
+    return PolicyError(
+        str(directory),
+        0,
+        "",
+        (
+            f"reload refused: it removes {len(removed)} of {len(live.routes)} routes ({shown}), more than "
+            f"max_route_removal {live.max_route_removal:g}; set 'allow_route_removal: true' if that is intended"
+        ),
+    )
 
 
 def discard_policy(policy: PolicySet, runtime: Runtime = DEFAULT_RUNTIME) -> None:

@@ -26,7 +26,7 @@ class RouteMatcher:
     matches a ``/api/`` prefix (the route then folds the path its
     capabilities see, see ``CompiledRoute.authorized_path``)."""
 
-    __slots__ = ("checks", "case_insensitive")
+    __slots__ = ("case_insensitive", "checks")
 
     def __init__(self, checks: tuple[Matcher, ...], case_insensitive: bool):
         self.checks = checks
@@ -47,8 +47,11 @@ def compile_match(match: RouteMatch) -> RouteMatcher:
         checks.append((lambda r: r.path.lower().startswith(prefix)) if fold else (lambda r: r.path.startswith(prefix)))
     elif match.path_regex is not None:
         pattern = re.compile(match.path_regex, re.IGNORECASE if fold else 0)
-        checks.append((lambda r: pattern.fullmatch(r.path.lower()) is not None) if fold
-                      else (lambda r: pattern.fullmatch(r.path) is not None))
+        checks.append(
+            (lambda r: pattern.fullmatch(r.path.lower()) is not None)
+            if fold
+            else (lambda r: pattern.fullmatch(r.path) is not None)
+        )
     if match.methods:
         methods = frozenset(match.methods)
         checks.append(lambda r: r.method in methods)

@@ -43,8 +43,10 @@ class RouteMatch(Strict):
     path_regex: str | None = Field(None, description="Python regex matched against the whole normalized path.")
     methods: list[str] = Field(default_factory=list, description="Empty means any method.")
     hosts: list[str] = Field(default_factory=list, description="Host globs such as *.example.com; empty means any.")
-    case_insensitive: bool = Field(False, description="Match the case-folded path; the route's capabilities "
-                                                      "(RBAC paths…) then see the folded path too.")
+    case_insensitive: bool = Field(
+        False,
+        description="Match the case-folded path; the route's capabilities (RBAC paths…) then see the folded path too.",
+    )
 
     @field_validator("path_prefix", "path_exact")
     @classmethod
@@ -86,9 +88,12 @@ class RouteSpec(Strict):
 class Defaults(Strict):
     unmatched: Literal["deny", "allow"] = "deny"
     max_route_removal: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="A reload may remove at most this fraction of the live routes at once; a larger drop "
-                    "(a file missing mid-sync) is refused unless the new policy sets allow_route_removal.")
+        "(a file missing mid-sync) is refused unless the new policy sets allow_route_removal.",
+    )
 
 
 class PolicyFile(Strict):

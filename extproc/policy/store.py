@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
 from pathlib import Path
 
 from extproc.policy.loader import (
-    PolicyLoadError, discard_policy, load_policy_dir, policy_files, route_removal_error,
+    PolicyLoadError,
+    discard_policy,
+    load_policy_dir,
+    policy_files,
+    route_removal_error,
 )
 from extproc.policy.model import PolicySet
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
@@ -35,8 +38,11 @@ class PolicyStore:
         self.directory = Path(directory)
         self.runtime = runtime
         # A bad policy at start-up is fatal.
-        self.current: PolicySet = load_policy_dir(start_from, runtime, copied_from=self.directory) \
-            if start_from is not None else load_policy_dir(self.directory, runtime)
+        self.current: PolicySet = (
+            load_policy_dir(start_from, runtime, copied_from=self.directory)
+            if start_from is not None
+            else load_policy_dir(self.directory, runtime)
+        )
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.last_errors: list[str] = []
@@ -86,8 +92,12 @@ class PolicyStore:
     def _refused(self, errors: list[str]) -> bool:
         self.reloads_failed += 1
         self.last_errors = errors
-        log.error("policy reload rejected: %s; still serving revision %s", errors[0], self.current.revision,
-                  extra={"errors": errors, "revision": self.current.revision})
+        log.error(
+            "policy reload rejected: %s; still serving revision %s",
+            errors[0],
+            self.current.revision,
+            extra={"errors": errors, "revision": self.current.revision},
+        )
         return False
 
     def check_for_changes(self) -> None:

@@ -9,7 +9,14 @@ memory backend keeps its counters.
 from __future__ import annotations
 
 from extproc.quota.backend import (
-    BackendUnavailable, Lease, Outcome, QuotaBackend, RateSpec, RateStatus, Reservation, SlotSpec,
+    BackendUnavailable,
+    Lease,
+    Outcome,
+    QuotaBackend,
+    RateSpec,
+    RateStatus,
+    Reservation,
+    SlotSpec,
 )
 from extproc.quota.memory import MemoryBackend
 from extproc.runtime import Runtime
@@ -42,6 +49,16 @@ def fallback_for(runtime: Runtime, backend: QuotaBackend, on_backend_error: str)
 
 
 __all__ = [
-    "BackendUnavailable", "Lease", "MemoryBackend", "Outcome", "QuotaBackend", "RateSpec", "RateStatus",
-    "Reservation", "SlotSpec", "backend_for", "fallback_for", "open_backend",
+    "BackendUnavailable",
+    "Lease",
+    "MemoryBackend",
+    "Outcome",
+    "QuotaBackend",
+    "RateSpec",
+    "RateStatus",
+    "Reservation",
+    "SlotSpec",
+    "backend_for",
+    "fallback_for",
+    "open_backend",
 ]

@@ -46,7 +46,7 @@ class RateSpec:
     requests: int
     period: float
     burst: int
-    interval_us: int   # period / requests: the cost of one request
+    interval_us: int  # period / requests: the cost of one request
     tolerance_us: int  # burst * interval: how far ahead of now the TAT may run
 
     @classmethod
@@ -75,16 +75,16 @@ class SlotSpec:
 
 @dataclass(frozen=True, slots=True)
 class RateStatus:
-    remaining: int       # requests that would still be admitted right now
-    reset: float         # seconds until the full burst is available again
-    retry_after: float   # seconds until this limit admits a request; 0 if it does
+    remaining: int  # requests that would still be admitted right now
+    reset: float  # seconds until the full burst is available again
+    retry_after: float  # seconds until this limit admits a request; 0 if it does
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     allowed: bool
-    rates: tuple[RateStatus, ...]   # in the order the rate checks were given
-    slots_in_use: tuple[int, ...]   # slots held before this request, per slot check
+    rates: tuple[RateStatus, ...]  # in the order the rate checks were given
+    slots_in_use: tuple[int, ...]  # slots held before this request, per slot check
 
 
 @dataclass(frozen=True, slots=True)

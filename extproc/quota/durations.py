@@ -21,6 +21,7 @@ def parse_duration(text: str | int | float, *, minimum: float = 0.0) -> float:
             raise ValueError(f"invalid duration {text!r} (use e.g. 500ms, 10s, 1m, 1h, 1d)")
         seconds = float(match[1]) * _UNITS[match[2]]
     if seconds <= 0 or seconds < minimum:
-        raise ValueError(f"duration {text!r} must be at least {minimum:g}s" if minimum else
-                         f"duration {text!r} must be positive")
+        raise ValueError(
+            f"duration {text!r} must be at least {minimum:g}s" if minimum else f"duration {text!r} must be positive"
+        )
     return seconds

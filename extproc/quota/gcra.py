@@ -19,8 +19,8 @@ BUDGET_EPSILON = 1e-6
 @dataclass(frozen=True, slots=True)
 class RateEval:
     admits: bool
-    new_tat: int              # the key's TAT if the request is admitted
-    if_consumed: RateStatus   # what to report when the request goes through
+    new_tat: int  # the key's TAT if the request is admitted
+    if_consumed: RateStatus  # what to report when the request goes through
     if_untouched: RateStatus  # what to report when some limit rejects it
 
 
@@ -34,8 +34,9 @@ def evaluate_rate(tat: int | None, now: int, spec: RateSpec) -> RateEval:
         admits=allow_at <= now,
         new_tat=new_tat,
         if_consumed=RateStatus((now + tolerance - new_tat) // interval, (new_tat - now) / US, 0.0),
-        if_untouched=RateStatus(max(0, (now + tolerance - base) // interval), (base - now) / US,
-                                max(0, allow_at - now) / US),
+        if_untouched=RateStatus(
+            max(0, (now + tolerance - base) // interval), (base - now) / US, max(0, allow_at - now) / US
+        ),
     )
 
 

@@ -54,6 +54,7 @@ def register_part(name: str, factory: Callable[[str | None], PartFn], *, takes_a
 def _identity(attribute: str) -> Callable[[str | None], PartFn]:
     def factory(_argument: str | None) -> PartFn:
         return lambda ctx: getattr(ctx.identity, attribute)
+
     return factory
 
 
@@ -66,7 +67,7 @@ def _header(argument: str | None) -> PartFn:
     return lambda ctx: ctx.request.headers.get(name)
 
 
-register_part("consumer", _identity("subject"))     # JWT sub / API key consumer
+register_part("consumer", _identity("subject"))  # JWT sub / API key consumer
 register_part("tenant", _identity("tenant"))
 register_part("api_key", _identity("api_key_id"))
 register_part("principal", _identity("principal"))  # mTLS peer identity

@@ -104,7 +104,9 @@ end
 """
 
 # ARGV: amount, limit, period_us, epsilon. Returns {granted, remaining}.
-RESERVE = _BUDGET_LOAD + """
+RESERVE = (
+    _BUDGET_LOAD
+    + """
 local amount, limit, eps = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 rate, period = limit / tonumber(ARGV[3]), tonumber(ARGV[3])
 local granted = 0
@@ -117,13 +119,17 @@ local remaining = math.floor(limit - used + eps)
 if remaining < 0 then remaining = 0 end
 return {granted, remaining}
 """
+)
 
 # ARGV: difference (actual - reserved). Returns 1 if applied, 0 if the budget
 # is gone (it refilled and expired: nothing left to settle against).
-RECONCILE = _BUDGET_LOAD + """
+RECONCILE = (
+    _BUDGET_LOAD
+    + """
 if not h[1] then return 0 end
 used = used + tonumber(ARGV[1])
 if used < 0 then used = 0 end
 store()
 return 1
 """
+)

@@ -15,7 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from extproc.quota.backend import (
-    US, Lease, Outcome, QuotaBackend, RateCheck, Reservation, SlotCheck,
+    US,
+    Lease,
+    Outcome,
+    QuotaBackend,
+    RateCheck,
+    Reservation,
+    SlotCheck,
 )
 from extproc.quota.gcra import BUDGET_EPSILON, budget_remaining, budget_used, evaluate_rate
 
@@ -30,7 +36,7 @@ def _monotonic_us() -> int:
 
 
 class _Budget:
-    __slots__ = ("used", "since", "rate", "period_us")
+    __slots__ = ("period_us", "rate", "since", "used")
 
     def __init__(self, used: float, since: int, rate: float, period_us: int):
         self.used, self.since, self.rate, self.period_us = used, since, rate, period_us
@@ -47,8 +53,8 @@ class MemoryBackend(QuotaBackend):
 
     def __init__(self, clock: Callable[[], int] = _monotonic_us):
         self._now = clock  # integer microseconds; tests inject a fake clock
-        self._tats: dict[str, int] = {}                    # rate key -> TAT
-        self._slots: dict[str, dict[str, int]] = {}        # slot key -> lease id -> expiry
+        self._tats: dict[str, int] = {}  # rate key -> TAT
+        self._slots: dict[str, dict[str, int]] = {}  # slot key -> lease id -> expiry
         self._budgets: dict[str, _Budget] = {}
         self._writes = 0
 
@@ -56,8 +62,7 @@ class MemoryBackend(QuotaBackend):
         now = self._now()
         evals = [evaluate_rate(self._tats.get(key), now, spec) for key, spec in rates]
         in_use = [self._live_leases(key, now) for key, _spec, _lease in slots]
-        allowed = all(e.admits for e in evals) and all(
-            n < spec.limit for n, (_key, spec, _lease) in zip(in_use, slots))
+        allowed = all(e.admits for e in evals) and all(n < spec.limit for n, (_key, spec, _lease) in zip(in_use, slots))
         if allowed:
             for (key, _spec), e in zip(rates, evals):
                 self._tats[key] = e.new_tat

@@ -54,15 +54,27 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from extproc.quota import lua
 from extproc.quota.backend import (
-    US, BackendUnavailable, Lease, Outcome, QuotaBackend, RateCheck, RateStatus, Reservation, SlotCheck,
+    US,
+    BackendUnavailable,
+    Lease,
+    Outcome,
+    QuotaBackend,
+    RateCheck,
+    RateStatus,
+    Reservation,
+    SlotCheck,
 )
 from extproc.quota.durations import parse_duration
 from extproc.quota.gcra import BUDGET_EPSILON
 
 log = logging.getLogger("extproc.quota")
 
-SCHEMES = {"redis": ("redis", False), "rediss": ("rediss", False),
-           "redis+cluster": ("redis", True), "rediss+cluster": ("rediss", True)}
+SCHEMES = {
+    "redis": ("redis", False),
+    "rediss": ("rediss", False),
+    "redis+cluster": ("redis", True),
+    "rediss+cluster": ("rediss", True),
+}
 DEFAULTS = {"timeout": 0.05, "connect_timeout": 0.05, "retry_interval": 0.25, "max_connections": 64}
 # RedisClusterException (slot and topology trouble) is not a RedisError.
 _FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
@@ -108,9 +120,13 @@ class RedisBackend(QuotaBackend):
         self.url = url
         self.timeout: float = options["timeout"]
         self.retry_interval: float = options["retry_interval"]
-        common = dict(socket_timeout=self.timeout, socket_connect_timeout=options["connect_timeout"],
-                      retry=Retry(NoBackoff(), 0), health_check_interval=0,
-                      maint_notifications_config=MaintNotificationsConfig(enabled=False))
+        common = dict(
+            socket_timeout=self.timeout,
+            socket_connect_timeout=options["connect_timeout"],
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        )
         if self.cluster:
             self._client = RedisCluster.from_url(redis_url, max_connections=options["max_connections"], **common)
         else:
@@ -124,10 +140,10 @@ class RedisBackend(QuotaBackend):
         self._reserve = self._client.register_script(lua.RESERVE)
         self._reconcile = self._client.register_script(lua.RECONCILE)
         self._scripts = (self._check, self._release, self._reserve, self._reconcile)
-        self._ready = False           # connected (cluster: slot map loaded) and scripts loaded
+        self._ready = False  # connected (cluster: slot map loaded) and scripts loaded
         self._connect_lock = asyncio.Lock()
         self._down_since: float | None = None
-        self._down_until = 0.0        # monotonic time before which we do not try Redis
+        self._down_until = 0.0  # monotonic time before which we do not try Redis
         self._probing = False
         self._pending: set[asyncio.Task] = set()
         try:
@@ -185,8 +201,10 @@ class RedisBackend(QuotaBackend):
             if probing:
                 self._probing = False
         if self._down_since is not None:
-            log.info("quota backend recovered", extra={"backend": self._redacted(),
-                                                       "down_s": round(time.monotonic() - self._down_since, 3)})
+            log.info(
+                "quota backend recovered",
+                extra={"backend": self._redacted(), "down_s": round(time.monotonic() - self._down_since, 3)},
+            )
             self._down_since = None
         return result
 
@@ -202,8 +220,7 @@ class RedisBackend(QuotaBackend):
         self._down_until = now + self.retry_interval
         if self._down_since is None:
             self._down_since = now
-            log.error("quota backend unavailable: %s: %s", type(exc).__name__, exc,
-                      extra={"backend": self._redacted()})
+            log.error("quota backend unavailable: %s: %s", type(exc).__name__, exc, extra={"backend": self._redacted()})
 
     def _redacted(self) -> str:
         parts = urlsplit(self.url)
@@ -220,9 +237,10 @@ class RedisBackend(QuotaBackend):
             args += (spec.limit, spec.lease_us, lease)
         reply = await self._run(self._check, keys, args)
         n = len(rates)
-        statuses = tuple(RateStatus(int(reply[i]), reply[i + 1] / 1000, reply[i + 2] / 1000)
-                         for i in range(1, 1 + 3 * n, 3))
-        return Outcome(reply[0] == 1, statuses, tuple(int(v) for v in reply[1 + 3 * n:]))
+        statuses = tuple(
+            RateStatus(int(reply[i]), reply[i + 1] / 1000, reply[i + 2] / 1000) for i in range(1, 1 + 3 * n, 3)
+        )
+        return Outcome(reply[0] == 1, statuses, tuple(int(v) for v in reply[1 + 3 * n :]))
 
     async def release(self, leases: Sequence[Lease]) -> None:
         if leases:

@@ -39,8 +39,12 @@ _UNAUTHENTICATED = status_pb2.Status(code=code_pb2.UNAUTHENTICATED)
 # (Response-header handlers are left out: what they add reaches the client
 # through response_headers_to_add, e.g. the quota's RateLimit headers.)
 EXT_PROC_PHASES = (Phase.REQUEST_BODY, Phase.RESPONSE_BODY)
-FILTER_MISMATCH = Deny(500, "filter_mismatch", "route needs ext_proc but was reached through ext_authz",
-                       message="gateway misconfigured for this route")
+FILTER_MISMATCH = Deny(
+    500,
+    "filter_mismatch",
+    "route needs ext_proc but was reached through ext_authz",
+    message="gateway misconfigured for this route",
+)
 
 
 def _option(name: str, value: str) -> base_pb2.HeaderValueOption:
@@ -101,13 +105,19 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
             return None
         if route.name not in self._reported:
             self._reported.add(route.name)
-            log.error("route %r needs the ext_proc filter (%s) but Envoy sends it through ext_authz; "
-                      "refusing its requests with 500 filter_mismatch until the Envoy route or the policy "
-                      "is fixed", route.name, ", ".join(phases),
-                      extra={"route": route.name, "revision": policy.revision})
-        ctx.records.append(CapabilityRecord("router", Mode.ENFORCE, "deny",
-                                            f"needs ext_proc for {', '.join(phases)}",
-                                            FILTER_MISMATCH.code))
+            log.error(
+                "route %r needs the ext_proc filter (%s) but Envoy sends it through ext_authz; "
+                "refusing its requests with 500 filter_mismatch until the Envoy route or the policy "
+                "is fixed",
+                route.name,
+                ", ".join(phases),
+                extra={"route": route.name, "revision": policy.revision},
+            )
+        ctx.records.append(
+            CapabilityRecord(
+                "router", Mode.ENFORCE, "deny", f"needs ext_proc for {', '.join(phases)}", FILTER_MISMATCH.code
+            )
+        )
         return FILTER_MISMATCH
 
     async def Check(self, request: authz_pb2.CheckRequest, context) -> authz_pb2.CheckResponse:
@@ -115,8 +125,9 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
         finished = False
         try:
             attributes = request.attributes
-            ctx = RequestContext(self.store.current, _request_from(attributes),
-                                 {"source.principal": attributes.source.principal})
+            ctx = RequestContext(
+                self.store.current, _request_from(attributes), {"source.principal": attributes.source.principal}
+            )
             ctx.filter = "ext_authz"
             if audit.TRACING:
                 ctx.trace = audit.trace_carrier(context.invocation_metadata())

@@ -53,8 +53,9 @@ def _headers_dict(header_map) -> dict[str, str]:
 
 def _mutation(out: HeaderMutation, extra: tuple[tuple[str, str], ...] = ()) -> pb.HeaderMutation:
     set_headers = [
-        base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=k, raw_value=encode_header_value(v)),
-                                   append_action=_OVERWRITE)
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=k, raw_value=encode_header_value(v)), append_action=_OVERWRITE
+        )
         for k, v in (*out.set.items(), *extra)
     ]
     return pb.HeaderMutation(set_headers=set_headers, remove_headers=out.remove)
@@ -62,12 +63,14 @@ def _mutation(out: HeaderMutation, extra: tuple[tuple[str, str], ...] = ()) -> p
 
 def immediate(deny: Deny, decision_id: str) -> pb.ProcessingResponse:
     headers = [("content-type", deny.content_type), (DECISION_HEADER, decision_id), *deny.headers]
-    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
-        status=http_status_pb2.HttpStatus(code=deny.status),
-        headers=_mutation(HeaderMutation(), tuple(headers)),
-        body=error_body(deny, decision_id),
-        details=f"extproc_{deny.code}",
-    ))
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=deny.status),
+            headers=_mutation(HeaderMutation(), tuple(headers)),
+            body=error_body(deny, decision_id),
+            details=f"extproc_{deny.code}",
+        )
+    )
 
 
 def _route_binding(context) -> str | None:
@@ -113,7 +116,7 @@ class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
 class _Exchange:
     """The state of one HTTP request's ext_proc stream."""
 
-    __slots__ = ("store", "bound_route", "ctx", "trace")
+    __slots__ = ("bound_route", "ctx", "store", "trace")
 
     def __init__(self, store: PolicyStore, bound_route: str | None):
         self.store = store
@@ -151,8 +154,11 @@ class _Exchange:
             return immediate(PROTOCOL_ERROR, self.ctx.decision_id)
         headers = _headers_dict(message.request_headers.headers)
         request = HttpRequest(
-            headers.pop(":method", ""), headers.pop(":path", "/"),
-            headers.pop(":authority", "") or headers.get("host", ""), headers, headers.pop(":scheme", "http"),
+            headers.pop(":method", ""),
+            headers.pop(":path", "/"),
+            headers.pop(":authority", "") or headers.get("host", ""),
+            headers,
+            headers.pop(":scheme", "http"),
         )
         self.ctx = ctx = RequestContext(self.store.current, request, _attributes(message))
         ctx.filter = "ext_proc"
@@ -167,8 +173,10 @@ class _Exchange:
         if deny is not None:
             return immediate(deny, ctx.decision_id)
         route = ctx.route
-        skip_response = not (ctx.response_headers_out or (route and (
-            route.needs(Phase.RESPONSE_HEADERS) or route.needs(Phase.RESPONSE_BODY))))
+        skip_response = not (
+            ctx.response_headers_out
+            or (route and (route.needs(Phase.RESPONSE_HEADERS) or route.needs(Phase.RESPONSE_BODY)))
+        )
         extra = [(DECISION_HEADER, ctx.decision_id)]
         if ctx.query_remove:
             # ext_proc has no query mutation of its own: rewrite :path.
@@ -225,9 +233,13 @@ class _Exchange:
         if ctx.route is not None and ctx.route.needs(Phase.RESPONSE_BODY):
             # The body may be rewritten chunk by chunk; its length is unknown.
             ctx.response_headers_out.remove.append("content-length")
-        return pb.ProcessingResponse(response_headers=pb.HeadersResponse(response=pb.CommonResponse(
-            header_mutation=_mutation(ctx.response_headers_out, ((DECISION_HEADER, ctx.decision_id),)),
-        )))
+        return pb.ProcessingResponse(
+            response_headers=pb.HeadersResponse(
+                response=pb.CommonResponse(
+                    header_mutation=_mutation(ctx.response_headers_out, ((DECISION_HEADER, ctx.decision_id),)),
+                )
+            )
+        )
 
     def close(self) -> None:
         if self.ctx is not None:
@@ -241,8 +253,7 @@ _BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 
 def _judges_missing_body(ctx: RequestContext) -> bool:
     route = ctx.route
-    return (route is not None and route.needs(Phase.REQUEST_BODY)
-            and ctx.request.method.upper() not in _BODILESS_METHODS)
+    return route is not None and route.needs(Phase.REQUEST_BODY) and ctx.request.method.upper() not in _BODILESS_METHODS
 
 
 # ext_proc attribute names → the names capabilities read (ext_authz's), so a

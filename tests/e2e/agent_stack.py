@@ -20,8 +20,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class AgentStack:
-    def __init__(self, directory: Path, upstreams: dict[str, int], certs: Path, port: int | None = None,
-                 policy_dir: Path = REPO / "policies"):
+    def __init__(
+        self,
+        directory: Path,
+        upstreams: dict[str, int],
+        certs: Path,
+        port: int | None = None,
+        policy_dir: Path = REPO / "policies",
+    ):
         self.dir = directory
         self.policies = directory / "policies"
         shutil.copytree(policy_dir, self.policies)
@@ -29,12 +35,18 @@ class AgentStack:
         self.echo = self.processor = self.envoy = None
         try:
             self.echo = EchoServer().start()
-            self.processor = ProcessorProcess(str(self.policies), reload_interval=0.1,
-                                              log_path=str(self.processor_log)).wait_ready()
+            self.processor = ProcessorProcess(
+                str(self.policies), reload_interval=0.1, log_path=str(self.processor_log)
+            ).wait_ready()
             self.port, self.mtls_port = port or free_port(), free_port()
             admin = free_port()
-            ports = {"gateway": self.port, "gateway_mtls": self.mtls_port, "governance": self.processor.port,
-                     "upstream": self.echo.port, **upstreams}
+            ports = {
+                "gateway": self.port,
+                "gateway_mtls": self.mtls_port,
+                "governance": self.processor.port,
+                "upstream": self.echo.port,
+                **upstreams,
+            }
             config = render(ENVOY_DIR / "gateway.yaml", ports, admin_port=admin, certs_dir=certs)
             self.envoy = EnvoyProcess(config, admin, log_path=str(directory / "envoy.log"))
             self.envoy.wait_ready()

@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extproc.local.echo import EchoServer
 from extproc.local.certs import DEMO_CLIENT_ID
 from extproc.local.certs import generate as generate_certs
+from extproc.local.echo import EchoServer
 from extproc.local.envoy import ENVOY_DIR, EnvoyProcess, render, uses_certs
 from extproc.local.processor import ProcessorProcess, free_port
 from tests.waiting import wait_for
@@ -20,8 +20,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Gateway:
-    def __init__(self, tmp_path: Path, policy_dir: Path, envoy_config: Path, certs: Path, workers: int = 1,
-                 processor_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        tmp_path: Path,
+        policy_dir: Path,
+        envoy_config: Path,
+        certs: Path,
+        workers: int = 1,
+        processor_args: tuple[str, ...] = (),
+    ):
         self.tmp_path = tmp_path
         self.policies = tmp_path / "policies"
         shutil.copytree(policy_dir, self.policies)
@@ -31,8 +38,13 @@ class Gateway:
         try:
             self.echo = EchoServer().start()
             self.processor_args = processor_args
-            self.processor = ProcessorProcess(str(self.policies), workers=workers, reload_interval=0.1,
-                                              log_path=str(self.processor_log), extra_args=processor_args)
+            self.processor = ProcessorProcess(
+                str(self.policies),
+                workers=workers,
+                reload_interval=0.1,
+                log_path=str(self.processor_log),
+                extra_args=processor_args,
+            )
             self.processor.wait_ready()
             self.port, self.mtls_port, admin = free_port(), free_port(), free_port()
             self.certs = certs
@@ -49,9 +61,14 @@ class Gateway:
         self.client = httpx.Client(base_url=self.url, timeout=10)
 
     def restart_processor(self) -> None:
-        self.processor = ProcessorProcess(str(self.policies), port=self.processor.port, workers=self.workers,
-                                          reload_interval=0.1, log_path=str(self.processor_log),
-                                          extra_args=self.processor_args).wait_ready()
+        self.processor = ProcessorProcess(
+            str(self.policies),
+            port=self.processor.port,
+            workers=self.workers,
+            reload_interval=0.1,
+            log_path=str(self.processor_log),
+            extra_args=self.processor_args,
+        ).wait_ready()
 
     def write_policy(self, name: str, text: str) -> None:
         path = self.policies / name
@@ -84,8 +101,12 @@ def demo_certs(tmp_path_factory) -> Path:
 def gateway_factory(tmp_path, demo_certs):
     made: list[Gateway] = []
 
-    def make(policy_dir: Path = REPO / "policies", envoy_config: Path = ENVOY_DIR / "gateway.yaml",
-             workers: int = 1, processor_args: tuple[str, ...] = ()) -> Gateway:
+    def make(
+        policy_dir: Path = REPO / "policies",
+        envoy_config: Path = ENVOY_DIR / "gateway.yaml",
+        workers: int = 1,
+        processor_args: tuple[str, ...] = (),
+    ) -> Gateway:
         directory = tmp_path / f"gw{len(made)}"
         directory.mkdir()
         gw = Gateway(directory, policy_dir, envoy_config, demo_certs, workers, processor_args)

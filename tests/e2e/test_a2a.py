@@ -14,14 +14,19 @@ from a2a.client import ClientConfig, create_client
 from a2a.client.errors import A2AClientError
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types import (
-    CancelTaskRequest, GetTaskRequest, ListTasksRequest, Role, SendMessageRequest, SubscribeToTaskRequest,
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
     TaskPushNotificationConfig,
 )
 
+from extproc.jsonrpc.wire import INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED
 from extproc.local.demo_a2a import DemoA2aServer
 from extproc.local.demo_keys import load_demo_key, mint
 from extproc.local.processor import free_port
-from extproc.jsonrpc.wire import INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED
 from tests.e2e.agent_stack import AgentStack
 
 KEY = load_demo_key()
@@ -48,8 +53,9 @@ def stack(tmp_path_factory, demo_certs):
 async def ask(stack, token: str | None, skill: str | None, text: str = "the quick brown fox", streaming=True):
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(headers=headers, timeout=15) as http:
-        client = await create_client(stack.url + "/a2a", client_config=ClientConfig(httpx_client=http,
-                                                                                    streaming=streaming))
+        client = await create_client(
+            stack.url + "/a2a", client_config=ClientConfig(httpx_client=http, streaming=streaming)
+        )
         try:
             message = new_text_message(text, role=Role.ROLE_USER)
             if skill:
@@ -67,8 +73,13 @@ def final_task(events):
 def artifact_texts(events) -> list[str]:
     texts = []
     for event in events:
-        artifacts = (event.task.artifacts if event.HasField("task")
-                     else [event.artifact_update.artifact] if event.HasField("artifact_update") else [])
+        artifacts = (
+            event.task.artifacts
+            if event.HasField("task")
+            else [event.artifact_update.artifact]
+            if event.HasField("artifact_update")
+            else []
+        )
         texts += [part.text for artifact in artifacts for part in artifact.parts if part.text]
     return texts
 
@@ -76,8 +87,16 @@ def artifact_texts(events) -> list[str]:
 def post(stack, body, token: str = PLANNER, accept="application/json", version="1.0") -> httpx.Response:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     with stack.client() as http:
-        return http.post("/a2a/", content=raw, headers={"authorization": f"Bearer {token}", "accept": accept,
-                                                        "content-type": "application/json", "a2a-version": version})
+        return http.post(
+            "/a2a/",
+            content=raw,
+            headers={
+                "authorization": f"Bearer {token}",
+                "accept": accept,
+                "content-type": "application/json",
+                "a2a-version": version,
+            },
+        )
 
 
 @pytest.mark.parametrize("streaming", [True, False])
@@ -127,23 +146,33 @@ def test_the_agent_card_shows_each_agent_its_skills(stack):
 
 
 def test_the_0_3_method_names_are_governed_the_same(stack):
-    message = {"kind": "message", "messageId": "m-03", "role": "user", "parts": [{"kind": "text", "text": "hi there"}],
-               "metadata": {"skill": "summarize"}}
-    r = post(stack, {"jsonrpc": "2.0", "id": "v03", "method": "message/send", "params": {"message": message}},
-             version="0.3")
+    message = {
+        "kind": "message",
+        "messageId": "m-03",
+        "role": "user",
+        "parts": [{"kind": "text", "text": "hi there"}],
+        "metadata": {"skill": "summarize"},
+    }
+    r = post(
+        stack, {"jsonrpc": "2.0", "id": "v03", "method": "message/send", "params": {"message": message}}, version="0.3"
+    )
     assert r.status_code == 200 and r.json()["result"]["status"]["state"] == "completed"
     message["metadata"]["skill"] = "purge_cache"
-    r = post(stack, {"jsonrpc": "2.0", "id": "v03b", "method": "message/send", "params": {"message": message}},
-             version="0.3")
+    r = post(
+        stack, {"jsonrpc": "2.0", "id": "v03b", "method": "message/send", "params": {"message": message}}, version="0.3"
+    )
     assert r.json()["id"] == "v03b" and r.json()["error"]["code"] == POLICY_DENIED
 
 
-@pytest.mark.parametrize("body, code", [
-    (b"{oops", PARSE_ERROR),
-    ({"jsonrpc": "1.0", "id": 1, "method": "SendMessage", "params": {}}, INVALID_REQUEST),
-    ({"jsonrpc": "2.0", "method": "GetTask", "params": {"id": "t"}}, INVALID_REQUEST),
-    ([{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "t"}}], INVALID_REQUEST),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"{oops", PARSE_ERROR),
+        ({"jsonrpc": "1.0", "id": 1, "method": "SendMessage", "params": {}}, INVALID_REQUEST),
+        ({"jsonrpc": "2.0", "method": "GetTask", "params": {"id": "t"}}, INVALID_REQUEST),
+        ([{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "t"}}], INVALID_REQUEST),
+    ],
+)
 def test_malformed_json_rpc_gets_clear_errors_and_the_processor_stays_healthy(stack, body, code):
     r = post(stack, body)
     assert r.status_code == 200 and r.json()["error"]["code"] == code
@@ -154,10 +183,17 @@ def test_malformed_json_rpc_gets_clear_errors_and_the_processor_stays_healthy(st
 def test_a_workload_certificate_identifies_the_agent_on_the_mtls_listener(stack):
     # No token at all: the SPIFFE ID Envoy verified is the agent identity.
     def send(http, skill):
-        message = {"messageId": f"m-{skill}", "role": "ROLE_USER", "parts": [{"text": "over mtls"}],
-                   "metadata": {"skill": skill}}
-        r = http.post("/a2a/", json={"jsonrpc": "2.0", "id": skill, "method": "SendMessage",
-                                     "params": {"message": message}}, headers={"a2a-version": "1.0"})
+        message = {
+            "messageId": f"m-{skill}",
+            "role": "ROLE_USER",
+            "parts": [{"text": "over mtls"}],
+            "metadata": {"skill": skill},
+        }
+        r = http.post(
+            "/a2a/",
+            json={"jsonrpc": "2.0", "id": skill, "method": "SendMessage", "params": {"message": message}},
+            headers={"a2a-version": "1.0"},
+        )
         assert r.status_code == 200
         return r.json()
 
@@ -172,10 +208,12 @@ def test_a_workload_certificate_identifies_the_agent_on_the_mtls_listener(stack)
 
 # -- task ownership --------------------------------------------------------------------
 
+
 async def with_client(stack, token: str, act, streaming=False):
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {token}"}, timeout=15) as http:
-        client = await create_client(stack.url + "/a2a", client_config=ClientConfig(httpx_client=http,
-                                                                                    streaming=streaming))
+        client = await create_client(
+            stack.url + "/a2a", client_config=ClientConfig(httpx_client=http, streaming=streaming)
+        )
         try:
             return await act(client)
         finally:
@@ -210,7 +248,8 @@ def test_an_agent_cannot_read_cancel_resubscribe_or_list_another_agents_task(sta
 
     async def intruder_push(client):
         return await client.create_task_push_notification_config(
-            TaskPushNotificationConfig(task_id=task.id, url="https://attacker.test/hook"))
+            TaskPushNotificationConfig(task_id=task.id, url="https://attacker.test/hook")
+        )
 
     for act in (intruder_get, intruder_cancel, intruder_subscribe):
         with pytest.raises(A2AClientError, match=NOT_YOURS):
@@ -230,35 +269,48 @@ def test_an_agent_cannot_read_cancel_resubscribe_or_list_another_agents_task(sta
     for act in (intruder_cancel, intruder_subscribe):
         try:
             asyncio.run(with_client(stack, PLANNER, act, streaming=True))
-        except Exception as exc:  # noqa: BLE001 - the agent's own typed errors (TaskNotCancelableError...)
+        except Exception as exc:
             assert str(POLICY_DENIED) not in str(exc) and "not accessible" not in str(exc), exc
     stack.assert_healthy()
 
 
 def test_0_3_task_methods_and_message_references_are_owner_checked_too(stack):
     task = final_task(asyncio.run(ask(stack, PLANNER, "summarize", text="mine only", streaming=False)))
-    for method, params in (("tasks/get", {"id": task.id}), ("tasks/cancel", {"id": task.id}),
-                           ("tasks/pushNotificationConfig/get", {"id": task.id}),
-                           ("tasks/pushNotificationConfig/set", {"taskId": task.id,
-                                                                 "pushNotificationConfig": {"url": "https://x/"}})):
-        r = post(stack, {"jsonrpc": "2.0", "id": "x", "method": method, "params": params}, token=PLANNER_2,
-                 version="0.3")
+    for method, params in (
+        ("tasks/get", {"id": task.id}),
+        ("tasks/cancel", {"id": task.id}),
+        ("tasks/pushNotificationConfig/get", {"id": task.id}),
+        ("tasks/pushNotificationConfig/set", {"taskId": task.id, "pushNotificationConfig": {"url": "https://x/"}}),
+    ):
+        r = post(
+            stack, {"jsonrpc": "2.0", "id": "x", "method": method, "params": params}, token=PLANNER_2, version="0.3"
+        )
         assert r.status_code == 200 and r.json()["error"]["code"] == POLICY_DENIED, (method, r.text)
         assert "mine only" not in r.text
     r = post(stack, {"jsonrpc": "2.0", "id": "own", "method": "tasks/get", "params": {"id": task.id}}, version="0.3")
     assert r.json()["result"]["id"] == task.id
     # Joining the owner's context, or continuing its task, with a message of one's own.
     for field, value in (("contextId", task.context_id), ("taskId", task.id), ("referenceTaskIds", [task.id])):
-        message = {"messageId": f"m-{field}", "role": "ROLE_USER", "parts": [{"text": "let me in"}],
-                   "metadata": {"skill": "summarize"}, field: value}
-        r = post(stack, {"jsonrpc": "2.0", "id": field, "method": "SendMessage", "params": {"message": message}},
-                 token=PLANNER_2)
+        message = {
+            "messageId": f"m-{field}",
+            "role": "ROLE_USER",
+            "parts": [{"text": "let me in"}],
+            "metadata": {"skill": "summarize"},
+            field: value,
+        }
+        r = post(
+            stack,
+            {"jsonrpc": "2.0", "id": field, "method": "SendMessage", "params": {"message": message}},
+            token=PLANNER_2,
+        )
         assert r.json()["error"]["code"] == POLICY_DENIED, (field, r.text)
 
 
 def test_a_lone_surrogate_in_a2a_params_is_a_parse_error_not_a_500(stack):
-    raw = (b'{"jsonrpc":"2.0","id":"s","method":"SendMessage","params":{"message":{"messageId":"m",'
-           b'"role":"ROLE_USER","parts":[{"text":"\\ud800"}],"metadata":{"skill":"summarize","x":"\\udfff"}}}}')
+    raw = (
+        b'{"jsonrpc":"2.0","id":"s","method":"SendMessage","params":{"message":{"messageId":"m",'
+        b'"role":"ROLE_USER","parts":[{"text":"\\ud800"}],"metadata":{"skill":"summarize","x":"\\udfff"}}}}'
+    )
     r = post(stack, raw)  # \\ud800: the JSON escape of a lone surrogate
     assert r.status_code == 200 and r.json()["error"]["code"] == PARSE_ERROR
     stack.assert_healthy()

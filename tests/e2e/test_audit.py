@@ -65,8 +65,16 @@ class TracedGateway:
     """Envoy (envoy/gateway.yaml, `otel` cluster -> otel_port) + processor +
     echo upstream, on ephemeral loopback ports; stopped by PID."""
 
-    def __init__(self, tmp_path: Path, certs: Path, otel_port: int, env: dict, processor_args=(), workers=1,
-                 processor_port: int | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        certs: Path,
+        otel_port: int,
+        env: dict,
+        processor_args=(),
+        workers=1,
+        processor_port: int | None = None,
+    ):
         self.tmp_path = tmp_path
         policies = tmp_path / "policies"
         policies.mkdir()
@@ -76,14 +84,27 @@ class TracedGateway:
         self.processor_log = tmp_path / "processor.log"
         try:
             self.echo = EchoServer().start()
-            self.processor = ProcessorProcess(str(policies), port=processor_port, workers=workers,
-                                              extra_args=tuple(processor_args), env=env,
-                                              log_path=str(self.processor_log)).wait_ready()
+            self.processor = ProcessorProcess(
+                str(policies),
+                port=processor_port,
+                workers=workers,
+                extra_args=tuple(processor_args),
+                env=env,
+                log_path=str(self.processor_log),
+            ).wait_ready()
             self.port, admin = free_port(), free_port()
-            config = render(ENVOY_DIR / "gateway.yaml",
-                            {"gateway": self.port, "gateway_mtls": free_port(), "governance": self.processor.port,
-                             "upstream": self.echo.port, "otel": otel_port},
-                            admin_port=admin, certs_dir=certs)
+            config = render(
+                ENVOY_DIR / "gateway.yaml",
+                {
+                    "gateway": self.port,
+                    "gateway_mtls": free_port(),
+                    "governance": self.processor.port,
+                    "upstream": self.echo.port,
+                    "otel": otel_port,
+                },
+                admin_port=admin,
+                certs_dir=certs,
+            )
             config["layered_runtime"] = {"layers": [{"name": "test", "static_layer": FAST_FLUSH}]}
             self.envoy = EnvoyProcess(config, admin, log_path=str(tmp_path / "envoy.log"))
             self.envoy.wait_ready()
@@ -124,8 +145,13 @@ def traced(tmp_path, demo_certs):
 
 
 def otel_env(endpoint: str, **extra) -> dict:
-    return {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "extproc-test",
-            "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SDK_DISABLED": "false", **extra}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_SERVICE_NAME": "extproc-test",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_SDK_DISABLED": "false",
+        **extra,
+    }
 
 
 def token(roles=("reader",), sub="alice") -> str:
@@ -133,13 +159,16 @@ def token(roles=("reader",), sub="alice") -> str:
 
 
 def processor_span(spans, decision_id: str):
-    return next((s for s in spans if s.service == "extproc-test"
-                 and s.attributes.get("extproc.decision_id") == decision_id), None)
+    return next(
+        (s for s in spans if s.service == "extproc-test" and s.attributes.get("extproc.decision_id") == decision_id),
+        None,
+    )
 
 
 def trace_of(receiver: OtlpReceiver, decision_id: str, envoy_spans: int):
     """The processor's span for a decision plus Envoy's spans of the same
     trace, once all have arrived."""
+
     def ready(spans):
         mine = processor_span(spans, decision_id)
         if mine is None:
@@ -190,8 +219,12 @@ def test_ext_authz_request_is_one_trace_with_the_processor_span_under_envoys(tra
     assert a["http.request.method"] == "GET" and a["url.path"] == "/api/hello"
     events = {name: attrs for name, attrs in mine.events}
     assert {"jwt: allow", "rbac: allow", "header_match: allow", "headers: allow"} <= set(events)
-    assert events["rbac: allow"] == {"extproc.capability": "rbac", "extproc.mode": "enforce",
-                                     "extproc.decision": "allow", "extproc.policy.revision": a["extproc.policy.revision"]}
+    assert events["rbac: allow"] == {
+        "extproc.capability": "rbac",
+        "extproc.mode": "enforce",
+        "extproc.decision": "allow",
+        "extproc.policy.revision": a["extproc.policy.revision"],
+    }
     assert a["extproc.rbac.rule"] == "readers-read"
 
     # Nothing secret or personal in anything exported, by either exporter.
@@ -224,8 +257,11 @@ def test_denial_and_ext_proc_spans(traced, receiver):
 def test_export_endpoint_down_requests_succeed_and_dropped_spans_are_counted(traced):
     dead = free_port()  # nothing listens here
     metrics_port = free_port()
-    gw = traced(dead, otel_env(f"http://127.0.0.1:{dead}", OTEL_EXPORTER_OTLP_TIMEOUT="1"),
-                processor_args=("--metrics-port", str(metrics_port)))
+    gw = traced(
+        dead,
+        otel_env(f"http://127.0.0.1:{dead}", OTEL_EXPORTER_OTLP_TIMEOUT="1"),
+        processor_args=("--metrics-port", str(metrics_port)),
+    )
     bearer = token()
     for _ in range(5):
         r = gw.client.get("/api/hello", headers={"authorization": f"Bearer {bearer}"})
@@ -246,8 +282,11 @@ def test_export_endpoint_down_requests_succeed_and_dropped_spans_are_counted(tra
 
 def test_decision_log_lines_are_json_and_mask_credentials(traced, receiver, tmp_path):
     log_path = tmp_path / "decisions.jsonl"
-    gw = traced(receiver.port, otel_env(receiver.endpoint),
-                processor_args=("--decision-log", str(log_path), "--decision-log-mask", "x-internal-*"))
+    gw = traced(
+        receiver.port,
+        otel_env(receiver.endpoint),
+        processor_args=("--decision-log", str(log_path), "--decision-log-mask", "x-internal-*"),
+    )
     bearer = token()
     sent = {
         "authorization": f"Bearer {bearer}",
@@ -299,8 +338,13 @@ def test_decision_log_lines_are_json_and_mask_credentials(traced, receiver, tmp_
 
 def test_metrics_of_several_workers_are_served_once_summed(traced, receiver):
     metrics_port = free_port()
-    gw = traced(receiver.port, {"OTEL_SDK_DISABLED": "true"}, workers=2, processor_port=free_port(),
-                processor_args=("--metrics-port", str(metrics_port)))
+    gw = traced(
+        receiver.port,
+        {"OTEL_SDK_DISABLED": "true"},
+        workers=2,
+        processor_port=free_port(),
+        processor_args=("--metrics-port", str(metrics_port)),
+    )
     bearer = token()
     for _ in range(6):
         assert gw.client.get("/api/hello", headers={"authorization": f"Bearer {bearer}"}).status_code == 200

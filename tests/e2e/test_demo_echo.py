@@ -13,6 +13,7 @@ import pytest
 
 from extproc.local.echo import EchoServer
 
+
 @pytest.fixture
 def echo():
     server = EchoServer().start()
@@ -41,8 +42,13 @@ def test_head_answers_get_headers_without_a_body_and_the_connection_stays_in_ste
 def test_chunked_request_body_is_read_to_the_end(echo):
     conn = http.client.HTTPConnection("127.0.0.1", echo.port, timeout=5)
     try:
-        conn.request("POST", "/chunked", body=iter([b"hello ", b"world"]), encode_chunked=True,
-                     headers={"transfer-encoding": "chunked"})
+        conn.request(
+            "POST",
+            "/chunked",
+            body=iter([b"hello ", b"world"]),
+            encode_chunked=True,
+            headers={"transfer-encoding": "chunked"},
+        )
         response = conn.getresponse()
         assert json.loads(response.read())["body"] == "hello world"
         conn.request("GET", "/next")

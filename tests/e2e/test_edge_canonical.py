@@ -45,17 +45,34 @@ routes:
 # Every route Envoy may bind, allowing anything: for the property test, where
 # a 200 must mean the upstream got exactly the path the processor judged.
 OPEN_POLICY = "version: 1\ndefaults: {unmatched: allow}\nroutes:\n" + "".join(
-    f"  - name: {name}\n    match: {{path_exact: /never-{name}}}\n" for name in ("api", "proc", "llm", "mcp", "a2a"))
+    f"  - name: {name}\n    match: {{path_exact: /never-{name}}}\n" for name in ("api", "proc", "llm", "mcp", "a2a")
+)
 
 DENIED = (401, 403)  # RBAC: an anonymous caller no rule allows gets 401
 DISGUISES = [
-    "/{p}/admin;/users", "/{p}/admin;x=1/users", "/{p}/..;/{p}/admin/users", "/{p}/admin%3B/users",
-    "/{p}/admin./users", "/{p}/admin%2e/users", "/{p}/admin.../users",
-    "/{p}/%2561dmin/users", "/{p}/%252561dmin/users", "/{p}/%61dmin/users", "/{p}/adm%69n/users",
-    "/{p}/\uff41dmin/users", "/{p}/%EF%BD%81dmin/users", "/{p}/adm\u0131n/users",
-    "/{p}/admin%00/users", "/{p}/admin%0d%0a/users", "/{p}/admin%09/users",
-    "/{p}%2Fadmin/users", "/{p}/admin%5cusers", "/{p}\\admin\\users", "/{p}/x/../admin/users",
-    "/{p}/./admin//users", "//{p}//admin/users",
+    "/{p}/admin;/users",
+    "/{p}/admin;x=1/users",
+    "/{p}/..;/{p}/admin/users",
+    "/{p}/admin%3B/users",
+    "/{p}/admin./users",
+    "/{p}/admin%2e/users",
+    "/{p}/admin.../users",
+    "/{p}/%2561dmin/users",
+    "/{p}/%252561dmin/users",
+    "/{p}/%61dmin/users",
+    "/{p}/adm%69n/users",
+    "/{p}/\uff41dmin/users",
+    "/{p}/%EF%BD%81dmin/users",
+    "/{p}/adm\u0131n/users",
+    "/{p}/admin%00/users",
+    "/{p}/admin%0d%0a/users",
+    "/{p}/admin%09/users",
+    "/{p}%2Fadmin/users",
+    "/{p}/admin%5cusers",
+    "/{p}\\admin\\users",
+    "/{p}/x/../admin/users",
+    "/{p}/./admin//users",
+    "//{p}//admin/users",
 ]
 
 
@@ -123,8 +140,13 @@ def test_case_folded_path_is_denied_when_the_route_is_case_insensitive(edge):
 def test_the_processor_refuses_what_envoy_forwards_when_envoy_is_configured_otherwise(gateway_factory, tmp_path):
     gw = gateway_factory(policy_dir=_policy_dir(tmp_path, POLICY), envoy_config=_unprotected_config(tmp_path))
     for prefix in ("api", "proc"):
-        for raw in (f"/{prefix}/admin;/users", f"/{prefix}/admin./users", f"/{prefix}/%2561dmin/users",
-                    f"/{prefix}/%EF%BD%81dmin/users", f"/{prefix}/a%0d%0ab"):
+        for raw in (
+            f"/{prefix}/admin;/users",
+            f"/{prefix}/admin./users",
+            f"/{prefix}/%2561dmin/users",
+            f"/{prefix}/%EF%BD%81dmin/users",
+            f"/{prefix}/a%0d%0ab",
+        ):
             status, _, body = send(gw.port, raw)
             assert status == 400 and json.loads(body)["error"]["code"].startswith("path_"), (raw, body)
 
@@ -132,8 +154,10 @@ def test_the_processor_refuses_what_envoy_forwards_when_envoy_is_configured_othe
 @pytest.mark.parametrize("prefix", ["api", "proc"], ids=["ext_authz", "ext_proc"])
 def test_header_twins_and_routing_overrides_never_reach_the_upstream(edge, gateway_factory, tmp_path, prefix):
     twins = (("x_auth_tenant", "evil"), ("X_Auth_Roles", "admin"), ("x_debug", "1"))
-    overrides = tuple((name, "/api/admin/users" if "url" in name or "uri" in name or "path" in name
-                       or "prefix" in name else "DELETE") for name in sorted(ROUTING_OVERRIDE_HEADERS))
+    overrides = tuple(
+        (name, "/api/admin/users" if "url" in name or "uri" in name or "path" in name or "prefix" in name else "DELETE")
+        for name in sorted(ROUTING_OVERRIDE_HEADERS)
+    )
     # The shipped edge refuses underscore names outright.
     assert send(edge.port, f"/{prefix}/hello", twins)[0] == 400
     # ...and with the edge configured otherwise, the processor strips them and
@@ -150,12 +174,70 @@ def test_header_twins_and_routing_overrides_never_reach_the_upstream(edge, gatew
 
 # -- the property: Envoy's normalization and the canonical form agree ---------
 
-_PIECES = st.sampled_from([
-    "/", "//", ".", "..", "/./", "/../", "%2e", "%2E", "%2e%2e", "%41", "%61", "%7e", "%7E", "%5f", "%2d", "%3f",
-    "%3F", "%20", "%22", "%7b", "%40", "%25", "%2f", "%5c", ";", "\\", "%", "%zz", "a", "Z", "admin", "a.", "~",
-    "'", "(", "@", ":", "=", "+", ",", "!", "$", "&", "*", "[", "]", '"', "<", ">", "`", "{", "}", "|", "^",
-    "\uff41", "\u00e9", "%c3%a9", "%00", "%0a", "%7f",
-])
+_PIECES = st.sampled_from(
+    [
+        "/",
+        "//",
+        ".",
+        "..",
+        "/./",
+        "/../",
+        "%2e",
+        "%2E",
+        "%2e%2e",
+        "%41",
+        "%61",
+        "%7e",
+        "%7E",
+        "%5f",
+        "%2d",
+        "%3f",
+        "%3F",
+        "%20",
+        "%22",
+        "%7b",
+        "%40",
+        "%25",
+        "%2f",
+        "%5c",
+        ";",
+        "\\",
+        "%",
+        "%zz",
+        "a",
+        "Z",
+        "admin",
+        "a.",
+        "~",
+        "'",
+        "(",
+        "@",
+        ":",
+        "=",
+        "+",
+        ",",
+        "!",
+        "$",
+        "&",
+        "*",
+        "[",
+        "]",
+        '"',
+        "<",
+        ">",
+        "`",
+        "{",
+        "}",
+        "|",
+        "^",
+        "\uff41",
+        "\u00e9",
+        "%c3%a9",
+        "%00",
+        "%0a",
+        "%7f",
+    ]
+)
 PATHS = st.lists(_PIECES, max_size=10).map(lambda pieces: "/t/" + "".join(pieces))
 
 
@@ -189,6 +271,7 @@ def test_envoy_normalization_yields_the_path_the_processor_authorized(open_gatew
 
 # -- processor outages: 503 from both filters, health-checked cluster ---------
 
+
 def _governance_health(gateway) -> str:
     import urllib.request
 
@@ -220,7 +303,7 @@ def test_a_stalled_processor_is_503_from_ext_authz_and_504_from_ext_proc(edge):
     pid = edge.processor.proc.pid
     os.kill(pid, signal.SIGSTOP)  # alive and connected, answering nothing
     try:
-        assert send(edge.port, "/api/hello")[0] == 503   # ext_authz: status_on_error
+        assert send(edge.port, "/api/hello")[0] == 503  # ext_authz: status_on_error
         assert send(edge.port, "/proc/hello")[0] == 504  # ext_proc: message_timeout keeps its 504
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -238,8 +321,11 @@ class _Replicas:
         self.echo, self.envoy = EchoServer().start(), None
         try:
             self.port, admin = free_port(), free_port()
-            config = render(ENVOY_DIR / "gateway.yaml", {"gateway": self.port, "governance": replica_ports[0],
-                                                         "upstream": self.echo.port}, admin_port=admin)
+            config = render(
+                ENVOY_DIR / "gateway.yaml",
+                {"gateway": self.port, "governance": replica_ports[0], "upstream": self.echo.port},
+                admin_port=admin,
+            )
             config["static_resources"]["listeners"] = config["static_resources"]["listeners"][:1]  # no TLS files
             governance = next(c for c in config["static_resources"]["clusters"] if c["name"] == "governance")
             if not health_checks:
@@ -291,8 +377,9 @@ def test_a_draining_replica_leaves_the_rotation_before_it_stops(tmp_path):
     from extproc.local.processor import ProcessorProcess
 
     policies = str(_policy_dir(tmp_path, POLICY))
-    replicas = [ProcessorProcess(policies, log_path=str(tmp_path / f"p{i}.log"), drain_delay=2.0).wait_ready()
-                for i in range(2)]
+    replicas = [
+        ProcessorProcess(policies, log_path=str(tmp_path / f"p{i}.log"), drain_delay=2.0).wait_ready() for i in range(2)
+    ]
     gateway, stop, results = None, threading.Event(), []
     try:
         gateway = _Replicas(tmp_path, [r.port for r in replicas])

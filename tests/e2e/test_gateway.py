@@ -33,8 +33,11 @@ def test_denied_request_never_reaches_upstream(gateway):
     r = gateway.client.get("/api/hello", headers={**AUTH, "x-debug": "1"})
     assert r.status_code == 403
     assert r.headers["content-type"] == "application/json"
-    assert r.json()["error"] == {"code": "forbidden", "message": "access denied",
-                                 "decision_id": r.headers["x-decision-id"]}
+    assert r.json()["error"] == {
+        "code": "forbidden",
+        "message": "access denied",
+        "decision_id": r.headers["x-decision-id"],
+    }
 
 
 def test_unmatched_route_is_denied_by_default(gateway):
@@ -117,8 +120,14 @@ def _load(gateway, paths, stop: threading.Event, results: list, threads: int = 4
                 n += 1
                 try:
                     r = client.get(path)
-                    results.append((path, r.status_code, r.headers.get("x-governed-by"),
-                                    r.json()["headers"].get("x-gateway") if r.status_code == 200 else None))
+                    results.append(
+                        (
+                            path,
+                            r.status_code,
+                            r.headers.get("x-governed-by"),
+                            r.json()["headers"].get("x-gateway") if r.status_code == 200 else None,
+                        )
+                    )
                 except httpx.HTTPError as exc:
                     results.append((path, type(exc).__name__, None, None))
 

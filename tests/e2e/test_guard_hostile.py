@@ -37,8 +37,10 @@ def demo_policies(tmp_path):
     shutil.copytree(REPO / "policies", directory)
     demo = directory / "demo.yaml"
     text = demo.read_text()
-    for limit, unlimited in (("rate: { requests: 60, per: 1m }", "rate: { requests: 1000000, per: 1m }"),
-                             ("tokens: 100000, per: 1d", "tokens: 1000000000, per: 1d")):
+    for limit, unlimited in (
+        ("rate: { requests: 60, per: 1m }", "rate: { requests: 1000000, per: 1m }"),
+        ("tokens: 100000, per: 1d", "tokens: 1000000000, per: 1d"),
+    ):
         assert limit in text
         text = text.replace(limit, unlimited)
     demo.write_text(text)
@@ -48,8 +50,9 @@ def demo_policies(tmp_path):
 def hostile_body(unit: str) -> bytes:
     # SIZE bytes of UTF-8 (Envoy buffers at most 1 MiB).
     content = unit * (SIZE // len(unit.encode()))
-    return json.dumps({"model": "demo", "messages": [{"role": "user", "content": content}]},
-                      ensure_ascii=False).encode()
+    return json.dumps(
+        {"model": "demo", "messages": [{"role": "user", "content": content}]}, ensure_ascii=False
+    ).encode()
 
 
 def bystander_latencies(url: str, token: str, stop: threading.Event) -> tuple[list[float], list[int]]:
@@ -74,9 +77,12 @@ def test_hostile_bodies_do_not_starve_bystanders(gateway_factory, tmp_path):
     # Large scans run in a worker process started on the first one (until
     # it is up they run in threads): start it with a large benign prompt,
     # wait for it, then measure the steady state.
-    warm = httpx.post(f"{gateway.url}/v1/chat/completions", timeout=60,
-                      headers={"authorization": f"Bearer {attacker}"},
-                      json={"model": "demo", "messages": [{"role": "user", "content": "hello there " * 5000}]})
+    warm = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        timeout=60,
+        headers={"authorization": f"Bearer {attacker}"},
+        json={"model": "demo", "messages": [{"role": "user", "content": "hello there " * 5000}]},
+    )
     assert warm.status_code == 200, warm.text
     gateway.wait_for(lambda: "guard scan workers ready" in gateway.processor_log_text(), timeout=30)
 
@@ -90,9 +96,11 @@ def test_hostile_bodies_do_not_starve_bystanders(gateway_factory, tmp_path):
     hostile_seconds: dict[str, float] = {}
 
     def attack():
-        with httpx.Client(base_url=gateway.url, timeout=60,
-                          headers={"authorization": f"Bearer {attacker}",
-                                   "content-type": "application/json"}) as client:
+        with httpx.Client(
+            base_url=gateway.url,
+            timeout=60,
+            headers={"authorization": f"Bearer {attacker}", "content-type": "application/json"},
+        ) as client:
             for name, unit in HOSTILE_BODIES.items():
                 started = time.perf_counter()
                 hostile_statuses[name] = client.post("/v1/chat/completions", content=hostile_body(unit)).status_code
@@ -105,13 +113,19 @@ def test_hostile_bodies_do_not_starve_bystanders(gateway_factory, tmp_path):
     latencies, statuses = bystander_latencies(gateway.url, reader, stop)
     attacker_thread.join()
 
-    print(f"\nbaseline: {len(base_latencies)} bystander requests {sorted(set(base_statuses))}, median "
-          f"{statistics.median(base_latencies) * 1000:.1f} ms, p99 {p99(base_latencies) * 1000:.1f} ms")
-    print(f"under attack: {len(latencies)} bystander requests {sorted(set(statuses))}, median {statistics.median(latencies) * 1000:.1f} ms, "
-          f"p99 {p99(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
+    print(
+        f"\nbaseline: {len(base_latencies)} bystander requests {sorted(set(base_statuses))}, median "
+        f"{statistics.median(base_latencies) * 1000:.1f} ms, p99 {p99(base_latencies) * 1000:.1f} ms"
+    )
+    print(
+        f"under attack: {len(latencies)} bystander requests {sorted(set(statuses))}, median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"p99 {p99(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+    )
     for name in HOSTILE_BODIES:
-        print(f"hostile {name!r} ({SIZE // 1000} KB): HTTP {hostile_statuses.get(name)} "
-              f"in {hostile_seconds.get(name, 0) * 1000:.0f} ms")
+        print(
+            f"hostile {name!r} ({SIZE // 1000} KB): HTTP {hostile_statuses.get(name)} "
+            f"in {hostile_seconds.get(name, 0) * 1000:.0f} ms"
+        )
     assert len(latencies) >= 10, "the attack ended before bystanders were measured"
     assert not [s for s in statuses if s >= 500], f"bystanders failed: {sorted(set(statuses))}"
     assert set(statuses) == {200}

@@ -11,16 +11,21 @@ import json
 import socket
 import ssl
 import time
-from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from extproc.local.demo_keys import (DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, generate_rsa_key, jwks_for,
-                                     load_demo_key, mint)
+from extproc.local.demo_keys import (
+    DEMO_AUDIENCE,
+    DEMO_ISSUER,
+    DEMO_KID,
+    generate_rsa_key,
+    jwks_for,
+    load_demo_key,
+    mint,
+)
 from extproc.local.processor import wait_serving
 from tests.unit.identity.idp_server import IdpServer
 
@@ -53,20 +58,32 @@ def assert_processor_healthy(gateway) -> None:
 
 # -- plain listener, ext_authz (/api) and ext_proc (/proc) ------------------------------
 
+
 @pytest.mark.parametrize("path", ["/api/hello", "/proc/thing"])
 def test_no_token_is_a_401_with_a_bare_challenge(gateway, path):
     r = gateway.client.get(path)
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == 'Bearer realm="extproc"'
-    assert r.json() == {"error": {"code": "unauthenticated", "message": "authentication required",
-                                  "decision_id": r.headers["x-decision-id"]}}
+    assert r.json() == {
+        "error": {
+            "code": "unauthenticated",
+            "message": "authentication required",
+            "decision_id": r.headers["x-decision-id"],
+        }
+    }
     assert "x-upstream" not in r.headers  # never reached the upstream
 
 
 @pytest.mark.parametrize("path", ["/api/hello", "/proc/thing"])
 def test_a_reader_token_reaches_the_upstream_with_the_verified_identity_only(gateway, path):
-    spoofed = {"x-auth-subject": "root", "x-auth-roles": "admin", "x-auth-tenant": "evil",
-               "x-auth-principal": DEMO_CLIENT, "x-auth-methods": "mtls", "X-Auth-Issuer": "https://evil"}
+    spoofed = {
+        "x-auth-subject": "root",
+        "x-auth-roles": "admin",
+        "x-auth-tenant": "evil",
+        "x-auth-principal": DEMO_CLIENT,
+        "x-auth-methods": "mtls",
+        "X-Auth-Issuer": "https://evil",
+    }
     r = gateway.client.get(path, headers={**bearer(reader()), **spoofed})
     assert r.status_code == 200
     seen = upstream_saw(r)
@@ -76,7 +93,11 @@ def test_a_reader_token_reaches_the_upstream_with_the_verified_identity_only(gat
     assert seen["x-auth-methods"] == "jwt"
     assert "x-auth-tenant" not in seen and "x-auth-principal" not in seen
     assert {k: v for k, v in seen.items() if k.startswith("x-auth-")} == {
-        "x-auth-subject": "alice", "x-auth-roles": "reader", "x-auth-issuer": DEMO_ISSUER, "x-auth-methods": "jwt"}
+        "x-auth-subject": "alice",
+        "x-auth-roles": "reader",
+        "x-auth-issuer": DEMO_ISSUER,
+        "x-auth-methods": "jwt",
+    }
 
 
 def test_roles_decide_what_a_caller_may_do(gateway):
@@ -105,6 +126,7 @@ def test_an_invalid_token_says_so_without_saying_why(gateway):
 
 # -- the attack suite through Envoy -------------------------------------------------------------
 
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -115,8 +137,15 @@ def _seg(obj) -> str:
 
 def _claims(**overrides) -> dict:
     now = int(time.time())
-    claims = {"iss": DEMO_ISSUER, "sub": "mallory", "aud": DEMO_AUDIENCE, "roles": ["admin"],
-              "iat": now, "nbf": now, "exp": now + 600}
+    claims = {
+        "iss": DEMO_ISSUER,
+        "sub": "mallory",
+        "aud": DEMO_AUDIENCE,
+        "roles": ["admin"],
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+    }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -127,7 +156,9 @@ def _rs256(header: dict, claims: dict, key=DEMO_KEY) -> str:
 
 
 def _hs256_with_public_key() -> str:
-    pem = DEMO_KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = DEMO_KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     signing_input = f"{_seg({'alg': 'HS256', 'typ': 'JWT', 'kid': DEMO_KID})}.{_seg(_claims())}"
     return f"{signing_input}.{_b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())}"
 
@@ -151,11 +182,13 @@ def _attacks() -> dict[str, str]:
         "kid not a string": _rs256({"alg": "RS256", "kid": 7}, _claims()),
         "alg not a string": _rs256({"alg": ["RS256"], "kid": DEMO_KID}, _claims()),
         "unknown crit": _rs256({"alg": "RS256", "kid": DEMO_KID, "crit": ["exp"]}, _claims()),
-        "jku to attacker": _rs256({"alg": "RS256", "kid": DEMO_KID, "jku": "http://127.0.0.1:1/jwks"}, _claims(),
-                                  ATTACKER_KEY),
+        "jku to attacker": _rs256(
+            {"alg": "RS256", "kid": DEMO_KID, "jku": "http://127.0.0.1:1/jwks"}, _claims(), ATTACKER_KEY
+        ),
         "embedded jwk": _rs256({"alg": "RS256", "kid": DEMO_KID, "jwk": attacker_jwk}, _claims(), ATTACKER_KEY),
-        "x5u to attacker": _rs256({"alg": "RS256", "kid": DEMO_KID, "x5u": "http://127.0.0.1:1/c"}, _claims(),
-                                  ATTACKER_KEY),
+        "x5u to attacker": _rs256(
+            {"alg": "RS256", "kid": DEMO_KID, "x5u": "http://127.0.0.1:1/c"}, _claims(), ATTACKER_KEY
+        ),
         "truncated": good[:-12],
         "no signature": good.rsplit(".", 1)[0] + ".",
         "two segments": good.rsplit(".", 1)[0],
@@ -177,8 +210,10 @@ def test_every_attack_is_a_401_through_envoy_and_the_processor_stays_healthy(gat
         # Not a bearer token at all, and two Authorization headers.
         r = gateway.client.get(path, headers={"authorization": f"Basic {base64.b64encode(b'a:b').decode()}"})
         assert r.status_code == 401 and 'error="invalid_request"' in r.headers["www-authenticate"]
-        r = gateway.client.get(path, headers=[("authorization", f"Bearer {reader()}"),
-                                              ("authorization", f"Bearer {attacks['embedded jwk']}")])
+        r = gateway.client.get(
+            path,
+            headers=[("authorization", f"Bearer {reader()}"), ("authorization", f"Bearer {attacks['embedded jwk']}")],
+        )
         assert r.status_code == 401, r.text
     assert_processor_healthy(gateway)
 
@@ -196,14 +231,20 @@ def _raw_request(port: int, head: bytes, tls_context: ssl.SSLContext | None = No
 @pytest.mark.parametrize("path", [b"/api/hello", b"/proc/thing"])
 def test_non_utf8_credentials_are_refused_not_crashed_on(gateway, path):
     for junk in (b"\xff\xfe\x80\x81", b"eyJ\xc3\x28.e\xa0\xa1.\xf0\x28\x8c\x28", b"\xc0\xaf" * 50):
-        response = _raw_request(gateway.port, b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
-                                b"Authorization: Bearer " + junk + b"\r\n\r\n")
+        response = _raw_request(
+            gateway.port,
+            b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + junk + b"\r\n\r\n",
+        )
         status = int(response.split(b" ", 2)[1])
         assert 400 <= status < 500, response[:300]
         assert b'"headers"' not in response  # the echo upstream never answered
     # Other non-UTF-8 headers do not get in the way of a valid token.
-    response = _raw_request(gateway.port, b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
-                            b"X-Junk: \xff\xfe\r\nAuthorization: Bearer " + reader().encode() + b"\r\n\r\n")
+    response = _raw_request(
+        gateway.port,
+        b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+        b"X-Junk: \xff\xfe\r\nAuthorization: Bearer " + reader().encode() + b"\r\n\r\n",
+    )
     assert response.startswith(b"HTTP/1.1 200"), response[:300]
     assert_processor_healthy(gateway)
 
@@ -212,8 +253,11 @@ def test_control_characters_in_a_signed_claim_are_never_injected_into_upstream_h
     # Two layers: the jwt capability refuses such a token (401, never an
     # outage-looking 5xx), and should any identity source let one through,
     # publishing percent-encodes control characters (tests/unit/identity).
-    for sub, published in (("alice\r\nx-injected: yes", "alice%0D%0Ax-injected: yes"),
-                           ("alice\nx-injected: yes", "alice%0Ax-injected: yes"), ("alice\x00root", "alice%00root")):
+    for sub, published in (
+        ("alice\r\nx-injected: yes", "alice%0D%0Ax-injected: yes"),
+        ("alice\nx-injected: yes", "alice%0Ax-injected: yes"),
+        ("alice\x00root", "alice%00root"),
+    ):
         token = mint(DEMO_KEY, sub=sub, roles=["reader"])
         for path in ("/api/hello", "/proc/thing"):
             r = gateway.client.get(path, headers=bearer(token))
@@ -231,6 +275,7 @@ def test_a_role_with_a_comma_is_published_as_one_role(gateway, path):
 
 
 # -- the mTLS listener ----------------------------------------------------------------------------
+
 
 def _tls(gateway, client: str | None = "client", max_version=None) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(gateway.certs / "ca.pem"))
@@ -285,13 +330,12 @@ def test_no_client_certificate_no_handshake(gateway):
     except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
         response = b""
     assert b"HTTP/" not in response
-    with pytest.raises(httpx.TransportError):
-        with _mtls_client(gateway, None) as client:
-            client.get("/internal/x")
+    with pytest.raises(httpx.TransportError), _mtls_client(gateway, None) as client:
+        client.get("/internal/x")
 
 
 def test_a_client_sent_xfcc_is_not_an_identity(gateway):
-    xfcc = {"x-forwarded-client-cert": f'By=spiffe://example.org/ns/demo/sa/gw;Hash=abc;URI={DEMO_CLIENT}'}
+    xfcc = {"x-forwarded-client-cert": f"By=spiffe://example.org/ns/demo/sa/gw;Hash=abc;URI={DEMO_CLIENT}"}
     r = gateway.client.get("/internal/x", headers=xfcc)  # plain listener: no certificate at all
     assert r.status_code == 401
     with _mtls_client(gateway) as client:  # a real certificate: the forged header is dropped by Envoy
@@ -302,6 +346,7 @@ def test_a_client_sent_xfcc_is_not_an_identity(gateway):
 
 
 # -- keys that change ------------------------------------------------------------------------------
+
 
 def test_rotating_the_jwks_file_takes_effect_on_the_reload(gateway):
     new_key = generate_rsa_key()
@@ -346,8 +391,9 @@ def test_a_jwks_url_rotation_and_outage_through_the_gateway(gateway_factory, idp
     gateway = gateway_factory(policy_dir=policy_dir)
 
     def status(key, kid, sub="u"):
-        return gateway.client.get("/api/x", headers=bearer(mint(key, sub=sub, kid=kid, issuer=idp.issuer,
-                                                                audience=None))).status_code
+        return gateway.client.get(
+            "/api/x", headers=bearer(mint(key, sub=sub, kid=kid, issuer=idp.issuer, audience=None))
+        ).status_code
 
     t1 = mint(k1, sub="one", kid="k1", issuer=idp.issuer, audience=None)
     r = gateway.client.get("/api/x", headers=bearer(t1))

@@ -10,9 +10,8 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
-
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -78,14 +77,17 @@ class SlowUpstream:
 async def _timed_burst(url: str, paths: list[str]) -> list[tuple[httpx.Response, float]]:
     limits = httpx.Limits(max_connections=len(paths), max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
+
         async def one(path):
             started = time.monotonic()
             response = await client.get(path)
             return response, time.monotonic() - started
+
         return await asyncio.gather(*(one(path) for path in paths))
 
 
 # --- 14: past the admission limit, new requests get a quick 503 with Retry-After -----------------
+
 
 def test_requests_beyond_the_admission_limit_get_a_quick_503_retry_after(tmp_path, demo_certs):
     policy = tmp_path / "policy"
@@ -93,17 +95,22 @@ def test_requests_beyond_the_admission_limit_get_a_quick_503_retry_after(tmp_pat
     # A response header to set keeps each proc stream open until the upstream answers.
     (policy / "policy.yaml").write_text(
         "routes:\n  - name: proc\n    capabilities:\n      - type: headers\n"
-        "        config: {request: {set: {x-gateway: governance}}, response: {set: {x-governed-by: extproc}}}\n")
+        "        config: {request: {set: {x-gateway: governance}}, response: {set: {x-governed-by: extproc}}}\n"
+    )
     upstream = SlowUpstream(delay=2.0)
-    processor = ProcessorProcess(str(policy), extra_args=("--max-concurrent", "3"),
-                                 log_path=str(tmp_path / "processor.log"))
+    processor = ProcessorProcess(
+        str(policy), extra_args=("--max-concurrent", "3"), log_path=str(tmp_path / "processor.log")
+    )
     envoy = None
     try:
         processor.wait_ready()
         port, admin = free_port(), free_port()
-        config = render(ENVOY_DIR / "gateway.yaml", {"gateway": port, "gateway_mtls": free_port(),
-                                                     "governance": processor.port, "upstream": upstream.port},
-                        admin_port=admin, certs_dir=demo_certs)
+        config = render(
+            ENVOY_DIR / "gateway.yaml",
+            {"gateway": port, "gateway_mtls": free_port(), "governance": processor.port, "upstream": upstream.port},
+            admin_port=admin,
+            certs_dir=demo_certs,
+        )
         envoy = EnvoyProcess(config, admin, log_path=str(tmp_path / "envoy.log"))
         envoy.wait_ready()
         results = asyncio.run(_timed_burst(f"http://127.0.0.1:{port}", [f"/proc/{i}" for i in range(8)]))
@@ -126,6 +133,7 @@ def test_requests_beyond_the_admission_limit_get_a_quick_503_retry_after(tmp_pat
 
 # --- 15: draining one worker costs no request ---------------------------------------------------
 
+
 def _steady_load(url: str, stop: threading.Event, statuses: list[int], rate_per_thread: float, threads: int):
     def worker(i: int):
         with httpx.Client(base_url=url, timeout=10) as client:
@@ -138,6 +146,7 @@ def _steady_load(url: str, stop: threading.Event, statuses: list[int], rate_per_
                     statuses.append(0)
                 n += 1
                 time.sleep(1 / rate_per_thread)
+
     pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
     for t in pool:
         t.start()
@@ -153,8 +162,7 @@ def test_sigterm_to_one_of_two_workers_under_load_fails_no_request(gateway_facto
         first, second = _children_of(gateway.processor.proc.pid)
         os.kill(first, signal.SIGTERM)
         # The supervisor replaces it; keep the load on through drain, exit and replacement.
-        gateway.wait_for(lambda: len(set(_children_of(gateway.processor.proc.pid)) - {first, second}) == 1,
-                         timeout=30)
+        gateway.wait_for(lambda: len(set(_children_of(gateway.processor.proc.pid)) - {first, second}) == 1, timeout=30)
         count = len(statuses)
         gateway.wait_for(lambda: len(statuses) > count + 200, timeout=30)
     finally:
@@ -167,12 +175,13 @@ def test_sigterm_to_one_of_two_workers_under_load_fails_no_request(gateway_facto
 
 # --- 18: a body/response capability on a route Envoy sends through ext_authz --------------------
 
+
 def test_a_body_capability_on_an_ext_authz_route_is_refused_and_logged_once(gateway_factory, tmp_path):
     policy = tmp_path / "mismatch"
     policy.mkdir()
-    (policy / "policy.yaml").write_text(POLICY.replace(
-        "  - name: proc\n",
-        "      - type: pii\n        config: {}\n  - name: proc\n", 1))
+    (policy / "policy.yaml").write_text(
+        POLICY.replace("  - name: proc\n", "      - type: pii\n        config: {}\n  - name: proc\n", 1)
+    )
     gateway = gateway_factory(policy_dir=policy)
     for _ in range(3):
         r = gateway.client.post("/api/x", json={"email": "alice@example.com"})
@@ -182,6 +191,9 @@ def test_a_body_capability_on_an_ext_authz_route_is_refused_and_logged_once(gate
     # An ambiguous path is refused as such (400) before any route is chosen.
     r = gateway.client.post("/api/x;.json", json={})
     assert (r.status_code, r.json()["error"]["code"]) == (400, "path_parameter")
-    errors = [json.loads(line) for line in gateway.processor_log_text().splitlines()
-              if line.startswith("{") and "needs the ext_proc filter" in line]
+    errors = [
+        json.loads(line)
+        for line in gateway.processor_log_text().splitlines()
+        if line.startswith("{") and "needs the ext_proc filter" in line
+    ]
     assert len(errors) == 1 and errors[0]["route"] == "api" and errors[0]["level"] == "error"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -30,9 +29,11 @@ def guarded(gateway_factory, tmp_path):
 
 
 def decisions(gateway) -> tuple[int, int, int]:
-    return (gateway.client.get("/api/x").status_code,
-            gateway.client.get("/api/x", headers={"x-debug": "1"}).status_code,
-            gateway.client.get("/proc/x").status_code)
+    return (
+        gateway.client.get("/api/x").status_code,
+        gateway.client.get("/api/x", headers={"x-debug": "1"}).status_code,
+        gateway.client.get("/proc/x").status_code,
+    )
 
 
 def test_a_directory_emptied_or_half_synced_keeps_the_last_good_policy(guarded):
@@ -56,8 +57,12 @@ def test_the_explicit_marker_applies_the_removal(guarded):
 
 def test_serve_refuses_to_start_on_a_directory_without_routes(tmp_path):
     (tmp_path / "only-defaults.yaml").write_text("defaults: {unmatched: deny}\n")
-    result = subprocess.run([sys.executable, "-m", "extproc", "serve", "--port", "0", "--policies", str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "extproc", "serve", "--port", "0", "--policies", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert str(tmp_path) in line and "no routes" in line and "allow_empty: true" in line

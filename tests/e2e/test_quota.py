@@ -24,7 +24,7 @@ GATEWAY = ENVOY_DIR / "gateway.yaml"
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self):  # noqa: N802 - stdlib name
+    def do_GET(self):
         gate = self.server.gate  # the gate current when the request arrived
         if "slow" in self.path:  # the upstream takes its time before answering
             self.server.waiting.append(self.path)
@@ -48,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client went away meanwhile
 
-    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+    def log_message(self, format, *args):
         pass
 
 
@@ -89,8 +89,9 @@ class Stack:
         self.upstream = self.processor = self.envoy = self.client = None
         try:
             self.upstream = Upstream()
-            self.processor = ProcessorProcess(str(policies), reload_interval=0.2, log_path=str(self.log_path),
-                                              extra_args=("--quota-backend", backend)).wait_ready()
+            self.processor = ProcessorProcess(
+                str(policies), reload_interval=0.2, log_path=str(self.log_path), extra_args=("--quota-backend", backend)
+            ).wait_ready()
             self.port, admin = free_port(), free_port()
             ports = {"gateway": self.port, "governance": self.processor.port, "upstream": self.upstream.port}
             if uses_certs(GATEWAY):
@@ -192,8 +193,11 @@ def test_the_request_past_the_limit_gets_429_with_ratelimit_headers(stack_factor
         assert r.headers["ratelimit-policy"] == '"per-client";q=3;w=3600'
         assert r.headers["ratelimit"] == '"per-client";r=0;t=3600'
         assert r.headers["content-type"] == "application/json"
-        assert r.json()["error"] == {"code": "rate_limited", "message": "too many requests",
-                                     "decision_id": r.headers["x-decision-id"]}
+        assert r.json()["error"] == {
+            "code": "rate_limited",
+            "message": "too many requests",
+            "decision_id": r.headers["x-decision-id"],
+        }
     assert stack.get("/api/x", client="c2").status_code == 200  # another client, another counter
 
 
@@ -218,8 +222,7 @@ def test_200_concurrent_requests_against_a_budget_of_50(stack_factory, backend_u
     # processor -> Redis 50 ms), which would turn it into a test of those:
     # they are raised here, and tested on their own elsewhere.
     url = backend_url if backend_url == "memory" else backend_url + "?timeout=5s"
-    stack = stack_factory(policy("[{name: budget, key: [], rate: {requests: 50, per: 1h}}]"), url,
-                          authz_timeout="10s")
+    stack = stack_factory(policy("[{name: budget, key: [], rate: {requests: 50, per: 1h}}]"), url, authz_timeout="10s")
     results = asyncio.run(_burst(stack.url, "/api/x", 200))
     assert Counter(results) == {200: 50, 429: 150}
 
@@ -234,13 +237,16 @@ def test_two_processors_share_one_limit_through_redis(stack_factory, redis_serve
 
 def test_redis_outage_fail_open_and_fail_closed_then_recovery(stack_factory, redis_server):
     limit = "[{name: l, key: [route], rate: {requests: 3, per: 1h}}]"
-    text = policy(limit, limit, "on_backend_error: fail_closed", "on_backend_error: fail_open") + """\
+    text = (
+        policy(limit, limit, "on_backend_error: fail_closed", "on_backend_error: fail_open")
+        + """\
   - name: llm
     capabilities:
       - type: quota
         config:
           limits: [{name: l, key: [route], rate: {requests: 20, per: 1s}}]
 """
+    )
     stack = stack_factory(text, redis_server.url)
     assert stack.get("/api/x").status_code == 200
     assert stack.get("/proc/x").status_code == 200
@@ -293,8 +299,11 @@ def test_fail_closed_serves_no_503_once_redis_is_back(stack_factory, redis_serve
     # outage mode (fail_closed: a 503 each time). After the first admitted
     # request, not one may fail.
     limit = "[{name: l, key: [route], rate: {requests: 100000, per: 1s}}]"
-    stack = stack_factory(policy(limit, limit, proc_options="on_backend_error: fail_closed"),
-                          redis_server.url + "?timeout=2s&retry_interval=100ms", authz_timeout="10s")
+    stack = stack_factory(
+        policy(limit, limit, proc_options="on_backend_error: fail_closed"),
+        redis_server.url + "?timeout=2s&retry_interval=100ms",
+        authz_timeout="10s",
+    )
     assert Counter(asyncio.run(_burst(stack.url, "/proc/x", 16))) == {200: 16}  # fills the pool
     redis_server.kill()
     wait_for(lambda: stack.get("/proc/x").status_code == 503)
@@ -305,8 +314,10 @@ def test_fail_closed_serves_no_503_once_redis_is_back(stack_factory, redis_serve
 
 
 def test_redis_cluster_enforces_the_same_limits(stack_factory, redis_cluster):
-    limits = ("[{name: per-client, key: ['header:x-client'], rate: {requests: 3, per: 1h}},"
-              " {name: per-client-route, key: ['header:x-client', route], rate: {requests: 10, per: 1h}}]")
+    limits = (
+        "[{name: per-client, key: ['header:x-client'], rate: {requests: 3, per: 1h}},"
+        " {name: per-client-route, key: ['header:x-client', route], rate: {requests: 10, per: 1h}}]"
+    )
     stack = stack_factory(policy(limits), redis_cluster.url)
     assert stack.statuses("/api/x", 3) == [200, 200, 200]
     r = stack.get("/api/x")
@@ -360,13 +371,17 @@ def test_concurrency_slots_on_the_proc_route_are_held_while_the_upstream_works(s
 def test_concurrency_slots_are_held_until_a_streamed_response_ends(stack_factory, backend_url):
     # The `llm` route streams response bodies through ext_proc, so the stream
     # (and the slot) lasts until the last byte, not just the headers.
-    stack = stack_factory(policy(UNUSED) + f"""\
+    stack = stack_factory(
+        policy(UNUSED)
+        + f"""\
   - name: llm
     capabilities:
       - type: quota
         config:
           limits: {IN_FLIGHT}
-""", backend_url)
+""",
+        backend_url,
+    )
     hold = [_in_flight(stack, "/v1/hold") for _ in range(2)]
     assert [r.status_code for r in hold] == [200, 200]  # headers sent, bodies still streaming
     assert stack.get("/v1/x").status_code == 429

@@ -13,36 +13,47 @@ from tests.e2e.llm_policies import llm_route_policy
 from tests.redis_server import patient
 
 
-
 def budget_policy(tmp_path: Path, tokens: int) -> Path:
-    return llm_route_policy(tmp_path / "budget-policies", f"""\
+    return llm_route_policy(
+        tmp_path / "budget-policies",
+        f"""\
         - type: token_budget
           config:
             budgets:
               - {{ name: daily, key: [consumer, model], tokens: {tokens}, per: 1d }}
-        """)
+        """,
+    )
 
 
 def client(gateway, sub="alice") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=mint(load_demo_key(), sub=sub, roles=["reader"]),
-                         max_retries=0, timeout=20)
+    return openai.OpenAI(
+        base_url=f"{gateway.url}/v1",
+        api_key=mint(load_demo_key(), sub=sub, roles=["reader"]),
+        max_retries=0,
+        timeout=20,
+    )
 
 
 def ask(c: openai.OpenAI, max_tokens: int, stream: bool = False) -> str:
     if stream:
-        chunks = c.chat.completions.create(model="demo", max_tokens=max_tokens, stream=True,
-                                           stream_options={"include_usage": True},
-                                           messages=[{"role": "user", "content": "hello there"}])
+        chunks = c.chat.completions.create(
+            model="demo",
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "hello there"}],
+        )
         return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    raw = c.chat.completions.with_raw_response.create(model="demo", max_tokens=max_tokens,
-                                                      messages=[{"role": "user", "content": "hello there"}])
+    raw = c.chat.completions.with_raw_response.create(
+        model="demo", max_tokens=max_tokens, messages=[{"role": "user", "content": "hello there"}]
+    )
     return raw.headers["x-token-budget-remaining-daily"]
 
 
 def test_reconciliation_returns_the_unused_reservation(gateway_factory, tmp_path):
     gateway = gateway_factory(policy_dir=budget_policy(tmp_path, 1000))
     c = client(gateway)
-    first = int(ask(c, max_tokens=400))   # reserved ~400 + prompt, used ~10
+    first = int(ask(c, max_tokens=400))  # reserved ~400 + prompt, used ~10
     second = int(ask(c, max_tokens=400))
     # Had the first reservation not been settled, the second would see ~200 left.
     assert 1000 - 430 < first < 1000 - 400
@@ -66,8 +77,9 @@ def test_request_that_does_not_fit_is_refused_before_the_model(gateway_factory, 
 
 def test_concurrent_streams_never_overspend(gateway_factory, tmp_path, redis_server):
     budget, per_request = 500, 60
-    gateway = gateway_factory(policy_dir=budget_policy(tmp_path, budget),
-                              processor_args=("--quota-backend", patient(redis_server.url)))
+    gateway = gateway_factory(
+        policy_dir=budget_policy(tmp_path, budget), processor_args=("--quota-backend", patient(redis_server.url))
+    )
     c = client(gateway)
 
     def one(_):
@@ -108,10 +120,9 @@ def test_a_negative_or_fractional_max_tokens_is_refused_not_credited(gateway):
     except openai.RateLimitError as exc:
         assert exc.body["code"] == "token_budget_exceeded"
     before = len(gateway.echo.httpd.model_requests)
-    for max_tokens in (-10**30, -1, 100.5, 64.0):
+    for max_tokens in (-(10**30), -1, 100.5, 64.0):
         try:
-            c.chat.completions.create(model="demo", max_tokens=max_tokens,
-                                      messages=[{"role": "user", "content": huge}])
+            c.chat.completions.create(model="demo", max_tokens=max_tokens, messages=[{"role": "user", "content": huge}])
             raise AssertionError(f"max_tokens={max_tokens} was admitted")
         except openai.BadRequestError as exc:
             assert "max_tokens" in exc.body["message"]
@@ -125,18 +136,24 @@ def test_a_negative_or_fractional_max_tokens_is_refused_not_credited(gateway):
 
 
 def test_models_matched_by_one_glob_share_one_budget(gateway_factory, tmp_path):
-    gateway = gateway_factory(policy_dir=llm_route_policy(tmp_path / "glob-budget", """\
+    gateway = gateway_factory(
+        policy_dir=llm_route_policy(
+            tmp_path / "glob-budget",
+            """\
         - type: model_access
           config: { rules: [{ roles: [reader], models: ["demo-*"] }] }
         - type: token_budget
           config:
             budgets:
               - { name: daily, key: [consumer, model], tokens: 600, per: 1d }
-        """))
+        """,
+        )
+    )
     c = client(gateway)
     prompt = "lorem ipsum " * 70  # ~210 tokens in, the mock echoes ~210 back
     first = c.chat.completions.with_raw_response.create(
-        model="demo-a", max_tokens=250, messages=[{"role": "user", "content": prompt}])
+        model="demo-a", max_tokens=250, messages=[{"role": "user", "content": prompt}]
+    )
     assert int(first.headers["x-token-budget-remaining-daily"]) < 600 - 400
     try:
         c.chat.completions.create(model="demo-b", max_tokens=250, messages=[{"role": "user", "content": prompt}])

@@ -30,8 +30,9 @@ JWT = """\
 def gateway(gateway_factory, tmp_path):
     policies = tmp_path / "policies"
     shutil.copytree(REPO / "policies" / "keys", policies / "keys")
-    (policies / "p.yaml").write_text("routes:\n" + "".join(
-        f"  - name: {name}\n    capabilities:\n{JWT}" for name in ("api", "proc")))
+    (policies / "p.yaml").write_text(
+        "routes:\n" + "".join(f"  - name: {name}\n    capabilities:\n{JWT}" for name in ("api", "proc"))
+    )
     return gateway_factory(policy_dir=policies)
 
 

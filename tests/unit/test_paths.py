@@ -9,72 +9,77 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extproc.context import HttpRequest, RequestContext
-from extproc.paths import (MAX_PATH_LENGTH, AmbiguousPath, canonical_path, drop_query_params,
-                           require_canonical_path)
+from extproc.paths import MAX_PATH_LENGTH, AmbiguousPath, canonical_path, drop_query_params, require_canonical_path
 from extproc.pipeline import start
 from extproc.policy.model import CompiledRoute, PolicySet, compile_match
 from extproc.policy.schema import RouteMatch
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("/api/hello", "/api/hello"),
-    ("/", "/"),
-    ("//api///admin", "/api/admin"),
-    ("/api/./admin", "/api/admin"),
-    ("/api/public/../admin", "/api/admin"),
-    ("/../../etc/passwd", "/etc/passwd"),
-    ("/api/%2e%2e/admin", "/admin"),
-    ("/api/.%2E/x", "/x"),
-    ("/api/%61dmin", "/api/admin"),            # escaped unreserved: decoded, as Envoy does
-    ("/api/%41%7e%2D%5f", "/api/A~-_"),
-    ("/api/a%3fb", "/api/a%3Fb"),              # other escapes kept, one spelling of the hex
-    ("/api/a%20b", "/api/a%20b"),
-    ('/api/a"b{c}', "/api/a%22b%7Bc%7D"),      # what Envoy escapes, escaped
-    ("/api/", "/api/"),
-    ("/api/x/..", "/api/"),
-    ("/api/x/.", "/api/x/"),
-    ("/.well-known/agent.json", "/.well-known/agent.json"),
-    ("/api/a.b/c", "/api/a.b/c"),
-    ("/a//b/../c", "/a/c"),
-    ("/a/b/../../..", "/"),
-    ("/a/..", "/"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("/api/hello", "/api/hello"),
+        ("/", "/"),
+        ("//api///admin", "/api/admin"),
+        ("/api/./admin", "/api/admin"),
+        ("/api/public/../admin", "/api/admin"),
+        ("/../../etc/passwd", "/etc/passwd"),
+        ("/api/%2e%2e/admin", "/admin"),
+        ("/api/.%2E/x", "/x"),
+        ("/api/%61dmin", "/api/admin"),  # escaped unreserved: decoded, as Envoy does
+        ("/api/%41%7e%2D%5f", "/api/A~-_"),
+        ("/api/a%3fb", "/api/a%3Fb"),  # other escapes kept, one spelling of the hex
+        ("/api/a%20b", "/api/a%20b"),
+        ('/api/a"b{c}', "/api/a%22b%7Bc%7D"),  # what Envoy escapes, escaped
+        ("/api/", "/api/"),
+        ("/api/x/..", "/api/"),
+        ("/api/x/.", "/api/x/"),
+        ("/.well-known/agent.json", "/.well-known/agent.json"),
+        ("/api/a.b/c", "/api/a.b/c"),
+        ("/a//b/../c", "/a/c"),
+        ("/a/b/../../..", "/"),
+        ("/a/..", "/"),
+    ],
+)
 def test_canonical_form(raw, expected):
     assert canonical_path(raw) == expected
 
 
-@pytest.mark.parametrize("raw, code", [
-    ("/api/admin;/users", "path_parameter"),
-    ("/api/admin%3b/users", "path_parameter"),
-    ("/api/..;/admin", "path_parameter"),
-    ("/api/admin./users", "path_trailing_dot"),
-    ("/api/admin%2E/users", "path_trailing_dot"),
-    ("/api/admin.../users", "path_trailing_dot"),
-    ("/api/%2561dmin/users", "path_double_encoding"),
-    ("/api/%25", "path_double_encoding"),
-    ("/api/\uff41dmin/users", "path_non_ascii"),   # fullwidth a
-    ("/api/%EF%BD%81dmin", "path_non_ascii"),      # the same, escaped
-    ("/api/caf\u00e9", "path_non_ascii"),
-    ("/api/a\udcffb", "path_non_ascii"),           # a raw non-UTF-8 byte
-    ("/api/a%00b", "path_control_char"),
-    ("/api/a\x00b", "path_control_char"),
-    ("/api/a%0d%0aset-cookie", "path_control_char"),
-    ("/api/a%7Fb", "path_control_char"),
-    ("/api/a\tb", "path_control_char"),
-    ("/api/a b", "path_invalid_char"),
-    ("/api/a#b", "path_invalid_char"),
-    ("/api%2Fadmin", "path_encoded_separator"),
-    ("/api%5cadmin", "path_encoded_separator"),
-    ("/api\\admin", "path_backslash"),
-    ("/api/a%zz", "path_malformed_escape"),
-    ("/api/a%4", "path_malformed_escape"),
-    ("/api/a%", "path_malformed_escape"),
-    ("/t//../", "path_ambiguous_dot_segment"),
-    ("/a//../b", "path_ambiguous_dot_segment"),
-    ("api/x", "path_not_absolute"),
-    ("", "path_not_absolute"),
-    ("*", "path_not_absolute"),
-])
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        ("/api/admin;/users", "path_parameter"),
+        ("/api/admin%3b/users", "path_parameter"),
+        ("/api/..;/admin", "path_parameter"),
+        ("/api/admin./users", "path_trailing_dot"),
+        ("/api/admin%2E/users", "path_trailing_dot"),
+        ("/api/admin.../users", "path_trailing_dot"),
+        ("/api/%2561dmin/users", "path_double_encoding"),
+        ("/api/%25", "path_double_encoding"),
+        ("/api/\uff41dmin/users", "path_non_ascii"),  # fullwidth a
+        ("/api/%EF%BD%81dmin", "path_non_ascii"),  # the same, escaped
+        ("/api/caf\u00e9", "path_non_ascii"),
+        ("/api/a\udcffb", "path_non_ascii"),  # a raw non-UTF-8 byte
+        ("/api/a%00b", "path_control_char"),
+        ("/api/a\x00b", "path_control_char"),
+        ("/api/a%0d%0aset-cookie", "path_control_char"),
+        ("/api/a%7Fb", "path_control_char"),
+        ("/api/a\tb", "path_control_char"),
+        ("/api/a b", "path_invalid_char"),
+        ("/api/a#b", "path_invalid_char"),
+        ("/api%2Fadmin", "path_encoded_separator"),
+        ("/api%5cadmin", "path_encoded_separator"),
+        ("/api\\admin", "path_backslash"),
+        ("/api/a%zz", "path_malformed_escape"),
+        ("/api/a%4", "path_malformed_escape"),
+        ("/api/a%", "path_malformed_escape"),
+        ("/t//../", "path_ambiguous_dot_segment"),
+        ("/a//../b", "path_ambiguous_dot_segment"),
+        ("api/x", "path_not_absolute"),
+        ("", "path_not_absolute"),
+        ("*", "path_not_absolute"),
+    ],
+)
 def test_ambiguous_paths_are_refused_with_a_precise_code(raw, code):
     with pytest.raises(AmbiguousPath) as refused:
         canonical_path(raw)
@@ -82,8 +87,32 @@ def test_ambiguous_paths_are_refused_with_a_precise_code(raw, code):
 
 
 _ASCII = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
-_PIECES = st.sampled_from(["/", "//", ".", "..", "/./", "/../", "%2e", "%2E", "%41", "%7e", "%3f", "%25", "%2f",
-                           ";", "\\", "%", "admin", "Admin", "\uff41", "%00", "#", " "])
+_PIECES = st.sampled_from(
+    [
+        "/",
+        "//",
+        ".",
+        "..",
+        "/./",
+        "/../",
+        "%2e",
+        "%2E",
+        "%41",
+        "%7e",
+        "%3f",
+        "%25",
+        "%2f",
+        ";",
+        "\\",
+        "%",
+        "admin",
+        "Admin",
+        "\uff41",
+        "%00",
+        "#",
+        " ",
+    ]
+)
 paths = st.lists(st.one_of(_PIECES, st.text(_ASCII, max_size=3)), max_size=12).map(lambda xs: "/" + "".join(xs))
 
 
@@ -143,13 +172,16 @@ def test_case_insensitive_route_matches_and_folds_what_capabilities_see():
     assert regex(HttpRequest("GET", "/Api/ADMIN/x", "h", {}))
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("access_token=abc&x=1", "x=1"),
-    ("x=1&access_token=abc&y=a%20b", "x=1&y=a%20b"),   # others kept byte for byte
-    ("access%5Ftoken=abc&x=1", "x=1"),                  # an encoded name is the same name
-    ("access_token=a&access_token=b", ""),
-    ("x=1", "x=1"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ("access_token=abc&x=1", "x=1"),
+        ("x=1&access_token=abc&y=a%20b", "x=1&y=a%20b"),  # others kept byte for byte
+        ("access%5Ftoken=abc&x=1", "x=1"),  # an encoded name is the same name
+        ("access_token=a&access_token=b", ""),
+        ("x=1", "x=1"),
+        ("", ""),
+    ],
+)
 def test_drop_query_params(query, expected):
     assert drop_query_params(query, {"access_token"}) == expected

@@ -35,8 +35,9 @@ def context(*capabilities, match=None, unmatched_allow=False):
 
 async def test_capabilities_run_by_priority_and_stop_at_first_enforced_deny():
     calls = []
-    ctx = context(Recorder("low", 1, calls=calls), Recorder("high", 100, deny=True, calls=calls),
-                  Recorder("mid", 50, calls=calls))
+    ctx = context(
+        Recorder("low", 1, calls=calls), Recorder("high", 100, deny=True, calls=calls), Recorder("mid", 50, calls=calls)
+    )
     assert resolve_route(ctx, "r") is None
     deny = await run_phase(ctx, Phase.REQUEST_HEADERS)
     assert deny.reason == "high says no"
@@ -102,6 +103,7 @@ def test_error_body_never_carries_the_reason():
 
 # -- staged edits: monitor isolation by construction ----------------------
 
+
 class BodyEditor(Capability):
     """Rewrites the request body, then (optionally) refuses or fails."""
 
@@ -122,15 +124,19 @@ class BodyEditor(Capability):
         return Deny(400, "bad_request", "no") if self.deny else None
 
 
-@pytest.mark.parametrize("editor", [
-    {"mode": Mode.MONITOR},                 # monitor: decides, never edits
-    {"mode": Mode.MONITOR, "deny": True},
-    {"mode": Mode.MONITOR, "raises": True},
-])
+@pytest.mark.parametrize(
+    "editor",
+    [
+        {"mode": Mode.MONITOR},  # monitor: decides, never edits
+        {"mode": Mode.MONITOR, "deny": True},
+        {"mode": Mode.MONITOR, "raises": True},
+    ],
+)
 async def test_monitor_edits_never_reach_the_traffic_and_enforce_edits_chain(editor):
     seen = []
-    ctx = context(BodyEditor("m", 30, seen=seen, **editor), BodyEditor("a", 20, seen=seen),
-                  BodyEditor("b", 10, seen=seen))
+    ctx = context(
+        BodyEditor("m", 30, seen=seen, **editor), BodyEditor("a", 20, seen=seen), BodyEditor("b", 10, seen=seen)
+    )
     resolve_route(ctx, "r")
     ctx.request_body = b"body:"
     assert await run_phase(ctx, Phase.REQUEST_BODY) is None
@@ -150,6 +156,7 @@ async def test_a_failing_enforce_capability_leaves_no_half_edit():
 
 def _pii(entities, mode):
     from extproc.capabilities.pii import Pii
+
     return Pii(Pii.Config(entities=entities), mode)
 
 
@@ -160,13 +167,17 @@ async def test_monitor_pii_does_not_redact_what_enforce_pii_leaves():
 
     for order in ((Mode.MONITOR, Mode.ENFORCE), (Mode.ENFORCE, Mode.MONITOR)):
         email_mode, ssn_mode = order
-        route = CompiledRoute("r", "test:1", [_pii({"EMAIL": "redact"}, email_mode),
-                                              _pii({"US_SSN": "redact"}, ssn_mode)], None)
-        ctx = RequestContext(PolicySet("rev1", {"r": route}),
-                             HttpRequest("POST", "/v1/chat/completions", "h", {"content-type": "application/json"}))
+        route = CompiledRoute(
+            "r", "test:1", [_pii({"EMAIL": "redact"}, email_mode), _pii({"US_SSN": "redact"}, ssn_mode)], None
+        )
+        ctx = RequestContext(
+            PolicySet("rev1", {"r": route}),
+            HttpRequest("POST", "/v1/chat/completions", "h", {"content-type": "application/json"}),
+        )
         resolve_route(ctx, "r")
-        ctx.request_body = json.dumps({"model": "m", "messages": [
-            {"role": "user", "content": "mail alice@example.com ssn 078-05-1120"}]}).encode()
+        ctx.request_body = json.dumps(
+            {"model": "m", "messages": [{"role": "user", "content": "mail alice@example.com ssn 078-05-1120"}]}
+        ).encode()
         assert await run_phase(ctx, Phase.REQUEST_BODY) is None
         sent = json.loads(ctx.request_body)["messages"][0]["content"] if ctx.request_body_replaced else ""
         if email_mode is Mode.MONITOR:

@@ -21,17 +21,29 @@ from extproc.runtime import Runtime
 from tests.redis_server import patient
 from tests.unit.mcp.harness import context, deny_payload, request, respond, sse, user
 
-EVERY_METHOD = ["SendMessage", "SendStreamingMessage", "GetTask", "ListTasks", "CancelTask", "SubscribeToTask",
-                "CreateTaskPushNotificationConfig", "GetTaskPushNotificationConfig",
-                "ListTaskPushNotificationConfigs", "DeleteTaskPushNotificationConfig"]
+EVERY_METHOD = [
+    "SendMessage",
+    "SendStreamingMessage",
+    "GetTask",
+    "ListTasks",
+    "CancelTask",
+    "SubscribeToTask",
+    "CreateTaskPushNotificationConfig",
+    "GetTaskPushNotificationConfig",
+    "ListTaskPushNotificationConfigs",
+    "DeleteTaskPushNotificationConfig",
+]
 RULES = [{"name": "planners", "who": {"agents": ["planner-*"]}, "methods": EVERY_METHOD, "skills": ["summarize"]}]
 ALICE = user("planner-bot", agent_id="planner-1")
 BOB = user("planner-bot", agent_id="planner-2")  # same subject, another agent: another owner
 
 
 def make(runtime: Runtime | None = None, **config) -> A2aAccess:
-    return A2aAccess(A2aAccessConfig.model_validate({"rules": RULES, **config}), Mode.ENFORCE,
-                     runtime or Runtime(quota_backend="memory"))
+    return A2aAccess(
+        A2aAccessConfig.model_validate({"rules": RULES, **config}),
+        Mode.ENFORCE,
+        runtime or Runtime(quota_backend="memory"),
+    )
 
 
 def ctx_for(cap, identity, accept="application/json"):
@@ -43,8 +55,13 @@ def rpc(method, params, id="r1"):
 
 
 def send(id="s1", **message_fields):
-    message = {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "hi"}], "metadata": {"skill": "summarize"},
-               **message_fields}
+    message = {
+        "messageId": "m1",
+        "role": "ROLE_USER",
+        "parts": [{"text": "hi"}],
+        "metadata": {"skill": "summarize"},
+        **message_fields,
+    }
     return rpc("SendMessage", {"message": message}, id=id)
 
 
@@ -72,16 +89,21 @@ async def refused(cap, identity, body, code=POLICY_DENIED):
 # Every way a request names a task: (method spelling, params).
 def naming(task):
     return [
-        ("GetTask", {"id": task}), ("tasks/get", {"id": task}), ("tasks/result", {"id": task}),
-        ("CancelTask", {"id": task}), ("tasks/cancel", {"id": task}),
-        ("SubscribeToTask", {"id": task}), ("tasks/resubscribe", {"id": task}),
+        ("GetTask", {"id": task}),
+        ("tasks/get", {"id": task}),
+        ("tasks/result", {"id": task}),
+        ("CancelTask", {"id": task}),
+        ("tasks/cancel", {"id": task}),
+        ("SubscribeToTask", {"id": task}),
+        ("tasks/resubscribe", {"id": task}),
         ("CreateTaskPushNotificationConfig", {"taskId": task, "url": "https://hook.test/"}),
         ("CreateTaskPushNotificationConfig", {"task_id": task, "url": "https://hook.test/"}),
         ("tasks/pushNotificationConfig/set", {"taskId": task, "pushNotificationConfig": {"url": "https://h/"}}),
         ("tasks/pushNotificationConfig/create", {"taskId": task, "pushNotificationConfig": {"url": "https://h/"}}),
         ("GetTaskPushNotificationConfig", {"taskId": task, "id": "cfg"}),
         ("GetTaskPushNotificationConfig", {"name": f"tasks/{task}/pushNotificationConfigs/cfg"}),
-        ("GetTask", {"name": f"tasks/{task}"}), ("tasks/cancel", {"name": f"tasks/{task}"}),
+        ("GetTask", {"name": f"tasks/{task}"}),
+        ("tasks/cancel", {"name": f"tasks/{task}"}),
         ("tasks/pushNotificationConfig/get", {"id": task}),
         ("ListTaskPushNotificationConfigs", {"task_id": task}),
         ("tasks/pushNotificationConfig/list", {"id": task}),
@@ -106,28 +128,37 @@ async def test_an_unknown_task_is_refused_like_another_agents(method, params):
     assert payload["error"]["message"] == "task is not accessible to this agent"  # no existence oracle
 
 
-@pytest.mark.parametrize("method, params", [
-    ("GetTask", {}),                                            # names no task
-    ("GetTask", {"id": 7}),                                     # not a string
-    ("GetTask", {"id": ""}),
-    ("CreateTaskPushNotificationConfig", {"taskId": "a", "task_id": "b"}),  # two spellings, two tasks
-    ("GetTaskPushNotificationConfig", {"taskId": "a", "name": "tasks/b/pushNotificationConfigs/c"}),
-    ("GetTaskPushNotificationConfig", {"name": "pushNotificationConfigs/c"}),
-    ("GetTask", {"id": "task-a", "name": "tasks/other"}),     # two names for two tasks
-    ("GetTask", {"name": 5}),
-    ("CreateTaskPushNotificationConfig", {"id": "task-a"}),    # 1.0: `id` is the config's, not a task
-])
+@pytest.mark.parametrize(
+    "method, params",
+    [
+        ("GetTask", {}),  # names no task
+        ("GetTask", {"id": 7}),  # not a string
+        ("GetTask", {"id": ""}),
+        ("CreateTaskPushNotificationConfig", {"taskId": "a", "task_id": "b"}),  # two spellings, two tasks
+        ("GetTaskPushNotificationConfig", {"taskId": "a", "name": "tasks/b/pushNotificationConfigs/c"}),
+        ("GetTaskPushNotificationConfig", {"name": "pushNotificationConfigs/c"}),
+        ("GetTask", {"id": "task-a", "name": "tasks/other"}),  # two names for two tasks
+        ("GetTask", {"name": 5}),
+        ("CreateTaskPushNotificationConfig", {"id": "task-a"}),  # 1.0: `id` is the config's, not a task
+    ],
+)
 async def test_ambiguous_or_missing_task_ids_are_invalid_params(method, params):
     cap = make()
     await create(cap, ALICE, "task-a")
     await refused(cap, ALICE, rpc(method, params), code=INVALID_PARAMS)
 
 
-@pytest.mark.parametrize("fields", [
-    {"taskId": "task-a"}, {"task_id": "task-a"},
-    {"referenceTaskIds": ["mine", "task-a"]}, {"reference_task_ids": ["task-a"]},
-    {"contextId": "ctx-task-a"}, {"context_id": "ctx-task-a"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"taskId": "task-a"},
+        {"task_id": "task-a"},
+        {"referenceTaskIds": ["mine", "task-a"]},
+        {"reference_task_ids": ["task-a"]},
+        {"contextId": "ctx-task-a"},
+        {"context_id": "ctx-task-a"},
+    ],
+)
 async def test_a_message_may_not_continue_reference_or_join_another_agents_task(fields):
     cap = make()
     await create(cap, ALICE, "task-a")
@@ -148,8 +179,17 @@ async def test_list_tasks_shows_the_callers_tasks_only():
     cap = make()
     await create(cap, ALICE, "a1")
     await create(cap, BOB, "b1")
-    listing = {"tasks": [{"id": "a1", "status": {}}, {"id": "b1", "status": {}}, {"id": "stranger", "status": {}},
-                         {"status": {}}, "junk"], "totalSize": 5, "pageSize": 50}
+    listing = {
+        "tasks": [
+            {"id": "a1", "status": {}},
+            {"id": "b1", "status": {}},
+            {"id": "stranger", "status": {}},
+            {"status": {}},
+            "junk",
+        ],
+        "totalSize": 5,
+        "pageSize": 50,
+    }
     for identity, shown in ((ALICE, ["a1"]), (BOB, ["b1"])):
         for method in ("ListTasks", "tasks/list"):
             ctx = ctx_for(cap, identity)
@@ -166,17 +206,24 @@ async def test_an_answer_showing_another_agents_task_is_withheld():
     # Bob asks for his task; a confused (or hostile) agent answers with Alice's.
     ctx = ctx_for(cap, BOB, accept="text/event-stream")
     assert await request(cap, ctx, rpc("SubscribeToTask", {"id": "task-b"})) is None
-    events = [{"jsonrpc": "2.0", "id": "r1", "result": {"statusUpdate": {"taskId": "task-b", "status": {}}}},
-              {"jsonrpc": "2.0", "id": "r1", "result": {"statusUpdate": {"taskId": "task-a", "status": {}}}},
-              {"jsonrpc": "2.0", "id": "r1", "result": {"kind": "artifact-update", "taskId": "task-a"}}]
+    events = [
+        {"jsonrpc": "2.0", "id": "r1", "result": {"statusUpdate": {"taskId": "task-b", "status": {}}}},
+        {"jsonrpc": "2.0", "id": "r1", "result": {"statusUpdate": {"taskId": "task-a", "status": {}}}},
+        {"jsonrpc": "2.0", "id": "r1", "result": {"kind": "artifact-update", "taskId": "task-a"}},
+    ]
     out = await respond(cap, ctx, [sse(*events)], content_type="text/event-stream")
     assert b"task-a" not in out and out.count(b"withheld by the gateway") == 2 and b"task-b" in out
     assert ctx.state["audit"]["a2a.calls"][0]["outcome"] == "withheld"
     # The answer to a new message cannot claim a task somebody already owns.
     ctx = ctx_for(cap, BOB)
     assert await request(cap, ctx, send()) is None
-    out = json.loads(await respond(cap, ctx, [answer("s1", {"kind": "task", "id": "task-a", "contextId": "x",
-                                                            "status": {"state": "completed"}})]))
+    out = json.loads(
+        await respond(
+            cap,
+            ctx,
+            [answer("s1", {"kind": "task", "id": "task-a", "contextId": "x", "status": {"state": "completed"}})],
+        )
+    )
     assert out["error"]["code"] == POLICY_DENIED and "task-a" not in json.dumps(out)
 
 
@@ -184,9 +231,14 @@ async def test_streamed_creation_records_the_owner_from_the_first_event():
     cap = make()
     ctx = ctx_for(cap, ALICE, accept="text/event-stream")
     assert await request(cap, ctx, rpc("message/stream", send()["params"], id="s")) is None
-    events = [{"jsonrpc": "2.0", "id": "s", "result": {"kind": "task", "id": "t-s", "contextId": "c-s",
-                                                       "status": {"state": "submitted"}}},
-              {"jsonrpc": "2.0", "id": "s", "result": {"kind": "status-update", "taskId": "t-s", "contextId": "c-s"}}]
+    events = [
+        {
+            "jsonrpc": "2.0",
+            "id": "s",
+            "result": {"kind": "task", "id": "t-s", "contextId": "c-s", "status": {"state": "submitted"}},
+        },
+        {"jsonrpc": "2.0", "id": "s", "result": {"kind": "status-update", "taskId": "t-s", "contextId": "c-s"}},
+    ]
     raw = sse(*events)
     assert await respond(cap, ctx, [raw], content_type="text/event-stream") == raw
     assert await request(cap, ctx_for(cap, ALICE), rpc("tasks/get", {"id": "t-s"})) is None
@@ -213,7 +265,8 @@ async def test_an_owner_store_that_fails_refuses_never_guesses():
 
 
 def test_ambiguous_rules_are_load_errors_naming_file_line_and_field(tmp_path):
-    (tmp_path / "a2a.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "a2a.yaml").write_text(
+        textwrap.dedent("""\
         routes:
           - name: a2a
             match: { path_prefix: /a2a/ }
@@ -231,20 +284,26 @@ def test_ambiguous_rules_are_load_errors_naming_file_line_and_field(tmp_path):
                     - name: skills-that-apply-to-nothing
                       methods: [GetTask]
                       skills: [summarize]
-        """))
+        """)
+    )
     with pytest.raises(PolicyLoadError) as info:
         load_policy_dir(tmp_path, Runtime())
     text = str(info.value)
-    for where in ("a2a.yaml:8: routes[0].capabilities[0].config.rules[0].methods: Field required",
-                  "a2a.yaml:11: routes[0].capabilities[0].config.rules[1].methods",
-                  "a2a.yaml:12: routes[0].capabilities[0].config.rules[2].skills: the rule lists SendMessage",
-                  "a2a.yaml:17: routes[0].capabilities[0].config.rules[3].skills: skills apply to"):
+    for where in (
+        "a2a.yaml:8: routes[0].capabilities[0].config.rules[0].methods: Field required",
+        "a2a.yaml:11: routes[0].capabilities[0].config.rules[1].methods",
+        "a2a.yaml:12: routes[0].capabilities[0].config.rules[2].skills: the rule lists SendMessage",
+        "a2a.yaml:17: routes[0].capabilities[0].config.rules[3].skills: skills apply to",
+    ):
         assert where in text, text
 
 
 async def test_a_skill_grant_does_not_grant_task_methods():
-    cap = make(rules=[{"name": "send-only", "who": {"agents": ["planner-*"]}, "methods": ["SendMessage"],
-                       "skills": ["summarize"]}])
+    cap = make(
+        rules=[
+            {"name": "send-only", "who": {"agents": ["planner-*"]}, "methods": ["SendMessage"], "skills": ["summarize"]}
+        ]
+    )
     await create(cap, ALICE, "task-a")
     for method in ("GetTask", "tasks/list", "CancelTask", "GetTaskPushNotificationConfig"):
         payload = await refused(cap, ALICE, rpc(method, {"id": "task-a", "taskId": "task-a"}))
@@ -252,8 +311,12 @@ async def test_a_skill_grant_does_not_grant_task_methods():
 
 
 def test_owner_keys_tell_agents_workloads_and_issuers_apart():
-    keys = {owner_of(user("s", agent_id="a")), owner_of(user("s", agent_id="b")),
-            owner_of(user(None, principal="spiffe://x/a")), owner_of(user("s"))}
+    keys = {
+        owner_of(user("s", agent_id="a")),
+        owner_of(user("s", agent_id="b")),
+        owner_of(user(None, principal="spiffe://x/a")),
+        owner_of(user("s")),
+    }
     assert len(keys) == 4 and owner_of(user(None, methods=())) is None
     with pytest.raises(TaskParamsError):
         named_task("GetTask", "GetTask", {"id": ["a"]})
@@ -270,8 +333,11 @@ async def test_two_processors_sharing_one_redis_agree_on_ownership(redis_server)
         await refused(second, BOB, send(contextId="ctx-shared-task"))
         # Concurrent claims of one new context: exactly one agent wins it.
         import asyncio
-        results = await asyncio.gather(request(first, ctx_for(first, ALICE), send(contextId="race")),
-                                       request(second, ctx_for(second, BOB), send(contextId="race")))
+
+        results = await asyncio.gather(
+            request(first, ctx_for(first, ALICE), send(contextId="race")),
+            request(second, ctx_for(second, BOB), send(contextId="race")),
+        )
         assert sum(r is None for r in results) == 1
         with redis_server.client() as client:
             keys = [k.decode() for k in client.keys("a2a-owner:*")]

@@ -75,7 +75,9 @@ async def test_monitor_denial_is_recorded_and_the_request_goes_on():
     record = build(ctx)
     assert record.decision == "allow"
     assert [(o.capability, o.mode, o.decision) for o in record.capabilities] == [
-        ("watch", "monitor", "deny"), ("next", "enforce", "allow")]
+        ("watch", "monitor", "deny"),
+        ("next", "enforce", "allow"),
+    ]
 
 
 async def test_exception_is_an_error_decision():
@@ -103,29 +105,40 @@ def test_unknown_route_is_the_routers_denial():
     record = build(ctx)
     assert record.route is None and record.decision == "deny"
     assert [o.as_dict() for o in record.capabilities] == [
-        {"capability": "router", "mode": "enforce", "decision": "deny", "reason": "unknown route 'nope'"}]
+        {"capability": "router", "mode": "enforce", "decision": "deny", "reason": "unknown route 'nope'"}
+    ]
 
 
 def test_identity_fields_are_named_ones_only():
     ctx = context()
-    ctx.identity = Identity(subject="alice", issuer="https://idp", roles=frozenset({"b", "a"}),
-                            methods=frozenset({"jwt"}), claims={"email": "alice@example.com", "name": "Alice"},
-                            delegation=("agent-1",))
+    ctx.identity = Identity(
+        subject="alice",
+        issuer="https://idp",
+        roles=frozenset({"b", "a"}),
+        methods=frozenset({"jwt"}),
+        claims={"email": "alice@example.com", "name": "Alice"},
+        delegation=("agent-1",),
+    )
     fields = identity_fields(ctx)
-    assert fields == {"subject": "alice", "issuer": "https://idp", "roles": ["a", "b"], "methods": ["jwt"],
-                      "delegation": ["agent-1"]}
+    assert fields == {
+        "subject": "alice",
+        "issuer": "https://idp",
+        "roles": ["a", "b"],
+        "methods": ["jwt"],
+        "delegation": ["agent-1"],
+    }
 
 
 def test_facts_are_an_allow_list_with_types():
     ctx = context()
     audit.note(ctx, "llm.model", "gpt-4o-mini")
     audit.note(ctx, "llm.input_tokens", 12)
-    audit.note(ctx, "llm.output_tokens", "7")          # wrong type: dropped
+    audit.note(ctx, "llm.output_tokens", "7")  # wrong type: dropped
     audit.note(ctx, "tool.name", "search_docs")
     audit.note(ctx, "pii.email", 2)
     with pytest.warns(audit.UndeclaredAuditFact):
-        audit.note(ctx, "pii.Bad Key", 1)              # not a plain name: dropped
-    audit.note(ctx, "pii.phone", "555-1234")           # counts only: dropped
+        audit.note(ctx, "pii.Bad Key", 1)  # not a plain name: dropped
+    audit.note(ctx, "pii.phone", "555-1234")  # counts only: dropped
     with pytest.warns(audit.UndeclaredAuditFact):
         audit.note(ctx, "prompt", "my password is hunter2")  # not in the allow-list: dropped
     audit.note(ctx, "guard.rules", ["ignore-previous", "exfiltrate"])
@@ -155,8 +168,11 @@ def test_facts_read_existing_state_defensively():
     ctx.state["prompt_guard"] = {"score": 0.91, "rules": ["jailbreak"]}
     ctx.state["audit"] = "not a dict"
     assert facts(ctx) == {
-        "extproc.llm.api": "openai.chat", "extproc.llm.stream": True, "gen_ai.request.model": "m-1",
-        "extproc.guard.score": 0.91, "extproc.guard.rules": ["jailbreak"],
+        "extproc.llm.api": "openai.chat",
+        "extproc.llm.stream": True,
+        "gen_ai.request.model": "m-1",
+        "extproc.guard.score": 0.91,
+        "extproc.guard.rules": ["jailbreak"],
     }
     ctx.state["llm.request"] = object()  # some other shape: nothing, no error
     ctx.state["prompt_guard"] = None
@@ -165,26 +181,41 @@ def test_facts_read_existing_state_defensively():
 
 def test_scrub_removes_credentials_and_addresses_from_free_text():
     token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
-    text = scrub(f"token {token} from bob@example.com with Bearer abc.def-ghi_jkl and key Ab3dEf6hIj9lMn2pQr5tUv8xYz1BcD4f", 500)
+    text = scrub(
+        f"token {token} from bob@example.com with Bearer abc.def-ghi_jkl and key Ab3dEf6hIj9lMn2pQr5tUv8xYz1BcD4f", 500
+    )
     assert token not in text and "bob@example.com" not in text and "abc.def-ghi_jkl" not in text
     assert "Ab3dEf6hIj9lMn2pQr5tUv8xYz1BcD4f" not in text and text.count(REDACTED) == 4
-    assert scrub("deny rule readers-read-everything-except-the-admin-paths") == \
-        "deny rule readers-read-everything-except-the-admin-paths"
+    assert (
+        scrub("deny rule readers-read-everything-except-the-admin-paths")
+        == "deny rule readers-read-everything-except-the-admin-paths"
+    )
     assert len(scrub("x" * 1000)) == 128
 
 
 def test_agent_facts_from_the_mcp_and_a2a_capabilities():
     ctx = context()
     ctx.state["audit"] = {
-        "mcp.methods": ["tools/call"], "mcp.method": "tools/call", "tool.name": "read_file",
-        "tool.arguments_sha256": "ab" * 32, "tool.decision": "allow", "mcp.error": -32600,
-        "a2a.card": {"shown": 2, "hidden": 1}, "a2a.skill": "summarize",
+        "mcp.methods": ["tools/call"],
+        "mcp.method": "tools/call",
+        "tool.name": "read_file",
+        "tool.arguments_sha256": "ab" * 32,
+        "tool.decision": "allow",
+        "mcp.error": -32600,
+        "a2a.card": {"shown": 2, "hidden": 1},
+        "a2a.skill": "summarize",
         "tool.arguments": {"path": "secrets/x"},  # not allow-listed: never exported
     }
     assert facts(ctx) == {
-        "extproc.mcp.methods": ["tools/call"], "extproc.mcp.method": "tools/call", "gen_ai.tool.name": "read_file",
-        "extproc.tool.arguments_sha256": "ab" * 32, "extproc.tool.decision": "allow", "extproc.mcp.error": -32600,
-        "extproc.a2a.card.shown": 2, "extproc.a2a.card.hidden": 1, "extproc.a2a.skill": "summarize",
+        "extproc.mcp.methods": ["tools/call"],
+        "extproc.mcp.method": "tools/call",
+        "gen_ai.tool.name": "read_file",
+        "extproc.tool.arguments_sha256": "ab" * 32,
+        "extproc.tool.decision": "allow",
+        "extproc.mcp.error": -32600,
+        "extproc.a2a.card.shown": 2,
+        "extproc.a2a.card.hidden": 1,
+        "extproc.a2a.skill": "summarize",
     }
     ctx.state["audit"] = {"a2a.card": "signed: not filtered"}
     assert facts(ctx) == {"extproc.a2a.card": "signed: not filtered"}

@@ -19,8 +19,11 @@ from extproc.policy.model import CompiledRoute, PolicySet
 
 
 def clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and not k.startswith("EXTPROC_")
-            and k != "PROMETHEUS_MULTIPROC_DIR"}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OTEL_") and not k.startswith("EXTPROC_") and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
 
 
 def test_nothing_configured_installs_nothing_and_loads_nothing():
@@ -122,7 +125,9 @@ def test_quota_and_redis_hooks_are_importable_counters():
 def test_an_unwritable_decision_log_fails_start_up_once(tmp_path, capsys):
     from extproc.cli import main
 
-    assert main(["serve", "--policies", str(tmp_path), "--decision-log", str(tmp_path / "no" / "such" / "d.jsonl")]) == 2
+    assert (
+        main(["serve", "--policies", str(tmp_path), "--decision-log", str(tmp_path / "no" / "such" / "d.jsonl")]) == 2
+    )
     assert "cannot write the decision log" in capsys.readouterr().err
 
 

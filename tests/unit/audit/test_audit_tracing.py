@@ -27,8 +27,9 @@ def context(trace=True) -> RequestContext:
     ctx = RequestContext(policy, HttpRequest("GET", "/api/users/7?email=eve@example.com", "gw.example:8443", headers))
     ctx.route = policy.route_named("api")
     ctx.filter = "ext_authz"
-    ctx.identity = Identity(subject="alice", roles=frozenset({"reader"}), methods=frozenset({"jwt"}),
-                            claims={"email": "alice@example.com"})
+    ctx.identity = Identity(
+        subject="alice", roles=frozenset({"reader"}), methods=frozenset({"jwt"}), claims={"email": "alice@example.com"}
+    )
     if trace:
         ctx.trace = {"traceparent": f"00-{TRACE_ID}-{ENVOY_SPAN}-01", "tracestate": ""}
     return ctx
@@ -57,10 +58,18 @@ def test_span_is_a_child_of_envoys_and_carries_only_allowed_attributes(tracing):
     assert span.name == "ext_authz api" and span.start_time == 1_000 and span.end_time == 2_000
     assert span.resource.attributes["service.name"] == "extproc-unit"
     assert dict(span.attributes) == {
-        "extproc.decision_id": ctx.decision_id, "extproc.decision": "allow", "extproc.filter": "ext_authz",
-        "extproc.route": "api", "extproc.policy.revision": "rev1", "http.request.method": "GET",
-        "url.path": "/api/users/7", "server.address": "gw.example", "server.port": 8443,
-        "enduser.id": "alice", "extproc.identity.roles": ("reader",), "extproc.identity.methods": ("jwt",),
+        "extproc.decision_id": ctx.decision_id,
+        "extproc.decision": "allow",
+        "extproc.filter": "ext_authz",
+        "extproc.route": "api",
+        "extproc.policy.revision": "rev1",
+        "http.request.method": "GET",
+        "url.path": "/api/users/7",
+        "server.address": "gw.example",
+        "server.port": 8443,
+        "enduser.id": "alice",
+        "extproc.identity.roles": ("reader",),
+        "extproc.identity.methods": ("jwt",),
         "gen_ai.request.model": "gpt-4o-mini",
     }
     everything = repr(span.to_json())
@@ -143,17 +152,26 @@ def test_failed_exports_are_counted():
     t.shutdown()
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, None),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "http://c:4317"),
-    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"},
-     "http://t:4317"),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "true"}, None),
-    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_TRACES_EXPORTER": "none"}, None),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "http://c:4317"),
+        (
+            {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"},
+            "http://t:4317",
+        ),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "true"}, None),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_TRACES_EXPORTER": "none"}, None),
+    ],
+)
 def test_tracing_is_on_only_with_an_endpoint(monkeypatch, env, expected):
-    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SDK_DISABLED",
-                 "OTEL_TRACES_EXPORTER"):
+    for name in (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_SDK_DISABLED",
+        "OTEL_TRACES_EXPORTER",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -161,8 +179,12 @@ def test_tracing_is_on_only_with_an_endpoint(monkeypatch, env, expected):
 
 
 def test_trace_carrier_from_grpc_metadata():
-    metadata = (("x-forwarded-for", "1.2.3.4"), ("traceparent", f"00-{TRACE_ID}-{ENVOY_SPAN}-01"),
-                ("tracestate", ""), ("authorization", "Bearer nope"))
+    metadata = (
+        ("x-forwarded-for", "1.2.3.4"),
+        ("traceparent", f"00-{TRACE_ID}-{ENVOY_SPAN}-01"),
+        ("tracestate", ""),
+        ("authorization", "Bearer nope"),
+    )
     assert audit.trace_carrier(metadata) == {"traceparent": f"00-{TRACE_ID}-{ENVOY_SPAN}-01", "tracestate": ""}
     assert audit.trace_carrier(()) is None and audit.trace_carrier(None) is None
 
@@ -171,5 +193,5 @@ def test_opentelemetry_proto_is_not_shadowed_by_xds_protos():
     # xds-protos ships a stale opentelemetry/proto (grpc/grpc#42926); when it
     # is installed after opentelemetry-proto, the OTLP exporter cannot import.
     # `make` and the Dockerfile reinstall opentelemetry-proto last.
-    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope  # noqa: F401
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # noqa: F401
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope  # noqa: F401

@@ -23,8 +23,18 @@ def context(headers: dict, path="/api/x?token=abc") -> RequestContext:
 
 def test_default_mask_covers_credentials():
     mask = HeaderMask()
-    for name in ("authorization", "Proxy-Authorization", "cookie", "x-api-key", "x-auth-token", "x-session-id",
-                 "x-client-secret", "x-amz-security-token", "x-forwarded-client-cert", "x-signing-key"):
+    for name in (
+        "authorization",
+        "Proxy-Authorization",
+        "cookie",
+        "x-api-key",
+        "x-auth-token",
+        "x-session-id",
+        "x-client-secret",
+        "x-amz-security-token",
+        "x-forwarded-client-cert",
+        "x-signing-key",
+    ):
         assert mask.masked_name(name), name
     for name in ("user-agent", "accept", "x-request-id", "content-type", "keep-alive"):
         assert not mask.masked_name(name), name
@@ -33,25 +43,36 @@ def test_default_mask_covers_credentials():
 
 def test_values_that_look_sensitive_are_erased_whatever_the_name():
     erased: list[str] = []
-    out = HeaderMask().apply({
-        ":path": "/api/x?token=abc",
-        "x-forwarded-user": "dave@example.com",
-        "x-upstream-auth": "Bearer abcdef",
-        "x-jwt": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
-        "x/odd~name": "a@b.co",
-        "x-plain": "hello",
-    }, erased)
+    out = HeaderMask().apply(
+        {
+            ":path": "/api/x?token=abc",
+            "x-forwarded-user": "dave@example.com",
+            "x-upstream-auth": "Bearer abcdef",
+            "x-jwt": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",
+            "x/odd~name": "a@b.co",
+            "x-plain": "hello",
+        },
+        erased,
+    )
     assert out == {"x-plain": "hello"}
-    assert erased == ["/input/headers/x-forwarded-user", "/input/headers/x-upstream-auth", "/input/headers/x-jwt",
-                      "/input/headers/x~1odd~0name"]
+    assert erased == [
+        "/input/headers/x-forwarded-user",
+        "/input/headers/x-upstream-auth",
+        "/input/headers/x-jwt",
+        "/input/headers/x~1odd~0name",
+    ]
 
 
 def test_entry_is_opa_shaped(tmp_path):
     log = DecisionLog(str(tmp_path / "d.jsonl"), LABELS)
     try:
         ctx = context({"authorization": "Bearer s3cret", "user-agent": "curl/8", "cookie": "sid=1"})
-        ctx.identity = Identity(subject="alice", roles=frozenset({"reader"}), methods=frozenset({"jwt"}),
-                                claims={"email": "alice@example.com"})
+        ctx.identity = Identity(
+            subject="alice",
+            roles=frozenset({"reader"}),
+            methods=frozenset({"jwt"}),
+            claims={"email": "alice@example.com"},
+        )
         ctx.deny = Deny(403, "forbidden", "no allow rule matched")
         entry = log.entry(ctx, build(ctx), 1_790_000_000_123_456_789, "ab" * 16, "cd" * 8)
     finally:
@@ -60,14 +81,28 @@ def test_entry_is_opa_shaped(tmp_path):
     assert entry["timestamp"] == "2026-09-21T14:13:20.123456Z"
     assert entry["path"] == "extproc/ext_proc/api"
     assert entry["input"] == {
-        "method": "POST", "path": "/api/x", "host": "gw.example", "scheme": "http", "route": "api",
-        "filter": "ext_proc", "headers": {"user-agent": "curl/8"},
+        "method": "POST",
+        "path": "/api/x",
+        "host": "gw.example",
+        "scheme": "http",
+        "route": "api",
+        "filter": "ext_proc",
+        "headers": {"user-agent": "curl/8"},
         "identity": {"subject": "alice", "roles": ["reader"], "methods": ["jwt"]},
     }
-    assert entry["result"] == {"allowed": False, "status": 403, "code": "forbidden",
-                               "reason": "no allow rule matched", "records": []}
-    assert entry["erased"] == ["/input/headers/authorization", "/input/headers/cookie", "/input/query",
-                               "/input/identity/claims"]
+    assert entry["result"] == {
+        "allowed": False,
+        "status": 403,
+        "code": "forbidden",
+        "reason": "no allow rule matched",
+        "records": [],
+    }
+    assert entry["erased"] == [
+        "/input/headers/authorization",
+        "/input/headers/cookie",
+        "/input/query",
+        "/input/identity/claims",
+    ]
     assert entry["labels"] == LABELS and entry["trace_id"] == "ab" * 16 and entry["span_id"] == "cd" * 8
     assert "s3cret" not in json.dumps(entry) and "alice@example.com" not in json.dumps(entry)
 

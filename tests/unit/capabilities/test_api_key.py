@@ -21,8 +21,9 @@ OTHER, OTHER_HASH = new_key()
 
 
 def make(**config) -> ApiKeyAuth:
-    config.setdefault("keys", [{"id": "ci", "hash": KEY_HASH, "subject": "ci-bot", "tenant": "acme",
-                                "roles": ["deployer"]}])
+    config.setdefault(
+        "keys", [{"id": "ci", "hash": KEY_HASH, "subject": "ci-bot", "tenant": "acme", "roles": ["deployer"]}]
+    )
     return ApiKeyAuth(ApiKeyConfig.model_validate(config), Mode.ENFORCE, Runtime())
 
 
@@ -44,13 +45,16 @@ def test_the_cli_prints_a_key_and_its_hash(capsys):
     assert f"hash: {hash_key(key)}" in out
 
 
-@pytest.mark.parametrize("bad_hash", [
-    KEY,                                   # the key itself, pasted by mistake
-    KEY_HASH.removeprefix("sha256:"),      # no algorithm prefix
-    KEY_HASH.upper().replace("SHA256", "sha256"),  # upper-case hex
-    "sha256:" + "0" * 63,
-    "md5:" + hashlib.md5(b"x").hexdigest(),
-])
+@pytest.mark.parametrize(
+    "bad_hash",
+    [
+        KEY,  # the key itself, pasted by mistake
+        KEY_HASH.removeprefix("sha256:"),  # no algorithm prefix
+        KEY_HASH.upper().replace("SHA256", "sha256"),  # upper-case hex
+        "sha256:" + "0" * 63,
+        "md5:" + hashlib.md5(b"x").hexdigest(),
+    ],
+)
 def test_only_hashes_can_be_configured(bad_hash):
     with pytest.raises(ValidationError):
         ApiKeyConfig.model_validate({"keys": [{"id": "a", "hash": bad_hash, "subject": "s"}]})
@@ -67,8 +71,12 @@ async def test_a_valid_key_authenticates_and_is_removed_from_the_upstream_reques
     ident = ctx.identity
     assert (ident.subject, ident.tenant, ident.api_key_id) == ("ci-bot", "acme", "ci")
     assert ident.roles == {"deployer"} and ident.methods == {"api_key"}
-    assert ctx.request_headers_out.set == {"x-auth-subject": "ci-bot", "x-auth-tenant": "acme",
-                                           "x-auth-roles": "deployer", "x-auth-methods": "api_key"}
+    assert ctx.request_headers_out.set == {
+        "x-auth-subject": "ci-bot",
+        "x-auth-tenant": "acme",
+        "x-auth-roles": "deployer",
+        "x-auth-methods": "api_key",
+    }
     assert ctx.request_headers_out.remove == ["x-api-key"]
 
 
@@ -82,10 +90,20 @@ async def test_a_custom_header_name_is_normalised():
     assert deny is None and ctx.request_headers_out.remove == ["x-service-key"]
 
 
-@pytest.mark.parametrize("presented", [
-    OTHER, KEY + " ", " " + KEY, KEY[:-1], KEY.upper(), KEY_HASH, KEY_HASH.removeprefix("sha256:"), "",
-    KEY + "\udcff",  # non-UTF-8 bytes as the servicers decode them
-])
+@pytest.mark.parametrize(
+    "presented",
+    [
+        OTHER,
+        KEY + " ",
+        " " + KEY,
+        KEY[:-1],
+        KEY.upper(),
+        KEY_HASH,
+        KEY_HASH.removeprefix("sha256:"),
+        "",
+        KEY + "\udcff",  # non-UTF-8 bytes as the servicers decode them
+    ],
+)
 async def test_unknown_keys_are_refused(presented):
     deny, ctx = await present(make(), {"x-api-key": presented})
     assert deny.status == 401 and deny.code == "unauthenticated"
@@ -144,11 +162,14 @@ def write_policy(directory, keys_yaml: str, inline: str = "") -> None:
 async def test_keys_file_is_relative_to_the_policy_directory(tmp_path, monkeypatch):
     policy_dir = tmp_path / "policies"
     policy_dir.mkdir()
-    write_policy(policy_dir, f"""\
+    write_policy(
+        policy_dir,
+        f"""\
         keys:
           - {{id: ci, hash: "{KEY_HASH}", subject: ci-bot}}
           - {{id: ops, hash: "{OTHER_HASH}", subject: ops, roles: [admin]}}
-    """)
+    """,
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the working directory must not matter
@@ -169,15 +190,21 @@ def test_a_change_to_the_keys_file_changes_the_revision(tmp_path):
     assert load_policy_dir(tmp_path, Runtime()).revision != first
 
 
-@pytest.mark.parametrize("keys_yaml, inline, message", [
-    (None, "", "keys_file"),  # missing file
-    ("keys: [{id: a, hash: nothex, subject: s}]\n", "", "consumers.yaml: keys.0.hash"),
-    ("keys: [{id: a, hash: '%s', subject: s, extra: 1}]\n" % KEY_HASH, "", "consumers.yaml: keys.0.extra"),
-    ("- just a list\n", "", "keys_file"),
-    ("keys: [\n", "", "keys_file"),
-    ("keys: [{id: a, hash: '%s', subject: s}]\n" % KEY_HASH,
-     "          keys: [{id: b, hash: '%s', subject: t}]" % KEY_HASH, "same hash"),
-])
+@pytest.mark.parametrize(
+    "keys_yaml, inline, message",
+    [
+        (None, "", "keys_file"),  # missing file
+        ("keys: [{id: a, hash: nothex, subject: s}]\n", "", "consumers.yaml: keys.0.hash"),
+        ("keys: [{id: a, hash: '%s', subject: s, extra: 1}]\n" % KEY_HASH, "", "consumers.yaml: keys.0.extra"),
+        ("- just a list\n", "", "keys_file"),
+        ("keys: [\n", "", "keys_file"),
+        (
+            "keys: [{id: a, hash: '%s', subject: s}]\n" % KEY_HASH,
+            "          keys: [{id: b, hash: '%s', subject: t}]" % KEY_HASH,
+            "same hash",
+        ),
+    ],
+)
 def test_keys_file_errors_fail_the_policy_load(tmp_path, keys_yaml, inline, message):
     if keys_yaml is None:
         (tmp_path / "policy.yaml").write_text(POLICY.format(inline=inline))

@@ -9,10 +9,15 @@ from extproc.policy.model import PolicySet
 
 
 def test_plans_request_and_response_edits():
-    cap = Headers(HeadersConfig.model_validate({
-        "request": {"set": {"X-A": "1"}, "remove": ["x-b"]},
-        "response": {"set": {"x-c": "2"}, "remove": ["server"]},
-    }), Mode.ENFORCE)
+    cap = Headers(
+        HeadersConfig.model_validate(
+            {
+                "request": {"set": {"X-A": "1"}, "remove": ["x-b"]},
+                "response": {"set": {"x-c": "2"}, "remove": ["server"]},
+            }
+        ),
+        Mode.ENFORCE,
+    )
     ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/", "h", {}))
     assert asyncio.run(cap.on_request_headers(ctx)) is None
     assert ctx.request_headers_out.set == {"x-a": "1"} and ctx.request_headers_out.remove == ["x-b"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -28,8 +27,15 @@ from pydantic import ValidationError
 from extproc.capabilities import jwt_auth
 from extproc.capabilities.jwt_auth import JwtAuth, JwtConfig
 from extproc.context import HttpRequest, Identity, Mode, RequestContext
-from extproc.local.demo_keys import (DEMO_AUDIENCE, DEMO_ISSUER, DEMO_KID, generate_rsa_key, jwks_for,
-                                     load_demo_key, mint)
+from extproc.local.demo_keys import (
+    DEMO_AUDIENCE,
+    DEMO_ISSUER,
+    DEMO_KID,
+    generate_rsa_key,
+    jwks_for,
+    load_demo_key,
+    mint,
+)
 from extproc.pipeline import error_body
 from extproc.policy.loader import load_policy_dir
 from extproc.policy.model import PolicySet
@@ -37,8 +43,9 @@ from extproc.runtime import Runtime
 
 POLICIES = Path(__file__).resolve().parents[3] / "policies"
 DEMO_KEY = load_demo_key()
-DEMO_PUBLIC_PEM = DEMO_KEY.public_key().public_bytes(serialization.Encoding.PEM,
-                                                      serialization.PublicFormat.SubjectPublicKeyInfo)
+DEMO_PUBLIC_PEM = DEMO_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
 DEMO_ISSUER_CONFIG = {"issuer": DEMO_ISSUER, "jwks": {"file": "keys/demo-jwks.json"}, "audiences": [DEMO_AUDIENCE]}
 
 
@@ -113,6 +120,7 @@ def assert_invalid(deny, reason_part: str = "", error: str = "invalid_token"):
 
 # -- the happy path, to know the rejections below are for the stated reason --
 
+
 async def test_a_valid_demo_token_is_accepted_and_published(cap):
     deny, ctx = await present(cap, mint(DEMO_KEY, sub="alice", roles=["reader", "auditor"], tenant="acme"))
     assert deny is None
@@ -120,12 +128,17 @@ async def test_a_valid_demo_token_is_accepted_and_published(cap):
     assert (ident.subject, ident.issuer, ident.tenant) == ("alice", DEMO_ISSUER, "acme")
     assert ident.roles == {"reader", "auditor"} and ident.methods == {"jwt"} and ident.authenticated
     assert ctx.request_headers_out.set == {
-        "x-auth-subject": "alice", "x-auth-issuer": DEMO_ISSUER, "x-auth-tenant": "acme",
-        "x-auth-roles": "auditor,reader", "x-auth-methods": "jwt"}
+        "x-auth-subject": "alice",
+        "x-auth-issuer": DEMO_ISSUER,
+        "x-auth-tenant": "acme",
+        "x-auth-roles": "auditor,reader",
+        "x-auth-methods": "jwt",
+    }
     assert ctx.request_headers_out.remove == []  # the token is forwarded by default
 
 
 # -- algorithm attacks ------------------------------------------------------
+
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 async def test_alg_none_is_refused(cap, alg):
@@ -167,21 +180,28 @@ async def test_a_non_string_alg_is_refused_not_a_crash(cap, alg):
 
 # -- time claims ------------------------------------------------------------
 
+
 async def test_expired_tokens_are_refused_outside_the_leeway(runtime):
     cap = make(runtime)  # leeway 30 s
     now = int(time.time())
     assert (await present(cap, mint(DEMO_KEY, sub="a", ttl=-10)))[0] is None  # within leeway
     assert_invalid((await present(cap, mint(DEMO_KEY, sub="a", ttl=-3600)))[0], "ExpiredSignatureError")
     strict = make(Runtime(policy_dir=POLICIES), issuers=[{**DEMO_ISSUER_CONFIG, "leeway": 0}])
-    assert_invalid((await present(strict, sign_rs256({"alg": "RS256", "kid": DEMO_KID},
-                                                     claims(exp=now - 2, nbf=now - 60, iat=now - 60))))[0],
-                   "ExpiredSignatureError")
+    assert_invalid(
+        (
+            await present(
+                strict, sign_rs256({"alg": "RS256", "kid": DEMO_KID}, claims(exp=now - 2, nbf=now - 60, iat=now - 60))
+            )
+        )[0],
+        "ExpiredSignatureError",
+    )
 
 
 async def test_not_yet_valid_tokens_are_refused(cap):
     now = int(time.time())
-    assert_invalid((await present(cap, mint(DEMO_KEY, sub="a", extra={"nbf": now + 3600})))[0],
-                   "ImmatureSignatureError")
+    assert_invalid(
+        (await present(cap, mint(DEMO_KEY, sub="a", extra={"nbf": now + 3600})))[0], "ImmatureSignatureError"
+    )
     # Within the leeway, a clock slightly ahead is tolerated.
     assert (await present(cap, mint(DEMO_KEY, sub="a", extra={"nbf": now + 10})))[0] is None
 
@@ -193,24 +213,30 @@ async def test_tokens_issued_in_the_future_are_refused(cap):
 
 @pytest.mark.parametrize("missing", ["exp", "sub"])
 async def test_required_claims_are_required(cap, missing):
-    assert_invalid((await present(cap, sign_rs256({"alg": "RS256", "kid": DEMO_KID},
-                                                  claims(**{missing: None}))))[0], "MissingRequiredClaimError")
+    assert_invalid(
+        (await present(cap, sign_rs256({"alg": "RS256", "kid": DEMO_KID}, claims(**{missing: None}))))[0],
+        "MissingRequiredClaimError",
+    )
 
 
 # -- issuer and audience ------------------------------------------------------
 
+
 @pytest.mark.parametrize("iss", ["https://evil.example", DEMO_ISSUER + "/", DEMO_ISSUER.upper(), [DEMO_ISSUER], None])
 async def test_a_wrong_issuer_is_refused(cap, iss):
-    assert_invalid((await present(cap, sign_rs256({"alg": "RS256", "kid": DEMO_KID}, claims(iss=iss))))[0],
-                   "unknown issuer")
+    assert_invalid(
+        (await present(cap, sign_rs256({"alg": "RS256", "kid": DEMO_KID}, claims(iss=iss))))[0], "unknown issuer"
+    )
 
 
 async def test_an_issuer_only_trusts_its_own_keys(runtime, tmp_path, other_key):
     # Two issuers: a token claiming issuer B but signed with A's key (and A's
     # kid) must be looked up in B's key set only.
     (tmp_path / "b.json").write_text(json.dumps(jwks_for({"b-1": other_key.public_key()})))
-    cap = make(runtime, issuers=[DEMO_ISSUER_CONFIG,
-                                 {"issuer": "https://b.example", "jwks": {"file": str(tmp_path / "b.json")}}])
+    cap = make(
+        runtime,
+        issuers=[DEMO_ISSUER_CONFIG, {"issuer": "https://b.example", "jwks": {"file": str(tmp_path / "b.json")}}],
+    )
     forged = sign_rs256({"alg": "RS256", "kid": DEMO_KID}, claims(iss="https://b.example"))
     assert_invalid((await present(cap, forged))[0], "unknown kid")
     good = sign_rs256({"alg": "RS256", "kid": "b-1"}, claims(iss="https://b.example"), key=other_key)
@@ -218,11 +244,14 @@ async def test_an_issuer_only_trusts_its_own_keys(runtime, tmp_path, other_key):
     assert deny is None and ctx.identity.issuer == "https://b.example"
 
 
-@pytest.mark.parametrize("aud, reason", [
-    ("another-api", "InvalidAudienceError"),
-    (["another-api", "third"], "InvalidAudienceError"),
-    (None, "MissingRequiredClaimError"),
-])
+@pytest.mark.parametrize(
+    "aud, reason",
+    [
+        ("another-api", "InvalidAudienceError"),
+        (["another-api", "third"], "InvalidAudienceError"),
+        (None, "MissingRequiredClaimError"),
+    ],
+)
 async def test_a_wrong_audience_is_refused(cap, aud, reason):
     assert_invalid((await present(cap, sign_rs256({"alg": "RS256", "kid": DEMO_KID}, claims(aud=aud))))[0], reason)
 
@@ -234,17 +263,21 @@ async def test_one_matching_audience_in_a_list_is_enough(cap):
 
 # -- kid and key-location header attacks -------------------------------------
 
-@pytest.mark.parametrize("kid, reason", [
-    ("unknown-kid", "unknown kid"),
-    ("../../etc/passwd", "unknown kid"),
-    ("../../../../../../dev/null", "unknown kid"),
-    ("' OR '1'='1' --", "unknown kid"),
-    ("demo-1'; DROP TABLE keys; --", "unknown kid"),
-    ("demo-1\x00", "unknown kid"),
-    ("k" * 300, "bad kid"),
-    (1, "undecodable"),
-    (["demo-1"], "undecodable"),
-])
+
+@pytest.mark.parametrize(
+    "kid, reason",
+    [
+        ("unknown-kid", "unknown kid"),
+        ("../../etc/passwd", "unknown kid"),
+        ("../../../../../../dev/null", "unknown kid"),
+        ("' OR '1'='1' --", "unknown kid"),
+        ("demo-1'; DROP TABLE keys; --", "unknown kid"),
+        ("demo-1\x00", "unknown kid"),
+        ("k" * 300, "bad kid"),
+        (1, "undecodable"),
+        (["demo-1"], "undecodable"),
+    ],
+)
 async def test_hostile_kids_are_refused(cap, kid, reason):
     token = sign_rs256({"alg": "RS256", "kid": kid}, claims())
     assert_invalid((await present(cap, token))[0], reason)
@@ -258,7 +291,7 @@ class _AttackerServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
+            def do_GET(self):
                 server.hits.append(self.path)
                 body = json.dumps(jwks).encode()
                 self.send_response(200)
@@ -303,6 +336,7 @@ async def test_jku_x5u_jwk_headers_never_supply_the_key(cap, attacker_key, kid):
 
 # -- malformed tokens ---------------------------------------------------------
 
+
 async def test_truncated_tokens_are_refused(cap):
     token = mint(DEMO_KEY, sub="a")
     header, payload, signature = token.split(".")
@@ -310,12 +344,14 @@ async def test_truncated_tokens_are_refused(cap):
         (token[:-1], ""),  # undecodable or a wrong signature, depending on where base64 breaks
         (token[:-3], ""),
         (token[:-50], ""),
-        (f"{header}.{payload}.{signature[:100]}{'A' if signature[100] != 'A' else 'B'}{signature[101:]}",
-         "InvalidSignatureError"),  # not truncated: tampered, to show the signature really is checked
+        (
+            f"{header}.{payload}.{signature[:100]}{'A' if signature[100] != 'A' else 'B'}{signature[101:]}",
+            "InvalidSignatureError",
+        ),  # not truncated: tampered, to show the signature really is checked
         (f"{header}.{payload}.", "InvalidSignatureError"),
         (f"{header}.{payload}", "malformed"),
         (header, "malformed"),
-        (f"{header}.{payload[:len(payload) // 2]}.{signature}", "undecodable"),
+        (f"{header}.{payload[: len(payload) // 2]}.{signature}", "undecodable"),
         ("", "malformed"),
     ]:
         assert_invalid((await present(cap, bad))[0], reason)
@@ -333,25 +369,29 @@ async def test_oversized_tokens_are_refused_before_any_parsing(runtime, monkeypa
     assert (await present(make(Runtime(policy_dir=POLICIES), max_token_bytes=65536), big))[0] is None
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t.replace(".", "+.", 1),
-    lambda t: t.replace(".", "/.", 1),
-    lambda t: t + "==",
-    lambda t: t[:10] + "!" + t[11:],
-    lambda t: t[:10] + " " + t[10:],
-    lambda t: t[:10] + "é" + t[10:],
-    lambda t: t + "\n",
-    lambda t: t + "\x00",
-    lambda t: t[:10] + "\udcff\udcfe" + t[10:],  # non-UTF-8 bytes as the servicers decode them
-    lambda t: t + ".extra",
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t.replace(".", "+.", 1),
+        lambda t: t.replace(".", "/.", 1),
+        lambda t: t + "==",
+        lambda t: t[:10] + "!" + t[11:],
+        lambda t: t[:10] + " " + t[10:],
+        lambda t: t[:10] + "é" + t[10:],
+        lambda t: t + "\n",
+        lambda t: t + "\x00",
+        lambda t: t[:10] + "\udcff\udcfe" + t[10:],  # non-UTF-8 bytes as the servicers decode them
+        lambda t: t + ".extra",
+    ],
+)
 async def test_non_base64url_characters_are_refused(runtime, mangle):
     # Through a query parameter: unlike a header value, it is not stripped of
     # surrounding blanks, so every byte reaches the shape check.
     cap = make(runtime, sources=[{"query": "access_token"}])
     token = mangle(mint(DEMO_KEY, sub="a"))
-    assert_invalid((await present(cap, query="access_token=" + quote(token, safe="", errors="surrogateescape")))[0],
-                   "malformed")
+    assert_invalid(
+        (await present(cap, query="access_token=" + quote(token, safe="", errors="surrogateescape")))[0], "malformed"
+    )
     if token == token.strip():
         bearer = make(runtime)
         assert_invalid((await present(bearer, token))[0], "malformed")
@@ -369,10 +409,13 @@ async def test_a_non_bearer_authorization_is_an_invalid_request(cap):
 
 # -- several token locations ----------------------------------------------------
 
+
 @pytest.fixture
 def multi(runtime) -> JwtAuth:
-    return make(runtime, sources=[{"header": "Authorization", "prefix": "Bearer "},
-                                  {"cookie": "session"}, {"query": "access_token"}])
+    return make(
+        runtime,
+        sources=[{"header": "Authorization", "prefix": "Bearer "}, {"cookie": "session"}, {"query": "access_token"}],
+    )
 
 
 async def test_each_location_works_alone(multi):
@@ -403,6 +446,7 @@ async def test_two_tokens_are_refused_whatever_their_locations(multi):
 
 # -- key removal and the verified-token cache -----------------------------------------
 
+
 @pytest.fixture
 def two_key_file(tmp_path, other_key):
     path = tmp_path / "jwks.json"
@@ -429,7 +473,8 @@ async def test_a_policy_reload_after_the_jwks_file_changed_uses_the_new_key_set(
     jwks_file.write_text(json.dumps(jwks_for({"k1": DEMO_KEY.public_key(), "k2": other_key.public_key()})))
     (tmp_path / "policy.yaml").write_text(
         "routes:\n  - name: api\n    capabilities:\n      - type: jwt\n        config:\n"
-        f"          issuers: [{{issuer: '{DEMO_ISSUER}', jwks: {{file: keys/jwks.json}}}}]\n")
+        f"          issuers: [{{issuer: '{DEMO_ISSUER}', jwks: {{file: keys/jwks.json}}}}]\n"
+    )
     runtime = Runtime()
     try:
         first = load_policy_dir(tmp_path, runtime)
@@ -498,15 +543,19 @@ async def test_a_rejected_token_is_not_cached(cap):
 
 # -- claims mapping -------------------------------------------------------------------
 
-@pytest.mark.parametrize("roles, expected", [
-    (["reader", "writer"], {"reader", "writer"}),
-    ("reader writer", {"reader", "writer"}),
-    ("  reader   writer ", {"reader", "writer"}),
-    ([], set()),
-    (["reader", 7, None, {"x": 1}, ["nested"]], {"reader", "7"}),
-    ({"reader": True}, set()),
-    (42, set()),
-])
+
+@pytest.mark.parametrize(
+    "roles, expected",
+    [
+        (["reader", "writer"], {"reader", "writer"}),
+        ("reader writer", {"reader", "writer"}),
+        ("  reader   writer ", {"reader", "writer"}),
+        ([], set()),
+        (["reader", 7, None, {"x": 1}, ["nested"]], {"reader", "7"}),
+        ({"reader": True}, set()),
+        (42, set()),
+    ],
+)
 async def test_roles_as_list_or_space_separated_string(cap, roles, expected):
     deny, ctx = await present(cap, mint(DEMO_KEY, sub="a", extra={"roles": roles}))
     assert deny is None and ctx.identity.roles == expected
@@ -517,10 +566,16 @@ async def test_roles_as_list_or_space_separated_string(cap, roles, expected):
 
 
 async def test_scope_tenant_agent_and_delegation_chain(cap):
-    token = mint(DEMO_KEY, sub="alice", tenant="acme", extra={
-        "scope": "read:docs write:docs", "agent_id": "planner-7",
-        "act": {"sub": "agent-b", "act": {"sub": "agent-a", "act": {"not_sub": 1, "act": {"sub": "root"}}}},
-    })
+    token = mint(
+        DEMO_KEY,
+        sub="alice",
+        tenant="acme",
+        extra={
+            "scope": "read:docs write:docs",
+            "agent_id": "planner-7",
+            "act": {"sub": "agent-b", "act": {"sub": "agent-a", "act": {"not_sub": 1, "act": {"sub": "root"}}}},
+        },
+    )
     deny, ctx = await present(cap, token)
     assert deny is None
     ident = ctx.identity
@@ -542,10 +597,27 @@ async def test_a_deep_or_odd_delegation_chain_is_bounded(cap):
 
 
 async def test_a_custom_claim_mapping(runtime):
-    cap = make(runtime, issuers=[{**DEMO_ISSUER_CONFIG, "claims": {
-        "subject": "email", "roles": "groups", "scopes": "scp", "tenant": "org", "agent_id": None}}])
-    token = mint(DEMO_KEY, sub="u-1", extra={"email": "a@example.com", "groups": ["g1"], "scp": ["s1", "s2"],
-                                              "org": 42, "agent_id": "ignored", "roles": ["admin"]})
+    cap = make(
+        runtime,
+        issuers=[
+            {
+                **DEMO_ISSUER_CONFIG,
+                "claims": {"subject": "email", "roles": "groups", "scopes": "scp", "tenant": "org", "agent_id": None},
+            }
+        ],
+    )
+    token = mint(
+        DEMO_KEY,
+        sub="u-1",
+        extra={
+            "email": "a@example.com",
+            "groups": ["g1"],
+            "scp": ["s1", "s2"],
+            "org": 42,
+            "agent_id": "ignored",
+            "roles": ["admin"],
+        },
+    )
     deny, ctx = await present(cap, token)
     assert deny is None
     ident = ctx.identity
@@ -554,13 +626,15 @@ async def test_a_custom_claim_mapping(runtime):
 
 
 async def test_non_scalar_identity_claims_are_not_stringified(cap):
-    deny, ctx = await present(cap, sign_rs256({"alg": "RS256", "kid": DEMO_KID},
-                                              claims(sub="ok", tenant={"id": "acme"}, agent_id=["x"])))
+    deny, ctx = await present(
+        cap, sign_rs256({"alg": "RS256", "kid": DEMO_KID}, claims(sub="ok", tenant={"id": "acme"}, agent_id=["x"]))
+    )
     assert deny is None and ctx.identity.tenant is None and ctx.identity.agent_id is None
     assert "x-auth-tenant" not in ctx.request_headers_out.set
 
 
 # -- WWW-Authenticate and what the client may learn -------------------------------------
+
 
 async def test_a_missing_token_gets_a_bare_challenge(cap):
     deny, ctx = await present(cap)
@@ -574,8 +648,9 @@ async def test_a_bad_token_gets_invalid_token_and_the_body_hides_the_reason(cap)
     deny, _ = await present(cap, mint(DEMO_KEY, sub="a", audience="another-api"))
     assert dict(deny.headers)["www-authenticate"] == 'Bearer realm="extproc", error="invalid_token"'
     body = error_body(deny, "d-1").decode()
-    assert json.loads(body) == {"error": {"code": "unauthenticated", "message": "authentication required",
-                                          "decision_id": "d-1"}}
+    assert json.loads(body) == {
+        "error": {"code": "unauthenticated", "message": "authentication required", "decision_id": "d-1"}
+    }
     assert "Audience" not in body and "another-api" not in body and deny.reason not in body
 
 
@@ -604,7 +679,7 @@ async def test_the_jwt_identity_keeps_an_mtls_principal(cap):
 # -- fuzzing: nothing a client sends may raise or pass -----------------------------------
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=6,
 )
@@ -613,8 +688,9 @@ _json = st.recursive(
 def test_fuzzed_tokens_never_raise_and_never_authenticate():
     loop = asyncio.new_event_loop()
     runtime = Runtime(policy_dir=POLICIES)
-    cap = make(runtime, issuers=[{**DEMO_ISSUER_CONFIG, "jwks": {"file": "keys/demo-jwks.json",
-                                                                  "min_refresh_interval": 3600}}])
+    cap = make(
+        runtime, issuers=[{**DEMO_ISSUER_CONFIG, "jwks": {"file": "keys/demo-jwks.json", "min_refresh_interval": 3600}}]
+    )
 
     def check(token: str) -> None:
         ctx = context({"authorization": f"Bearer {token}"})
@@ -624,13 +700,31 @@ def test_fuzzed_tokens_never_raise_and_never_authenticate():
 
     @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
-        header=st.fixed_dictionaries({}, optional={
-            "alg": st.sampled_from(["RS256", "none", "HS256", "ES256", "PS256"]) | _json,
-            "kid": st.sampled_from([DEMO_KID, "other"]) | _json,
-            "typ": _json, "crit": _json, "jku": _json, "jwk": _json, "b64": _json}),
-        payload=st.fixed_dictionaries({}, optional={
-            "iss": st.just(DEMO_ISSUER) | _json, "sub": _json, "aud": st.just(DEMO_AUDIENCE) | _json,
-            "exp": _json, "nbf": _json, "iat": _json, "roles": _json, "act": _json}),
+        header=st.fixed_dictionaries(
+            {},
+            optional={
+                "alg": st.sampled_from(["RS256", "none", "HS256", "ES256", "PS256"]) | _json,
+                "kid": st.sampled_from([DEMO_KID, "other"]) | _json,
+                "typ": _json,
+                "crit": _json,
+                "jku": _json,
+                "jwk": _json,
+                "b64": _json,
+            },
+        ),
+        payload=st.fixed_dictionaries(
+            {},
+            optional={
+                "iss": st.just(DEMO_ISSUER) | _json,
+                "sub": _json,
+                "aud": st.just(DEMO_AUDIENCE) | _json,
+                "exp": _json,
+                "nbf": _json,
+                "iat": _json,
+                "roles": _json,
+                "act": _json,
+            },
+        ),
         signature=st.binary(max_size=300),
         raw=st.booleans(),
     )
@@ -653,9 +747,8 @@ def test_fuzzed_tokens_never_raise_and_never_authenticate():
         loop.close()
 
 
-
 def test_control_characters_in_identity_claims_are_refused():
-    from extproc.capabilities.jwt_auth import _Rejected, _identity_from, IssuerConfig
+    from extproc.capabilities.jwt_auth import IssuerConfig, _identity_from, _Rejected
 
     cfg = IssuerConfig(issuer="https://i", jwks={"url": "https://i/jwks"})
     for claims in ({"sub": "alice\r\nx-auth-roles: admin"}, {"sub": "a", "roles": ["reader\n"]}, {"sub": "a\x00"}):
@@ -664,14 +757,17 @@ def test_control_characters_in_identity_claims_are_refused():
     assert _identity_from({"sub": "alice", "roles": "a b"}, cfg).roles == frozenset({"a", "b"})
 
 
-@pytest.mark.parametrize("source, ok", [
-    ({"url": "https://idp.example.com/jwks"}, True),
-    ({"url": "http://127.0.0.1:8080/jwks"}, True),
-    ({"discovery": "http://localhost:9000"}, True),
-    ({"url": "http://idp.example.com/jwks"}, False),   # keys over plain HTTP from the network
-    ({"discovery": "http://10.0.0.5"}, False),
-    ({"url": "file:///etc/passwd"}, False),
-])
+@pytest.mark.parametrize(
+    "source, ok",
+    [
+        ({"url": "https://idp.example.com/jwks"}, True),
+        ({"url": "http://127.0.0.1:8080/jwks"}, True),
+        ({"discovery": "http://localhost:9000"}, True),
+        ({"url": "http://idp.example.com/jwks"}, False),  # keys over plain HTTP from the network
+        ({"discovery": "http://10.0.0.5"}, False),
+        ({"url": "file:///etc/passwd"}, False),
+    ],
+)
 def test_jwks_urls_must_be_https_unless_loopback(source, ok):
     from pydantic import ValidationError
 

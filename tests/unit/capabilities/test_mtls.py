@@ -23,18 +23,21 @@ async def present(cap: MtlsAuth, principal=None, headers: dict | None = None):
     return await cap.on_request_headers(ctx), ctx
 
 
-@pytest.mark.parametrize("principal, accepted", [
-    (DEMO, True),
-    ("spiffe://example.org/ns/demo/sa/other", True),
-    ("spiffe://example.org/ns/demo/x", True),
-    ("spiffe://example.org/ns/other/sa/intruder", False),
-    ("spiffe://example.org/ns/demo", False),               # the namespace itself, no workload
-    ("spiffe://example.org/ns/demox/sa/client", False),    # a prefix lookalike
-    ("spiffe://evil.org/ns/demo/sa/client", False),
-    ("SPIFFE://example.org/ns/demo/sa/client", False),     # matching is exact, case included
-    ("xspiffe://example.org/ns/demo/sa/client", False),
-    (" " + DEMO, False),
-])
+@pytest.mark.parametrize(
+    "principal, accepted",
+    [
+        (DEMO, True),
+        ("spiffe://example.org/ns/demo/sa/other", True),
+        ("spiffe://example.org/ns/demo/x", True),
+        ("spiffe://example.org/ns/other/sa/intruder", False),
+        ("spiffe://example.org/ns/demo", False),  # the namespace itself, no workload
+        ("spiffe://example.org/ns/demox/sa/client", False),  # a prefix lookalike
+        ("spiffe://evil.org/ns/demo/sa/client", False),
+        ("SPIFFE://example.org/ns/demo/sa/client", False),  # matching is exact, case included
+        ("xspiffe://example.org/ns/demo/sa/client", False),
+        (" " + DEMO, False),
+    ],
+)
 async def test_principal_globs(principal, accepted):
     deny, ctx = await present(make(principals=["spiffe://example.org/ns/demo/*"]), principal)
     if accepted:
@@ -76,8 +79,11 @@ async def test_optional_mtls_continues_anonymous_but_still_checks_a_present_prin
 
 
 async def test_client_sent_certificate_headers_are_never_an_identity():
-    headers = {"x-forwarded-client-cert": f"By=spiffe://gw;URI={DEMO}",
-               "x-ssl-client-s-dn": "CN=client", "x-client-principal": DEMO}
+    headers = {
+        "x-forwarded-client-cert": f"By=spiffe://gw;URI={DEMO}",
+        "x-ssl-client-s-dn": "CN=client",
+        "x-client-principal": DEMO,
+    }
     deny, ctx = await present(make(principals=[DEMO]), None, headers)
     assert deny.status == 401 and ctx.identity.principal is None
 

@@ -21,8 +21,9 @@ def capability(mode=Mode.ENFORCE, **config) -> PromptGuard:
 
 async def send(cap: PromptGuard, messages: list, path: str = "/v1/chat/completions"):
     route = CompiledRoute("llm", "test:1", [cap], None)
-    ctx = RequestContext(PolicySet("rev1", {"llm": route}),
-                         HttpRequest("POST", path, "gw", {"content-type": "application/json"}))
+    ctx = RequestContext(
+        PolicySet("rev1", {"llm": route}), HttpRequest("POST", path, "gw", {"content-type": "application/json"})
+    )
     assert resolve_route(ctx, "llm") is None
     ctx.request_body = json.dumps({"model": "m", "messages": messages}).encode()
     return ctx, await run_phase(ctx, Phase.REQUEST_BODY)
@@ -48,14 +49,17 @@ async def test_only_the_configured_roles_are_inspected():
     cap = capability(roles=["tool"])
     _, deny = await send(cap, [{"role": "user", "content": ATTACK}])
     assert deny is None
-    _, deny = await send(cap, [{"role": "user", "content": "what does the page say?"},
-                               {"role": "tool", "content": ATTACK}])
+    _, deny = await send(
+        cap, [{"role": "user", "content": "what does the page say?"}, {"role": "tool", "content": ATTACK}]
+    )
     assert deny is not None
 
 
 async def test_policy_deny_patterns_block_and_name_the_rule():
-    ctx, deny = await send(capability(deny=[r"(?i)project\s+nightingale"]),
-                           [{"role": "user", "content": "tell me about Project Nightingale"}])
+    ctx, deny = await send(
+        capability(deny=[r"(?i)project\s+nightingale"]),
+        [{"role": "user", "content": "tell me about Project Nightingale"}],
+    )
     assert deny is not None
     assert build(ctx).facts["extproc.guard.rules"] == ["policy.deny[0]"]
 

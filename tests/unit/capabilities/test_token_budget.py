@@ -21,16 +21,25 @@ ALICE = Identity(subject="alice", roles=frozenset({"reader"}), methods=frozenset
 
 def make_route(tokens: int, model_access: bool = True):
     runtime = Runtime()
-    caps = [TokenBudget(TokenBudget.Config(budgets=[{"name": "daily", "key": ["consumer", "model"],
-                                                      "tokens": tokens, "per": "1d"}]), Mode.ENFORCE, runtime)]
+    caps = [
+        TokenBudget(
+            TokenBudget.Config(
+                budgets=[{"name": "daily", "key": ["consumer", "model"], "tokens": tokens, "per": "1d"}]
+            ),
+            Mode.ENFORCE,
+            runtime,
+        )
+    ]
     if model_access:
         caps.append(ModelAccess(ModelAccess.Config(rules=[{"models": ["demo-*", "other"]}]), Mode.ENFORCE))
     return CompiledRoute("llm", "test:1", caps, None)
 
 
 async def ask(route, body: dict, identity=ALICE) -> tuple[RequestContext, object]:
-    ctx = RequestContext(PolicySet("rev", {"llm": route}),
-                         HttpRequest("POST", "/v1/chat/completions", "gw", {"content-type": "application/json"}))
+    ctx = RequestContext(
+        PolicySet("rev", {"llm": route}),
+        HttpRequest("POST", "/v1/chat/completions", "gw", {"content-type": "application/json"}),
+    )
     ctx.identity = identity
     resolve_route(ctx, "llm")
     ctx.request_body = json.dumps({"messages": [{"role": "user", "content": "hi"}], **body}).encode()
@@ -73,10 +82,20 @@ async def test_a_missing_key_part_shares_a_bucket_instead_of_skipping_the_budget
     assert (await ask(route, {"model": "m", "max_tokens": 400}, anonymous))[1].status == 429
 
 
-@pytest.mark.parametrize("body", [
-    {"max_tokens": -10**30}, {"max_tokens": -1}, {"max_tokens": 1024.5}, {"max_tokens": 64.0},
-    {"max_completion_tokens": -10}, {"max_output_tokens": 10**12}, {"n": -1}, {"n": 0}, {"max_tokens": "5"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"max_tokens": -(10**30)},
+        {"max_tokens": -1},
+        {"max_tokens": 1024.5},
+        {"max_tokens": 64.0},
+        {"max_completion_tokens": -10},
+        {"max_output_tokens": 10**12},
+        {"n": -1},
+        {"n": 0},
+        {"max_tokens": "5"},
+    ],
+)
 async def test_client_numerics_are_validated_before_any_reservation(body):
     route = make_route(1000)
     ctx, deny = await ask(route, {"model": "demo-a", "content": "x" * 100, **body})
@@ -91,12 +110,15 @@ async def test_n_choices_multiply_the_reservation():
     assert (await ask(route, {"model": "demo-a", "max_tokens": 300, "n": 3}))[1] is None
 
 
-@pytest.mark.parametrize("usage", [
-    {"prompt_tokens": -10**9, "completion_tokens": -5},
-    {"prompt_tokens": -10**30, "completion_tokens": 1},
-    {"prompt_tokens": True, "completion_tokens": 2.5},
-    {"input_tokens": -7, "output_tokens": -7},
-])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": -(10**9), "completion_tokens": -5},
+        {"prompt_tokens": -(10**30), "completion_tokens": 1},
+        {"prompt_tokens": True, "completion_tokens": 2.5},
+        {"input_tokens": -7, "output_tokens": -7},
+    ],
+)
 async def test_reported_usage_can_never_refund_more_than_was_reserved(usage):
     route = make_route(1000)
     ctx, deny = await ask(route, {"model": "demo-a", "max_tokens": 100})
@@ -107,11 +129,15 @@ async def test_reported_usage_can_never_refund_more_than_was_reserved(usage):
 
 
 def test_budget_arithmetic_is_non_negative_by_construction():
-    budget = TokenBudget.Config(budgets=[{"name": "b", "key": [], "tokens": 10, "per": "1m", "count": "weighted",
-                                          "prompt_weight": 2.0}]).budgets[0]
-    assert _cost(budget, -10**30, -5) == 0
+    budget = TokenBudget.Config(
+        budgets=[{"name": "b", "key": [], "tokens": 10, "per": "1m", "count": "weighted", "prompt_weight": 2.0}]
+    ).budgets[0]
+    assert _cost(budget, -(10**30), -5) == 0
     assert normalize_usage({"prompt_tokens": -3, "completion_tokens": 10**40}) == {
-        "prompt": 0, "completion": MAX_REPORTED_TOKENS, "total": MAX_REPORTED_TOKENS}
+        "prompt": 0,
+        "completion": MAX_REPORTED_TOKENS,
+        "total": MAX_REPORTED_TOKENS,
+    }
     assert normalize_usage({"prompt_tokens": False}) is None
 
 
@@ -119,8 +145,14 @@ async def test_settled_usage_reaches_the_audit_record_as_documented_facts():
     route = make_route(1000)
     ctx, deny = await ask(route, {"model": "demo-a", "max_tokens": 100, "stream": False})
     assert deny is None
-    await respond(ctx, {"model": "demo-a-2025", "choices": [{"message": {"content": "ok"}}],
-                        "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}})
+    await respond(
+        ctx,
+        {
+            "model": "demo-a-2025",
+            "choices": [{"message": {"content": "ok"}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
+        },
+    )
     record = facts(ctx)
     assert record["gen_ai.usage.input_tokens"] == 12 and record["gen_ai.usage.output_tokens"] == 30
     assert record["extproc.llm.total_tokens"] == 42
@@ -155,8 +187,20 @@ async def test_a_stream_without_usage_is_charged_for_everything_generated():
     route = make_route(10_000)
     ctx, deny = await ask(route, {"model": "demo-a", "max_tokens": 2000, "stream": True})
     assert deny is None
-    events = [{"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "x" * 400}}],
-                                                  "reasoning_content": "y" * 400}, "finish_reason": None}]}]
+    events = [
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [{"index": 0, "function": {"arguments": "x" * 400}}],
+                        "reasoning_content": "y" * 400,
+                    },
+                    "finish_reason": None,
+                }
+            ]
+        }
+    ]
     raw = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
     await respond_raw(ctx, raw, {"content-type": "text/event-stream"})
     assert facts(ctx)["gen_ai.usage.output_tokens"] == 200  # 800 characters, not the 0 of `content`

@@ -82,8 +82,7 @@ def text_of(unit: str, size: int) -> str:
 
 @pytest.fixture(scope="module")
 def scanners():
-    every = PiiConfig(entities=dict.fromkeys(BUILTIN_ENTITIES, "redact"), ssn_unformatted=True,
-                      aws_secret_entropy=True)
+    every = PiiConfig(entities=dict.fromkeys(BUILTIN_ENTITIES, "redact"), ssn_unformatted=True, aws_secret_entropy=True)
     return {
         "pii": PiiScanner(every).find,
         "pii/re": PiiScanner(every, engine="re").find,

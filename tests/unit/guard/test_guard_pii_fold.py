@@ -23,8 +23,19 @@ SETTINGS = settings(
 
 SCANNER = PiiScanner(PiiConfig())
 
-INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u00ad", "\u2060", "\ufeff", "\ufe0f", "\u180e", "\u034f",
-             "\U000e0020", "\u0301"]
+INVISIBLE = [
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u00ad",
+    "\u2060",
+    "\ufeff",
+    "\ufe0f",
+    "\u180e",
+    "\u034f",
+    "\U000e0020",
+    "\u0301",
+]
 ZEROS = [0x660, 0x6F0, 0x966, 0x9E6, 0xE50, 0xFF10, 0x1D7CE, 0x1D7D8]  # digit zero of other scripts
 SEPARATORS = {
     " ": ["\u00a0", "\u2009", "\u202f", "\u3000", "\u2002"],
@@ -81,7 +92,7 @@ def test_a_stream_redacts_a_disguised_value_however_it_is_cut(item, prefix, suff
     text = around(prefix, value, suffix)
     stream, out, pos = StreamSanitizer(SCANNER), [], 0
     for size in cuts:
-        out.append(stream.feed(text[pos:pos + size]))
+        out.append(stream.feed(text[pos : pos + size]))
         pos += size
     out.append(stream.feed(text[pos:]))
     out.append(stream.flush())
@@ -109,5 +120,12 @@ def test_fold_maps_every_folded_character_back_to_its_source():
     folded = fold(text)
     assert folded.text == "a4bfic4"
     assert [text[slice(*folded.span(i, i + 1))] for i in range(len(folded.text))] == [
-        "a", "\uff14", "b", "\ufb01", "\ufb01", "c", "\u0664"]
+        "a",
+        "\uff14",
+        "b",
+        "\ufb01",
+        "\ufb01",
+        "c",
+        "\u0664",
+    ]
     assert folded.span(0, len(folded.text)) == (0, len(text))

@@ -35,17 +35,57 @@ SETTINGS = settings(
 )
 
 REDACT = PiiScanner(PiiConfig())
-MIXED = PiiScanner(PiiConfig(entities={
-    "EMAIL": "pseudonymize", "PHONE": "mask", "CREDIT_CARD": "mask", "US_SSN": "redact", "IBAN": "mask",
-    "IPV4": "redact", "IPV6": "pseudonymize", "AWS_ACCESS_KEY": "block", "AWS_SECRET_KEY": "redact",
-    "PRIVATE_KEY": "block", "JWT": "pseudonymize", "BEARER_TOKEN": "redact", "GENERIC_SECRET": "mask",
-}, custom=[{"name": "TICKET", "pattern": r"TCK-\d{4}", "action": "redact"}]))
+MIXED = PiiScanner(
+    PiiConfig(
+        entities={
+            "EMAIL": "pseudonymize",
+            "PHONE": "mask",
+            "CREDIT_CARD": "mask",
+            "US_SSN": "redact",
+            "IBAN": "mask",
+            "IPV4": "redact",
+            "IPV6": "pseudonymize",
+            "AWS_ACCESS_KEY": "block",
+            "AWS_SECRET_KEY": "redact",
+            "PRIVATE_KEY": "block",
+            "JWT": "pseudonymize",
+            "BEARER_TOKEN": "redact",
+            "GENERIC_SECRET": "mask",
+        },
+        custom=[{"name": "TICKET", "pattern": r"TCK-\d{4}", "action": "redact"}],
+    )
+)
 PSEUDO = PiiScanner(PiiConfig(entities=dict.fromkeys(BUILTIN_ENTITIES, "pseudonymize")))
 
 PIECES = (
-    [v for _, v in PII_VALUES] + [v for _, v in PII_PHRASES] + CARDS[:4] + IBANS[:3]
-    + [JWT, PEM, "TCK-1234", "v1.2.3.4", "10:30:45", "2024-05-12", "3.14", "Bearer", "password=", "@", "+1 ",
-       "-----BEGIN RSA PRIVATE KEY-----", "eyJ", "::", "AKIA", "sk-", " ", "\n", ".", ",", "\"", "\\n"]
+    [v for _, v in PII_VALUES]
+    + [v for _, v in PII_PHRASES]
+    + CARDS[:4]
+    + IBANS[:3]
+    + [
+        JWT,
+        PEM,
+        "TCK-1234",
+        "v1.2.3.4",
+        "10:30:45",
+        "2024-05-12",
+        "3.14",
+        "Bearer",
+        "password=",
+        "@",
+        "+1 ",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "eyJ",
+        "::",
+        "AKIA",
+        "sk-",
+        " ",
+        "\n",
+        ".",
+        ",",
+        '"',
+        "\\n",
+    ]
 )
 
 # Plain text with the characters detectors care about, plus some non-ASCII.
@@ -77,7 +117,7 @@ def test_redaction_leaves_no_detected_value(text):
     findings = REDACT.find(text)
     out = REDACT.sanitize(text).text
     for f in findings:
-        value = text[f.start:f.end]
+        value = text[f.start : f.end]
         assert value not in out or _outside_findings(text, value, findings)
 
 

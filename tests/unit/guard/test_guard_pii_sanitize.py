@@ -56,12 +56,15 @@ def test_mask():
     )
 
 
-@pytest.mark.parametrize("value, entity, expected", [
-    ("abcd", "GENERIC_SECRET", "****"),
-    ("abcde", "GENERIC_SECRET", "*bcde"),
-    ("a\\nbcdefg", "PRIVATE_KEY", "*\\n**defg"),
-    ("x@y.io", "EMAIL", "*@y.io"),
-])
+@pytest.mark.parametrize(
+    "value, entity, expected",
+    [
+        ("abcd", "GENERIC_SECRET", "****"),
+        ("abcde", "GENERIC_SECRET", "*bcde"),
+        ("a\\nbcdefg", "PRIVATE_KEY", "*\\n**defg"),
+        ("x@y.io", "EMAIL", "*@y.io"),
+    ],
+)
 def test_mask_function(value, entity, expected):
     assert mask(value, entity) == expected
 
@@ -124,14 +127,17 @@ def test_placeholders_for_custom_entities():
     assert vault.restore(out) == "see TCK-1234 and TCK-9999"
 
 
-@pytest.mark.parametrize("chunks", [
-    ["Hi [EMA", "IL_1], bye"],
-    ["Hi [", "EMAIL_1", "]", ", bye"],
-    ["Hi [EMAIL_1", "], bye"],
-    ["Hi [E", "MAIL_1] [EMA", "IL_1]"],
-    ["a [not a placeholder", "] b [x"],
-    ["[" * 3, "EMAIL_1]"],
-])
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ["Hi [EMA", "IL_1], bye"],
+        ["Hi [", "EMAIL_1", "]", ", bye"],
+        ["Hi [EMAIL_1", "], bye"],
+        ["Hi [E", "MAIL_1] [EMA", "IL_1]"],
+        ["a [not a placeholder", "] b [x"],
+        ["[" * 3, "EMAIL_1]"],
+    ],
+)
 def test_stream_restorer(chunks):
     scanner = scanner_with(EMAIL="pseudonymize")
     vault = PseudonymVault()

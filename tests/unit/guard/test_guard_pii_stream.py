@@ -9,11 +9,23 @@ import pytest
 from extproc.guard.pii import PiiConfig, PiiScanner, PseudonymVault, StreamSanitizer
 from tests.unit.guard.samples import JWT, PEM, PEM_BODY, PII_PHRASES, PII_VALUES
 
-MIXED = PiiConfig(entities={
-    "EMAIL": "pseudonymize", "PHONE": "mask", "CREDIT_CARD": "mask", "US_SSN": "redact", "IBAN": "redact",
-    "IPV4": "redact", "IPV6": "redact", "AWS_ACCESS_KEY": "block", "AWS_SECRET_KEY": "redact",
-    "PRIVATE_KEY": "block", "JWT": "redact", "BEARER_TOKEN": "redact", "GENERIC_SECRET": "redact",
-})
+MIXED = PiiConfig(
+    entities={
+        "EMAIL": "pseudonymize",
+        "PHONE": "mask",
+        "CREDIT_CARD": "mask",
+        "US_SSN": "redact",
+        "IBAN": "redact",
+        "IPV4": "redact",
+        "IPV6": "redact",
+        "AWS_ACCESS_KEY": "block",
+        "AWS_SECRET_KEY": "redact",
+        "PRIVATE_KEY": "block",
+        "JWT": "redact",
+        "BEARER_TOKEN": "redact",
+        "GENERIC_SECRET": "redact",
+    }
+)
 
 
 @pytest.fixture(scope="module", params=["default", "mixed"])
@@ -38,7 +50,7 @@ def check_equivalent(scanner, text, chunks):
 
 
 def split_every(text, n):
-    return [text[i:i + n] for i in range(0, len(text), n)]
+    return [text[i : i + n] for i in range(0, len(text), n)]
 
 
 CORPUS = " and ".join(v for _, v in PII_VALUES) + " then " + " / ".join(v for _, v in PII_PHRASES)
@@ -76,7 +88,7 @@ def test_pseudonyms_from_stream_restore():
 def test_holdback_bound_without_candidates():
     scanner = PiiScanner(PiiConfig())
     s = StreamSanitizer(scanner)
-    text = ("The quick brown fox jumps over the lazy dog; it is 2024 and 3.5 is a version. " * 40)
+    text = "The quick brown fox jumps over the lazy dog; it is 2024 and 3.5 is a version. " * 40
     for chunk in split_every(text, 5):
         s.feed(chunk)
         assert s.pending <= s.holdback
@@ -119,10 +131,14 @@ def test_holdback_must_cover_the_scanner():
 
 
 def test_custom_patterns_stream():
-    scanner = PiiScanner(PiiConfig(custom=[
-        {"name": "TICKET", "pattern": r"(?i)tck-\d{4,6}"},
-        {"name": "CODE", "pattern": r"[A-Z]{3}-\d{3}(?![0-9])"},
-    ]))
+    scanner = PiiScanner(
+        PiiConfig(
+            custom=[
+                {"name": "TICKET", "pattern": r"(?i)tck-\d{4,6}"},
+                {"name": "CODE", "pattern": r"[A-Z]{3}-\d{3}(?![0-9])"},
+            ]
+        )
+    )
     text = "see TCK-12345 and ABC-123 and tck-1234 and ABC-1234 end"
     for size in (1, 2, 4, 9):
         check_equivalent(scanner, text, split_every(text, size))

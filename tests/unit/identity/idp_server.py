@@ -31,7 +31,7 @@ class IdpServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self):  # noqa: N802 - stdlib name
+            def do_GET(self):
                 with server._lock:
                     server.hits[self.path] += 1
                 if server.delay:
@@ -41,8 +41,11 @@ class IdpServer:
                 elif self.path == JWKS_PATH:
                     body, status = json.dumps(server.jwks).encode(), 200
                 elif self.path == DISCOVERY_PATH:
-                    doc = server.discovery if server.discovery is not None else {
-                        "issuer": server.issuer, "jwks_uri": server.url + JWKS_PATH}
+                    doc = (
+                        server.discovery
+                        if server.discovery is not None
+                        else {"issuer": server.issuer, "jwks_uri": server.url + JWKS_PATH}
+                    )
                     body, status = json.dumps(doc).encode(), 200
                 else:
                     body, status = b"{}", 404
@@ -59,8 +62,7 @@ class IdpServer:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self._running = True
 

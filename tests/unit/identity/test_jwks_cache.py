@@ -18,7 +18,6 @@ from extproc.local.demo_keys import jwks_for, mint
 from extproc.policy.loader import PolicyLoadError, load_policy_dir
 from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
-
 from tests.unit.identity.idp_server import DISCOVERY_PATH, JWKS_PATH
 
 
@@ -170,11 +169,14 @@ async def test_discovery_resolves_jwks_uri(idp, rsa_keys, make_cache):
     assert cache.has_kid("k1") and idp.hits["/elsewhere"] == 1
 
 
-@pytest.mark.parametrize("document", [
-    {"issuer": "https://idp.test"},  # no jwks_uri
-    {"jwks_uri": 42},
-    ["not", "an", "object"],
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"issuer": "https://idp.test"},  # no jwks_uri
+        {"jwks_uri": 42},
+        ["not", "an", "object"],
+    ],
+)
 async def test_discovery_without_a_usable_jwks_uri_fails_the_refresh(idp, make_cache, document):
     idp.discovery = document
     cache = make_cache(discovery=idp.discovery_url)
@@ -196,9 +198,12 @@ async def test_discovery_cannot_point_at_a_local_file(idp, rsa_keys, make_cache,
 def test_discovery_url_normalisation():
     def src(value):
         return JwksSource(discovery=value)
+
     assert src("https://idp.example").discovery_url() == "https://idp.example/.well-known/openid-configuration"
-    assert src("https://idp.example/realms/x/").discovery_url() == \
-        "https://idp.example/realms/x/.well-known/openid-configuration"
+    assert (
+        src("https://idp.example/realms/x/").discovery_url()
+        == "https://idp.example/realms/x/.well-known/openid-configuration"
+    )
     well_known = "https://idp.example/.well-known/openid-configuration"
     assert src(well_known).discovery_url() == well_known
 
@@ -219,22 +224,26 @@ async def test_jwt_capability_verifies_through_oidc_discovery(idp, rsa_keys):
 
 
 def test_parse_jwks_keeps_only_asymmetric_signing_keys(rsa_keys):
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
     rsa = jwks_for({"rsa": rsa_keys[0].public_key()})["keys"][0]
     ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()).public_key()))
     ed_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(ed25519.Ed25519PrivateKey.generate().public_key()))
-    keys = parse_jwks({"keys": [
-        rsa,
-        {**ec_jwk, "kid": "ec"},
-        {**ed_jwk, "kid": "ed"},
-        {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},            # a shared secret has no place in a JWKS
-        {**rsa, "kid": "rsa-hs", "alg": "HS256"},                   # an RSA key pinned to HMAC
-        {**rsa, "kid": "rsa-enc", "use": "enc"},                    # encryption key
-        {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},    # unusable
-        "not an object",
-    ]})
+    keys = parse_jwks(
+        {
+            "keys": [
+                rsa,
+                {**ec_jwk, "kid": "ec"},
+                {**ed_jwk, "kid": "ed"},
+                {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},  # a shared secret has no place in a JWKS
+                {**rsa, "kid": "rsa-hs", "alg": "HS256"},  # an RSA key pinned to HMAC
+                {**rsa, "kid": "rsa-enc", "use": "enc"},  # encryption key
+                {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},  # unusable
+                "not an object",
+            ]
+        }
+    )
     assert {k: v.kty for k, v in keys.items()} == {"rsa": "RSA", "ec": "EC", "ed": "OKP"}
 
 
@@ -243,7 +252,8 @@ def test_a_file_that_is_not_a_jwks_fails_the_policy_load_cleanly(tmp_path, docum
     (tmp_path / "jwks.json").write_text(json.dumps(document))
     (tmp_path / "policy.yaml").write_text(
         "routes:\n  - name: api\n    capabilities:\n      - type: jwt\n        config:\n"
-        "          issuers: [{issuer: x, jwks: {file: jwks.json}}]\n")
+        "          issuers: [{issuer: x, jwks: {file: jwks.json}}]\n"
+    )
     with pytest.raises(PolicyLoadError) as info:
         load_policy_dir(tmp_path, Runtime())
     assert "not a JWKS" in str(info.value)
@@ -285,8 +295,11 @@ async def test_a_policy_with_a_jwks_url_fetches_keys_when_it_loads(idp, rsa_keys
 
     idp.serve_keys({"k1": rsa_keys[0].public_key()})
     runtime = Runtime()
-    cap = JwtAuth(JwtConfig.model_validate({"issuers": [{"issuer": idp.issuer, "jwks": {"url": idp.jwks_url}}]}),
-                  Mode.ENFORCE, runtime)
+    cap = JwtAuth(
+        JwtConfig.model_validate({"issuers": [{"issuer": idp.issuer, "jwks": {"url": idp.jwks_url}}]}),
+        Mode.ENFORCE,
+        runtime,
+    )
     jwks = next(iter(cap._issuers.values())).jwks
     for _ in range(100):  # before any request arrives
         if jwks.has_kid("k1"):

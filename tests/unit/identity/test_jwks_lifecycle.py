@@ -16,20 +16,23 @@ from extproc.pipeline import start
 from extproc.policy.loader import validate_policy_dir
 from extproc.policy.store import PolicyStore
 from extproc.runtime import Runtime
-
 from tests.unit.identity.idp_server import JWKS_PATH, IdpServer
 
 
 def issuer(idp: IdpServer, refresh_interval: float) -> str:
-    return (f"            - issuer: {idp.issuer}\n"
-            f"              jwks: {{url: '{idp.jwks_url}', refresh_interval: {refresh_interval}, "
-            f"min_refresh_interval: 0.1}}\n"
-            f"              audiences: [gw]\n")
+    return (
+        f"            - issuer: {idp.issuer}\n"
+        f"              jwks: {{url: '{idp.jwks_url}', refresh_interval: {refresh_interval}, "
+        f"min_refresh_interval: 0.1}}\n"
+        f"              audiences: [gw]\n"
+    )
 
 
 def policy(*issuers: str) -> str:
-    return ("routes:\n  - name: api\n    capabilities:\n      - type: jwt\n        config:\n"
-            "          issuers:\n" + "".join(issuers))
+    return (
+        "routes:\n  - name: api\n    capabilities:\n      - type: jwt\n        config:\n"
+        "          issuers:\n" + "".join(issuers)
+    )
 
 
 @pytest.fixture
@@ -92,8 +95,13 @@ async def test_reloads_leak_no_task_and_no_runtime_entry(tmp_path, idp, second_i
         server.serve_keys({"k1": rsa_keys[0].public_key()})
     (tmp_path / "p.yaml").write_text(policy(issuer(idp, 1)))
     store = PolicyStore(tmp_path, runtime)
-    variants = [policy(issuer(idp, 2)), policy(issuer(second_idp, 3)), policy(issuer(idp, 4), issuer(second_idp, 4)),
-                "routes: [{name: api, match: {path_prefix: /x/}}]\n", policy(issuer(second_idp, 5))]
+    variants = [
+        policy(issuer(idp, 2)),
+        policy(issuer(second_idp, 3)),
+        policy(issuer(idp, 4), issuer(second_idp, 4)),
+        "routes: [{name: api, match: {path_prefix: /x/}}]\n",
+        policy(issuer(second_idp, 5)),
+    ]
     for _ in range(3):
         for text in variants:
             (tmp_path / "p.yaml").write_text(text)
@@ -102,7 +110,8 @@ async def test_reloads_leak_no_task_and_no_runtime_entry(tmp_path, idp, second_i
     await asyncio.sleep(0.05)
     assert len(refresh_loops()) == 1
     assert [key for key in runtime._shared if key[0] == "jwks"] == [
-        ("jwks", None, second_idp.jwks_url, None, None, 5.0, 0.1)]
+        ("jwks", None, second_idp.jwks_url, None, None, 5.0, 0.1)
+    ]
 
 
 async def test_a_refused_reload_releases_what_it_built(tmp_path, idp, second_idp, rsa_keys, runtime):
@@ -133,7 +142,7 @@ async def test_a_request_on_the_replaced_revision_still_verifies(tmp_path, idp, 
         deny = await start(ctx, "api")
         return deny.status if deny else None
 
-    assert await status(old) is None           # in flight on the old revision: the cached keys still work
+    assert await status(old) is None  # in flight on the old revision: the cached keys still work
     assert await status(store.current) == 401  # the new revision no longer trusts that issuer
 
 

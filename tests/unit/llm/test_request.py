@@ -1,61 +1,111 @@
 import gzip
-import zlib
 import json
+import zlib
 
 import pytest
 
 from extproc.context import HttpRequest, RequestContext
-from extproc.llm.request import (ANTHROPIC_MESSAGES, OPENAI_CHAT, OPENAI_COMPLETIONS, OPENAI_EMBEDDINGS,
-                                 OPENAI_RESPONSES, LlmRequestError, llm_request, mark_changed)
+from extproc.llm.request import (
+    ANTHROPIC_MESSAGES,
+    OPENAI_CHAT,
+    OPENAI_COMPLETIONS,
+    OPENAI_EMBEDDINGS,
+    OPENAI_RESPONSES,
+    LlmRequestError,
+    llm_request,
+    mark_changed,
+)
 from extproc.policy.model import PolicySet
 
 
 def ctx_for(path, body, headers=None):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("POST", path, "gw", {"content-type": "application/json",
-                                                                              **(headers or {})}))
+    ctx = RequestContext(
+        PolicySet("r", {}), HttpRequest("POST", path, "gw", {"content-type": "application/json", **(headers or {})})
+    )
     ctx.request_body = raw
     return ctx
 
 
 def test_chat_messages_by_role_with_parts():
-    ctx = ctx_for("/v1/chat/completions", {
-        "model": "gpt-4o", "stream": True, "max_tokens": 64,
-        "messages": [
-            {"role": "developer", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {}}]},
-            {"role": "assistant", "content": "hello"},
-            {"role": "tool", "content": "tool says"},
-        ]})
+    ctx = ctx_for(
+        "/v1/chat/completions",
+        {
+            "model": "gpt-4o",
+            "stream": True,
+            "max_tokens": 64,
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {}}]},
+                {"role": "assistant", "content": "hello"},
+                {"role": "tool", "content": "tool says"},
+            ],
+        },
+    )
     req = llm_request(ctx)
     assert (req.api, req.model, req.stream, req.max_tokens) == (OPENAI_CHAT, "gpt-4o", True, 64)
-    assert [(s.role, s.text) for s in req.slots] == [("system", "be brief"), ("user", "hi"),
-                                                      ("assistant", "hello"), ("tool", "tool says")]
+    assert [(s.role, s.text) for s in req.slots] == [
+        ("system", "be brief"),
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("tool", "tool says"),
+    ]
     assert [s.text for s in req.texts(frozenset({"user", "tool"}))] == ["hi", "tool says"]
 
 
 def test_slots_rewrite_the_body_and_only_the_prompt():
-    ctx = ctx_for("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a@b.c"}],
-                                           "temperature": 0.5})
+    ctx = ctx_for(
+        "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a@b.c"}], "temperature": 0.5}
+    )
     req = llm_request(ctx)
     req.replace(ctx, req.slots[0], "[EMAIL_1]")  # outside a pipeline run: applied at once
     assert ctx.request_body_replaced
-    assert json.loads(ctx.request_body) == {"model": "m", "messages": [{"role": "user", "content": "[EMAIL_1]"}],
-                                            "temperature": 0.5}
+    assert json.loads(ctx.request_body) == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "[EMAIL_1]"}],
+        "temperature": 0.5,
+    }
 
 
-@pytest.mark.parametrize("path, body, api, expected", [
-    ("/v1/completions", {"model": "m", "prompt": ["a", "b"]}, OPENAI_COMPLETIONS, [("user", "a"), ("user", "b")]),
-    ("/v1/embeddings", {"model": "m", "input": "x"}, OPENAI_EMBEDDINGS, [("user", "x")]),
-    ("/v1/responses", {"model": "m", "instructions": "sys", "input": [
-        {"role": "user", "content": [{"type": "input_text", "text": "q"}]},
-        {"type": "function_call_output", "call_id": "c", "output": "tool out"}]},
-     OPENAI_RESPONSES, [("system", "sys"), ("user", "q"), ("tool", "tool out")]),
-    ("/v1/messages", {"model": "claude", "max_tokens": 5, "system": "sys", "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "q"},
-                                     {"type": "tool_result", "tool_use_id": "t", "content": "res"}]}]},
-     ANTHROPIC_MESSAGES, [("system", "sys"), ("user", "q"), ("tool", "res")]),
-])
+@pytest.mark.parametrize(
+    "path, body, api, expected",
+    [
+        ("/v1/completions", {"model": "m", "prompt": ["a", "b"]}, OPENAI_COMPLETIONS, [("user", "a"), ("user", "b")]),
+        ("/v1/embeddings", {"model": "m", "input": "x"}, OPENAI_EMBEDDINGS, [("user", "x")]),
+        (
+            "/v1/responses",
+            {
+                "model": "m",
+                "instructions": "sys",
+                "input": [
+                    {"role": "user", "content": [{"type": "input_text", "text": "q"}]},
+                    {"type": "function_call_output", "call_id": "c", "output": "tool out"},
+                ],
+            },
+            OPENAI_RESPONSES,
+            [("system", "sys"), ("user", "q"), ("tool", "tool out")],
+        ),
+        (
+            "/v1/messages",
+            {
+                "model": "claude",
+                "max_tokens": 5,
+                "system": "sys",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "q"},
+                            {"type": "tool_result", "tool_use_id": "t", "content": "res"},
+                        ],
+                    }
+                ],
+            },
+            ANTHROPIC_MESSAGES,
+            [("system", "sys"), ("user", "q"), ("tool", "res")],
+        ),
+    ],
+)
 def test_other_apis(path, body, api, expected):
     req = llm_request(ctx_for(path, body))
     assert req.api == api
@@ -63,8 +113,11 @@ def test_other_apis(path, body, api, expected):
 
 
 def test_gzip_bodies_are_decoded_and_the_encoding_header_dropped():
-    ctx = ctx_for("/v1/chat/completions", gzip.compress(json.dumps(
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()), {"content-encoding": "gzip"})
+    ctx = ctx_for(
+        "/v1/chat/completions",
+        gzip.compress(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()),
+        {"content-encoding": "gzip"},
+    )
     request = llm_request(ctx)
     assert request.slots[0].text == "hi"
     assert "content-encoding" not in ctx.request_headers_out.remove  # unchanged: forwarded as it came
@@ -72,15 +125,18 @@ def test_gzip_bodies_are_decoded_and_the_encoding_header_dropped():
     assert "content-encoding" in ctx.request_headers_out.remove  # rewritten: sent decoded
 
 
-@pytest.mark.parametrize("body, headers, status", [
-    (b"{not json", {}, 400),
-    (b"[1, 2]", {}, 400),
-    (b"\xff\xfe{}", {}, 400),
-    (b"{}", {"content-type": "text/plain"}, 415),
-    (b"{}", {"content-encoding": "br"}, 415),
-    (b"not gzip", {"content-encoding": "gzip"}, 400),
-    (b"[" * 100_000 + b"]" * 100_000, {}, 400),
-])
+@pytest.mark.parametrize(
+    "body, headers, status",
+    [
+        (b"{not json", {}, 400),
+        (b"[1, 2]", {}, 400),
+        (b"\xff\xfe{}", {}, 400),
+        (b"{}", {"content-type": "text/plain"}, 415),
+        (b"{}", {"content-encoding": "br"}, 415),
+        (b"not gzip", {"content-encoding": "gzip"}, 400),
+        (b"[" * 100_000 + b"]" * 100_000, {}, 400),
+    ],
+)
 def test_bad_bodies_get_precise_4xx_in_the_api_shape(body, headers, status):
     with pytest.raises(LlmRequestError) as info:
         llm_request(ctx_for("/v1/chat/completions", body, headers))

@@ -7,8 +7,16 @@ import json
 import pytest
 
 from extproc.context import HttpRequest, RequestContext
-from extproc.llm.request import (ANTHROPIC_MESSAGES, MAX_COMPLETION_TOKENS, OPENAI_CHAT, OPENAI_COMPLETIONS,
-                                 OPENAI_RESPONSES, LlmRequestError, api_for_path, llm_request)
+from extproc.llm.request import (
+    ANTHROPIC_MESSAGES,
+    MAX_COMPLETION_TOKENS,
+    OPENAI_CHAT,
+    OPENAI_COMPLETIONS,
+    OPENAI_RESPONSES,
+    LlmRequestError,
+    api_for_path,
+    llm_request,
+)
 from extproc.policy.model import PolicySet
 
 X = "SECRET-MARK"
@@ -16,8 +24,9 @@ X = "SECRET-MARK"
 
 def ctx_for(path, body, headers=None):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("POST", path, "gw", {"content-type": "application/json",
-                                                                              **(headers or {})}))
+    ctx = RequestContext(
+        PolicySet("r", {}), HttpRequest("POST", path, "gw", {"content-type": "application/json", **(headers or {})})
+    )
     ctx.request_body = raw
     return ctx
 
@@ -28,11 +37,18 @@ def refused(path, body) -> tuple[int, dict]:
     return info.value.deny.status, json.loads(info.value.deny.body)
 
 
-@pytest.mark.parametrize("path, api", [
-    ("/v1/responses/", OPENAI_RESPONSES), ("/v1/Responses", OPENAI_RESPONSES), ("/v1/responses;v=1", OPENAI_RESPONSES),
-    ("/v1/completions/", OPENAI_COMPLETIONS), ("/V1/CHAT/COMPLETIONS/", OPENAI_CHAT),
-    ("/v1/chat;x=1/completions", OPENAI_CHAT), ("/openai/v1/messages", ANTHROPIC_MESSAGES),
-])
+@pytest.mark.parametrize(
+    "path, api",
+    [
+        ("/v1/responses/", OPENAI_RESPONSES),
+        ("/v1/Responses", OPENAI_RESPONSES),
+        ("/v1/responses;v=1", OPENAI_RESPONSES),
+        ("/v1/completions/", OPENAI_COMPLETIONS),
+        ("/V1/CHAT/COMPLETIONS/", OPENAI_CHAT),
+        ("/v1/chat;x=1/completions", OPENAI_CHAT),
+        ("/openai/v1/messages", ANTHROPIC_MESSAGES),
+    ],
+)
 def test_api_is_chosen_on_the_normalized_path(path, api):
     assert api_for_path(path) == api
 
@@ -43,14 +59,20 @@ def test_an_unknown_path_is_refused_never_read_as_chat(path):
     assert status == 400 and body["error"]["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/responses/", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),   # chat body, Responses path
-    ("/v1/chat/completions", {"model": "m", "input": "hi"}),
-    ("/v1/completions/", {"model": "m", "messages": []}),
-    ("/v1/embeddings", {"model": "m", "prompt": "hi"}),
-    ("/v1/messages", {"model": "m", "messages": "hi"}),
-    ("/v1/chat/completions", {"model": 5, "messages": []}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (
+            "/v1/responses/",
+            {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        ),  # chat body, Responses path
+        ("/v1/chat/completions", {"model": "m", "input": "hi"}),
+        ("/v1/completions/", {"model": "m", "messages": []}),
+        ("/v1/embeddings", {"model": "m", "prompt": "hi"}),
+        ("/v1/messages", {"model": "m", "messages": "hi"}),
+        ("/v1/chat/completions", {"model": 5, "messages": []}),
+    ],
+)
 def test_a_body_that_does_not_fit_its_api_is_refused(path, body):
     assert refused(path, body)[0] == 400
 
@@ -70,38 +92,70 @@ def anthropic(*blocks, role="user"):
 # The fields the finding listed, and some nobody listed: each must reach a
 # guard, under a role every default scans (user/tool) unless it is the
 # assistant's own text.
-@pytest.mark.parametrize("request_, role", [
-    (chat({"role": "function", "name": "f", "content": X}), "tool"),                     # legacy role
-    (chat({"role": "User", "content": X}), "user"),                                      # role case
-    (chat({"role": " TOOL ", "tool_call_id": "c", "content": X}), "tool"),
-    (chat({"role": "wizard", "content": X}), "user"),                                    # unknown role
-    (chat({"content": X}), "user"),                                                      # no role
-    (chat({"role": "user", "name": X, "content": "hi"}), "user"),                        # name
-    (chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
-          "function": {"name": "f", "arguments": json.dumps({"q": X})}}]}), "tool"),
-    (chat({"role": "assistant", "function_call": {"name": "f", "arguments": json.dumps({"q": [X]})}}), "tool"),
-    (chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function",
-          "function": {"name": X, "arguments": f"not json {X}"}}]}), "tool"),
-    (chat({"role": "assistant", "content": X}), "assistant"),
-    (chat({"role": "user", "content": "hi"}, tools=[{"type": "function",
-          "function": {"name": "f", "description": X}}]), "user"),
-    (chat({"role": "user", "content": "hi"}, unknown_field={"deep": [[X]]}), "user"),
-    (responses(prompt={"id": "pmpt_1", "variables": {"city": X}}), "user"),
-    (("/v1/responses", {"model": "m", "prompt": {"id": "p", "variables": {"v": X}}}), "user"),
-    (responses({"type": "function_call", "call_id": "c", "name": "f", "arguments": json.dumps({"a": X})}), "tool"),
-    (responses({"type": "mcp_call", "id": "m", "name": "f", "arguments": json.dumps({"a": X})}), "tool"),
-    (responses({"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": X}]}),
-     "tool"),
-    (responses({"type": "custom_tool_call_output", "call_id": "c", "output": X}), "tool"),
-    (responses({"role": "USER", "content": [{"type": "input_text", "text": X}]}), "user"),
-    (anthropic({"type": "tool_use", "id": "t", "name": "f", "input": {"q": {"deep": X}}}, role="assistant"),
-     "tool"),
-    (anthropic({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": X}}), "user"),
-    (anthropic({"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": X}]}),
-     "tool"),
-    (anthropic({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": X}]}), "tool"),
-    (("/v1/completions", {"model": "m", "prompt": "a", "suffix": X}), "user"),
-])
+@pytest.mark.parametrize(
+    "request_, role",
+    [
+        (chat({"role": "function", "name": "f", "content": X}), "tool"),  # legacy role
+        (chat({"role": "User", "content": X}), "user"),  # role case
+        (chat({"role": " TOOL ", "tool_call_id": "c", "content": X}), "tool"),
+        (chat({"role": "wizard", "content": X}), "user"),  # unknown role
+        (chat({"content": X}), "user"),  # no role
+        (chat({"role": "user", "name": X, "content": "hi"}), "user"),  # name
+        (
+            chat(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": json.dumps({"q": X})}}
+                    ],
+                }
+            ),
+            "tool",
+        ),
+        (chat({"role": "assistant", "function_call": {"name": "f", "arguments": json.dumps({"q": [X]})}}), "tool"),
+        (
+            chat(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": X, "arguments": f"not json {X}"}}
+                    ],
+                }
+            ),
+            "tool",
+        ),
+        (chat({"role": "assistant", "content": X}), "assistant"),
+        (
+            chat(
+                {"role": "user", "content": "hi"},
+                tools=[{"type": "function", "function": {"name": "f", "description": X}}],
+            ),
+            "user",
+        ),
+        (chat({"role": "user", "content": "hi"}, unknown_field={"deep": [[X]]}), "user"),
+        (responses(prompt={"id": "pmpt_1", "variables": {"city": X}}), "user"),
+        (("/v1/responses", {"model": "m", "prompt": {"id": "p", "variables": {"v": X}}}), "user"),
+        (responses({"type": "function_call", "call_id": "c", "name": "f", "arguments": json.dumps({"a": X})}), "tool"),
+        (responses({"type": "mcp_call", "id": "m", "name": "f", "arguments": json.dumps({"a": X})}), "tool"),
+        (
+            responses({"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": X}]}),
+            "tool",
+        ),
+        (responses({"type": "custom_tool_call_output", "call_id": "c", "output": X}), "tool"),
+        (responses({"role": "USER", "content": [{"type": "input_text", "text": X}]}), "user"),
+        (
+            anthropic({"type": "tool_use", "id": "t", "name": "f", "input": {"q": {"deep": X}}}, role="assistant"),
+            "tool",
+        ),
+        (anthropic({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": X}}), "user"),
+        (
+            anthropic({"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": X}]}),
+            "tool",
+        ),
+        (anthropic({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": X}]}), "tool"),
+        (("/v1/completions", {"model": "m", "prompt": "a", "suffix": X}), "user"),
+    ],
+)
 def test_every_string_the_model_reads_is_a_slot(request_, role):
     path, body = request_
     req = llm_request(ctx_for(path, body))
@@ -111,17 +165,37 @@ def test_every_string_the_model_reads_is_a_slot(request_, role):
 
 
 def test_inside_tool_arguments_even_an_id_is_data():
-    req = llm_request(ctx_for(*chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
-        "name": "f", "arguments": json.dumps({"id": X, "model": [X]})}}]})))
+    req = llm_request(
+        ctx_for(
+            *chat(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": json.dumps({"id": X, "model": [X]})},
+                        }
+                    ],
+                }
+            )
+        )
+    )
     assert sum(s.text == X for s in req.slots) == 2
 
 
 def test_ids_model_and_binary_media_are_not_slots():
-    path, body = chat({"role": "user", "content": [
-        {"type": "text", "text": "hi"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
-        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
-    ]}, {"role": "tool", "tool_call_id": "call_1", "content": "r"})
+    path, body = chat(
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+                {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "r"},
+    )
     assert [s.text for s in llm_request(ctx_for(path, body)).slots] == ["hi", "r"]
 
 
@@ -131,8 +205,20 @@ def test_a_top_level_role_cannot_demote_the_prompt():
 
 
 def test_an_edit_inside_json_arguments_keeps_them_json():
-    ctx = ctx_for(*chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
-        "name": "f", "arguments": json.dumps({"to": X, "n": 1})}}]}))
+    ctx = ctx_for(
+        *chat(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": json.dumps({"to": X, "n": 1})},
+                    }
+                ],
+            }
+        )
+    )
     req = llm_request(ctx)
     (slot,) = [s for s in req.slots if s.text == X]
     req.replace(ctx, slot, 'quote " and \\ backslash')
@@ -141,33 +227,55 @@ def test_an_edit_inside_json_arguments_keeps_them_json():
     assert json.loads(arguments) == {"to": 'quote " and \\ backslash', "n": 1}
 
 
-@pytest.mark.parametrize("field, value", [
-    ("max_tokens", -10**30), ("max_tokens", -1), ("max_tokens", 1.5), ("max_tokens", 1024.0), ("max_tokens", "100"),
-    ("max_tokens", True), ("max_tokens", MAX_COMPLETION_TOKENS + 1), ("max_completion_tokens", -5),
-    ("max_output_tokens", 10**40), ("n", 0), ("n", -3), ("n", 10**6), ("n", 2.0), ("best_of", 1000),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("max_tokens", -(10**30)),
+        ("max_tokens", -1),
+        ("max_tokens", 1.5),
+        ("max_tokens", 1024.0),
+        ("max_tokens", "100"),
+        ("max_tokens", True),
+        ("max_tokens", MAX_COMPLETION_TOKENS + 1),
+        ("max_completion_tokens", -5),
+        ("max_output_tokens", 10**40),
+        ("n", 0),
+        ("n", -3),
+        ("n", 10**6),
+        ("n", 2.0),
+        ("best_of", 1000),
+    ],
+)
 def test_client_numerics_that_feed_a_budget_are_bounded(field, value):
     status, body = refused("/v1/chat/completions", {"model": "m", "messages": [], field: value})
     assert status == 400 and field in body["error"]["message"]
 
 
 def test_bounded_numerics_are_read():
-    req = llm_request(ctx_for("/v1/chat/completions", {"model": "m", "messages": [], "max_tokens": None,
-                                                       "max_completion_tokens": 300, "n": 4}))
+    req = llm_request(
+        ctx_for(
+            "/v1/chat/completions",
+            {"model": "m", "messages": [], "max_tokens": None, "max_completion_tokens": 300, "n": 4},
+        )
+    )
     assert (req.max_tokens, req.choices) == (300, 4)
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"model":"gpt-4","model":"demo","messages":[]}',                       # duplicate keys
-    b'{"model":"m","messages":[{"role":"user","content":"a","content":"b"}]}',
-    b'{"model":"m","messages":[],"seed":' + b"9" * 5000 + b"}",             # over the int-conversion limit
-    b'{"model":"m","messages":[{"role":"user","content":"mail a@b.co \\ud800"}]}',  # lone surrogate
-    b'{"model":"m","messages":[],"temperature":NaN}',
-    b'{"model":"m","messages":[],"temperature":1e999}',
-    b'{"model":"m","messages":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
-    b'{"model":"m","messages":[],"x":' + b"[" * 200 + b"]" * 200 + b"}",
-    b"", b"   ",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"model":"gpt-4","model":"demo","messages":[]}',  # duplicate keys
+        b'{"model":"m","messages":[{"role":"user","content":"a","content":"b"}]}',
+        b'{"model":"m","messages":[],"seed":' + b"9" * 5000 + b"}",  # over the int-conversion limit
+        b'{"model":"m","messages":[{"role":"user","content":"mail a@b.co \\ud800"}]}',  # lone surrogate
+        b'{"model":"m","messages":[],"temperature":NaN}',
+        b'{"model":"m","messages":[],"temperature":1e999}',
+        b'{"model":"m","messages":[],"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"model":"m","messages":[],"x":' + b"[" * 200 + b"]" * 200 + b"}",
+        b"",
+        b"   ",
+    ],
+)
 @pytest.mark.parametrize("path, shape", [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")])
 def test_json_parsers_could_disagree_on_is_refused_in_the_api_shape(raw, path, shape):
     status, body = refused(path, raw)
@@ -176,17 +284,29 @@ def test_json_parsers_could_disagree_on_is_refused_in_the_api_shape(raw, path, s
 
 
 def test_paired_surrogate_escapes_are_fine():
-    req = llm_request(ctx_for("/v1/chat/completions",
-                              b'{"model":"m","messages":[{"role":"user","content":"\\ud83d\\ude00"}]}'))
-    assert req.slots[0].text == "\U0001F600"
+    req = llm_request(
+        ctx_for("/v1/chat/completions", b'{"model":"m","messages":[{"role":"user","content":"\\ud83d\\ude00"}]}')
+    )
+    assert req.slots[0].text == "\U0001f600"
 
 
 def test_object_keys_that_are_data_are_slots_and_renaming_keeps_values_and_order():
     args = json.dumps({"alice@example.com": "bob@example.com", "subject": "hi"})
-    ctx = ctx_for(*chat({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {
-        "name": "f", "arguments": args}}]}, {"role": "user", "content": "hi"},
-        tools=[{"type": "function", "function": {"name": "f", "parameters": {
-            "type": "object", "properties": {X: {"type": "string"}}}}}]))
+    ctx = ctx_for(
+        *chat(
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": args}}],
+            },
+            {"role": "user", "content": "hi"},
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "f", "parameters": {"type": "object", "properties": {X: {"type": "string"}}}},
+                }
+            ],
+        )
+    )
     req = llm_request(ctx)
     keys = [s.text for s in req.slots if s.is_key]
     # Every key of the arguments (free-form data); elsewhere API fields (role,

@@ -34,8 +34,11 @@ def sse(*payloads, done=True):
 
 def chat_chunk(content=None, finish=None, index=0):
     delta = {} if content is None else {"content": content}
-    return {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": index, "delta": delta,
-                                                                       "finish_reason": finish}]}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
 
 
 def events(raw: bytes):
@@ -55,7 +58,7 @@ def chat_text(raw: bytes) -> str:
 def test_chat_stream_held_text_is_released_into_the_finish_chunk():
     rewriter = SseRewriter(OPENAI_CHAT, HoldAll)
     body = sse(chat_chunk("hel"), chat_chunk("lo"), chat_chunk(finish="stop"))
-    out = b"".join(rewriter.feed(body[i:i + 5], False) for i in range(0, len(body), 5)) + rewriter.feed(b"", True)
+    out = b"".join(rewriter.feed(body[i : i + 5], False) for i in range(0, len(body), 5)) + rewriter.feed(b"", True)
     assert chat_text(out) == "HELLO"
     assert events(out)[-1] == "data: [DONE]"
     last = json.loads(events(out)[-2].split("data: ", 1)[1])
@@ -78,8 +81,16 @@ def test_stream_ending_without_finish_still_flushes():
 def test_choices_are_separate_streams_and_usage_is_captured():
     rewriter = SseRewriter(OPENAI_CHAT, HoldAll)
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
-    out = rewriter.feed(sse(chat_chunk("a", index=0), chat_chunk("b", index=1), chat_chunk(finish="stop", index=0),
-                            chat_chunk(finish="stop", index=1), {"id": "c", "choices": [], "usage": usage}), True)
+    out = rewriter.feed(
+        sse(
+            chat_chunk("a", index=0),
+            chat_chunk("b", index=1),
+            chat_chunk(finish="stop", index=0),
+            chat_chunk(finish="stop", index=1),
+            {"id": "c", "choices": [], "usage": usage},
+        ),
+        True,
+    )
     finals = [json.loads(e.split("data: ", 1)[1]) for e in events(out)[2:4]]
     assert [f["choices"][0]["delta"]["content"] for f in finals] == ["A", "B"]
     assert rewriter.usage == usage
@@ -96,12 +107,21 @@ def test_completions_stream():
 
 def test_anthropic_stream_releases_before_block_stop():
     rewriter = SseRewriter(ANTHROPIC_MESSAGES, HoldAll)
-    raw = "".join(f"event: {t}\ndata: {json.dumps(d)}\n\n" for t, d in [
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi "}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "you"}}),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_stop", {"type": "message_stop"}),
-    ]).encode()
+    raw = "".join(
+        f"event: {t}\ndata: {json.dumps(d)}\n\n"
+        for t, d in [
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi "}},
+            ),
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "you"}},
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+    ).encode()
     out = events(rewriter.feed(raw, True))
     assert out[2].startswith("event: content_block_delta")
     assert json.loads(out[2].split("data: ", 1)[1])["delta"]["text"] == "HI YOU"
@@ -110,12 +130,20 @@ def test_anthropic_stream_releases_before_block_stop():
 
 def test_responses_api_stream():
     rewriter = SseRewriter(OPENAI_RESPONSES, HoldAll)
-    raw = "".join(f"event: {d['type']}\ndata: {json.dumps(d)}\n\n" for d in [
-        {"type": "response.output_text.delta", "item_id": "i", "content_index": 0, "delta": "ab"},
-        {"type": "response.output_text.done", "item_id": "i", "content_index": 0, "text": "ab"},
-        {"type": "response.completed", "response": {"output": [{"content": [{"type": "output_text", "text": "ab"}]}],
-                                                    "usage": {"input_tokens": 1}}},
-    ]).encode()
+    raw = "".join(
+        f"event: {d['type']}\ndata: {json.dumps(d)}\n\n"
+        for d in [
+            {"type": "response.output_text.delta", "item_id": "i", "content_index": 0, "delta": "ab"},
+            {"type": "response.output_text.done", "item_id": "i", "content_index": 0, "text": "ab"},
+            {
+                "type": "response.completed",
+                "response": {
+                    "output": [{"content": [{"type": "output_text", "text": "ab"}]}],
+                    "usage": {"input_tokens": 1},
+                },
+            },
+        ]
+    ).encode()
     out = [json.loads(e.split("data: ", 1)[1]) for e in events(rewriter.feed(raw, True))]
     assert [o.get("delta") for o in out if o["type"] == "response.output_text.delta"] == ["", "AB"]
     assert out[2]["text"] == "AB"

@@ -10,18 +10,33 @@ from extproc.context import Deny, HttpRequest, Identity, RequestContext
 from extproc.policy.model import CompiledRoute, PolicySet
 
 
-def user(subject="alice", roles=(), agent_id=None, principal=None, scopes=(), methods=("jwt",), claims=None,
-         delegation=()) -> Identity:
-    return Identity(subject=subject, roles=frozenset(roles), agent_id=agent_id, principal=principal,
-                    scopes=frozenset(scopes), methods=frozenset(methods), claims=claims or {},
-                    delegation=tuple(delegation))
+def user(
+    subject="alice", roles=(), agent_id=None, principal=None, scopes=(), methods=("jwt",), claims=None, delegation=()
+) -> Identity:
+    return Identity(
+        subject=subject,
+        roles=frozenset(roles),
+        agent_id=agent_id,
+        principal=principal,
+        scopes=frozenset(scopes),
+        methods=frozenset(methods),
+        claims=claims or {},
+        delegation=tuple(delegation),
+    )
 
 
-def context(cap, identity: Identity, method: str = "POST", path: str = "/mcp", headers: dict | None = None,
-            route_name: str = "mcp") -> RequestContext:
+def context(
+    cap,
+    identity: Identity,
+    method: str = "POST",
+    path: str = "/mcp",
+    headers: dict | None = None,
+    route_name: str = "mcp",
+) -> RequestContext:
     route = CompiledRoute(route_name, "test", (cap,))
-    ctx = RequestContext(PolicySet("rev", {route_name: route}),
-                         HttpRequest(method, path, "gw.test", dict(headers or {})))
+    ctx = RequestContext(
+        PolicySet("rev", {route_name: route}), HttpRequest(method, path, "gw.test", dict(headers or {}))
+    )
     ctx.route = route
     ctx.identity = identity
     return ctx
@@ -39,8 +54,14 @@ async def request(cap, ctx: RequestContext, payload: Any = None) -> Deny | None:
     return await cap.on_request_body(ctx)
 
 
-async def respond(cap, ctx: RequestContext, chunks: list[bytes], content_type: str = "application/json",
-                  status: int = 200, headers: dict | None = None) -> bytes:
+async def respond(
+    cap,
+    ctx: RequestContext,
+    chunks: list[bytes],
+    content_type: str = "application/json",
+    status: int = 200,
+    headers: dict | None = None,
+) -> bytes:
     """What the client receives, chunk replacements applied."""
     ctx.response_status = status
     ctx.response_headers = {"content-type": content_type, **(headers or {})}

@@ -21,26 +21,51 @@ from extproc.runtime import Runtime
 from tests.unit.mcp.harness import context, deny_payload, request, user
 
 AGENT = user("planner-bot", roles=["reader"], agent_id="planner-1")
-A2A_RULES = [{"name": "planners", "who": {"agents": ["planner-*"]},
-              "methods": ["SendMessage", "SendStreamingMessage", "GetTask", "ListTasks"], "skills": ["summarize"]}]
-MCP_RULES = [{"name": "readers", "who": {"roles": ["reader"]}, "tools": ["search_docs"], "resources": ["docs://*"],
-              "prompts": ["*"]}]
+A2A_RULES = [
+    {
+        "name": "planners",
+        "who": {"agents": ["planner-*"]},
+        "methods": ["SendMessage", "SendStreamingMessage", "GetTask", "ListTasks"],
+        "skills": ["summarize"],
+    }
+]
+MCP_RULES = [
+    {
+        "name": "readers",
+        "who": {"roles": ["reader"]},
+        "tools": ["search_docs"],
+        "resources": ["docs://*"],
+        "prompts": ["*"],
+    }
+]
 
 
 def a2a(**config) -> A2aAccess:
-    return A2aAccess(A2aAccessConfig.model_validate({"rules": A2A_RULES, **config}), Mode.ENFORCE,
-                     Runtime(quota_backend="memory"))
+    return A2aAccess(
+        A2aAccessConfig.model_validate({"rules": A2A_RULES, **config}), Mode.ENFORCE, Runtime(quota_backend="memory")
+    )
 
 
 def mcp(**config) -> McpTools:
-    return McpTools(McpToolsConfig.model_validate({"rules": MCP_RULES, **config}), Mode.ENFORCE,
-                    Runtime(quota_backend="memory"))
+    return McpTools(
+        McpToolsConfig.model_validate({"rules": MCP_RULES, **config}), Mode.ENFORCE, Runtime(quota_backend="memory")
+    )
 
 
 def a2a_send(skill, id):
-    return {"jsonrpc": "2.0", "id": id, "method": "SendMessage",
-            "params": {"message": {"messageId": f"m{id}", "role": "ROLE_USER", "parts": [{"text": "x"}],
-                                   "metadata": {"skill": skill}}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "SendMessage",
+        "params": {
+            "message": {
+                "messageId": f"m{id}",
+                "role": "ROLE_USER",
+                "parts": [{"text": "x"}],
+                "metadata": {"skill": skill},
+            }
+        },
+    }
 
 
 def mcp_call(tool, id):
@@ -82,19 +107,39 @@ async def test_an_allowed_batch_is_audited_as_allowed(protocol):
 
 # -- odd JSON -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw", [
-    rb'"\ud800"', rb'{"a": "\udc00"}', rb'{"\uDBFF": 1}', rb'["x\ud800y"]',
-    b'9007199254740992', b'-9007199254740993', b'1' + b'0' * 5000, b'1e400', b'-1E999',
-    b'{"a": 1, "a": 2}', b'NaN', b'[' * 100_000 + b']' * 100_000, b'"\xff"',
-])
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        rb'"\ud800"',
+        rb'{"a": "\udc00"}',
+        rb'{"\uDBFF": 1}',
+        rb'["x\ud800y"]',
+        b"9007199254740992",
+        b"-9007199254740993",
+        b"1" + b"0" * 5000,
+        b"1e400",
+        b"-1E999",
+        b'{"a": 1, "a": 2}',
+        b"NaN",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'"\xff"',
+    ],
+)
 def test_the_strict_parser_refuses_what_parsers_disagree_on(raw):
     with pytest.raises(ValueError):
         loads_strict(raw)
 
 
 def test_the_strict_parser_keeps_what_is_interoperable():
-    assert loads_strict(rb'["\ud83d\ude00", "\\ud800", 9007199254740991, -9007199254740991, 1e308, 0.5]') == \
-        ["\U0001f600", "\\ud800", 2**53 - 1, -(2**53 - 1), 1e308, 0.5]
+    assert loads_strict(rb'["\ud83d\ude00", "\\ud800", 9007199254740991, -9007199254740991, 1e308, 0.5]') == [
+        "\U0001f600",
+        "\\ud800",
+        2**53 - 1,
+        -(2**53 - 1),
+        1e308,
+        0.5,
+    ]
 
 
 def test_hashing_never_raises():
@@ -104,8 +149,19 @@ def test_hashing_never_raises():
 
 # Where the attacks put odd values: every field either capability reads.
 A2A_BODIES = [
-    {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
-        "messageId": "m", "role": "ROLE_USER", "parts": [{"text": "\\ud800"}], "metadata": {"skill": "summarize"}}}},
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "SendMessage",
+        "params": {
+            "message": {
+                "messageId": "m",
+                "role": "ROLE_USER",
+                "parts": [{"text": "\\ud800"}],
+                "metadata": {"skill": "summarize"},
+            }
+        },
+    },
     {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "t"}},
     {"jsonrpc": "2.0", "id": 1, "method": "tasks/pushNotificationConfig/set", "params": {"taskId": "t"}},
     {"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}},
@@ -114,14 +170,36 @@ MCP_BODIES = [
     {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "search_docs", "arguments": {"q": "x"}}},
     {"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "docs://a"}},
     {"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": "p", "arguments": {}}},
-    {"jsonrpc": "2.0", "id": 1, "method": "completion/complete", "params": {"ref": {"type": "ref/prompt", "name": "p"}}},
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "completion/complete",
+        "params": {"ref": {"type": "ref/prompt", "name": "p"}},
+    },
 ]
-ODD_VALUES = [None, True, 0, -1, 2**53 - 1, 1.5, "", "\ud800", "x" * 10_000, [], [1, "a"], {}, {"a": {"b": []}},
-              {"\ud800": 1}, "a\x00b", "tasks/x/pushNotificationConfigs/y"]
+ODD_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    2**53 - 1,
+    1.5,
+    "",
+    "\ud800",
+    "x" * 10_000,
+    [],
+    [1, "a"],
+    {},
+    {"a": {"b": []}},
+    {"\ud800": 1},
+    "a\x00b",
+    "tasks/x/pushNotificationConfigs/y",
+]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 def _paths(value, prefix=()):
@@ -163,8 +241,13 @@ def _assert_clean(deny, body):
 
 
 async def _run(cap, route, raw: bytes, identity=AGENT):
-    ctx = context(cap, identity, path="/a2a/" if route == "a2a" else "/mcp",
-                  headers={"accept": "application/json"}, route_name=route)
+    ctx = context(
+        cap,
+        identity,
+        path="/a2a/" if route == "a2a" else "/mcp",
+        headers={"accept": "application/json"},
+        route_name=route,
+    )
     deny = await request(cap, ctx, raw)
     json.dumps(ctx.state.get("audit", {}))  # the audit record is serializable
     return deny
@@ -183,24 +266,43 @@ async def test_every_field_of_every_request_with_an_odd_value_gets_an_answer_not
 @pytest.mark.parametrize("route, make", [("a2a", a2a), ("mcp", mcp)])
 async def test_lone_surrogates_and_huge_numbers_are_parse_errors_before_any_decision(route, make):
     cap = make()
-    for raw in (rb'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs",'
-                rb'"arguments":{"q":"\ud800"}}}',
-                rb'{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"parts":[{"text":"\udfff"}],'
-                rb'"metadata":{"skill":"summarize"}}}}',
-                b'{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"t","historyLength":1e999}}',
-                b'{"jsonrpc":"2.0","id":18446744073709551617,"method":"GetTask","params":{"id":"t"}}'):
+    for raw in (
+        rb'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs",'
+        rb'"arguments":{"q":"\ud800"}}}',
+        rb'{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"parts":[{"text":"\udfff"}],'
+        rb'"metadata":{"skill":"summarize"}}}}',
+        b'{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":"t","historyLength":1e999}}',
+        b'{"jsonrpc":"2.0","id":18446744073709551617,"method":"GetTask","params":{"id":"t"}}',
+    ):
         deny = await _run(cap, route, raw)
         assert deny_payload(deny)["error"]["code"] == PARSE_ERROR
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(method=st.sampled_from(["SendMessage", "message/stream", "GetTask", "tasks/cancel", "ListTasks",
-                               "tasks/pushNotificationConfig/get", "CreateTaskPushNotificationConfig",
-                               "tools/call", "resources/read", "prompts/get", "tools/list", "initialize"]),
-       params=json_values, id=st.one_of(st.integers(), st.text(max_size=5), st.none(), st.floats()),
-       batch=st.booleans())
+@given(
+    method=st.sampled_from(
+        [
+            "SendMessage",
+            "message/stream",
+            "GetTask",
+            "tasks/cancel",
+            "ListTasks",
+            "tasks/pushNotificationConfig/get",
+            "CreateTaskPushNotificationConfig",
+            "tools/call",
+            "resources/read",
+            "prompts/get",
+            "tools/list",
+            "initialize",
+        ]
+    ),
+    params=json_values,
+    id=st.one_of(st.integers(), st.text(max_size=5), st.none(), st.floats()),
+    batch=st.booleans(),
+)
 def test_fuzzed_messages_through_both_capabilities(method, params, id, batch):
     import asyncio
+
     message = {"jsonrpc": "2.0", "id": id, "method": method, "params": params}
     raw = _encode([message, message] if batch else message)
     for route, make in (("a2a", lambda: a2a(batches=True)), ("mcp", mcp)):
@@ -212,7 +314,7 @@ def test_fuzzed_messages_through_both_capabilities(method, params, id, batch):
 def test_fuzzed_bytes_are_parse_errors_or_messages(raw):
     try:
         parse(raw, max_batch=16)
-    except Exception as exc:  # noqa: BLE001 - only the typed error may escape
+    except Exception as exc:
         assert type(exc).__name__ == "JsonRpcError" and exc.code in (PARSE_ERROR, INVALID_REQUEST), exc
 
 
@@ -227,25 +329,41 @@ RESPONSE_CASES = [
 
 
 @settings(max_examples=60, deadline=None)
-@given(case=st.sampled_from(range(len(RESPONSE_CASES))), result=json_values, sse_mode=st.booleans(),
-       shape=st.sampled_from(["result", "task", "tasks", "tools", "event"]))
+@given(
+    case=st.sampled_from(range(len(RESPONSE_CASES))),
+    result=json_values,
+    sse_mode=st.booleans(),
+    shape=st.sampled_from(["result", "task", "tasks", "tools", "event"]),
+)
 def test_fuzzed_answers_are_passed_rewritten_or_withheld_never_an_exception(case, result, sse_mode, shape):
     import asyncio
 
     from tests.unit.mcp.harness import respond, sse
+
     route, make, body = RESPONSE_CASES[case]
-    wrapped = {"result": result, "task": {"task": result}, "tasks": {"tasks": [result, {"id": result}]},
-               "tools": {"tools": [result, {"name": result}]}, "event": {"statusUpdate": {"taskId": result}}}[shape]
+    wrapped = {
+        "result": result,
+        "task": {"task": result},
+        "tasks": {"tasks": [result, {"id": result}]},
+        "tools": {"tools": [result, {"name": result}]},
+        "event": {"statusUpdate": {"taskId": result}},
+    }[shape]
     answer = {"jsonrpc": "2.0", "id": 1, "result": wrapped}
 
     async def scenario():
         cap = make()
-        ctx = context(cap, AGENT, path="/a2a/" if route == "a2a" else "/mcp",
-                      headers={"accept": "application/json, text/event-stream"}, route_name=route)
+        ctx = context(
+            cap,
+            AGENT,
+            path="/a2a/" if route == "a2a" else "/mcp",
+            headers={"accept": "application/json, text/event-stream"},
+            route_name=route,
+        )
         assert await request(cap, ctx, body) is None
         raw = sse(answer) if sse_mode else _encode(answer)
-        out = await respond(cap, ctx, [raw[:7], raw[7:]], content_type="text/event-stream" if sse_mode
-                            else "application/json")
+        out = await respond(
+            cap, ctx, [raw[:7], raw[7:]], content_type="text/event-stream" if sse_mode else "application/json"
+        )
         json.dumps(ctx.state.get("audit", {}))
         return out
 

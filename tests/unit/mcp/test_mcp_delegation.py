@@ -26,8 +26,7 @@ def caller(token_scope: str, *chain, agent_id=None):
     claims = {"sub": "alice", "scope": token_scope}
     if chain:
         claims["act"] = act(*chain)
-    return user("alice", scopes=token_scope.split(), agent_id=agent_id, claims=claims,
-                delegation=[c[0] for c in chain])
+    return user("alice", scopes=token_scope.split(), agent_id=agent_id, claims=claims, delegation=[c[0] for c in chain])
 
 
 def check(identity, **config):
@@ -43,15 +42,18 @@ def test_hops_are_outermost_first_with_their_scopes():
         hops({"act": "agent-a"})
 
 
-@pytest.mark.parametrize("token, chain, violation", [
-    ("read", [("agent-b", "read"), ("agent-a", "read write")], None),           # narrows
-    ("read", [("agent-b", "read write"), ("agent-a", "read write")], None),     # equal is not wider
-    ("", [("agent-a", "read")], None),                                         # an empty token scope is narrowest
-    ("read write", [("agent-b", "read"), ("agent-a", "read write")], "the token carries write"),
-    ("read", [("agent-b", "read admin"), ("agent-a", "read")], "agent-b holds admin that agent-a did not"),
-    ("read", [("agent-b", "read"), ("agent-a", None)], "agent-a states no scope"),
-    ("read", [("agent-b", None), ("agent-a", "read")], "agent-b states no scope"),
-])
+@pytest.mark.parametrize(
+    "token, chain, violation",
+    [
+        ("read", [("agent-b", "read"), ("agent-a", "read write")], None),  # narrows
+        ("read", [("agent-b", "read write"), ("agent-a", "read write")], None),  # equal is not wider
+        ("", [("agent-a", "read")], None),  # an empty token scope is narrowest
+        ("read write", [("agent-b", "read"), ("agent-a", "read write")], "the token carries write"),
+        ("read", [("agent-b", "read admin"), ("agent-a", "read")], "agent-b holds admin that agent-a did not"),
+        ("read", [("agent-b", "read"), ("agent-a", None)], "agent-a states no scope"),
+        ("read", [("agent-b", None), ("agent-a", "read")], "agent-b states no scope"),
+    ],
+)
 def test_narrowing(token, chain, violation):
     found = narrowing_violation(hops({"act": act(*chain)}), frozenset(token.split()))
     if violation is None:

@@ -7,8 +7,17 @@ import json
 import pytest
 
 from extproc.jsonrpc import wire as jsonrpc
-from extproc.jsonrpc.wire import (INVALID_REQUEST, PARSE_ERROR, Invalid, JsonRpcError, canonical_json, parse,
-                                 render, sha256_json, wants_sse)
+from extproc.jsonrpc.wire import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    Invalid,
+    JsonRpcError,
+    canonical_json,
+    parse,
+    render,
+    sha256_json,
+    wants_sse,
+)
 from extproc.mcp.protocol import is_notification
 
 
@@ -32,9 +41,19 @@ def test_a_request_a_notification_and_a_client_response():
     assert env.items[0].kind == "response" and env.items[0].method is None
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b"\xff\xfe{}", b'{"a": NaN}', b'{"a": Infinity}',
-                                 b'{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}',
-                                 b"[" * 100_000])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b"\xff\xfe{}",
+        b'{"a": NaN}',
+        b'{"a": Infinity}',
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call"}',
+        b"[" * 100_000,
+    ],
+)
 def test_unparseable_bodies_are_parse_errors(raw):
     error = whole_error(raw)
     assert error.code == PARSE_ERROR and error.id is None
@@ -47,21 +66,24 @@ def test_duplicate_keys_are_refused_even_deep_inside_params():
     assert whole_error(raw).code == PARSE_ERROR
 
 
-@pytest.mark.parametrize("message, code, reply_id", [
-    ({"jsonrpc": "1.0", "id": 3, "method": "ping"}, INVALID_REQUEST, 3),
-    ({"id": 3, "method": "ping"}, INVALID_REQUEST, 3),
-    ({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "x"}}, INVALID_REQUEST, None),  # no id
-    ({"jsonrpc": "2.0", "id": None, "method": "ping"}, INVALID_REQUEST, None),
-    ({"jsonrpc": "2.0", "id": True, "method": "ping"}, INVALID_REQUEST, None),
-    ({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}, INVALID_REQUEST, None),
-    ({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}, INVALID_REQUEST, None),
-    ({"jsonrpc": "2.0", "id": 4, "method": ""}, INVALID_REQUEST, 4),
-    ({"jsonrpc": "2.0", "id": 4, "method": 12}, INVALID_REQUEST, 4),
-    ({"jsonrpc": "2.0", "id": 4, "method": "ping", "params": "x"}, INVALID_REQUEST, 4),
-    ({"jsonrpc": "2.0", "id": 4, "method": "ping", "result": {}}, INVALID_REQUEST, 4),
-    ({"jsonrpc": "2.0", "id": 4}, INVALID_REQUEST, 4),
-    ({"jsonrpc": "2.0", "id": 4, "result": {}, "error": {}}, INVALID_REQUEST, 4),
-])
+@pytest.mark.parametrize(
+    "message, code, reply_id",
+    [
+        ({"jsonrpc": "1.0", "id": 3, "method": "ping"}, INVALID_REQUEST, 3),
+        ({"id": 3, "method": "ping"}, INVALID_REQUEST, 3),
+        ({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "x"}}, INVALID_REQUEST, None),  # no id
+        ({"jsonrpc": "2.0", "id": None, "method": "ping"}, INVALID_REQUEST, None),
+        ({"jsonrpc": "2.0", "id": True, "method": "ping"}, INVALID_REQUEST, None),
+        ({"jsonrpc": "2.0", "id": 1.5, "method": "ping"}, INVALID_REQUEST, None),
+        ({"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}, INVALID_REQUEST, None),
+        ({"jsonrpc": "2.0", "id": 4, "method": ""}, INVALID_REQUEST, 4),
+        ({"jsonrpc": "2.0", "id": 4, "method": 12}, INVALID_REQUEST, 4),
+        ({"jsonrpc": "2.0", "id": 4, "method": "ping", "params": "x"}, INVALID_REQUEST, 4),
+        ({"jsonrpc": "2.0", "id": 4, "method": "ping", "result": {}}, INVALID_REQUEST, 4),
+        ({"jsonrpc": "2.0", "id": 4}, INVALID_REQUEST, 4),
+        ({"jsonrpc": "2.0", "id": 4, "result": {}, "error": {}}, INVALID_REQUEST, 4),
+    ],
+)
 def test_invalid_single_messages(message, code, reply_id):
     error = whole_error(message)
     assert (error.code, error.id) == (code, reply_id)
@@ -73,10 +95,14 @@ def test_a_body_that_is_neither_object_nor_array(body):
 
 
 def test_batches():
-    env = parse_mcp([{"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
-                     {"jsonrpc": "2.0", "method": "notifications/progress"},
-                     {"jsonrpc": "2.0", "id": 1, "method": "ping"},  # duplicate id
-                     "nonsense"])
+    env = parse_mcp(
+        [
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            {"jsonrpc": "2.0", "method": "notifications/progress"},
+            {"jsonrpc": "2.0", "id": 1, "method": "ping"},  # duplicate id
+            "nonsense",
+        ]
+    )
     assert env.batch
     kinds = [type(i).__name__ if isinstance(i, Invalid) else i.kind for i in env.items]
     assert kinds == ["request", "notification", "Invalid", "Invalid"]
@@ -94,14 +120,17 @@ def test_ids_1_and_string_1_are_different_ids():
     assert all(not isinstance(i, Invalid) for i in env.items)
 
 
-@pytest.mark.parametrize("accept, sse", [
-    ("application/json, text/event-stream", False),
-    ("text/event-stream", True),
-    ("text/event-stream, application/json;q=0", True),
-    ("*/*", False),
-    (None, False),
-    ("text/html", False),
-])
+@pytest.mark.parametrize(
+    "accept, sse",
+    [
+        ("application/json, text/event-stream", False),
+        ("text/event-stream", True),
+        ("text/event-stream, application/json;q=0", True),
+        ("*/*", False),
+        (None, False),
+        ("text/html", False),
+    ],
+)
 def test_refusals_use_sse_only_for_clients_that_accept_nothing_else(accept, sse):
     assert wants_sse(accept) is sse
 

@@ -29,18 +29,29 @@ def feed(body, chunks: list[bytes]) -> tuple[list[bytes], bytes]:
 
 
 def split(raw: bytes, size: int) -> list[bytes]:
-    return [raw[i:i + size] for i in range(0, len(raw), size)] or [b""]
+    return [raw[i : i + size] for i in range(0, len(raw), size)] or [b""]
 
 
-@pytest.mark.parametrize("content_type, kind", [
-    ("application/json", "json"), ("application/json; charset=utf-8", "json"), ("application/problem+json", "json"),
-    ("text/event-stream", "sse"), ("Text/Event-Stream; charset=utf-8", "sse"), ("text/plain", None), (None, None),
-    # Clients match content types by prefix or substring: anything that could
-    # be read as JSON-RPC but is not exactly one shape is refused, not guessed.
-    ("application/json, text/plain", "ambiguous"), ("application/json,text/event-stream", "ambiguous"),
-    ("application/json; x=text/event-stream", "ambiguous"), ("text/event-stream; profile=json", "ambiguous"),
-    ("application/jsonp", "ambiguous"), ("text/plain; note=event-stream", "ambiguous"),
-])
+@pytest.mark.parametrize(
+    "content_type, kind",
+    [
+        ("application/json", "json"),
+        ("application/json; charset=utf-8", "json"),
+        ("application/problem+json", "json"),
+        ("text/event-stream", "sse"),
+        ("Text/Event-Stream; charset=utf-8", "sse"),
+        ("text/plain", None),
+        (None, None),
+        # Clients match content types by prefix or substring: anything that could
+        # be read as JSON-RPC but is not exactly one shape is refused, not guessed.
+        ("application/json, text/plain", "ambiguous"),
+        ("application/json,text/event-stream", "ambiguous"),
+        ("application/json; x=text/event-stream", "ambiguous"),
+        ("text/event-stream; profile=json", "ambiguous"),
+        ("application/jsonp", "ambiguous"),
+        ("text/plain; note=event-stream", "ambiguous"),
+    ],
+)
 def test_content_kinds(content_type, kind):
     assert content_kind(content_type) == kind
     if kind == "ambiguous":
@@ -80,7 +91,8 @@ def test_json_over_the_limit_fails_closed():
 @pytest.mark.parametrize("size", [1, 5, 10_000])
 def test_sse_is_rewritten_event_by_event_whatever_the_chunking(eol, size):
     raw = (f": keepalive{eol}{eol}id: 0{eol}data: {eol}{eol}").encode() + sse(
-        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}, LISTED, eol=eol)
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}, LISTED, eol=eol
+    )
     out = feed(SseBody(hide_secret, lambda: None, 1 << 20), split(raw, size))[1]
     payloads = sse_payloads(out)
     assert payloads[-1]["result"]["tools"] == ["safe"]

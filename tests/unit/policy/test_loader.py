@@ -51,7 +51,10 @@ def test_revision_is_a_content_hash(tmp_path):
 
 
 def test_unknown_field_names_file_line_and_field(tmp_path):
-    path = write(tmp_path, "bad.yaml", """\
+    path = write(
+        tmp_path,
+        "bad.yaml",
+        """\
         routes:
           - name: api
             match: {path_prefix: /api/}
@@ -62,12 +65,16 @@ def test_unknown_field_names_file_line_and_field(tmp_path):
                     - name: x-debug
                       present: true
                       colour: red
-    """)
+    """,
+    )
     assert errors_of(tmp_path) == [f"{path}:10: routes[0].capabilities[0].config.deny[0].colour: unknown field"]
 
 
 def test_wrong_type_and_bad_values(tmp_path):
-    path = write(tmp_path, "bad.yaml", """\
+    path = write(
+        tmp_path,
+        "bad.yaml",
+        """\
         routes:
           - name: api
             match:
@@ -77,7 +84,8 @@ def test_wrong_type_and_bad_values(tmp_path):
               - type: header_match
                 mode: audit
                 config: {deny: [{name: x-a, present: "maybe"}]}
-    """)
+    """,
+    )
     errors = errors_of(tmp_path)
     assert f"{path}:4: routes[0].match.path_prefix: must start with /" in errors
     assert f"{path}:5: routes[0].match.methods: unknown HTTP method(s): FETCH" in errors
@@ -85,7 +93,10 @@ def test_wrong_type_and_bad_values(tmp_path):
 
 
 def test_capability_config_errors_are_located(tmp_path):
-    path = write(tmp_path, "bad.yaml", """\
+    path = write(
+        tmp_path,
+        "bad.yaml",
+        """\
         routes:
           - name: api
             capabilities:
@@ -97,7 +108,8 @@ def test_capability_config_errors_are_located(tmp_path):
               - type: headers
                 config: {request: {set: {host: evil}}}
               - type: teleport
-    """)
+    """,
+    )
     errors = errors_of(tmp_path)
     assert errors[0].startswith(f"{path}:8: routes[0].capabilities[0].config.deny[0].regex: invalid regex")
     assert errors[1].startswith(f"{path}:10: routes[0].capabilities[1].config.request.set:")
@@ -106,26 +118,50 @@ def test_capability_config_errors_are_located(tmp_path):
 
 
 def test_missing_required_field(tmp_path):
-    path = write(tmp_path, "bad.yaml", """\
+    path = write(
+        tmp_path,
+        "bad.yaml",
+        """\
         routes:
           - match: {path_prefix: /x/}
-    """)
+    """,
+    )
     assert errors_of(tmp_path) == [f"{path}:2: routes[0].name: Field required"]
 
 
 # Each: the text, where the broken construct starts (line:col), where the
 # parser gave up. The error names the start: that is where the fix goes.
 YAML_SYNTAX_ERRORS = {
-    "unclosed [": ("routes:\n  - name: a\n    match:\n      methods: [GET, POST\n    capabilities: []\n",
-                   "4:16", "while parsing a flow sequence", "line 5 column 17"),
-    "unclosed {": ("routes:\n  - name: api\n    match: {path_prefix: /x/\n\n\n",
-                   "3:12", "while parsing a flow mapping", "line 6 column 1"),
-    "unclosed quote": ('routes:\n  - name: "api\n    capabilities: []\n  - name: b\n',
-                       "2:11", "while scanning a quoted scalar", "line 5 column 1"),
-    "bad indentation": ("routes:\n  - name: a\n    capabilities:\n      - type: x\n     mode: y\n",
-                        "2:5", "while parsing a block mapping", "line 5 column 6"),
-    "tab": ("routes:\n  - name: a\n    capabilities:\n\t  - type: x\n",
-            "4:1", "found character '\\t' that cannot start any token", "not tabs"),
+    "unclosed [": (
+        "routes:\n  - name: a\n    match:\n      methods: [GET, POST\n    capabilities: []\n",
+        "4:16",
+        "while parsing a flow sequence",
+        "line 5 column 17",
+    ),
+    "unclosed {": (
+        "routes:\n  - name: api\n    match: {path_prefix: /x/\n\n\n",
+        "3:12",
+        "while parsing a flow mapping",
+        "line 6 column 1",
+    ),
+    "unclosed quote": (
+        'routes:\n  - name: "api\n    capabilities: []\n  - name: b\n',
+        "2:11",
+        "while scanning a quoted scalar",
+        "line 5 column 1",
+    ),
+    "bad indentation": (
+        "routes:\n  - name: a\n    capabilities:\n      - type: x\n     mode: y\n",
+        "2:5",
+        "while parsing a block mapping",
+        "line 5 column 6",
+    ),
+    "tab": (
+        "routes:\n  - name: a\n    capabilities:\n\t  - type: x\n",
+        "4:1",
+        "found character '\\t' that cannot start any token",
+        "not tabs",
+    ),
 }
 
 
@@ -140,7 +176,10 @@ def test_yaml_syntax_error_names_where_the_construct_starts(tmp_path, case):
 
 
 def test_duplicate_keys_are_errors_not_silently_merged(tmp_path):
-    path = write(tmp_path, "bad.yaml", """\
+    path = write(
+        tmp_path,
+        "bad.yaml",
+        """\
         routes:
           - name: api
             capabilities:
@@ -148,7 +187,8 @@ def test_duplicate_keys_are_errors_not_silently_merged(tmp_path):
                 config:
                   deny: [{name: x-a, present: true}]
                   deny: []
-    """)
+    """,
+    )
     assert f"{path}:7: deny: duplicate key" in errors_of(tmp_path)
 
 
@@ -165,8 +205,15 @@ def test_defaults_set_once(tmp_path):
     assert error.startswith(f"{second}:1: defaults: defaults are already set in")
 
 
-@pytest.mark.parametrize("files", [{}, {"a.yaml": ""}, {"a.yaml": "defaults: {unmatched: deny}\n", "b.yml": "routes: []\n"},
-                                   {"notes.txt": "routes: [{name: api}]\n"}])
+@pytest.mark.parametrize(
+    "files",
+    [
+        {},
+        {"a.yaml": ""},
+        {"a.yaml": "defaults: {unmatched: deny}\n", "b.yml": "routes: []\n"},
+        {"notes.txt": "routes: [{name: api}]\n"},
+    ],
+)
 def test_a_directory_without_routes_is_refused(tmp_path, files):
     for name, text in files.items():
         write(tmp_path, name, text)
@@ -193,5 +240,6 @@ def test_non_utf8_file(tmp_path):
 
 def test_shipped_policies_are_valid():
     from pathlib import Path
+
     policy = load_policy_dir(Path(__file__).resolve().parents[3] / "policies")
     assert "api" in policy.routes

@@ -186,7 +186,7 @@ def test_a_file_missing_for_one_scan_is_never_applied(tmp_path):
     store = PolicyStore(tmp_path, Runtime())
     good = store.current
     saved = (tmp_path / "q.yaml").read_text()
-    (tmp_path / "q.yaml").unlink()          # a sync rewrites the file...
+    (tmp_path / "q.yaml").unlink()  # a sync rewrites the file...
     store.check_for_changes()
     (tmp_path / "q.yaml").write_text(saved)  # ...and it is back by the next scan
     settle(store)
@@ -251,8 +251,10 @@ def test_replaced_and_refused_revisions_are_closed(tmp_path, monkeypatch):
 
 async def test_shared_resources_survive_reloads_that_use_them_and_only_those(tmp_path):
     runtime = Runtime()
-    quota = ("routes: [{name: api, capabilities: [{type: quota, config: "
-             "{limits: [{name: l, key: [route], rate: {requests: %d, per: 1h}}]}}]}]\n")
+    quota = (
+        "routes: [{name: api, capabilities: [{type: quota, config: "
+        "{limits: [{name: l, key: [route], rate: {requests: %d, per: 1h}}]}}]}]\n"
+    )
     (tmp_path / "p.yaml").write_text(quota % 5)
     store = PolicyStore(tmp_path, runtime)
     backend = runtime._shared[("quota", "memory")]

@@ -40,8 +40,9 @@ def quota(runtime: Runtime, *limits: dict, mode: Mode = Mode.ENFORCE, **options)
     return Quota(QuotaConfig.model_validate({"limits": list(limits), **options}), mode, runtime)
 
 
-def request(cap: Quota, route: str = "api", headers: dict | None = None, via: str = "ext_proc",
-            **identity) -> RequestContext:
+def request(
+    cap: Quota, route: str = "api", headers: dict | None = None, via: str = "ext_proc", **identity
+) -> RequestContext:
     compiled = CompiledRoute(route, "test:1", (cap,))
     ctx = RequestContext(PolicySet("rev", {route: compiled}), HttpRequest("GET", "/x", "h", headers or {}))
     ctx.route = compiled
@@ -61,29 +62,37 @@ async def statuses(cap: Quota, n: int, **kwargs) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"limits": []}, "at least 1"),
-    ({"limits": [{"name": "a", "key": ["consumer"]}]}, "give rate, concurrency or both"),
-    ({"limits": [{"name": "a", "key": ["user"], "concurrency": 1}]}, "unknown key part 'user'"),
-    ({"limits": [{"name": "a", "key": ["header"], "concurrency": 1}]}, "needs an argument"),
-    ({"limits": [{"name": "a", "key": ["header:bad name"], "concurrency": 1}]}, "invalid header name"),
-    ({"limits": [{"name": "a", "key": ["consumer", "consumer"], "concurrency": 1}]}, "twice"),
-    ({"limits": [{"name": "a", "key": [], "rate": {"requests": 1, "per": "1 week"}}]}, "invalid duration"),
-    ({"limits": [{"name": "a", "key": [], "rate": {"requests": 1, "per": "500ms"}}]}, "at least 1s"),
-    ({"limits": [{"name": "a", "key": [], "rate": {"requests": 0, "per": "1m"}}]}, "greater than 0"),
-    ({"limits": [{"name": "A b", "key": [], "concurrency": 1}]}, "pattern"),
-    ({"limits": [{"name": "a", "key": [], "concurrency": 1}, {"name": "a", "key": [], "concurrency": 2}]}, "unique"),
-    ({"limits": [{"name": "a", "key": [], "concurrency": 1, "missing_key": "allow"}]}, "shared"),
-    ({"limits": [{"name": "a", "key": [], "concurrency": 1}], "on_backend_error": "ignore"}, "fail_open"),
-    ({"limits": [{"name": "a", "key": [], "concurrency": 1, "window": "1m"}]}, "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"limits": []}, "at least 1"),
+        ({"limits": [{"name": "a", "key": ["consumer"]}]}, "give rate, concurrency or both"),
+        ({"limits": [{"name": "a", "key": ["user"], "concurrency": 1}]}, "unknown key part 'user'"),
+        ({"limits": [{"name": "a", "key": ["header"], "concurrency": 1}]}, "needs an argument"),
+        ({"limits": [{"name": "a", "key": ["header:bad name"], "concurrency": 1}]}, "invalid header name"),
+        ({"limits": [{"name": "a", "key": ["consumer", "consumer"], "concurrency": 1}]}, "twice"),
+        ({"limits": [{"name": "a", "key": [], "rate": {"requests": 1, "per": "1 week"}}]}, "invalid duration"),
+        ({"limits": [{"name": "a", "key": [], "rate": {"requests": 1, "per": "500ms"}}]}, "at least 1s"),
+        ({"limits": [{"name": "a", "key": [], "rate": {"requests": 0, "per": "1m"}}]}, "greater than 0"),
+        ({"limits": [{"name": "A b", "key": [], "concurrency": 1}]}, "pattern"),
+        (
+            {"limits": [{"name": "a", "key": [], "concurrency": 1}, {"name": "a", "key": [], "concurrency": 2}]},
+            "unique",
+        ),
+        ({"limits": [{"name": "a", "key": [], "concurrency": 1, "missing_key": "allow"}]}, "shared"),
+        ({"limits": [{"name": "a", "key": [], "concurrency": 1}], "on_backend_error": "ignore"}, "fail_open"),
+        ({"limits": [{"name": "a", "key": [], "concurrency": 1, "window": "1m"}]}, "Extra inputs"),
+    ],
+)
 def test_invalid_configs_are_explained(config, message):
     with pytest.raises(ValidationError, match=message):
         QuotaConfig.model_validate(config)
 
 
 def test_key_parts_are_normalized():
-    config = QuotaConfig.model_validate({"limits": [{"name": "a", "key": ["header:X-Org", "tenant"], "concurrency": 1}]})
+    config = QuotaConfig.model_validate(
+        {"limits": [{"name": "a", "key": ["header:X-Org", "tenant"], "concurrency": 1}]}
+    )
     assert config.limits[0].key == ["header:x-org", "tenant"]
 
 
@@ -104,12 +113,15 @@ async def test_admitted_requests_carry_ratelimit_headers_then_429(runtime):
     assert headers["ratelimit"] == '"per-consumer";r=0;t=3600'
 
 
-@pytest.mark.parametrize("part, identities", [
-    ("consumer", ({"subject": "alice"}, {"subject": "bob"})),
-    ("tenant", ({"tenant": "t1"}, {"tenant": "t2"})),
-    ("api_key", ({"api_key_id": "k1"}, {"api_key_id": "k2"})),
-    ("principal", ({"principal": "spiffe://a/x"}, {"principal": "spiffe://a/y"})),
-])
+@pytest.mark.parametrize(
+    "part, identities",
+    [
+        ("consumer", ({"subject": "alice"}, {"subject": "bob"})),
+        ("tenant", ({"tenant": "t1"}, {"tenant": "t2"})),
+        ("api_key", ({"api_key_id": "k1"}, {"api_key_id": "k2"})),
+        ("principal", ({"principal": "spiffe://a/x"}, {"principal": "spiffe://a/y"})),
+    ],
+)
 async def test_each_key_part_separates_counters(runtime, part, identities):
     cap = quota(runtime, {"name": "l", "key": [part], "rate": {"requests": 1, "per": "1h"}})
     first, second = identities
@@ -125,8 +137,11 @@ async def test_route_and_header_parts(runtime):
 
 
 async def test_the_most_restrictive_limit_decides_and_refusal_costs_the_others_nothing(runtime):
-    cap = quota(runtime, {"name": "burst", "key": ["consumer"], "rate": {"requests": 2, "per": "1m"}},
-                {"name": "daily", "key": ["consumer"], "rate": {"requests": 100, "per": "1d"}})
+    cap = quota(
+        runtime,
+        {"name": "burst", "key": ["consumer"], "rate": {"requests": 2, "per": "1m"}},
+        {"name": "daily", "key": ["consumer"], "rate": {"requests": 100, "per": "1d"}},
+    )
     for _ in range(2):
         assert await cap.on_request_headers(request(cap, subject="alice")) is None
     deny = await cap.on_request_headers(request(cap, subject="alice"))
@@ -144,11 +159,15 @@ async def test_missing_key_shared_is_the_default_one_counter_for_all_anonymous_r
 
 
 async def test_missing_key_skip_and_deny(runtime):
-    skip = quota(runtime, {"name": "s", "key": ["consumer"], "rate": {"requests": 1, "per": "1h"}, "missing_key": "skip"})
+    skip = quota(
+        runtime, {"name": "s", "key": ["consumer"], "rate": {"requests": 1, "per": "1h"}, "missing_key": "skip"}
+    )
     assert await statuses(skip, 3) == [200, 200, 200]
     assert await statuses(skip, 2, subject="alice") == [200, 429]
-    deny = quota(runtime, {"name": "d", "key": ["consumer", "tenant"], "rate": {"requests": 5, "per": "1h"},
-                           "missing_key": "deny"})
+    deny = quota(
+        runtime,
+        {"name": "d", "key": ["consumer", "tenant"], "rate": {"requests": 5, "per": "1h"}, "missing_key": "deny"},
+    )
     refusal = await deny.on_request_headers(request(deny, subject="alice"))
     assert (refusal.status, refusal.code) == (403, "forbidden")
     assert "consumer, tenant" in refusal.reason
@@ -183,8 +202,11 @@ async def test_concurrency_slots_are_released_at_the_end_of_the_request(runtime)
 
 
 async def test_concurrency_is_not_enforced_on_ext_authz_and_says_so(memory_runtime, caplog):
-    cap = quota(memory_runtime, {"name": "inflight", "key": [], "concurrency": 1},
-                {"name": "rate", "key": [], "rate": {"requests": 3, "per": "1h"}})
+    cap = quota(
+        memory_runtime,
+        {"name": "inflight", "key": [], "concurrency": 1},
+        {"name": "rate", "key": [], "rate": {"requests": 3, "per": "1h"}},
+    )
     with caplog.at_level(logging.ERROR, logger="extproc.quota"):
         results = await statuses(cap, 4, via="ext_authz")
     assert results == [200, 200, 200, 429]  # the rate limit still holds
@@ -228,34 +250,45 @@ async def test_monitor_mode_counts_and_records_but_neither_refuses_nor_adds_head
 async def test_backend_keys_share_the_subjects_hash_tag(redis_server):
     runtime = Runtime(quota_backend=redis_server.url)
     try:
-        per_subject = quota(runtime, {"name": "a", "key": ["consumer"], "rate": {"requests": 5, "per": "1h"}},
-                            {"name": "b", "key": ["consumer", "route"], "concurrency": 5})
+        per_subject = quota(
+            runtime,
+            {"name": "a", "key": ["consumer"], "rate": {"requests": 5, "per": "1h"}},
+            {"name": "b", "key": ["consumer", "route"], "concurrency": 5},
+        )
         await per_subject.on_request_headers(request(per_subject, subject="alice"))
         await per_subject.on_request_headers(request(per_subject, subject="spiffe://odd/value"))
-        unrelated = quota(runtime, {"name": "c", "key": ["consumer"], "rate": {"requests": 5, "per": "1h"}},
-                          {"name": "d", "key": ["tenant"], "rate": {"requests": 5, "per": "1h"}})
+        unrelated = quota(
+            runtime,
+            {"name": "c", "key": ["consumer"], "rate": {"requests": 5, "per": "1h"}},
+            {"name": "d", "key": ["tenant"], "rate": {"requests": 5, "per": "1h"}},
+        )
         await unrelated.on_request_headers(request(unrelated, subject="alice", tenant="t1"))
         with redis_server.client(decode_responses=True) as client:
             keys = set(client.keys("quota:*"))
     finally:
         await runtime.aclose()
-    odd = next(k for k in keys if k.startswith("quota:{#") and ":r:a:" in k).split("}")[0][len("quota:{"):]
+    odd = next(k for k in keys if k.startswith("quota:{#") and ":r:a:" in k).split("}")[0][len("quota:{") :]
     assert keys == {
-        "quota:{alice}:r:a:alice", "quota:{alice}:c:b:alice:api",
-        f"quota:{{{odd}}}:r:a:{odd}", f"quota:{{{odd}}}:c:b:{odd}:api",  # values with separators are hashed
-        "quota:{*}:r:c:alice", "quota:{*}:r:d:t1",                      # no common part: one constant tag
+        "quota:{alice}:r:a:alice",
+        "quota:{alice}:c:b:alice:api",
+        f"quota:{{{odd}}}:r:a:{odd}",
+        f"quota:{{{odd}}}:c:b:{odd}:api",  # values with separators are hashed
+        "quota:{*}:r:c:alice",
+        "quota:{*}:r:d:t1",  # no common part: one constant tag
     }
 
 
 async def test_counters_survive_a_policy_reload(tmp_path, memory_runtime):
-    (tmp_path / "p.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "p.yaml").write_text(
+        textwrap.dedent("""\
         routes:
           - name: api
             capabilities:
               - type: quota
                 config:
                   limits: [{name: l, key: [], rate: {requests: 2, per: 1h}}]
-    """))
+    """)
+    )
     results = []
     for _ in range(3):  # each load builds new capability instances, as a reload does
         policy = load_policy_dir(tmp_path, memory_runtime)

@@ -53,7 +53,7 @@ async def test_timeline_two_per_ten_seconds(backend, clock):
     clock.advance(0.001)  # one interval (10 s / 2) after the burst: one request back, not two
     assert await admit(backend, spec)
     assert not await admit(backend, spec)
-    clock.advance(10)     # idle for a whole period: the full burst is back, no more
+    clock.advance(10)  # idle for a whole period: the full burst is back, no more
     assert [await admit(backend, spec) for _ in range(3)] == [True, True, False]
 
 
@@ -136,8 +136,9 @@ async def test_reconcile_after_the_budget_is_forgotten_applies_nothing(backend, 
     assert (await backend.reserve("b", 100, 100, 60)).granted
 
 
-@pytest.mark.parametrize("text, seconds", [("500ms", 0.5), ("10s", 10), ("1m", 60), ("2h", 7200), ("1d", 86400),
-                                           ("1.5s", 1.5), (3, 3.0)])
+@pytest.mark.parametrize(
+    "text, seconds", [("500ms", 0.5), ("10s", 10), ("1m", 60), ("2h", 7200), ("1d", 86400), ("1.5s", 1.5), (3, 3.0)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 

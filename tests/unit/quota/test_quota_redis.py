@@ -44,15 +44,17 @@ async def eventually(call, timeout: float = 5.0):
 
 def test_url_options_are_ours_and_the_rest_goes_to_redis_py():
     url, cluster, options = _split_options(
-        "redis://user:pw@h:6380/2?timeout=20ms&connect_timeout=1s&retry_interval=2s&max_connections=8&client_name=gw")
+        "redis://user:pw@h:6380/2?timeout=20ms&connect_timeout=1s&retry_interval=2s&max_connections=8&client_name=gw"
+    )
     assert url == "redis://user:pw@h:6380/2?client_name=gw" and not cluster
     assert options == {"timeout": 0.02, "connect_timeout": 1.0, "retry_interval": 2.0, "max_connections": 8}
     url, cluster, options = _split_options("rediss+cluster://h:7000")
     assert url == "rediss://h:7000" and cluster and options["timeout"] == 0.05
 
 
-@pytest.mark.parametrize("url", ["http://h", "redis://", "redis://h?timeout=fast", "redis://h?max_connections=0",
-                                 "memcached://h"])
+@pytest.mark.parametrize(
+    "url", ["http://h", "redis://", "redis://h?timeout=fast", "redis://h?max_connections=0", "memcached://h"]
+)
 def test_bad_urls_are_refused_before_connecting(url):
     with pytest.raises(ValueError):
         open_backend(url)
@@ -167,8 +169,9 @@ async def _failures_after_first_success(backend: RedisBackend, rounds: int = 20,
     admitted = failed_after = 0
     for _ in range(rounds):
         recovered = admitted > 0
-        results = await asyncio.gather(*(backend.check([(f"quota:{{n{i}}}:r", RATE)]) for i in range(burst)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(backend.check([(f"quota:{{n{i}}}:r", RATE)]) for i in range(burst)), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, BackendUnavailable):
                 failed_after += recovered
@@ -230,8 +233,15 @@ async def test_cluster_recovers_without_stale_connection_failures(redis_cluster,
     assert admitted > 0 and failed_after == 0
 
 
-@pytest.mark.parametrize("url", ["redis://user:s3cret@h:6379/0?timeout=x", "ftp://:s3cret@h", "redis://u:s3cret@:1",
-                                 "redis://:s3cret@h?max_connections=0"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://user:s3cret@h:6379/0?timeout=x",
+        "ftp://:s3cret@h",
+        "redis://u:s3cret@:1",
+        "redis://:s3cret@h?max_connections=0",
+    ],
+)
 def test_errors_and_logs_never_carry_the_urls_credentials(url):
     with pytest.raises(ValueError) as failed:
         _split_options(url)

@@ -7,8 +7,11 @@ from google.rpc import code_pb2
 
 
 def check_request(path, headers=None, route=None, method="GET"):
-    attrs = ac.AttributeContext(request=ac.AttributeContext.Request(http=ac.AttributeContext.HttpRequest(
-        method=method, path=path, host="gw.local", headers=headers or {})))
+    attrs = ac.AttributeContext(
+        request=ac.AttributeContext.Request(
+            http=ac.AttributeContext.HttpRequest(method=method, path=path, host="gw.local", headers=headers or {})
+        )
+    )
     if route:
         attrs.context_extensions["route"] = route
     return pb.CheckRequest(attributes=attrs)
@@ -26,8 +29,7 @@ async def test_allowed_request_gets_header_mutations(processor):
 
 
 async def test_denied_request_gets_json_403_with_decision_id(processor):
-    response = await pb_grpc.AuthorizationStub(processor).Check(
-        check_request("/api/x", {"x-debug": "1"}, route="api"))
+    response = await pb_grpc.AuthorizationStub(processor).Check(check_request("/api/x", {"x-debug": "1"}, route="api"))
     assert response.status.code == code_pb2.PERMISSION_DENIED
     denied = response.denied_response
     assert denied.status.code == 403

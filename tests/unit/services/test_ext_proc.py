@@ -1,9 +1,9 @@
 import json
 
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 
 
 def headers_msg(field, pairs):
@@ -12,8 +12,9 @@ def headers_msg(field, pairs):
 
 
 def request_headers(path="/api/x", extra=()):
-    return headers_msg("request_headers", [(":method", "GET"), (":path", path), (":authority", "gw"),
-                                           (":scheme", "http"), *extra])
+    return headers_msg(
+        "request_headers", [(":method", "GET"), (":path", path), (":authority", "gw"), (":scheme", "http"), *extra]
+    )
 
 
 async def exchange(channel, messages, route=None):
@@ -24,15 +25,21 @@ async def exchange(channel, messages, route=None):
 
 
 def mutation(common):
-    return ({h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers},
-            list(common.header_mutation.remove_headers))
+    return (
+        {h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers},
+        list(common.header_mutation.remove_headers),
+    )
 
 
 async def test_request_and_response_headers(processor):
-    responses = await exchange(processor, [
-        request_headers(),
-        headers_msg("response_headers", [(":status", "200"), ("server", "upstream")]),
-    ], route="api")
+    responses = await exchange(
+        processor,
+        [
+            request_headers(),
+            headers_msg("response_headers", [(":status", "200"), ("server", "upstream")]),
+        ],
+        route="api",
+    )
     first, second = responses
     set_headers, removed = mutation(first.request_headers.response)
     assert set_headers["x-gateway"] == "governance" and removed == ["x-internal"]
@@ -70,11 +77,14 @@ async def test_second_request_headers_is_a_protocol_error(processor):
 
 
 async def test_bodies_and_trailers_pass_through_on_routes_without_body_work(processor):
-    responses = await exchange(processor, [
-        request_headers("/plain/x"),
-        pb.ProcessingRequest(request_body=pb.HttpBody(body=b"hello", end_of_stream=True)),
-        pb.ProcessingRequest(request_trailers=pb.HttpTrailers()),
-    ])
+    responses = await exchange(
+        processor,
+        [
+            request_headers("/plain/x"),
+            pb.ProcessingRequest(request_body=pb.HttpBody(body=b"hello", end_of_stream=True)),
+            pb.ProcessingRequest(request_trailers=pb.HttpTrailers()),
+        ],
+    )
     assert responses[1].HasField("request_body") and not responses[1].request_body.response.HasField("body_mutation")
     assert responses[2].HasField("request_trailers")
 

@@ -25,9 +25,16 @@ async def llm_processor(tmp_path):
 
 
 def bodiless(method: str):
-    message = headers_msg("request_headers", [(":method", method), (":path", "/v1/chat/completions"),
-                                              (":authority", "gw"), (":scheme", "http"),
-                                              ("content-type", "application/json")])
+    message = headers_msg(
+        "request_headers",
+        [
+            (":method", method),
+            (":path", "/v1/chat/completions"),
+            (":authority", "gw"),
+            (":scheme", "http"),
+            ("content-type", "application/json"),
+        ],
+    )
     message.request_headers.end_of_stream = True
     return message
 
