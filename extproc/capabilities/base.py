@@ -24,16 +24,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
+from extproc.config import CapabilityConfig
 from extproc.context import Deny, Mode, Phase, RequestContext
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
-
-class CapabilityConfig(BaseModel):
-    """Base for capability configs: strict about unknown fields, immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["REGISTRY", "Capability", "CapabilityConfig", "describe", "register"]
 
 
 class Capability:

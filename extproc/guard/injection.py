@@ -49,7 +49,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, field_validator
 
-from extproc.capabilities.base import CapabilityConfig
+from extproc.config import CapabilityConfig
 from extproc.guard import _multi, normalize
 
 RULES_PATH = Path(__file__).with_name("rules") / "injection.yaml"

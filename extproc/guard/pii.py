@@ -39,7 +39,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from extproc.capabilities.base import CapabilityConfig
+from extproc.config import CapabilityConfig
 from extproc.guard import _multi
 from extproc.guard.detectors import (
     BUILTIN_ENTITIES,

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from extproc.capabilities.base import CapabilityConfig
+from extproc.config import CapabilityConfig
 from extproc.capabilities.rbac import Condition, _compile_condition
 from extproc.context import Identity
 from extproc.globs import compile_globs

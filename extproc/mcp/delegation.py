@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from extproc.capabilities.base import CapabilityConfig
+from extproc.config import CapabilityConfig
 from extproc.context import Identity
 from extproc.globs import compile_globs
 

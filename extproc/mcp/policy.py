@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from extproc.capabilities.base import CapabilityConfig
+from extproc.config import CapabilityConfig
 from extproc.context import Identity
 from extproc.globs import compile_globs, validate_regex
 from extproc.mcp.callers import CallerMatcher, Who
