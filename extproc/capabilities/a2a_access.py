@@ -49,7 +49,7 @@ from extproc.a2a.ownership import (
 )
 from extproc.a2a.protocol import CARD_METHODS, SKILL_METHODS, SkillError, canonical, designated_skill, task_of
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, Identity, RequestContext
+from extproc.context import Deny, Identity, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import content_encoding
 from extproc.identity.responses import unauthenticated
@@ -61,7 +61,7 @@ from extproc.mcp.callers import CallerMatcher, Who, caller, caller_label
 from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
 from extproc.mcp.policy import Decision
 from extproc.quota import backend_for
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 log = logging.getLogger("extproc.a2a")
 
@@ -167,12 +167,12 @@ class _A2aExchange(Exchange):
 
 
 @register
-class A2aAccess(Capability):
+class A2aAccess(Capability[A2aAccessConfig]):
     name = "a2a_access"
     priority = 850
     Config = A2aAccessConfig
 
-    def __init__(self, config: A2aAccessConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: A2aAccessConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         compiled = [_Rule(r) for r in config.rules]
         self._deny = [r for r in compiled if not r.allow]

@@ -20,11 +20,11 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, Identity, RequestContext
+from extproc.context import Deny, Identity, Mode, RequestContext
 from extproc.headers import validate_header_name
 from extproc.identity.publish import publish
 from extproc.identity.responses import unauthenticated
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 _HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 KEY_PREFIX = "egk_"
@@ -75,12 +75,12 @@ class _KeysFile(CapabilityConfig):
 
 
 @register
-class ApiKeyAuth(Capability):
+class ApiKeyAuth(Capability[ApiKeyConfig]):
     name = "api_key"
     priority = 1010  # before jwt: a key is cheaper to check than a signature
     Config = ApiKeyConfig
 
-    def __init__(self, config: ApiKeyConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: ApiKeyConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         entries = list(config.keys)
         if config.keys_file:

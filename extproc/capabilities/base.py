@@ -14,30 +14,40 @@ quota...). It declares:
   allowed, denied or failed).
 
 The constructor receives the validated config and the process ``Runtime``
-(shared pools and caches that survive reloads) and is the place to precompile
-(regexes, key sets...), so that handlers stay cheap. A handler returns
+(shared pools and caches that survive reloads) and is the place to validate
+and precompile (regexes, key sets...), so that handlers stay cheap; it does
+no I/O. I/O belongs to ``start`` (called once before the revision serves),
+and ``close`` ends what ``start`` began when a reload replaces it. A handler returns
 ``None`` to let the request continue or a ``Deny`` to stop it; raising is a
 bug that the pipeline turns into a 500 for that request.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from extproc.config import CapabilityConfig
 from extproc.context import Deny, Mode, Phase, RequestContext
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
-__all__ = ["REGISTRY", "Capability", "CapabilityConfig", "describe", "register"]
+__all__ = ["REGISTRY", "Capability", "CapabilityConfig", "ConfigT", "describe", "register"]
+
+ConfigT = TypeVar("ConfigT", bound=CapabilityConfig)
+CapabilityT = TypeVar("CapabilityT", bound="Capability[Any]")
 
 
-class Capability:
+class Capability(Generic[ConfigT]):
+    """Generic in its config model, so ``self.config.issuers`` is checked:
+    ``class JwtAuth(Capability[JwtConfig])`` with ``Config = JwtConfig``."""
+
     name: ClassVar[str]
     priority: ClassVar[int]
+    # ClassVar cannot name a type variable; each subclass sets its own model
+    # and the generic parameter ties ``self.config`` to it.
     Config: ClassVar[type[CapabilityConfig]] = CapabilityConfig
 
-    def __init__(self, config: CapabilityConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME):
-        self.config = config
+    def __init__(self, config: ConfigT, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
+        self.config: ConfigT = config
         self.mode = mode
         self.runtime = runtime
 
@@ -65,6 +75,14 @@ class Capability:
     def on_log(self, ctx: RequestContext) -> None:
         return None
 
+    async def start(self) -> None:
+        """I/O the capability needs before it serves (fetching a JWKS,
+        reading a key file...). The constructor only validates and
+        precompiles; the policy store calls ``start`` once, when a revision
+        holding this instance is loaded and before it serves a request. An
+        exception refuses the load exactly as a constructor's error does."""
+        return None
+
     def close(self) -> None:
         """Called once when the policy revision holding this instance is
         replaced (or a load building it is refused). Requests that started
@@ -77,10 +95,10 @@ class Capability:
         return f"<{type(self).__name__} {self.name} mode={self.mode.value}>"
 
 
-REGISTRY: dict[str, type[Capability]] = {}
+REGISTRY: dict[str, type[Capability[Any]]] = {}
 
 
-def register(cls: type[Capability]) -> type[Capability]:
+def register(cls: type[CapabilityT]) -> type[CapabilityT]:
     """Class decorator: make a capability attachable by its ``name``."""
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise ValueError(f"capability {cls.name!r} registered twice")

@@ -13,10 +13,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.globs import validate_regex
 from extproc.headers import validate_header_name
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 
 class HeaderRule(CapabilityConfig):
@@ -65,12 +65,14 @@ class HeaderMatchConfig(CapabilityConfig):
 
 
 @register
-class HeaderMatch(Capability):
+class HeaderMatch(Capability[HeaderMatchConfig]):
     name = "header_match"
     priority = 800
     Config = HeaderMatchConfig
 
-    def __init__(self, config: HeaderMatchConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(
+        self, config: HeaderMatchConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME
+    ) -> None:
         super().__init__(config, mode, runtime)
         self._allow = [rule.compile() for rule in config.allow]
         self._deny = [(rule.name, rule.compile()) for rule in config.deny]

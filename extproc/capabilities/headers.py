@@ -10,9 +10,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.headers import validate_mutable_header_name
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 
 class HeaderEdits(CapabilityConfig):
@@ -36,12 +36,12 @@ class HeadersConfig(CapabilityConfig):
 
 
 @register
-class Headers(Capability):
+class Headers(Capability[HeadersConfig]):
     name = "headers"
     priority = 100
     Config = HeadersConfig
 
-    def __init__(self, config: HeadersConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: HeadersConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         self._request_set = tuple(config.request.set.items())
         self._request_remove = tuple(config.request.remove)

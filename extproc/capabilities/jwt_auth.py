@@ -29,12 +29,12 @@ import jwt
 from pydantic import Field, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, Identity, RequestContext
+from extproc.context import Deny, Identity, Mode, RequestContext
 from extproc.headers import validate_header_name
 from extproc.identity.jwks import ASYMMETRIC_ALGORITHMS, JwksCache, key_type_for
 from extproc.identity.publish import publish
 from extproc.identity.responses import unauthenticated
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
@@ -154,12 +154,12 @@ class _Issuer:
 
 
 @register
-class JwtAuth(Capability):
+class JwtAuth(Capability[JwtConfig]):
     name = "jwt"
     priority = 1000
     Config = JwtConfig
 
-    def __init__(self, config: JwtConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: JwtConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         self._issuers = {i.issuer: self._issuer(i) for i in config.issuers}
         self._cache: OrderedDict[bytes, tuple[Identity, float, JwksCache, str | None]] = OrderedDict()

@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import content_encoding
 from extproc.jsonrpc import exchange as rpc
@@ -49,7 +49,7 @@ from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
 from extproc.mcp.pins import PinStore, definition_hash
 from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, Decision, validate_rules
 from extproc.mcp.protocol import LISTS, PASS, ParamsError, is_notification, target_of
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 log = logging.getLogger("extproc.mcp")
 
@@ -116,12 +116,12 @@ def _load_detector():
 
 
 @register
-class McpTools(Capability):
+class McpTools(Capability[McpToolsConfig]):
     name = "mcp_tools"
     priority = 850  # after authentication (1000+) and rbac (900), before quotas
     Config = McpToolsConfig
 
-    def __init__(self, config: McpToolsConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: McpToolsConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         self._policy = AccessPolicy(config.rules)
         self._delegation = DelegationPolicy(config.delegation) if config.delegation else None

@@ -15,10 +15,10 @@ from pydantic import Field
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.llm.errors import llm_error
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 
 class ModelRule(CapabilityConfig):
@@ -33,12 +33,14 @@ class ModelAccessConfig(CapabilityConfig):
 
 
 @register
-class ModelAccess(Capability):
+class ModelAccess(Capability[ModelAccessConfig]):
     name = "model_access"
     priority = 880  # after rbac: the route is allowed, now the model
     Config = ModelAccessConfig
 
-    def __init__(self, config: ModelAccessConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(
+        self, config: ModelAccessConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME
+    ) -> None:
         super().__init__(config, mode, runtime)
         # Each model glob on its own: which one matched is the resolved model.
         self._rules = [

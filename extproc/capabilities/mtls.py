@@ -14,11 +14,11 @@ import dataclasses
 from pydantic import Field, field_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.identity.publish import publish
 from extproc.identity.responses import unauthenticated
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 
 class MtlsConfig(CapabilityConfig):
@@ -38,12 +38,12 @@ class MtlsConfig(CapabilityConfig):
 
 
 @register
-class MtlsAuth(Capability):
+class MtlsAuth(Capability[MtlsConfig]):
     name = "mtls"
     priority = 1020  # first: the connection's identity is known before any header is read
     Config = MtlsConfig
 
-    def __init__(self, config: MtlsConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: MtlsConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         self._accepted = compile_globs(config.principals)
 

@@ -22,13 +22,13 @@ from pydantic import Field, field_validator, model_validator
 
 from extproc import audit
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.quota import BackendUnavailable, Outcome, QuotaBackend, backend_for, fallback_for
 from extproc.quota import ratelimit_headers as rl
 from extproc.quota.backend import RateCheck, RateSpec, SlotCheck, SlotSpec
 from extproc.quota.durations import parse_duration
 from extproc.quota.keys import MISSING, PREFIX, cluster_tag, compile_part, encode_value, normalize_part
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 log = logging.getLogger("extproc.quota")
 
@@ -145,12 +145,12 @@ class _Plan:
 
 
 @register
-class Quota(Capability):
+class Quota(Capability[QuotaConfig]):
     name = "quota"
     priority = 700
     Config = QuotaConfig
 
-    def __init__(self, config: QuotaConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: QuotaConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         self._backend = backend_for(runtime)
         self._fallback = fallback_for(runtime, self._backend, config.on_backend_error)

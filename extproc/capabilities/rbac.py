@@ -28,11 +28,11 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.context import Deny, Identity, RequestContext
+from extproc.context import Deny, Identity, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import validate_methods
 from extproc.identity.responses import unauthenticated
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 IDENTITY_FIELDS = ("subject", "issuer", "tenant", "principal", "agent_id", "api_key_id")
 AUTH_METHODS = ("jwt", "api_key", "mtls")
@@ -241,12 +241,12 @@ class _CompiledRule:
 
 
 @register
-class Rbac(Capability):
+class Rbac(Capability[RbacConfig]):
     name = "rbac"
     priority = 900
     Config = RbacConfig
 
-    def __init__(self, config: RbacConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(self, config: RbacConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
         compiled = [_CompiledRule(r) for r in config.rules]
         self._deny = [r for r in compiled if r.effect == "deny"]

@@ -39,7 +39,7 @@ from pydantic import Field, field_validator
 from extproc import audit
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.headers import content_encoding
 from extproc.llm.errors import llm_error
 from extproc.llm.usage import CHARS_PER_TOKEN, UsageTracker, estimate_prompt_tokens
@@ -47,7 +47,7 @@ from extproc.quota import BackendUnavailable, QuotaBackend, backend_for, fallbac
 from extproc.quota import ratelimit_headers as rl
 from extproc.quota.durations import parse_duration
 from extproc.quota.keys import MISSING, PREFIX, cluster_tag, compile_part, encode_value, normalize_part, register_part
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 log = logging.getLogger("extproc.token_budget")
 
@@ -132,12 +132,14 @@ def _cost(budget: BudgetConfig, prompt: int, completion: int) -> int:
 
 
 @register
-class TokenBudget(Capability):
+class TokenBudget(Capability[TokenBudgetConfig]):
     name = "token_budget"
     priority = 690  # after model_access and the request-rate quota
     Config = TokenBudgetConfig
 
-    def __init__(self, config: TokenBudgetConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(
+        self, config: TokenBudgetConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME
+    ) -> None:
         super().__init__(config, mode, runtime)
         self._backend = backend_for(runtime)
         self._fallback = fallback_for(runtime, self._backend, config.on_backend_error)
