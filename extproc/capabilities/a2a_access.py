@@ -52,14 +52,15 @@ from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, Identity, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import content_encoding
+from extproc.identity.caller import caller, caller_label
+from extproc.identity.delegation import DelegationConfig, DelegationPolicy
 from extproc.identity.responses import unauthenticated
+from extproc.identity.who import Who, WhoMatcher
 from extproc.jsonrpc import exchange as rpc
 from extproc.jsonrpc import wire as jsonrpc
+from extproc.jsonrpc.decision import Decision
 from extproc.jsonrpc.exchange import Exchange
 from extproc.jsonrpc.wire import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED, Message, error_object
-from extproc.mcp.callers import CallerMatcher, Who, caller, caller_label
-from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
-from extproc.mcp.policy import Decision
 from extproc.quota import backend_for
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
@@ -144,7 +145,7 @@ class _Rule:
 
     def __init__(self, rule: A2aRule):
         self.name, self.allow = rule.name, rule.effect == "allow"
-        self.who = CallerMatcher(rule.who)
+        self.who = WhoMatcher(rule.who)
         self.methods = frozenset(rule.methods)
         self.skills = compile_globs(rule.skills)
 

@@ -40,14 +40,15 @@ from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.context import Deny, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import content_encoding
+from extproc.identity.caller import caller, caller_label
+from extproc.identity.delegation import DelegationConfig, DelegationPolicy
 from extproc.jsonrpc import exchange as rpc
 from extproc.jsonrpc import wire as jsonrpc
+from extproc.jsonrpc.decision import Decision
 from extproc.jsonrpc.exchange import Exchange, Pending
 from extproc.jsonrpc.wire import POLICY_DENIED, Message, error_object
-from extproc.mcp.callers import caller, caller_label
-from extproc.mcp.delegation import DelegationConfig, DelegationPolicy
 from extproc.mcp.pins import PinStore, definition_hash
-from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, Decision, validate_rules
+from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, validate_rules
 from extproc.mcp.protocol import LISTS, PASS, ParamsError, is_notification, target_of
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -46,7 +45,8 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from extproc.config import CapabilityConfig
 from extproc.context import Identity
 from extproc.globs import compile_globs, validate_regex
-from extproc.mcp.callers import CallerMatcher, Who
+from extproc.identity.who import Who, WhoMatcher
+from extproc.jsonrpc.decision import Decision
 
 KINDS = ("tool", "resource", "prompt")
 NOT_GIVEN: Any = object()  # "no arguments": the listing question
@@ -145,17 +145,6 @@ def validate_rules(rules: list[AccessRule]) -> list[AccessRule]:
 # -- compiled -------------------------------------------------------------------
 
 
-@dataclass(slots=True, frozen=True)
-class Decision:
-    allowed: bool
-    reason: str
-    rule: str | None = None
-    argument: str | None = None  # the argument that failed its constraint
-
-    def __bool__(self) -> bool:
-        return self.allowed
-
-
 class _Argument:
     __slots__ = ("max_length", "maximum", "minimum", "name", "not_pattern", "one_of", "pattern", "required", "schema")
 
@@ -238,7 +227,7 @@ class _Rule:
 
     def __init__(self, rule: AccessRule):
         self.name, self.allow = rule.name, rule.effect == "allow"
-        self.who = CallerMatcher(rule.who)
+        self.who = WhoMatcher(rule.who)
         self.targets = {
             "tool": compile_globs(rule.tools),
             "resource": compile_globs(rule.resources),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from extproc.mcp.delegation import DelegationConfig, DelegationPolicy, Hop, hops, narrowing_violation
+from extproc.identity.delegation import DelegationConfig, DelegationPolicy, Hop, hops, narrowing_violation
 from tests.unit.mcp.harness import user
 
 
