@@ -59,6 +59,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    if args.json_schema:
+        from extproc.policytools.jsonschema import policy_file_schema
+
+        print(json.dumps(policy_file_schema(), indent=2))
+        return 0
     from extproc.capabilities.base import describe
 
     print(json.dumps(describe(), indent=2))
@@ -325,7 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("directory")
     validate.set_defaults(func=_validate)
     schema = policy_sub.add_parser("schema", help="print each capability's config JSON schema")
+    schema.add_argument(
+        "--json-schema",
+        action="store_true",
+        help="print a JSON Schema for policy files instead (for editors: docs/gitops.md)",
+    )
     schema.set_defaults(func=_schema)
+    from extproc.policytools.commands import add_commands
+
+    add_commands(policy_sub)
     return parser
 
 
