@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger("extproc.metrics")
 
@@ -63,6 +63,14 @@ SPANS_DROPPED = Counter(
 )
 DECISION_LOG_DROPPED = Counter(
     "extproc_decision_log_dropped", "Decision log lines lost because the writer fell behind."
+)
+# Set by extproc.bundle.status. livemax: with --workers, 1 for every revision
+# some live worker serves (two at once while a reload spreads).
+POLICY_REVISION = Gauge(
+    "extproc_policy_revision_info",
+    "The policy revision this processor serves (1), by revision.",
+    ["revision"],
+    multiprocess_mode="livemax",
 )
 
 # Hooks for the quota subsystem (extproc/quota, extproc/capabilities/quota.py).
