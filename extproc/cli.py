@@ -59,10 +59,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    if args.json_schema:
-        from extproc.policytools.jsonschema import policy_file_schema
+    if args.json_schema or args.cases:
+        from extproc.policytools.jsonschema import case_file_schema, policy_file_schema
 
-        print(json.dumps(policy_file_schema(), indent=2))
+        print(json.dumps(case_file_schema() if args.cases else policy_file_schema(), indent=2))
         return 0
     from extproc.capabilities.base import describe
 
@@ -335,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print a JSON Schema for policy files instead (for editors: docs/gitops.md)",
     )
+    schema.add_argument("--cases", action="store_true", help="print the JSON Schema for test-case files")
     schema.set_defaults(func=_schema)
     from extproc.policytools.commands import add_commands
 

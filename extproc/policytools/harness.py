@@ -380,7 +380,10 @@ class Session:
 
 _EOF: Any = grpc.aio.EOF  # what a stream's read() returns once Envoy half-closes
 # "deny rule X", "allow rule X", "rule X: <constraint>"; never "no allow rule for ..."
-_RULE_IN_REASON = re.compile(r"(?:(?<!no )(?:deny|allow) rule |(?:^|: )rule )([A-Za-z0-9_.\-]+)")
+# "token budget X: needs ...", "rate limit exceeded: X", "concurrency limit reached: X"
+_RULE_IN_REASON = re.compile(
+    r"(?:(?<!no )(?:deny|allow) rule |(?:^|: )rule |token budget |limit exceeded: |limit reached: )([A-Za-z0-9_.\-]+)"
+)
 
 
 def _placeholder_record() -> AuditRecord:

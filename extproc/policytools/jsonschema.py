@@ -20,6 +20,7 @@ from extproc.policy.schema import ROUTE_NAME, Defaults, RouteMatch
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "https://extproc.dev/schemas/policy-file.json"
+CASES_SCHEMA_ID = "https://extproc.dev/schemas/policy-test.json"
 
 
 class _Strict(BaseModel):
@@ -76,5 +77,19 @@ def policy_file_schema() -> dict[str, Any]:
         "$id": SCHEMA_ID,
         "title": "extproc policy file",
         "description": "A file of an extproc policy directory (see README, Policies).",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def case_file_schema() -> dict[str, Any]:
+    """The JSON Schema of a test-case file (``policies/tests/*.yaml``)."""
+    from extproc.policytools.cases import CaseFile
+
+    schema = CaseFile.model_json_schema()
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "$id": CASES_SCHEMA_ID,
+        "title": "extproc policy test cases",
+        "description": "Test cases run by `extproc policy test` (docs/gitops.md).",
         **{k: v for k, v in schema.items() if k != "title"},
     }
