@@ -53,8 +53,8 @@ def start(name):
         os.close(read)
         try:
             __import__(name)
-            out = {"ok": True, "loaded": sorted(m for m in sys.modules
-                                                if m == "extproc" or m.startswith("extproc.") or m.split(".")[0] in heavy)}
+            ours = [m for m in sys.modules if m == "extproc" or m.startswith("extproc.")]
+            out = {"ok": True, "loaded": sorted(ours + [m for m in sys.modules if m.split(".")[0] in heavy])}
         except BaseException as exc:
             out = {"ok": False, "error": "".join(traceback.format_exception_only(type(exc), exc)).strip()}
         with os.fdopen(write, "w") as pipe:
