@@ -38,6 +38,13 @@ def _serve(args: argparse.Namespace) -> int:
                 raise StartupError(
                     f"cannot write the decision log {args.decision_log}: {exc.strerror or exc}"
                 ) from None
+        if args.bundle:
+            from dataclasses import replace
+
+            from extproc.bundle.cli import following
+
+            with following(args) as policies:  # the verified bundle's directory, kept following the URL
+                return run(replace(options, policies=policies))
         return run(options)
     except StartupError as exc:
         print(f"extproc: {exc}", file=sys.stderr)
@@ -115,16 +122,17 @@ def _health(args: argparse.Namespace) -> int:
     serving = health_pb2.HealthCheckResponse.SERVING
     try:
         with grpc.insecure_channel(f"{args.host}:{args.port}") as channel:
-            status = (
-                health_pb2_grpc.HealthStub(channel)
-                .Check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
-                .status
+            reply, call = health_pb2_grpc.HealthStub(channel).Check.with_call(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
+            status = reply.status
     except grpc.RpcError as exc:
         print(f"not serving: {exc.code().name}", file=sys.stderr)
         return 1
     name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
-    print(name.lower())
+    # extproc.bundle.status: the server names the policy revision it serves.
+    revision = dict(call.initial_metadata() or ()).get("x-extproc-policy-revision")
+    print(name.lower() + (f" revision {revision}" if args.revision and revision else ""))
     return 0 if status == serving else 1
 
 
@@ -200,6 +208,7 @@ _PORT_OR_NONE = _number(int, 1, 65535)
 
 def build_parser() -> argparse.ArgumentParser:
     from extproc.admission import DEFAULT_MAX_CONCURRENT
+    from extproc.bundle.cli import add_bundle_commands, add_serve_arguments
     from extproc.supervisor import DEFAULT_MAX_FAILED_STARTS
 
     parser = _Parser(prog="extproc", description="Governance processor for Envoy.")
@@ -275,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[p for p in os.environ.get("EXTPROC_DECISION_LOG_MASK", "").split(",") if p],
         help="another header name (or fnmatch pattern) the decision log erases; repeatable",
     )
+    add_serve_arguments(serve)
     serve.set_defaults(func=_serve)
 
     health = sub.add_parser("health", help="ask a processor's grpc.health.v1 service; exit 0 if SERVING")
@@ -282,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--port", type=_PORT, default=50051)
     health.add_argument("--service", default="", help="a service name; default: the server as a whole")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds")
+    health.add_argument("--revision", action="store_true", help="also print the policy revision it serves")
     health.set_defaults(func=_health)
 
     demo = sub.add_parser("demo-upstream", help="run the demo upstream (echo + mock model) alone")
@@ -340,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     from extproc.policytools.commands import add_commands
 
     add_commands(policy_sub)
+    add_bundle_commands(policy_sub)
     return parser
 
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as ext_proc_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extproc.admission import DEFAULT_MAX_CONCURRENT, AdmissionGate
 from extproc.audit.telemetry import Telemetry, TelemetryOptions
+from extproc.bundle.status import RevisionHealthServicer, publish_revision
 from extproc.policy.loader import PolicyLoadError
 from extproc.policy.store import PolicyStore
 from extproc.portclaim import PortClaim, PortInUse
@@ -176,7 +177,7 @@ async def _serve_store(
     gate = AdmissionGate(options.max_concurrent)
     authz_grpc.add_AuthorizationServicer_to_server(AdmittedAuthorization(store, gate), server)
     ext_proc_grpc.add_ExternalProcessorServicer_to_server(AdmittedExternalProcessor(store, gate), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = RevisionHealthServicer(store)  # replies name the serving policy revision
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
     address = f"{options.host}:{options.port}"
@@ -197,6 +198,7 @@ async def _serve_store(
     except (NotImplementedError, RuntimeError, ValueError):
         pass  # not the main thread (embedded in tests or `extproc up`)
     watcher = asyncio.create_task(store.watch(options.reload_interval))
+    revision_gauge = asyncio.create_task(publish_revision(store, options.reload_interval))
     lag = asyncio.create_task(gate.watch_loop())
     reloads = (
         asyncio.create_task(telemetry.watch_policy_reloads(store, options.reload_interval))
@@ -226,6 +228,7 @@ async def _serve_store(
         if options.drain_delay > 0:
             await asyncio.sleep(options.drain_delay)
         watcher.cancel()
+        revision_gauge.cancel()
         lag.cancel()
         if reloads is not None:
             reloads.cancel()
