@@ -99,7 +99,15 @@ LAYERS: tuple[Layer, ...] = (
     # The process and the tools on top may import anything below.
     Layer(
         "top",
-        ("extproc", "extproc.server", "extproc.supervisor", "extproc.cli", "extproc.policytools", "extproc.bundle"),
+        (
+            "extproc",
+            "extproc.server",
+            "extproc.supervisor",
+            "extproc.cli",
+            "extproc.policytools",
+            "extproc.bundle",
+            "extproc.xds",
+        ),
         (),
     ),
     Layer("local", ("extproc.local",), ()),

@@ -32,8 +32,12 @@ from extproc.context import Deny, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.headers import validate_methods
 from extproc.identity.responses import unauthenticated
-from extproc.identity.who import Who, WhoMatcher, equals_params
+from extproc.identity.who import Condition, Who, WhoMatcher, equals_params
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
+
+# Condition and Who are part of rbac's config schema (compilers of it, like
+# extproc.xds, read them from here).
+__all__ = ["Condition", "Rbac", "RbacConfig", "Rule", "Who", "compile_path_pattern"]
 
 _PARAM = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
