@@ -12,8 +12,11 @@ from typing import Any
 
 import yaml
 
+from extproc.audit.record import AuditRecord
 from extproc.policytools.cases import Expect, MessageExpect
 from extproc.policytools.harness import Message, Outcome
+
+_UNKNOWN = AuditRecord("-", "-", "-", None, "allow", None, None, None, None, [], {}, {}, 0)
 
 
 def _subset(expected: Any, actual: Any) -> Any:
@@ -66,13 +69,13 @@ def _message_expected(spec: MessageExpect) -> dict[str, Any]:
 
 def expected_and_actual(expect: Expect, outcome: Outcome) -> tuple[dict[str, Any], dict[str, Any]]:
     """The facts the case states, and the same facts as they came out."""
-    record = outcome.record
+    record = outcome.record or _UNKNOWN
     exp: dict[str, Any] = {}
     act: dict[str, Any] = {}
     simple = {
         "status": outcome.status,
         "allowed": outcome.allowed,
-        "code": record.code,
+        "code": outcome.code,
         "route": record.route,
         "decided_by": outcome.decided_by,
     }

@@ -1,15 +1,17 @@
-"""Run one request through the processor's real services, in process.
+"""Run one request through the processor's real services.
 
-No Envoy and no network: the request becomes the protobuf messages Envoy
-would send (an ext_authz ``CheckRequest``, or the ext_proc stream of request
-headers, body, response headers and body chunks) and is handed to the very
-servicers ``extproc serve`` runs (``extproc.services``), over the same
-``pipeline``. What comes back is read the way Envoy reads it, and the
-finished request's audit record (``extproc.audit.record.build``) is kept,
-so a test or an explanation states the facts the decision log would.
+No Envoy: the request becomes the protobuf messages Envoy would send (an
+ext_authz ``CheckRequest``, or the ext_proc stream of request headers, body,
+response headers and body chunks) and goes to the very servicers
+``extproc serve`` runs (``extproc.services``), over the same ``pipeline``:
+in process (``Session``: ``policy test``, ``explain`` on a directory,
+``diff``), or over gRPC to a running processor (``RemoteTransport``:
+``explain --processor``). The answer is read the way Envoy reads it.
 
-Each ``Session`` runs on a fresh copy of the policy with its own in-memory
-quota backend, so counters never leak from one case to the next.
+In process, the finished request's audit record (``extproc.audit.record.
+build``) is kept, so a test or an explanation states the facts the decision
+log would. Each ``Session`` runs on a fresh copy of the policy with its own
+in-memory quota backend, so counters never leak from one case to the next.
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
+from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf import struct_pb2
 
 from extproc import audit
 from extproc.audit.record import AuditRecord, build
-from extproc.context import Phase, RequestContext
+from extproc.context import HttpRequest, Phase, RequestContext
 from extproc.policy.loader import discard_policy, load_policy_dir
 from extproc.policy.model import CompiledRoute, PolicySet
 from extproc.policy.store import PolicyStore
@@ -43,6 +47,12 @@ from extproc.services.ext_proc import ROUTE_METADATA_KEY, ExternalProcessorServi
 
 DECISION_HEADER = "x-decision-id"
 _EXT_PROC_ATTRIBUTES = "envoy.filters.http.ext_proc"
+_EOF: Any = grpc.aio.EOF  # what a stream's read() returns once Envoy half-closes
+# "deny rule X", "allow rule X", "rule X: <constraint>" (never "no allow rule
+# for ..."); "token budget X: needs ...", "rate limit exceeded: X", "concurrency limit reached: X"
+_RULE_IN_REASON = re.compile(
+    r"(?:(?<!no )(?:deny|allow) rule |(?:^|: )rule |token budget |limit exceeded: |limit reached: )([A-Za-z0-9_.\-]+)"
+)
 
 
 @dataclass(slots=True)
@@ -73,21 +83,63 @@ class Outcome:
     status: int  # what the client gets
     upstream: Message | None  # None: never reached the upstream
     response: Message
-    record: AuditRecord
-    rules: list[str]  # named rules that decided, in order (see decided_rules)
+    record: AuditRecord | None = None  # None: not known (a remote processor without its decision log)
+    rules: list[str] = field(default_factory=list)  # named rules that decided (see decided_rules)
     set_headers: dict[str, str] = field(default_factory=dict)  # request headers the processor set
     removed_headers: list[str] = field(default_factory=list)
+    sent: Message | None = None  # the request as sent (identity added)
+    changes: dict[str, list[str]] = field(default_factory=dict)  # capability -> what it changed
+
+    @property
+    def decision_id(self) -> str:
+        return self.response.headers.get(DECISION_HEADER) or (self.record.decision_id if self.record else "-")
 
     @property
     def decided_by(self) -> str | None:
-        for outcome in self.record.capabilities:
+        for outcome in self.record.capabilities if self.record else ():
             if outcome.decision in ("deny", "error") and outcome.mode == "enforce":
                 return outcome.capability
         return None
 
     @property
+    def code(self) -> str | None:
+        if self.record is not None:
+            return self.record.code
+        if self.allowed:
+            return None
+        error = self.response.json()
+        return error.get("error", {}).get("code") if isinstance(error, dict) else None
+
+    @property
     def rule(self) -> str | None:
-        return self.rules[-1] if self.rules else None
+        """The rule that decided: a refusal's (the last one involved), else
+        the first that let the request in (authorization precedes quotas)."""
+        if not self.rules:
+            return None
+        return self.rules[-1] if self.decided_by is not None else self.rules[0]
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A request ready to send: headers with the identity added, the path."""
+
+    spec: RequestSpec
+    filter: str
+    headers: dict[str, str]
+    path: str
+    principal: str
+
+
+class Stream(Protocol):
+    async def ask(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def check(self, request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse: ...
+
+    def stream(self, metadata: tuple[tuple[str, str], ...]) -> Stream: ...
 
 
 class _FixedStore:
@@ -103,27 +155,88 @@ class _AuthzContext:
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()
 
-    def time_remaining(self) -> float:
-        return 0.25
 
+class _LocalStream:
+    """The servicer side of one ext_proc stream, in process: the servicer
+    ``read``s what the driver ``ask``s and ``write``s its answers back."""
 
-class _Stream:
-    """The servicer side of one ext_proc stream: ``read`` what the driver
-    sends, ``write`` back what the processor answers."""
-
-    def __init__(self, metadata: tuple[tuple[str, str], ...]):
+    def __init__(self, service: ExternalProcessorService, metadata: tuple[tuple[str, str], ...]):
         self._metadata = metadata
-        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self.outbox: asyncio.Queue[pb.ProcessingResponse] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._outbox: asyncio.Queue[pb.ProcessingResponse] = asyncio.Queue()
+        self._task = asyncio.create_task(service.Process(None, self))  # type: ignore[arg-type]
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 
     async def read(self) -> Any:
-        return await self.inbox.get()
+        return await self._inbox.get()
 
     async def write(self, message: pb.ProcessingResponse) -> None:
-        await self.outbox.put(message)
+        await self._outbox.put(message)
+
+    async def ask(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        await self._inbox.put(message)
+        return await self._outbox.get()
+
+    async def close(self) -> None:
+        if not self._task.done():
+            await self._inbox.put(_EOF)
+        await self._task
+
+
+class LocalTransport:
+    """The servicers ``extproc serve`` runs, called in this process."""
+
+    def __init__(self, policy: PolicySet):
+        store = cast(PolicyStore, _FixedStore(policy))
+        self._authz = AuthorizationService(store)
+        self._ext_proc = ExternalProcessorService(store)
+
+    async def check(self, request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
+        return await self._authz.Check(request, _AuthzContext())
+
+    def stream(self, metadata: tuple[tuple[str, str], ...]) -> Stream:
+        return _LocalStream(self._ext_proc, metadata)
+
+
+class _RemoteStream:
+    def __init__(self, stub: pb_grpc.ExternalProcessorStub, metadata: tuple[tuple[str, str], ...], timeout: float):
+        self._call = stub.Process(metadata=metadata or None, timeout=timeout)
+
+    async def ask(self, message: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        await self._call.write(message)
+        answer = await self._call.read()
+        if answer is _EOF:
+            raise RuntimeError("the processor ended the stream without answering")
+        return cast(pb.ProcessingResponse, answer)
+
+    async def close(self) -> None:
+        try:
+            await self._call.done_writing()
+        except grpc.aio.UsageError:
+            pass  # the processor already ended the stream (an immediate response)
+        while await self._call.read() is not _EOF:
+            pass
+
+
+class RemoteTransport:
+    """A running processor's real gRPC API, as Envoy calls it."""
+
+    def __init__(self, address: str, timeout: float = 5.0):
+        self._channel = grpc.aio.insecure_channel(address)
+        self._timeout = timeout
+        self._authz = authz_grpc.AuthorizationStub(self._channel)
+        self._ext_proc = pb_grpc.ExternalProcessorStub(self._channel)
+
+    async def check(self, request: external_auth_pb2.CheckRequest) -> external_auth_pb2.CheckResponse:
+        return cast(external_auth_pb2.CheckResponse, await self._authz.Check(request, timeout=self._timeout))
+
+    def stream(self, metadata: tuple[tuple[str, str], ...]) -> Stream:
+        return _RemoteStream(self._ext_proc, metadata, self._timeout)
+
+    async def aclose(self) -> None:
+        await self._channel.close()
 
 
 @contextmanager
@@ -170,224 +283,131 @@ def _mutation(mutation: pb.HeaderMutation) -> tuple[dict[str, str], list[str]]:
     return set_, list(mutation.remove_headers)
 
 
-class Session:
-    """One fresh copy of a policy: cases that share a session share its
-    counters (quotas, budgets, MCP sessions, A2A task owners)."""
+def _header_map(pairs: list[tuple[str, str]]) -> base_pb2.HeaderMap:
+    return base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs])
 
-    def __init__(self, directory: str | Path, keys: TestKeys):
-        self.runtime = Runtime(quota_backend="memory")
-        loaded = load_policy_dir(directory, self.runtime)
-        self._loaded = loaded
-        self.keys = keys
-        self.policy = trust_test_keys(loaded, keys, self.runtime)
-        store = cast(PolicyStore, _FixedStore(self.policy))
-        self._authz = AuthorizationService(store)
-        self._ext_proc = ExternalProcessorService(store)
 
-    async def aclose(self) -> None:
-        discard_policy(self._loaded, self.runtime)
-        await self.runtime.aclose()
-
-    # -- the request ------------------------------------------------------
-
-    def _bound_route(self, spec: RequestSpec) -> CompiledRoute | None:
-        if spec.route:
-            return self.policy.route_named(spec.route)
-        from extproc.context import HttpRequest
-
-        return self.policy.match(HttpRequest(spec.method, spec.path, spec.host, {}))
-
-    def headers_for(self, spec: RequestSpec, route: CompiledRoute | None) -> tuple[dict[str, str], str]:
-        """The request's headers (identity added) and its path."""
-        headers = {k.lower(): v for k, v in spec.headers.items()}
-        path = spec.path
-        identity = spec.identity
-        if identity is None:
-            return headers, path
-        token = identity.token
-        if identity.claims is not None:
-            iss, aud, algorithms = issuer_defaults(self.policy, route.name if route else None)
-            claims = dict(identity.claims)
-            if iss is not None:
-                claims.setdefault("iss", iss)
-            if aud is not None:
-                claims.setdefault("aud", aud)
-            token = self.keys.mint(claims, algorithms, identity.ttl)
-        if token is not None:
-            header, prefix, cookie, query = _token_source(route)
-            if header:
-                headers[header] = f"{prefix}{token}"
-            elif cookie:
-                headers["cookie"] = f"{cookie}={token}"
-            elif query:
-                path += ("&" if "?" in path else "?") + f"{query}={token}"
-        if identity.api_key is not None:
-            headers[_api_key_header(route)] = identity.api_key
-        return headers, path
-
-    async def send(self, spec: RequestSpec) -> Outcome:
-        route = self._bound_route(spec)
-        filter_ = choose_filter(route, spec.filter)
-        headers, path = self.headers_for(spec, route)
-        principal = spec.identity.principal if spec.identity and spec.identity.principal else ""
-        with _capturing() as seen:
-            if filter_ == "ext_authz":
-                outcome = await self._check(spec, headers, path, principal)
-            else:
-                outcome = await self._process(spec, headers, path, principal)
-        ctx = seen[-1] if seen else None
-        if ctx is None:
-            raise RuntimeError("the processor finished no request (no audit step ran)")
-        record = build(ctx)
-        outcome.record = record
-        outcome.rules = decided_rules(ctx)
-        return outcome
-
-    async def _check(self, spec: RequestSpec, headers: dict[str, str], path: str, principal: str) -> Outcome:
-        http = attribute_context_pb2.AttributeContext.HttpRequest(
-            method=spec.method, path=path, host=spec.host, scheme="http", headers=headers
-        )
-        attributes = attribute_context_pb2.AttributeContext(
-            request=attribute_context_pb2.AttributeContext.Request(http=http),
-            source=attribute_context_pb2.AttributeContext.Peer(principal=principal),
-        )
-        if spec.route:
-            attributes.context_extensions[ROUTE_KEY] = spec.route
-        answer = await self._authz.Check(external_auth_pb2.CheckRequest(attributes=attributes), _AuthzContext())
-        placeholder = _placeholder_record()
-        if answer.HasField("denied_response"):
-            denied = answer.denied_response
-            response = Message(
-                denied.status.code,
-                {o.header.key: o.header.value for o in denied.headers},
-                denied.body.encode(),
-            )
-            return Outcome("ext_authz", False, denied.status.code, None, response, placeholder, [])
-        ok = answer.ok_response
-        set_ = {o.header.key: o.header.value for o in ok.headers}
-        removed = list(ok.headers_to_remove)
-        upstream_path = path
-        if ok.query_parameters_to_remove:
-            from extproc.paths import drop_query_params
-
-            base, _, query = path.partition("?")
-            query = drop_query_params(query, frozenset(ok.query_parameters_to_remove))
-            upstream_path = f"{base}?{query}" if query else base
-        body = spec.body_bytes() or b""
-        upstream = Message(None, _apply(headers, set_, removed), body, upstream_path)
-        upstream_reply = spec.response
-        status = upstream_reply.status if upstream_reply else 200
-        response_headers = dict(upstream_reply.headers) if upstream_reply else {}
-        response_headers.update({o.header.key: o.header.value for o in ok.response_headers_to_add})
-        response_body = b"".join(upstream_reply.body_chunks()) if upstream_reply else b""
-        response = Message(status, response_headers, response_body)
-        return Outcome("ext_authz", True, status, upstream, response, placeholder, [], set_, removed)
-
-    async def _process(self, spec: RequestSpec, headers: dict[str, str], path: str, principal: str) -> Outcome:
-        metadata = ((ROUTE_METADATA_KEY, spec.route),) if spec.route else ()
-        stream = _Stream(metadata)
-        task = asyncio.create_task(self._ext_proc.Process(None, stream))  # type: ignore[arg-type]
+async def send(transport: Transport, prepared: Prepared) -> Outcome:
+    """Send ``prepared`` as Envoy would through its filter; read the answer."""
+    if prepared.filter == "ext_authz":
+        outcome = await _check(transport, prepared)
+    else:
+        stream = transport.stream(((ROUTE_METADATA_KEY, prepared.spec.route),) if prepared.spec.route else ())
         try:
-            return await self._drive(spec, headers, path, principal, stream, task)
+            outcome = await _process(stream, prepared)
         finally:
-            if not task.done():
-                await stream.inbox.put(_EOF)
-            await task
+            await stream.close()
+    outcome.sent = Message(None, dict(prepared.headers), prepared.spec.body_bytes() or b"", prepared.path)
+    return outcome
 
-    async def _drive(
-        self,
-        spec: RequestSpec,
-        headers: dict[str, str],
-        path: str,
-        principal: str,
-        stream: _Stream,
-        task: asyncio.Task[None],
-    ) -> Outcome:
-        placeholder = _placeholder_record()
-        body = spec.body_bytes()
 
-        async def ask(message: pb.ProcessingRequest) -> pb.ProcessingResponse:
-            await stream.inbox.put(message)
-            return await stream.outbox.get()
+async def _check(transport: Transport, prepared: Prepared) -> Outcome:
+    spec, headers, path = prepared.spec, prepared.headers, prepared.path
+    http = attribute_context_pb2.AttributeContext.HttpRequest(
+        method=spec.method, path=path, host=spec.host, scheme="http", headers=headers
+    )
+    attributes = attribute_context_pb2.AttributeContext(
+        request=attribute_context_pb2.AttributeContext.Request(http=http),
+        source=attribute_context_pb2.AttributeContext.Peer(principal=prepared.principal),
+    )
+    if spec.route:
+        attributes.context_extensions[ROUTE_KEY] = spec.route
+    answer = await transport.check(external_auth_pb2.CheckRequest(attributes=attributes))
+    if answer.HasField("denied_response"):
+        denied = answer.denied_response
+        headers_back = {o.header.key: o.header.value for o in denied.headers}
+        response = Message(denied.status.code, headers_back, denied.body.encode())
+        return Outcome("ext_authz", False, denied.status.code, None, response)
+    ok = answer.ok_response
+    set_ = {o.header.key: o.header.value for o in ok.headers}
+    removed = list(ok.headers_to_remove)
+    upstream_path = path
+    if ok.query_parameters_to_remove:
+        from extproc.paths import drop_query_params
 
-        def refused(answer: pb.ProcessingResponse, upstream: Message | None) -> Outcome:
-            immediate = answer.immediate_response
-            set_, _ = _mutation(immediate.headers)
-            response = Message(immediate.status.code, set_, immediate.body)
-            return Outcome("ext_proc", upstream is not None, immediate.status.code, upstream, response, placeholder, [])
+        base, _, query = path.partition("?")
+        query = drop_query_params(query, frozenset(ok.query_parameters_to_remove))
+        upstream_path = f"{base}?{query}" if query else base
+    upstream = Message(None, _apply(headers, set_, removed), spec.body_bytes() or b"", upstream_path)
+    reply = spec.response
+    status = reply.status if reply else 200
+    response_headers = {k.lower(): v for k, v in reply.headers.items()} if reply else {}
+    response_headers.update({o.header.key: o.header.value for o in ok.response_headers_to_add})
+    response = Message(status, response_headers, b"".join(reply.body_chunks()) if reply else b"")
+    return Outcome("ext_authz", True, status, upstream, response, set_headers=set_, removed_headers=removed)
 
-        pseudo = [(":method", spec.method), (":path", path), (":authority", spec.host), (":scheme", "http")]
-        request_headers = base_pb2.HeaderMap(
-            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in (*pseudo, *headers.items())]
+
+async def _process(stream: Stream, prepared: Prepared) -> Outcome:
+    spec, headers, path = prepared.spec, prepared.headers, prepared.path
+    body = spec.body_bytes()
+
+    def refused(answer: pb.ProcessingResponse, upstream: Message | None) -> Outcome:
+        immediate = answer.immediate_response
+        set_, _ = _mutation(immediate.headers)
+        response = Message(immediate.status.code, set_, immediate.body)
+        return Outcome("ext_proc", upstream is not None, immediate.status.code, upstream, response)
+
+    pseudo = [(":method", spec.method), (":path", path), (":authority", spec.host), (":scheme", "http")]
+    first = pb.ProcessingRequest(
+        request_headers=pb.HttpHeaders(headers=_header_map([*pseudo, *headers.items()]), end_of_stream=body is None)
+    )
+    if prepared.principal:
+        first.attributes[_EXT_PROC_ATTRIBUTES].CopyFrom(
+            struct_pb2.Struct(fields={"source.principal": struct_pb2.Value(string_value=prepared.principal)})
         )
-        first = pb.ProcessingRequest(
-            request_headers=pb.HttpHeaders(headers=request_headers, end_of_stream=body is None)
-        )
-        if principal:
-            first.attributes[_EXT_PROC_ATTRIBUTES].CopyFrom(
-                struct_pb2.Struct(fields={"source.principal": struct_pb2.Value(string_value=principal)})
-            )
-        answer = await ask(first)
+    answer = await stream.ask(first)
+    if answer.HasField("immediate_response"):
+        return refused(answer, None)
+    set_, removed = _mutation(answer.request_headers.response.header_mutation)
+    skip_response = answer.HasField("mode_override")
+    all_set = {k: v for k, v in set_.items() if not k.startswith(":")}
+    all_removed = list(removed)
+    upstream_headers = _apply(headers, all_set, removed)
+    upstream_path = set_.get(":path", path)
+    if body is not None:
+        answer = await stream.ask(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
         if answer.HasField("immediate_response"):
             return refused(answer, None)
-        set_, removed = _mutation(answer.request_headers.response.header_mutation)
-        skip_response = answer.HasField("mode_override")
-        upstream_headers = _apply(headers, {k: v for k, v in set_.items() if not k.startswith(":")}, removed)
-        upstream_path = set_.get(":path", path)
-        all_set = {k: v for k, v in set_.items() if not k.startswith(":")}
-        all_removed = list(removed)
-        if body is not None:
-            answer = await ask(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)))
-            if answer.HasField("immediate_response"):
-                return refused(answer, None)
-            common = answer.request_body.response
-            more_set, more_removed = _mutation(common.header_mutation)
-            upstream_headers = _apply(upstream_headers, more_set, more_removed)
-            all_set.update(more_set)
-            all_removed.extend(more_removed)
-            if common.HasField("body_mutation"):
-                body = common.body_mutation.body
-        upstream = Message(None, upstream_headers, body or b"", upstream_path)
-        reply = spec.response
-        if reply is None or skip_response:
-            status = reply.status if reply else 200
-            reply_body = b"".join(reply.body_chunks()) if reply else b""
-            response = Message(status, dict(reply.headers) if reply else {}, reply_body)
-            return Outcome("ext_proc", True, status, upstream, response, placeholder, [], all_set, all_removed)
-        chunks = reply.body_chunks()
-        pairs = [(":status", str(reply.status)), *((k.lower(), v) for k, v in reply.headers.items())]
-        response_headers = base_pb2.HeaderMap(
-            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs]
+        common = answer.request_body.response
+        more_set, more_removed = _mutation(common.header_mutation)
+        upstream_headers = _apply(upstream_headers, more_set, more_removed)
+        all_set.update(more_set)
+        all_removed.extend(more_removed)
+        if common.HasField("body_mutation"):
+            body = common.body_mutation.body
+    upstream = Message(None, upstream_headers, body or b"", upstream_path)
+    reply = spec.response
+    if reply is None or skip_response:
+        # No upstream answer to govern (none given, or the processor asked
+        # Envoy to skip the response phase): the client gets it unchanged.
+        status = reply.status if reply else 200
+        reply_headers = {k.lower(): v for k, v in reply.headers.items()} if reply else {}
+        response = Message(status, reply_headers, b"".join(reply.body_chunks()) if reply else b"")
+        return Outcome("ext_proc", True, status, upstream, response, set_headers=all_set, removed_headers=all_removed)
+    chunks = reply.body_chunks()
+    reply_headers = {k.lower(): v for k, v in reply.headers.items()}
+    answer = await stream.ask(
+        pb.ProcessingRequest(
+            response_headers=pb.HttpHeaders(
+                headers=_header_map([(":status", str(reply.status)), *reply_headers.items()]), end_of_stream=not chunks
+            )
         )
-        answer = await ask(
-            pb.ProcessingRequest(response_headers=pb.HttpHeaders(headers=response_headers, end_of_stream=not chunks))
+    )
+    if answer.HasField("immediate_response"):
+        return refused(answer, upstream)
+    rset, rremoved = _mutation(answer.response_headers.response.header_mutation)
+    client_headers = _apply(reply_headers, rset, rremoved)
+    out = b""
+    for index, chunk in enumerate(chunks):
+        answer = await stream.ask(
+            pb.ProcessingRequest(response_body=pb.HttpBody(body=chunk, end_of_stream=index == len(chunks) - 1))
         )
         if answer.HasField("immediate_response"):
             return refused(answer, upstream)
-        rset, rremoved = _mutation(answer.response_headers.response.header_mutation)
-        client_headers = _apply({k.lower(): v for k, v in reply.headers.items()}, rset, rremoved)
-        out = b""
-        for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
-            answer = await ask(pb.ProcessingRequest(response_body=pb.HttpBody(body=chunk, end_of_stream=last)))
-            if answer.HasField("immediate_response"):
-                return refused(answer, upstream)
-            common = answer.response_body.response
-            out += common.body_mutation.body if common.HasField("body_mutation") else chunk
-        response = Message(reply.status, client_headers, out)
-        return Outcome("ext_proc", True, reply.status, upstream, response, placeholder, [], all_set, all_removed)
-
-
-_EOF: Any = grpc.aio.EOF  # what a stream's read() returns once Envoy half-closes
-# "deny rule X", "allow rule X", "rule X: <constraint>"; never "no allow rule for ..."
-# "token budget X: needs ...", "rate limit exceeded: X", "concurrency limit reached: X"
-_RULE_IN_REASON = re.compile(
-    r"(?:(?<!no )(?:deny|allow) rule |(?:^|: )rule |token budget |limit exceeded: |limit reached: )([A-Za-z0-9_.\-]+)"
-)
-
-
-def _placeholder_record() -> AuditRecord:
-    return AuditRecord("-", "-", "-", None, "allow", None, None, None, None, [], {}, {}, 0)
+        common = answer.response_body.response
+        out += common.body_mutation.body if common.HasField("body_mutation") else chunk
+    response = Message(reply.status, client_headers, out)
+    return Outcome("ext_proc", True, reply.status, upstream, response, set_headers=all_set, removed_headers=all_removed)
 
 
 def _token_source(route: CompiledRoute | None) -> tuple[str | None, str, str | None, str | None]:
@@ -409,12 +429,84 @@ def _api_key_header(route: CompiledRoute | None) -> str:
     return "x-api-key"
 
 
+def place_credentials(
+    spec: RequestSpec, route: CompiledRoute | None, token: str | None
+) -> tuple[dict[str, str], str, str]:
+    """The request's headers and path with its credentials where the route's
+    capabilities look for them, and its mTLS principal."""
+    headers = {k.lower(): v for k, v in spec.headers.items()}
+    path = spec.path
+    identity = spec.identity
+    if token is not None:
+        header, prefix, cookie, query = _token_source(route)
+        if header:
+            headers[header] = f"{prefix}{token}"
+        elif cookie:
+            headers["cookie"] = f"{cookie}={token}"
+        elif query:
+            path += ("&" if "?" in path else "?") + f"{query}={token}"
+    if identity is not None and identity.api_key is not None:
+        headers[_api_key_header(route)] = identity.api_key
+    principal = identity.principal if identity is not None and identity.principal else ""
+    return headers, path, principal
+
+
+class Session:
+    """One fresh copy of a policy: requests sent in one session share its
+    counters (quotas, budgets, MCP sessions, A2A task owners)."""
+
+    def __init__(self, directory: str | Path, keys: TestKeys):
+        self.runtime = Runtime(quota_backend="memory")
+        self._loaded = load_policy_dir(directory, self.runtime)
+        self.keys = keys
+        self.policy = trust_test_keys(self._loaded, keys, self.runtime)
+        self.transport = LocalTransport(self.policy)
+        self.tracer: Any = None  # see extproc.policytools.explain.ChangeTracer
+
+    async def aclose(self) -> None:
+        discard_policy(self._loaded, self.runtime)
+        await self.runtime.aclose()
+
+    def route_for(self, spec: RequestSpec) -> CompiledRoute | None:
+        if spec.route:
+            return self.policy.route_named(spec.route)
+        return self.policy.match(HttpRequest(spec.method, spec.path, spec.host, {}))
+
+    def prepare(self, spec: RequestSpec) -> Prepared:
+        route = self.route_for(spec)
+        identity = spec.identity
+        token = identity.token if identity is not None else None
+        if identity is not None and identity.claims is not None:
+            iss, aud, algorithms = issuer_defaults(self.policy, route.name if route else None)
+            claims = dict(identity.claims)
+            if iss is not None:
+                claims.setdefault("iss", iss)
+            if aud is not None:
+                claims.setdefault("aud", aud)
+            token = self.keys.mint(claims, algorithms, identity.ttl)
+        headers, path, principal = place_credentials(spec, route, token)
+        return Prepared(spec, choose_filter(route, spec.filter), headers, path, principal)
+
+    async def send(self, spec: RequestSpec) -> Outcome:
+        prepared = self.prepare(spec)
+        with _capturing() as seen:
+            outcome = await send(self.transport, prepared)
+        if not seen:
+            raise RuntimeError("the processor finished no request (no audit step ran)")
+        ctx = seen[-1]
+        outcome.record = build(ctx)
+        if self.tracer is not None:
+            outcome.record.capabilities = [c for c in outcome.record.capabilities if c.capability != "explain.trace"]
+            outcome.changes = self.tracer.take()
+        outcome.rules = decided_rules(ctx)
+        return outcome
+
+
 def decided_rules(ctx: RequestContext) -> list[str]:
     """The named rules that decided this request, in order: the RBAC rule
     that allowed it, the rule named in a refusal's reason ("deny rule X",
     "allow rule X", "rule X: ..."), MCP and A2A per-call rules, the quota
-    limit that refused. Reasons stay in process: never printed raw."""
-
+    limit or token budget involved. Reasons stay in process: never printed raw."""
     out: list[str] = []
     rule = ctx.state.get("rbac.rule")
     if isinstance(rule, str):
