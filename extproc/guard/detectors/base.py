@@ -117,7 +117,13 @@ def make(
     flags: int = 0,
     scan_head: str | None = None,
     re_prefilter: str | None = None,
-    **kw,
+    before: int = 0,
+    after: int = 0,
+    context: int = 6,
+    lead: int = 0,
+    min_tail: int = 0,
+    priority: int = 50,
+    decided: Callable[[Detector, str, int, int], bool] | None = None,
 ) -> Detector:
     compiled_head = re.compile(head, flags) if head is not None else None
     re_source = re_prefilter if re_prefilter is not None else prefilter
@@ -137,7 +143,13 @@ def make(
         re_prefilter=re.compile(re_source.encode("ascii")) if re_source is not None else None,
         alphabet=alphabet,
         nonalpha=re.compile(f"[^{alphabet}]") if alphabet is not None else None,
-        **kw,
+        before=before,
+        after=after,
+        context=context,
+        lead=lead,
+        min_tail=min_tail,
+        priority=priority,
+        decided=decided,
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 from extproc.guard import validators as v
+from extproc.guard._multi import CASELESS
 from extproc.guard.detectors.base import ScanOptions, Span, digits, make, not_after
+from extproc.guard.detectors.context import OTHER_NUMBERS, Keywords
 
 # --- EMAIL -------------------------------------------------------------------
 
@@ -36,22 +38,32 @@ EMAIL = make(
 
 
 # --- PHONE -------------------------------------------------------------------
-# Four shapes, all reported as PHONE: international (+CC ...), North American
-# (NANP), French (0X XX XX XX XX) and trunk-prefixed national numbers (UK,
-# DE and most of Europe: 0AAA[A] SSS SSSS). National numbers must be grouped:
-# a bare run of digits is an order id as often as a phone number.
+# Shapes, all reported as PHONE: international (+CC ...), North American
+# (NANP), French (0X XX XX XX XX), Brazilian (DD NNNN-NNNN), trunk-prefixed
+# national numbers (UK, DE and most of Europe: 0AAA[A] SSS SSSS), with an
+# extension or not ("x23670", "ext. 12"). A bare run of digits is an order
+# id as often as a phone number: it counts only with a trunk prefix and a
+# national length (0 and 9 or 10 digits), or after a word for phone.
 
 _PHONE_BEFORE = not_after(r"\w+.\-/")
 _PHONE_AFTER = r"(?![\w\-]|[./][0-9])"
-_PHONE_ALPHABET = r"0-9 .()\-+/"
+_PHONE_ALPHABET = r"0-9 .()\-+/xet#"
+_EXT = r"(?P<ext> ?(?:x|ext\.? ?|#)[0-9]{1,6})?"
+_EXT_WIDTH = 12
 
 
 def _balanced(value: str) -> bool:
     return value.count("(") == value.count(")") <= 2
 
 
+def _number(m: re.Match[str]) -> str:
+    """The match without its extension."""
+    end = m.start("ext")
+    return m.group() if end < 0 else m.string[m.start() : end]
+
+
 def _phone_intl(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
-    value = m.group()
+    value = _number(m)
     if not _balanced(value):
         return None
     # "+44 (0)20 ..." : the bracketed trunk zero is not dialled from abroad.
@@ -60,8 +72,10 @@ def _phone_intl(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 def _phone_nanp(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
-    nums = digits(m.group())
-    if len(nums) == 11:
+    nums = digits(_number(m))
+    if len(nums) == 13:  # 001, the international prefix, and the country code
+        nums = nums[3:]
+    elif len(nums) == 11:
         nums = nums[1:]
     # N11 codes (211..911) are service numbers, not area codes.
     return None if nums[1:3] == "11" else m.span()
@@ -71,7 +85,7 @@ _IBAN_GROUPS_BEFORE = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){1,3} $")
 
 
 def _phone_trunk(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
-    value = m.group()
+    value = _number(m)
     if not (10 <= len(digits(value)) <= 12 and _balanced(value)):
         return None
     # The tail of an IBAN that failed its checksum is not a phone number.
@@ -84,11 +98,11 @@ PHONE_INTL = make(
     "PHONE/intl",
     "PHONE",
     _PHONE_BEFORE + r"\+[1-9][0-9]{0,14}"
-    r"(?:(?:[ .\-]?\(0\)[ .\-]?|[ .\-])\(?[0-9]{1,14}\)?|\([0-9]{1,4}\)[ .\-]?[0-9]{1,14}){0,7}" + _PHONE_AFTER,
+    r"(?:(?:[ .\-]?\(0\)[ .\-]?|[ .\-])\(?[0-9]{1,14}\)?|\([0-9]{1,4}\)[ .\-]?[0-9]{1,14}){0,7}" + _EXT + _PHONE_AFTER,
     _phone_intl,
     head=_PHONE_BEFORE + r"\+[1-9]",
     head_len=2,
-    width=16 + 7 * 22 + 2,
+    width=16 + 7 * 22 + _EXT_WIDTH + 2,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"\+[1-9][0-9 ().\-]{6}",
     priority=13,
@@ -97,16 +111,17 @@ PHONE_INTL = make(
 PHONE_NANP = make(
     "PHONE/nanp",
     "PHONE",
-    _PHONE_BEFORE + r"(?:\+?1[ .\-]?)?"
+    _PHONE_BEFORE + r"(?:(?:\+?1|001)[ .\-]?)?"
     r"(?:\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .\-][0-9]{4}|[2-9][0-9]{2}(?P<sep>[ .\-])[2-9][0-9]{2}(?P=sep)[0-9]{4})"
+    + _EXT
     + _PHONE_AFTER,
     _phone_nanp,
-    head=_PHONE_BEFORE + r"[+(1-9]",
+    head=_PHONE_BEFORE + r"[+(0-9]",
     head_len=1,
-    width=24,
+    width=26 + _EXT_WIDTH,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"[2-9][0-9]{2}[ .\-][2-9][0-9]{2}[ .\-][0-9]{4}|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .\-][0-9]{4}",
-    before=3,
+    before=4,
     priority=14,
 )
 
@@ -122,20 +137,129 @@ PHONE_FR = make(
     priority=15,
 )
 
+# Brazil: a two-digit area code and 8 or 9 digits, "(11) 91234-5678".
+PHONE_BR = make(
+    "PHONE/br",
+    "PHONE",
+    _PHONE_BEFORE + r"(?:\([1-9][0-9]\)|[1-9][0-9]) ?9?[0-9]{4}-[0-9]{4}" + _PHONE_AFTER,
+    head=_PHONE_BEFORE + r"[(1-9]",
+    head_len=1,
+    width=18,
+    alphabet=_PHONE_ALPHABET,
+    prefilter=r"[0-9]\)? ?9?[0-9]{4}-[0-9]{4}",
+    before=4,
+    priority=15,
+)
+
 PHONE_TRUNK = make(
     "PHONE/national",
     "PHONE",
     _PHONE_BEFORE
-    + r"(?:\(0[1-9][0-9]{1,4}\) ?|0[1-9][0-9]{1,4}[ \-/])[0-9]{2,8}(?:[ \-][0-9]{2,8}){0,2}"
+    + r"(?:\(0[0-9][0-9]{1,4}\)[ \-]?|0[0-9][0-9]{1,4}[ \-/])[0-9]{2,8}(?:[ \-][0-9]{2,8}){0,2}"
+    + _EXT
     + _PHONE_AFTER,
     _phone_trunk,
     head=_PHONE_BEFORE + r"[(0]",
     head_len=1,
-    width=40,
+    width=40 + _EXT_WIDTH,
     alphabet=_PHONE_ALPHABET,
-    prefilter=r"(?:^|[^0-9_+.\-/])\(?0[1-9][0-9]{1,4}(?:\) ?|[ \-/])[0-9]{2}",
-    re_prefilter=r"0[1-9][0-9]{1,4}(?:\) ?|[ \-/])[0-9]{2}",
+    prefilter=r"(?:^|[^0-9_+.\-/])\(?0[0-9][0-9]{1,4}(?:\)[ \-]?|[ \-/])[0-9]{2}",
+    re_prefilter=r"0[0-9][0-9]{1,4}(?:\)[ \-]?|[ \-/])[0-9]{2}",
     before=1,
     context=21,
     priority=16,
+)
+
+# "01134960123", "0739827625": a trunk 0, a non-zero digit and a national
+# length. Zero-padded ids ("0000123456") do not start that way.
+PHONE_BARE = make(
+    "PHONE/bare",
+    "PHONE",
+    _PHONE_BEFORE + r"0[1-9][0-9]{8,9}" + _EXT + _PHONE_AFTER,
+    _phone_trunk,
+    head=_PHONE_BEFORE + r"0",
+    head_len=1,
+    width=11 + _EXT_WIDTH + 2,
+    alphabet=_PHONE_ALPHABET,
+    prefilter=r"(?:^|[^0-9A-Za-z_+.\-/])0[1-9][0-9]{8}",
+    re_prefilter=r"0[1-9][0-9]{8}",
+    before=1,
+    context=21,
+    priority=16,
+)
+
+_PHONE_WORDS = Keywords(
+    [
+        r"phone",
+        r"telephone",
+        r"tel",
+        r"mobile",
+        r"cell",
+        r"call",
+        r"ring",
+        r"text me",
+        r"reach me",
+        r"contact",
+        r"fax",
+        r"whatsapp",
+        r"dial",
+        r"hotline",
+        r"landline",
+        r"telefon",
+        r"handy",
+        r"mobil",
+        r"rufnummer",
+        r"anruf",
+        r"rufen",
+        r"erreich",
+        r"festnetz",
+        r"portable",
+        r"appel",
+        r"joindre",
+        r"numero de telephone",
+        r"fixe",
+        r"telefono",
+        r"movil",
+        r"celular",
+        r"llam",
+        r"contacto",
+        r"cellulare",
+        r"chiam",
+        r"contatt",
+        r"telefoon",
+        r"mobiel",
+        r"bel",
+        r"gsm",
+        r"telefone",
+        r"ligue",
+        r"ligar",
+        r"contato",
+        r"fone",
+    ],
+    blockers=OTHER_NUMBERS,
+)
+
+
+def _phone_keyed(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
+    nums = digits(_number(m))
+    if not 9 <= len(nums) <= 13 or len(set(nums)) <= 2:
+        return None
+    return m.span() if _PHONE_WORDS.before(text, m.start()) else None
+
+
+# Bare national numbers ("8233565229", "3420837783") after a word for phone.
+PHONE_KEYED = make(
+    "PHONE/keyed",
+    "PHONE",
+    _PHONE_BEFORE + r"\+?[0-9]{9,13}" + _EXT + _PHONE_AFTER,
+    _phone_keyed,
+    head=_PHONE_BEFORE + r"[+0-9]",
+    head_len=1,
+    width=14 + _EXT_WIDTH + 2,
+    alphabet=_PHONE_ALPHABET,
+    prefilter=_PHONE_WORDS.prefilter,
+    prefilter_flags=CASELESS,
+    after=_PHONE_WORDS.after,
+    context=_PHONE_WORDS.context,
+    priority=17,
 )

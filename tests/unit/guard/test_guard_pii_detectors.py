@@ -551,7 +551,7 @@ def test_custom_pattern_validation(custom, message):
 
 def test_config_rejects_unknown_entities_and_fields():
     with pytest.raises(ValidationError):
-        PiiConfig(entities={"PASSPORT": "redact"})
+        PiiConfig(entities={"DRIVING_LICENCE": "redact"})
     with pytest.raises(ValidationError):
         PiiConfig(entities={"EMAIL": "erase"})
     with pytest.raises(ValidationError):
