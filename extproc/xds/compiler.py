@@ -14,7 +14,7 @@ per-route config; the order is the processor's priority order):
 
     extproc.pre (Lua)  → jwt_authn → extproc.identity (Lua) → extproc.rbac_deny
     → extproc.rbac_allow → extproc.header_match (Lua) → local_ratelimit
-    → ext_authz → ext_proc → router
+    → extproc.response (Lua) → ext_authz → ext_proc → router
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ ROUTE_CONFIG = "gateway"
 UPSTREAM = "upstream"
 GOVERNANCE = "governance"
 PRE, IDENTITY, HEADER_MATCH = "extproc.pre", "extproc.identity", "extproc.header_match"
+RESPONSE = "extproc.response"
 RBAC_DENY, RBAC_ALLOW = "extproc.rbac_deny", "extproc.rbac_allow"
 EXT_AUTHZ, EXT_PROC = "envoy.filters.http.ext_authz", "envoy.filters.http.ext_proc"
 NATIVE_CAPABILITIES = frozenset({"jwt", "rbac", "mtls", "header_match", "headers", "quota"})
@@ -86,8 +87,8 @@ class _NativeRoute:
     identity: dict[str, Any] = field(default_factory=dict)
     request_headers_to_add: list[dict[str, Any]] = field(default_factory=list)
     request_headers_to_remove: list[str] = field(default_factory=list)
-    response_headers_to_add: list[dict[str, Any]] = field(default_factory=list)
-    response_headers_to_remove: list[str] = field(default_factory=list)
+    response_set: list[tuple[str, str]] = field(default_factory=list)
+    response_remove: list[str] = field(default_factory=list)
     providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     requirement: dict[str, Any] | None = None
     clusters: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -160,8 +161,8 @@ def _add_headers(native: _NativeRoute, route: str, cap: Capability[Any]) -> None
     assert isinstance(config, HeadersConfig)
     native.request_headers_to_remove.extend(config.request.remove)
     native.request_headers_to_add.extend(_overwrite(k, v) for k, v in config.request.set.items())
-    native.response_headers_to_remove.extend(config.response.remove)
-    native.response_headers_to_add.extend(_overwrite(k, v) for k, v in config.response.set.items())
+    native.response_remove.extend(config.response.remove)
+    native.response_set.extend(config.response.set.items())
 
 
 _COMPILERS: dict[str, Callable[[_NativeRoute, str, Capability[Any]], None]] = {
@@ -189,13 +190,16 @@ def _native_route(route: CompiledRoute, options: Options) -> _NativeRoute:
             if cap.name == "quota":
                 compiled = ratelimit.compile_quota(cap, options.quota_backend)
                 native.per_filter[ratelimit.FILTER] = compiled.per_route
-                native.response_headers_to_add.extend(_overwrite(k, v) for k, v in compiled.response_headers)
+                native.response_set.extend(compiled.response_headers)
             else:
                 _COMPILERS[cap.name](native, route.name, cap)
         except NotNative as exc:
             raise NotNative(f"{cap.name}: {exc}") from None
     native.per_filter[PRE] = _lua("pre", native.pre)
     native.per_filter[IDENTITY] = _lua("identity", native.identity)
+    if native.response_set or native.response_remove:
+        edits = {"set": [list(pair) for pair in native.response_set], "remove": native.response_remove}
+        native.per_filter[RESPONSE] = _lua("response", edits)
     return native
 
 
@@ -334,8 +338,6 @@ def _build_routes(policy: PolicySet, options: Options, matches: dict[str, RouteM
                 typed_per_filter_config=native.per_filter,
                 request_headers_to_add=native.request_headers_to_add,
                 request_headers_to_remove=native.request_headers_to_remove,
-                response_headers_to_add=native.response_headers_to_add,
-                response_headers_to_remove=native.response_headers_to_remove,
             )
         )
     # What no policy route claims: refused (403) or, with `unmatched: allow`,
@@ -386,6 +388,7 @@ def _http_filters(built: _Built, options: Options) -> list[dict[str, Any]]:
                 "stat_prefix": "extproc_quota",
             },
         },
+        {"name": RESPONSE, "disabled": True, "typed_config": noop},
         {
             "name": EXT_AUTHZ,
             "disabled": True,

@@ -9,6 +9,7 @@
 --                required claims, control characters) and the x-auth-*
 --                identity headers, encoded as extproc/identity/publish.py does
 --   header_match after RBAC, before local_ratelimit (priority 800)
+--   response     last: response header edits, on allowed responses only
 -- C (the route's compiled config) is prepended by extproc/xds/lua.py.
 
 local MESSAGES = {
@@ -294,8 +295,25 @@ local function stage_header_match(h)
   end
 end
 
-local STAGES = { pre = stage_pre, identity = stage_identity, header_match = stage_header_match }
+local STAGES = {
+  pre = stage_pre, identity = stage_identity, header_match = stage_header_match,
+  response = function(h) h:streamInfo():dynamicMetadata():set("extproc.gate", "passed", true) end,
+}
 
 function envoy_on_request(h)
   STAGES[C.stage](h)
+end
+
+if C.stage == "response" then
+  -- Placed after every native decider, whose refusals still pass through
+  -- here on the way out: edit only responses to requests this stage saw,
+  -- as the processor edits allowed responses only (the `headers`
+  -- capability, the quota's RateLimit-Policy).
+  function envoy_on_response(h)
+    local md = h:streamInfo():dynamicMetadata():get("extproc.gate")
+    if not (md and md["passed"]) then return end
+    local headers = h:headers()
+    for _, name in ipairs(C.remove) do headers:remove(name) end
+    for _, pair in ipairs(C.set) do headers:replace(pair[1], pair[2]) end
+  end
 end

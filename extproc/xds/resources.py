@@ -6,6 +6,7 @@ compile time, not a NACK."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # Imported for their descriptors: ParseDict resolves "@type" through them.
@@ -46,7 +47,9 @@ def to_message(type_url: str, resource: dict[str, Any]) -> Message:
 
 
 def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    # Through JSON: MessageToDict hands Any payloads back as OrderedDicts.
+    parsed: dict[str, Any] = json.loads(json_format.MessageToJson(message, preserving_proto_field_name=True))
+    return parsed
 
 
 def static_cluster(name: str, host: str, port: int, http2: bool = False, timeout: str = "1s") -> dict[str, Any]:
