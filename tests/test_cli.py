@@ -2,6 +2,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Each test runs the CLI in a child process.
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 
 

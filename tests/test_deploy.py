@@ -65,11 +65,13 @@ def compose_model() -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.integration  # the compose binary
 def test_compose_config_is_valid():
     result = compose("config", "-q")
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.integration  # the compose binary
 def test_compose_has_the_whole_gateway(compose_model):
     services = compose_model["services"]
     assert {"envoy", "processor", "upstream", "redis", "jaeger", "certs"} <= set(services)
@@ -102,6 +104,7 @@ def bind_mounts(compose_model) -> list[tuple[str, Path, str]]:
     return mounts
 
 
+@pytest.mark.integration  # the compose binary
 def test_compose_bind_mounts_exist(compose_model):
     mounts = bind_mounts(compose_model)
     assert mounts
@@ -119,6 +122,7 @@ def envoy_valid(config: Path, certs: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.e2e  # envoy --mode validate
 def test_every_envoy_config_compose_mounts_is_valid(compose_model, certs, tmp_path):
     envoy_configs = [
         (source, target)
@@ -145,6 +149,7 @@ def test_every_envoy_config_compose_mounts_is_valid(compose_model, certs, tmp_pa
 # -- the generated Envoy configs stay the gateway's --------------------------
 
 
+@pytest.mark.integration  # the render script in a child process
 def test_generated_envoy_configs_are_current():
     result = subprocess.run(
         [sys.executable, str(DEPLOY / "render_envoy.py"), "--check"], capture_output=True, text=True, timeout=60
@@ -358,6 +363,7 @@ def test_services_select_pods_and_name_their_ports(manifests):
     assert headless["spec"]["clusterIP"] == "None"
 
 
+@pytest.mark.e2e  # envoy --mode validate
 def test_kubernetes_envoy_balances_over_the_headless_service(manifests, certs, tmp_path):
     text = of_kind(manifests, "ConfigMap")["envoy-gateway"]["data"]["envoy.yaml"]
     (tmp_path / "configmap").mkdir()
@@ -417,6 +423,7 @@ def test_every_yaml_under_deploy_parses():
 # -- the commands the image runs --------------------------------------------
 
 
+@pytest.mark.integration  # the CLI and a processor process
 def test_health_command_is_what_the_healthchecks_run(tmp_path):
     from extproc.local.processor import ProcessorProcess, free_port
 
@@ -440,6 +447,7 @@ def test_health_command_is_what_the_healthchecks_run(tmp_path):
         processor.stop()
 
 
+@pytest.mark.integration  # the CLI in a child process
 def test_demo_upstream_command_serves_the_echo():
     import signal
     import time

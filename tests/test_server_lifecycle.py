@@ -22,6 +22,9 @@ from google.rpc import code_pb2
 from extproc.local.processor import ProcessorProcess, free_port, wait_serving
 from tests import waiting
 
+# Real processor processes, supervisors and their sockets.
+pytestmark = pytest.mark.integration
+
 ALLOW_A = "routes:\n  - name: a\n    match: {path_prefix: /a/}\n"
 ALLOW_A_AND_B = ALLOW_A + "  - name: b\n    match: {path_prefix: /b/}\n"
 DENY_A = (
@@ -335,6 +338,7 @@ def test_replacement_workers_serve_the_last_good_policy_while_the_live_one_is_br
         processor.stop()
 
 
+@pytest.mark.e2e  # `extproc up` starts Envoy
 def test_up_with_a_busy_envoy_port_is_one_line(tmp_path, busy_port):
     result = extproc(
         "--log-level",

@@ -13,6 +13,7 @@ from extproc.paths import MAX_PATH_LENGTH, AmbiguousPath, canonical_path, drop_q
 from extproc.pipeline import start
 from extproc.policy.model import CompiledRoute, PolicySet, compile_match
 from extproc.policy.schema import RouteMatch
+from tests.profiles import examples
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ _PIECES = st.sampled_from(
 paths = st.lists(st.one_of(_PIECES, st.text(_ASCII, max_size=3)), max_size=12).map(lambda xs: "/" + "".join(xs))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(paths)
 def test_canonical_is_a_fixed_point_and_never_ambiguous(raw):
     try:

@@ -26,6 +26,7 @@ def clean_env() -> dict:
     }
 
 
+@pytest.mark.integration  # a fresh interpreter
 def test_nothing_configured_installs_nothing_and_loads_nothing():
     code = """
 import sys

@@ -40,6 +40,7 @@ from extproc.pipeline import error_body
 from extproc.policy.loader import load_policy_dir
 from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
+from tests.profiles import examples
 
 POLICIES = Path(__file__).resolve().parents[3] / "policies"
 DEMO_KEY = load_demo_key()
@@ -698,7 +699,7 @@ def test_fuzzed_tokens_never_raise_and_never_authenticate():
         assert deny is not None and deny.status == 401, token
         assert not ctx.identity.authenticated
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(400), deadline=None, suppress_health_check=list(HealthCheck))
     @given(
         header=st.fixed_dictionaries(
             {},
@@ -734,7 +735,7 @@ def test_fuzzed_tokens_never_raise_and_never_authenticate():
         else:
             check(f"{seg(header)}.{seg(payload)}.{b64(signature)}")
 
-    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=examples(200), deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.text(max_size=200))
     def fuzz_text(token):
         check(token.strip() or "x")

@@ -35,6 +35,7 @@ PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration  # a fresh interpreter without hyperscan
 def test_falls_back_to_re_without_hyperscan():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -18,6 +18,7 @@ from extproc.guard.injection import (
     RuleError,
     load_rules,
 )
+from tests.profiles import examples
 
 ENGINES = ["hyperscan", "re"] if _multi.HAVE_HYPERSCAN else ["re"]
 THRESHOLD = 0.5
@@ -352,7 +353,7 @@ if len(ENGINES) == 2:
     _noise = st.text(alphabet=st.sampled_from(list("ab e1@3$ .:\n\u200bіо")), max_size=20)
     _mixes = st.lists(st.one_of(st.sampled_from(_PHRASES), _noise), max_size=6).map(" ".join)
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(_mixes, st.sampled_from(["user", "tool", "system"]))
     def test_engines_agree_on_mixtures(text, role):
         assert _HS.scan(text, role) == _RE.scan(text, role)

@@ -66,6 +66,9 @@ HOSTILE = [
 
 SMALL = 40_000
 
+# CPU-time ratios want a quiet machine and take a minute: the full suite runs them.
+pytestmark = pytest.mark.integration
+
 
 def cpu_time(fn, text: str) -> float:
     best = float("inf")

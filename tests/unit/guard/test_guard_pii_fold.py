@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from extproc.guard.fold import fold
 from extproc.guard.pii import PiiConfig, PiiScanner, StreamSanitizer
+from tests.profiles import examples
 from tests.unit.guard.samples import PII_VALUES
 
 SETTINGS = settings(
-    max_examples=int(os.environ.get("GUARD_HYPOTHESIS_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("GUARD_HYPOTHESIS_EXAMPLES", examples(150))),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
     # Examples are long (PEM blocks, JWTs): shrinking one takes minutes.

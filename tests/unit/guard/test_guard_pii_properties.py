@@ -25,11 +25,12 @@ from extproc.guard.pii import (
     StreamRestorer,
     StreamSanitizer,
 )
+from tests.profiles import examples
 from tests.unit.guard.samples import CARDS, IBANS, JWT, PEM, PII_PHRASES, PII_VALUES
 
 # GUARD_HYPOTHESIS_EXAMPLES=5000 for a longer hunt.
 SETTINGS = settings(
-    max_examples=int(os.environ.get("GUARD_HYPOTHESIS_EXAMPLES", "150")),
+    max_examples=int(os.environ.get("GUARD_HYPOTHESIS_EXAMPLES", examples(150))),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

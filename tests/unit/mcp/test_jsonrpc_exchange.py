@@ -18,6 +18,7 @@ from extproc.capabilities.mcp_tools import McpTools, McpToolsConfig
 from extproc.context import Deny, Mode
 from extproc.jsonrpc.wire import INVALID_REQUEST, PARSE_ERROR, POLICY_DENIED, loads_strict, parse, sha256_json
 from extproc.runtime import Runtime
+from tests.profiles import examples
 from tests.unit.mcp.harness import context, deny_payload, request, user
 
 AGENT = user("planner-bot", roles=["reader"], agent_id="planner-1")
@@ -278,7 +279,7 @@ async def test_lone_surrogates_and_huge_numbers_are_parse_errors_before_any_deci
         assert deny_payload(deny)["error"]["code"] == PARSE_ERROR
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     method=st.sampled_from(
         [
@@ -309,7 +310,7 @@ def test_fuzzed_messages_through_both_capabilities(method, params, id, batch):
         _assert_clean(asyncio.run(_run(make(), route, raw)), message)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=200) | st.text(max_size=80).map(lambda t: t.encode("utf-8", "surrogatepass")))
 def test_fuzzed_bytes_are_parse_errors_or_messages(raw):
     try:
@@ -328,7 +329,7 @@ RESPONSE_CASES = [
 ]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     case=st.sampled_from(range(len(RESPONSE_CASES))),
     result=json_values,

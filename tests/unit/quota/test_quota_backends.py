@@ -19,7 +19,13 @@ from tests.redis_server import patient
 HOUR = 3600.0
 
 
-@pytest.fixture(params=["memory", "redis", "cluster"])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("cluster", marks=pytest.mark.integration),
+    ]
+)
 async def backend(request):
     if request.param == "memory":
         backend = MemoryBackend()

@@ -21,7 +21,7 @@ from tests.redis_server import free_port, patient
 PER_CONSUMER = {"name": "per-consumer", "key": ["consumer"], "rate": {"requests": 3, "per": "1h"}}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
 async def runtime(request):
     url = "memory" if request.param == "memory" else patient(request.getfixturevalue("redis_server").url)
     runtime = Runtime(quota_backend=url)

@@ -124,6 +124,7 @@ async def test_outage_and_restart_on_the_same_port(redis_server, make_backend, c
     assert sum("recovered" in m for m in messages) == 1
 
 
+@pytest.mark.integration  # starts its own Redis, after the backend
 async def test_unreachable_at_start_is_reported_and_retried(make_backend, caplog):
     from tests.redis_server import RedisServer, free_port
 
