@@ -35,7 +35,7 @@ from extproc.policy.schema import RouteMatch
 from extproc.xds import jwt, ratelimit, rbac
 from extproc.xds.lua import gate_source
 from extproc.xds.patterns import glob_to_re2, globs_to_lua
-from extproc.xds.plan import NotNative, Placement, RoutePlan
+from extproc.xds.plan import NotNative, Placement, RouteEngine, RoutePlan
 from extproc.xds.refusals import local_reply_config
 from extproc.xds.resources import CLUSTER_TYPE, LISTENER_TYPE, ROUTE_TYPE, TYPE_ORDER, static_cluster, to_message
 from extproc.xds.snapshot import Snapshot
@@ -231,7 +231,7 @@ def plan_route(route: CompiledRoute, options: Options) -> tuple[RoutePlan, _Nati
             failed = why.split(":", 1)[0]
     if native is not None:
         return RoutePlan(route.name, "native", placements("native", "")), native
-    engine = "ext_proc" if body_phases else "ext_authz"
+    engine: RouteEngine = "ext_proc" if body_phases else "ext_authz"
     assert why is not None
     return RoutePlan(route.name, engine, placements("processor", why, failed), why), None
 

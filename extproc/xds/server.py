@@ -29,7 +29,7 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2  # type: ignore[import-untyped]
 
 from extproc.policy.model import PolicySet
 from extproc.policy.store import PolicyStore
