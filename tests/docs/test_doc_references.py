@@ -1,0 +1,113 @@
+"""What the contributor docs name exists: every repository path, every
+``extproc.`` dotted name, every relative link (and its anchor) and every
+``make`` target in docs/architecture.md and CONTRIBUTING.md. A rename that
+leaves the guide pointing at nothing fails here."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.docs.test_architecture_example import EXAMPLE
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = [REPO / "docs" / "architecture.md", REPO / "CONTRIBUTING.md"]
+# The worked example's own files: they exist only in the document.
+EXAMPLE_PATHS = {
+    f"extproc/capabilities/{EXAMPLE.module_name}.py",
+    EXAMPLE.policy_title,
+    EXAMPLE.tests_title,
+}
+
+FENCED = re.compile(r"^```.*?^```[ \t]*$", re.M | re.S)
+INLINE = re.compile(r"`([^`\n]+)`")
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+PATH = re.compile(r"(?:\.venv/bin/)?(?P<path>(?:extproc|tests|envoy|policies|bench|docs|deploy)/[\w./-]*)")
+DOTTED = re.compile(r"\bextproc(?:\.\w+)+")
+MAKE = re.compile(r"\bmake (\w+)")
+
+
+def prose(doc: Path) -> str:
+    """The document without its fenced blocks (the example is checked by running it)."""
+    return FENCED.sub("", doc.read_text())
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(doc: Path) -> set[str]:
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", FENCED.sub("", doc.read_text()), re.M)}
+
+
+def resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted``, then walk attributes."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            target = getattr(target, name)
+        return target
+    raise ModuleNotFoundError(dotted)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_named_paths_exist(doc: Path) -> None:
+    checked, missing = [], []
+    for span in INLINE.findall(prose(doc)):
+        for found in PATH.finditer(span):
+            path = found["path"].rstrip(".")
+            if "<" in span or path in EXAMPLE_PATHS:
+                continue
+            checked.append(path)
+            if not (REPO / path).exists():
+                missing.append(path)
+    assert checked, f"{doc.name}: no path found (the pattern is broken)"
+    assert not missing, f"{doc.name} names paths that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_named_modules_and_attributes_exist(doc: Path) -> None:
+    example = f"extproc.capabilities.{EXAMPLE.module_name}"
+    checked, missing = [], []
+    for span in INLINE.findall(prose(doc)):
+        for dotted in DOTTED.findall(span):
+            if dotted.startswith(example):
+                continue
+            checked.append(dotted)
+            try:
+                resolve(dotted)
+            except (ImportError, AttributeError) as exc:
+                missing.append(f"{dotted} ({exc})")
+    assert checked, f"{doc.name}: no extproc name found (the pattern is broken)"
+    assert not missing, f"{doc.name} names what does not exist: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_relative_links_resolve(doc: Path) -> None:
+    links, broken = LINK.findall(prose(doc)), []
+    assert links, f"{doc.name}: no link found (the pattern is broken)"
+    for target in links:
+        if re.match(r"[a-z]+:", target):
+            continue  # an external URL
+        file, _, anchor = target.partition("#")
+        path = (doc.parent / file).resolve() if file else doc
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in anchors(path)):
+            broken.append(target)
+    assert not broken, f"{doc.name} links to what does not exist: {broken}"
+
+
+def test_make_targets_exist() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    targets = set(re.findall(r"^([\w-]+):", makefile, re.M))
+    named = {t for doc in DOCS for t in MAKE.findall(prose(doc))}
+    assert named, "the docs name no make target"
+    assert named <= targets, f"not in the Makefile: {sorted(named - targets)}"
