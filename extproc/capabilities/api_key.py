@@ -74,6 +74,26 @@ class _KeysFile(CapabilityConfig):
     keys: list[ApiKeyEntry]
 
 
+def _index(entries: list[ApiKeyEntry]) -> dict[bytes, tuple[bytes, Identity]]:
+    """Keys by the SHA-256 of the key, each with the identity it establishes."""
+    by_hash: dict[bytes, tuple[bytes, Identity]] = {}
+    for entry in entries:
+        digest = bytes.fromhex(entry.hash.removeprefix("sha256:"))
+        if digest in by_hash:
+            raise ValueError(f"API key {entry.id!r} has the same hash as another key")
+        by_hash[digest] = (
+            digest,
+            Identity(
+                subject=entry.subject,
+                tenant=entry.tenant,
+                roles=frozenset(entry.roles),
+                api_key_id=entry.id,
+                methods=frozenset({"api_key"}),
+            ),
+        )
+    return by_hash
+
+
 @register
 class ApiKeyAuth(Capability[ApiKeyConfig]):
     name = "api_key"
@@ -82,31 +102,22 @@ class ApiKeyAuth(Capability[ApiKeyConfig]):
 
     def __init__(self, config: ApiKeyConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME) -> None:
         super().__init__(config, mode, runtime)
-        entries = list(config.keys)
-        if config.keys_file:
-            path = runtime.resolve_path(config.keys_file)
-            try:
-                entries += _KeysFile.model_validate(yaml.safe_load(path.read_text())).keys
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                raise ValueError(f"keys_file {path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-            except (OSError, yaml.YAMLError) as exc:
-                raise ValueError(f"keys_file {path}: {exc}") from None
-        self._by_hash: dict[bytes, tuple[bytes, Identity]] = {}
-        for entry in entries:
-            digest = bytes.fromhex(entry.hash.removeprefix("sha256:"))
-            if digest in self._by_hash:
-                raise ValueError(f"API key {entry.id!r} has the same hash as another key")
-            self._by_hash[digest] = (
-                digest,
-                Identity(
-                    subject=entry.subject,
-                    tenant=entry.tenant,
-                    roles=frozenset(entry.roles),
-                    api_key_id=entry.id,
-                    methods=frozenset({"api_key"}),
-                ),
-            )
+        # Validated now, read in start(): the file is I/O.
+        self._keys_file = runtime.resolve_path(config.keys_file) if config.keys_file else None
+        self._by_hash = _index(config.keys)
+
+    async def start(self) -> None:
+        if self._keys_file is None:
+            return
+        path = self._keys_file
+        try:
+            entries = _KeysFile.model_validate(yaml.safe_load(path.read_text())).keys
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"keys_file {path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"keys_file {path}: {exc}") from None
+        self._by_hash = _index([*self.config.keys, *entries])
 
     async def on_request_headers(self, ctx: RequestContext) -> Deny | None:
         presented = ctx.request.headers.get(self.config.header)

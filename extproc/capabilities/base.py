@@ -76,11 +76,15 @@ class Capability(Generic[ConfigT]):
         return None
 
     async def start(self) -> None:
-        """I/O the capability needs before it serves (fetching a JWKS,
-        reading a key file...). The constructor only validates and
-        precompiles; the policy store calls ``start`` once, when a revision
-        holding this instance is loaded and before it serves a request. An
-        exception refuses the load exactly as a constructor's error does."""
+        """I/O the capability needs before it serves (reading a key file,
+        starting a JWKS refresh...). The constructor only validates and
+        precompiles; the policy loader calls ``start`` once per load, after
+        the whole policy validated and before the revision serves. A
+        ``ValueError`` or ``OSError`` refuses the load at this capability's
+        place in the policy, as a constructor's error does (and ``close`` is
+        called). The loader also runs inside a reload on the server's event
+        loop, so ``start`` must not wait on the loop: bounded local reads are
+        done directly, network I/O is handed to a background task."""
         return None
 
     def close(self) -> None:

@@ -188,16 +188,6 @@ class JwtAuth(Capability[JwtConfig]):
                 min_refresh_interval=src.min_refresh_interval,
             ),
         )
-        if file is not None:
-            # The cache outlives reloads: re-read the file so that the reload a
-            # change to it triggers also sees it (a removed key stops verifying).
-            jwks.load_file()
-        else:
-            # Fetch now, while the policy loads in the server's loop, so the
-            # first request does not wait on the identity provider (Envoy
-            # gives the whole check 250 ms). Without a loop (policy
-            # validation), the first request starts it.
-            jwks.ensure_background_refresh()
         return _Issuer(
             config=cfg,
             jwks=jwks,
@@ -205,6 +195,21 @@ class JwtAuth(Capability[JwtConfig]):
             audience=list(cfg.audiences) or None,
             options={"require": list(cfg.required_claims), "verify_aud": bool(cfg.audiences)},
         )
+
+    async def start(self) -> None:
+        for issuer in self._issuers.values():
+            jwks = issuer.jwks
+            if jwks.file is not None:
+                # The cache outlives reloads: re-read the file so that the
+                # reload a change to it triggers also sees it (a removed key
+                # stops verifying), and a bad file fails this load.
+                jwks.load_file()
+            else:
+                # Fetch now, while the policy loads in the server's loop, so
+                # the first request does not wait on the identity provider
+                # (Envoy gives the whole check 250 ms). Without a loop
+                # (policy validation), the first request starts it.
+                jwks.ensure_background_refresh()
 
     def close(self) -> None:
         # The JWKS caches belong to the Runtime (released with the revision);

@@ -122,13 +122,14 @@ class JwksCache:
         # Closed when no live policy revision names this source any more:
         # nothing polls, but the keys stay for requests still in flight.
         self.closed = False
-        if file is not None:
-            self.load_file()  # a bad file fails the policy load
 
     def load_file(self) -> None:
-        """Read the JWKS file now. Called on every policy load naming it, as
-        the cache is shared across reloads: the reload a change to the file
-        triggers must see the new key set (a removed key stops verifying)."""
+        """Read the JWKS file now. Called by every policy load naming it (the
+        jwt capability's start), as the cache is shared across reloads: the
+        reload a change to the file triggers must see the new key set (a
+        removed key stops verifying), and a bad file fails that load."""
+        if self.file is None:
+            raise ValueError("this key set is not read from a file")
         self.keys = parse_jwks(json.loads(Path(self.file).read_text()))
         self.last_refresh = time.monotonic()
 

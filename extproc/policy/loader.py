@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,12 @@ def _parse(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
     return data, _Locator(root), _duplicate_keys(root, file)
 
 
+# Where each built capability was declared, for errors its start() raises.
+Placement = dict[int, tuple[str, int, str]]
+
+
 def _compile_file(
-    text: str, file: str, runtime: Runtime
+    text: str, file: str, runtime: Runtime, placed: Placement | None = None
 ) -> tuple[PolicyFile | None, list[CompiledRoute], list[PolicyError]]:
     data, locator, errors = _parse(text, file)
     if errors:
@@ -191,9 +196,13 @@ def _compile_file(
                 errors.extend(_validation_errors(exc, file, locator, loc + ("config",)))
                 continue
             try:
-                capabilities.append(cls(config, cap_spec.mode, runtime))
+                capability = cls(config, cap_spec.mode, runtime)
             except (ValueError, OSError) as exc:
                 errors.append(PolicyError(file, locator.line(loc), format_loc(loc), str(exc)))
+                continue
+            capabilities.append(capability)
+            if placed is not None:
+                placed[id(capability)] = (file, locator.line(loc), format_loc(loc))
         routes.append(
             CompiledRoute(
                 name=route.name,
@@ -250,6 +259,7 @@ def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_
     unmatched_allow = allow_empty = allow_route_removal = False
     max_route_removal = Defaults().max_route_removal
     defaults_from: str | None = None
+    placed: Placement = {}
 
     for path in files:
         raw = path.read_bytes()
@@ -260,7 +270,7 @@ def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_
         except UnicodeDecodeError as exc:
             errors.append(PolicyError(name, raw[: exc.start].count(b"\n") + 1, "", "file is not valid UTF-8"))
             continue
-        spec, file_routes, file_errors = _compile_file(text, name, runtime)
+        spec, file_routes, file_errors = _compile_file(text, name, runtime, placed)
         built.extend(file_routes)
         errors.extend(file_errors)
         if spec is None:
@@ -282,6 +292,10 @@ def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_
                 )
                 continue
             routes[route.name] = route
+
+    # I/O only once everything validated: a policy with a typo fetches nothing.
+    if not errors:
+        errors.extend(_start_capabilities(routes.values(), placed))
 
     # Data a policy refers to (key files...) is part of its revision.
     for path in sorted(runtime.referenced_files):
@@ -349,7 +363,37 @@ def validate_policy_dir(directory: str | Path, copied_from: str | Path | None = 
     return policy
 
 
-def _close_capabilities(routes) -> None:
+def _start_capabilities(routes: Iterable[CompiledRoute], placed: Placement) -> list[PolicyError]:
+    """Run every capability's ``start`` before the revision serves; what one
+    raises (a missing key file, an unreadable JWKS) fails the load at the
+    capability's place in the policy, as a constructor's error does.
+
+    The loader is synchronous: it runs in offline validation and inside a
+    reload on the server's event loop alike, so it cannot wait on the loop.
+    A ``start`` therefore runs to completion without suspending (bounded
+    local reads directly, network I/O handed to a background task); one that
+    awaits is a bug in that capability and fails the load with that error."""
+    errors: list[PolicyError] = []
+    for route in routes:
+        for capability in route.capabilities:
+            file, line, field = placed.get(id(capability), (route.source, 0, ""))
+            try:
+                _run_to_completion(capability.start(), capability.name)
+            except (ValueError, OSError) as exc:
+                errors.append(PolicyError(file, line, field, str(exc)))
+    return errors
+
+
+def _run_to_completion(start: Coroutine[Any, Any, None], name: str) -> None:
+    try:
+        start.send(None)
+    except StopIteration:
+        return
+    start.close()
+    raise ValueError(f"capability {name}: start() waited on the event loop; it must hand waiting to a task")
+
+
+def _close_capabilities(routes: Iterable[CompiledRoute]) -> None:
     for route in routes:
         for capability in route.capabilities:
             try:

@@ -301,6 +301,9 @@ async def test_a_policy_with_a_jwks_url_fetches_keys_when_it_loads(idp, rsa_keys
         runtime,
     )
     jwks = next(iter(cap._issuers.values())).jwks
+    await asyncio.sleep(0.05)
+    assert idp.hits[JWKS_PATH] == 0  # constructing does no I/O
+    await cap.start()  # what the policy load does before the revision serves
     for _ in range(100):  # before any request arrives
         if jwks.has_kid("k1"):
             break
