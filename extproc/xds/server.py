@@ -29,7 +29,9 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2  # type: ignore[import-untyped]
+from google.protobuf import any_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
 
 from extproc.policy.model import PolicySet
 from extproc.policy.store import PolicyStore
@@ -231,8 +233,11 @@ async def serve(args: argparse.Namespace, make_options: Callable[[argparse.Names
     log.info("xds initial snapshot\n%s", explain(plane.cache.snapshot))
     server = grpc.aio.server()
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AggregatedDiscovery(plane.cache), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("xds ADS serving on %s:%d", args.host, port)
     follower = asyncio.create_task(plane.follow(args.reload_interval))
     try:
