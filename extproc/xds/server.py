@@ -29,9 +29,9 @@ from typing import Any
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2  # type: ignore[import-untyped]
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer  # type: ignore[import-untyped]
+from grpc_health.v1._async import HealthServicer
 
 from extproc.policy.model import PolicySet
 from extproc.policy.store import PolicyStore

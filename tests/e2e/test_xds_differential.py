@@ -165,7 +165,7 @@ class NativeGateway:
     def __init__(self, tmp: Path, policies: Path, upstream_port: int, processor_port: int):
         self.port, self.admin, self.xds = free_port(), free_port(), free_port()
         self.log_path = tmp / "xds.log"
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (the server's stdout until close())
         self.server = subprocess.Popen(
             [
                 sys.executable,
@@ -484,7 +484,7 @@ def test_policy_edit_is_pushed_and_enforced(native_only: tuple[NativeGateway, Pa
         started = time.monotonic()
         write_policy(policies, _with_reader_rule(POLICY, paths))
         wait_for(
-            lambda: native.client.get("/api/reports/q1", headers=headers).status_code == expected,
+            lambda want=expected: native.client.get("/api/reports/q1", headers=headers).status_code == want,
             timeout=10,
             interval=0.01,
         )
