@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from extproc.paths import AmbiguousPath, canonical_path, printable_path
 
 if TYPE_CHECKING:
+    from extproc.llm.request import LlmRequest
     from extproc.policy.model import CompiledRoute, PolicySet
 
 
@@ -97,6 +98,25 @@ class Identity:
 ANONYMOUS = Identity()
 
 
+@dataclass(slots=True)
+class Established:
+    """What one capability establishes for the others on this request, each
+    fact declared here once with its type: a capability reads a field,
+    never a string key, so reading a fact nobody writes is a type error.
+    (Audit facts are the other shared channel: ``extproc.audit.note``,
+    declared in ``extproc.audit.record``.)"""
+
+    # The parsed LLM request (``extproc.llm.request.llm_request`` parses it
+    # on first use); the body was content-encoded and is decoded now.
+    llm_request: LlmRequest | None = None
+    llm_body_decoded: bool = False
+    # The model as the gateway resolved it: the ``model_access`` pattern
+    # that admitted the client's model. Budgets key on it.
+    model_key: str | None = None
+    # The rbac rule that allowed the request (the audit record names it).
+    rbac_rule: str | None = None
+
+
 def new_decision_id() -> str:
     return os.urandom(8).hex()
 
@@ -132,6 +152,7 @@ class RequestContext:
         "decision_id",
         "deny",
         "dry_run",
+        "established",
         "filter",
         "identity",
         "policy",
@@ -169,6 +190,11 @@ class RequestContext:
         self.dry_run = False
         self.response_status: int | None = None
         self.response_headers: dict[str, str] = {}
+        self.established = Established()
+        # A capability's own per-request scratch (keyed by something unique
+        # to the instance: two instances on a route must not share it), and
+        # the audit facts under ``extproc.audit.AUDIT_STATE_KEY``. What
+        # crosses capabilities goes to ``established``, typed.
         self.state: dict[str, Any] = {}
         # Bodies: the whole request body (Envoy buffers it), and the response
         # one chunk at a time (Envoy streams it) with whether it is the last.

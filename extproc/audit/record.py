@@ -51,9 +51,9 @@ pii.<entity>         int     how many entities of a type were found
 ==================== ======= =============================================
 
 Values of another type are dropped, strings are cut to 128 characters, lists
-to 16 items. A few facts that capabilities already keep in ``ctx.state`` are
-read as well (``llm.model``, ``llm.request``'s api/stream,
-``rbac.rule``, ``prompt_guard``); ``audit`` wins over them.
+to 16 items. One fact comes from ``ctx.established`` (typed, shared
+between capabilities): the rbac rule that allowed the request
+(``extproc.rbac.rule``).
 """
 
 from __future__ import annotations
@@ -298,8 +298,6 @@ def facts(ctx: RequestContext) -> dict[str, Any]:
     """The allow-listed facts, by exported attribute name."""
     state = ctx.state
     out: dict[str, Any] = {}
-    if not state:
-        return out
 
     def put(key: str, value: Any) -> None:
         name, kind = AUDIT_KEYS[key]
@@ -310,22 +308,9 @@ def facts(ctx: RequestContext) -> dict[str, Any]:
         elif value is not None:
             out[name] = value
 
-    # Facts capabilities already keep for their own use.
-    if "llm.model" in state:
-        put("llm.model", state["llm.model"])
-    request = state.get("llm.request")
-    if request is not None:
-        put("llm.api", getattr(request, "api", None))
-        put("llm.stream", getattr(request, "stream", None))
-        if "gen_ai.request.model" not in out:
-            put("llm.model", getattr(request, "model", None))
-    rule = state.get("rbac.rule")
-    if isinstance(rule, str) and rule:
+    rule = ctx.established.rbac_rule
+    if rule:
         out["extproc.rbac.rule"] = scrub(rule)
-    guard = state.get("prompt_guard")
-    if isinstance(guard, dict):
-        put("guard.score", guard.get("score"))
-        put("guard.rules", guard.get("rules"))
 
     # The convention: ctx.state["audit"].
     published = state.get(AUDIT_STATE_KEY)

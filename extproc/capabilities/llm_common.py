@@ -6,10 +6,6 @@ from __future__ import annotations
 from extproc.context import Deny, RequestContext
 from extproc.llm.request import LlmRequest, LlmRequestError, llm_request
 
-# ctx.state key: the model as the gateway resolved it (model_access's
-# matching pattern), what budgets key on.
-RESOLVED_MODEL = "llm.model_key"
-
 
 def parsed_or_deny(ctx: RequestContext, max_bytes: int) -> LlmRequest | Deny:
     try:

@@ -5,7 +5,7 @@ caller decides, and a caller no rule matches may use no model. A request
 naming no model is refused too: the upstream's default model is still a model.
 
 The glob that admitted the model is the model as the gateway resolved it
-(``RESOLVED_MODEL``): budgets key on it, so a client cannot open a fresh
+(``ctx.established.model_key``): budgets key on it, so a client cannot open a fresh
 budget by naming ``demo-a``, ``demo-b``... under a ``demo-*`` rule.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
+from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, Mode, RequestContext
 from extproc.globs import compile_globs
 from extproc.llm.errors import llm_error
@@ -68,11 +68,10 @@ class ModelAccess(Capability[ModelAccessConfig]):
         if isinstance(request, Deny):
             return request
         rule = self._rule_for(ctx)
-        ctx.state["llm.model"] = request.model
         if request.model is not None and rule is not None:
             for pattern, regex in rule[2]:
                 if regex.fullmatch(request.model):
-                    ctx.state[RESOLVED_MODEL] = pattern
+                    ctx.established.model_key = pattern
                     return None
         return llm_error(
             request.api,

@@ -152,7 +152,7 @@ class Rbac(Capability[RbacConfig]):
                 return Deny(403, "forbidden", f"deny rule {rule.name}")
         for rule in self._allow:
             if rule.matches(ctx):
-                ctx.state["rbac.rule"] = rule.name
+                ctx.established.rbac_rule = rule.name
                 return None
         if not ctx.identity.authenticated:
             return unauthenticated("no allow rule matched an anonymous caller", None)

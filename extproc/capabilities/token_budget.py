@@ -38,7 +38,7 @@ from pydantic import Field, field_validator
 
 from extproc import audit
 from extproc.capabilities.base import Capability, CapabilityConfig, register
-from extproc.capabilities.llm_common import RESOLVED_MODEL, parsed_or_deny
+from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, Mode, RequestContext
 from extproc.headers import content_encoding
 from extproc.llm.errors import llm_error
@@ -58,7 +58,7 @@ def _model(_argument: str | None):
     # under a ``demo-*`` rule share one budget. Unresolved (no model_access
     # on the route) reads as absent: one shared budget, not one per name.
     def part(ctx: RequestContext) -> str | None:
-        return ctx.state.get(RESOLVED_MODEL)
+        return ctx.established.model_key
 
     return part
 
@@ -220,7 +220,9 @@ class TokenBudget(Capability[TokenBudgetConfig]):
         if state is None:
             return None
         content_type = ctx.response_headers.get("content-type", "")
-        request = ctx.state["llm.request"]
+        request = ctx.established.llm_request
+        if request is None:  # on_request_body parsed it before holding a budget
+            return None
         state.tracker = UsageTracker(
             request.api, content_type.startswith("text/event-stream"), encoding=content_encoding(ctx.response_headers)
         )

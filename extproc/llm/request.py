@@ -235,7 +235,7 @@ def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
             raise _bad(api, "request body too large", 413) from None
         except ValueError:
             raise _bad(api, "body is not valid " + encoding) from None
-        ctx.state["llm.decoded"] = True  # a rewritten body is sent decoded (see mark_changed)
+        ctx.established.llm_body_decoded = True  # a rewritten body is sent decoded (see mark_changed)
     if len(body) > max_bytes:
         raise _bad(api, "request body too large", 413)
     return body
@@ -307,11 +307,17 @@ def parse_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     return request
 
 
+LEGACY_REQUEST_KEY = "llm.request"
+
+
 def llm_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     """The parsed request, parsed on first use; raises LlmRequestError."""
-    cached = ctx.state.get("llm.request")
+    cached = ctx.established.llm_request
     if cached is None:
-        cached = ctx.state["llm.request"] = parse_request(ctx, max_bytes)
+        cached = ctx.established.llm_request = parse_request(ctx, max_bytes)
+        # pii.py (the guard helpers' module) still looks the parsed request
+        # up by this string key; it goes once pii reads ctx.established.
+        ctx.state[LEGACY_REQUEST_KEY] = cached
         audit.note(ctx, "llm.api", cached.api)
         audit.note(ctx, "llm.stream", cached.stream)
         if cached.model is not None:
@@ -323,7 +329,7 @@ def mark_changed(ctx: RequestContext, request: LlmRequest) -> None:
     """Forward the (edited) parsed request as the body. Runs once per phase,
     after the phase's edits were applied (``LlmRequest.replace``)."""
     ctx.replace_request_body(request.serialize())
-    if ctx.state.get("llm.decoded"):
+    if ctx.established.llm_body_decoded:
         ctx.remove_request_header("content-encoding")
 
 

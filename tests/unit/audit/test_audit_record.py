@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from extproc import audit
@@ -143,7 +141,7 @@ def test_facts_are_an_allow_list_with_types():
         audit.note(ctx, "prompt", "my password is hunter2")  # not in the allow-list: dropped
     audit.note(ctx, "guard.rules", ["ignore-previous", "exfiltrate"])
     audit.note(ctx, "llm.stream", True)
-    ctx.state["rbac.rule"] = "readers-read"
+    ctx.established.rbac_rule = "readers-read"
     assert facts(ctx) == {
         "gen_ai.request.model": "gpt-4o-mini",
         "gen_ai.usage.input_tokens": 12,
@@ -155,28 +153,16 @@ def test_facts_are_an_allow_list_with_types():
     }
 
 
-def test_facts_read_existing_state_defensively():
-    @dataclasses.dataclass
-    class FakeLlmRequest:
-        api: str = "openai.chat"
-        model: str | None = "m-1"
-        stream: bool = True
-        body: dict = dataclasses.field(default_factory=lambda: {"messages": [{"content": "secret prompt"}]})
-
+def test_facts_come_from_declared_channels_only():
+    # Only audit facts and typed ``ctx.established`` fields are read: a
+    # string key some capability keeps in ctx.state for itself is not.
     ctx = context()
-    ctx.state["llm.request"] = FakeLlmRequest()
+    ctx.state["llm.request"] = object()
     ctx.state["prompt_guard"] = {"score": 0.91, "rules": ["jailbreak"]}
     ctx.state["audit"] = "not a dict"
-    assert facts(ctx) == {
-        "extproc.llm.api": "openai.chat",
-        "extproc.llm.stream": True,
-        "gen_ai.request.model": "m-1",
-        "extproc.guard.score": 0.91,
-        "extproc.guard.rules": ["jailbreak"],
-    }
-    ctx.state["llm.request"] = object()  # some other shape: nothing, no error
-    ctx.state["prompt_guard"] = None
     assert facts(ctx) == {}
+    ctx.established.rbac_rule = "readers"
+    assert facts(ctx) == {"extproc.rbac.rule": "readers"}
 
 
 def test_scrub_removes_credentials_and_addresses_from_free_text():

@@ -101,7 +101,7 @@ async def test_deny_overrides_allow_whatever_the_order():
 
 async def test_the_matching_rule_is_recorded():
     _, ctx = await decide(make(*DEMO_RULES), user(roles=["reader"]))
-    assert ctx.state["rbac.rule"] == "readers"
+    assert ctx.established.rbac_rule == "readers"
 
 
 async def test_subjects_principals_hosts_and_methods():
