@@ -22,12 +22,12 @@ if TYPE_CHECKING:
     from extproc.policy.model import CompiledRoute, PolicySet
 
 
-class Mode(str, enum.Enum):
+class Mode(str, enum.Enum):  # noqa: UP042 - a StrEnum formats differently; records and logs carry these
     ENFORCE = "enforce"
     MONITOR = "monitor"
 
 
-class Phase(str, enum.Enum):
+class Phase(str, enum.Enum):  # noqa: UP042 - as Mode
     REQUEST_HEADERS = "request_headers"
     REQUEST_BODY = "request_body"
     RESPONSE_HEADERS = "response_headers"
