@@ -12,6 +12,8 @@ good bundle from disk.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -154,6 +156,13 @@ def test_two_processors_follow_one_signed_bundle(gateway_factory, tmp_path: Path
         assert second != first and serving(dir_b) == second == published
         assert health_revision(gateway.processor.port) == second
         assert {health_revision(b.port) for _ in range(8)} == {second}
+        health = subprocess.run(
+            [sys.executable, "-m", "extproc", "health", "--port", str(gateway.processor.port), "--revision"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (health.returncode, health.stdout.strip()) == (0, f"serving revision {second}"), health.stderr
         assert elapsed < POLL + 4 * RELOAD + 3.0, elapsed  # generous for a loaded 2-core host
         print(f"fleet switched in {elapsed:.2f}s (poll {POLL}s)")
 
