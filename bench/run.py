@@ -245,7 +245,7 @@ def measure(scenario: Scenario, opts: argparse.Namespace, logs: Path) -> dict:
         throughput = wrk(url, headers, opts.threads, opts.connections, opts.duration)
         # CPU spent during the saturation run: per request it says where the
         # time goes, per worker whether the load spread over the workers.
-        cpu = [round(cpu_seconds(pid) - before, 2) for pid, before in zip(pids, cpu_before)]
+        cpu = [round(cpu_seconds(pid) - before, 2) for pid, before in zip(pids, cpu_before, strict=True)]
 
         def per_request(seconds: float) -> float:
             return round(seconds * 1000 / max(throughput["requests"], 1), 3)
@@ -330,7 +330,9 @@ def table(results: list[dict], opts: argparse.Namespace) -> str:
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
 
     def line(row) -> str:
-        return "  ".join(f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(
+            f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
 
     notes = [
         f"rps: wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s;  "

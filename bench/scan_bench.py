@@ -31,10 +31,21 @@ from extproc.guard import _multi
 from extproc.guard.injection import InjectionDetector
 from extproc.guard.pii import PiiConfig, PiiScanner, StreamSanitizer
 
-WORDS = ["the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are", "as", "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but", "not", "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each", "which", "she", "do", "how", "their", "if", "will", "up", "other", "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make", "like", "him", "into", "time", "has", "look", "two", "more", "write", "go", "see", "number", "no", "way", "could", "people", "my", "than", "first", "water", "been", "call", "who", "oil", "its", "now", "find", "long", "down", "day", "did", "get", "come", "made", "may", "part", "model", "request", "response", "latency", "budget", "deploy", "cluster", "service", "gateway", "policy", "token", "user", "data", "table", "query", "index", "cache", "error", "retry", "timeout", "config", "value", "summary", "analysis", "report", "draft"]
+# Common English words and the domain's own: filler that looks like chat text.
+_VOCABULARY = """
+the of and to in is you that it he was for on are as with his they at be this have from or one had
+by word but not what all were we when your can said there use an each which she do how their if will
+up other about out many then them these so some her would make like him into time has look two more
+write go see number no way could people my than first water been call who oil its now find long down
+day did get come made may part model request response latency budget deploy cluster service gateway
+policy token user data table query index cache error retry timeout config value summary analysis
+report draft
+"""
+WORDS = _VOCABULARY.split()
 
 SNIPPETS = (
-    "```python\ndef handler(event, context):\n    items = event.get('items', [])\n    return {'count': len(items)}\n```",
+    "```python\ndef handler(event, context):\n    items = event.get('items', [])\n"
+    "    return {'count': len(items)}\n```",
     "Use `std::vector<int>` and `std::map<std::string, int>` here; `Foo::bar()` is static.",
     "See https://docs.example.com/guide/intro?lang=en#setup for details.",
     "Release 2.14.1 fixed it; we ran 3.5.0 before. Build 1.2.3.4567 is older.",
@@ -82,7 +93,7 @@ def chat_text(rng: random.Random, size: int, pii_per_kb: float) -> str:
     return " ".join(parts)[:size]
 
 
-def timed(fn, repeat: int) -> float:
+def timed(fn, repeat: int, median: bool) -> float:
     """Seconds per call: the best of 7 batches of ``repeat`` calls. The best
     batch is the one least disturbed by other processes (the figures are for
     the code, not for a noisy shared machine); ``--median`` reports medians."""
@@ -92,13 +103,10 @@ def timed(fn, repeat: int) -> float:
         for _ in range(repeat):
             fn()
         batches.append((time.perf_counter() - t) / repeat)
-    return statistics.median(batches) if MEDIAN else min(batches)
+    return statistics.median(batches) if median else min(batches)
 
 
-MEDIAN = False
-
-
-def run(engine: str) -> None:
+def run(engine: str, median: bool) -> None:
     rng = random.Random(2026)
     scanner = PiiScanner(PiiConfig(), engine=engine)
     detector = InjectionDetector(engine=engine)
@@ -119,12 +127,12 @@ def run(engine: str) -> None:
         for t in requests:
             detector.scan(t)
 
-    us_req = timed(per_request, 3) / len(requests) * 1e6
-    us_pii = timed(pii_only, 3) / len(requests) * 1e6
-    us_inj = timed(inj_only, 3) / len(requests) * 1e6
+    us_req = timed(per_request, 3, median) / len(requests) * 1e6
+    us_pii = timed(pii_only, 3, median) / len(requests) * 1e6
+    us_inj = timed(inj_only, 3, median) / len(requests) * 1e6
     mb = len(big) / 1e6
-    pii_big = timed(lambda: scanner.sanitize(big), 1)
-    inj_big = timed(lambda: detector.scan(big), 1)
+    pii_big = timed(lambda: scanner.sanitize(big), 1, median)
+    inj_big = timed(lambda: detector.scan(big), 1, median)
 
     stream_text = "".join(requests[:5])
 
@@ -134,7 +142,7 @@ def run(engine: str) -> None:
             s.feed(stream_text[i : i + 4])
         s.flush()
 
-    us_delta = timed(stream, 1) / (len(stream_text) / 4) * 1e6
+    us_delta = timed(stream, 1, median) / (len(stream_text) / 4) * 1e6
 
     print(f"engine: {engine}")
     print(
@@ -153,14 +161,12 @@ def main() -> None:
     parser.add_argument("--engine", choices=["hyperscan", "re", "all"], default="all")
     parser.add_argument("--median", action="store_true", help="report medians instead of best batches")
     args = parser.parse_args()
-    global MEDIAN
-    MEDIAN = args.median
     engines = ["hyperscan", "re"] if args.engine == "all" else [args.engine]
     if "hyperscan" in engines and not _multi.HAVE_HYPERSCAN:
         print("hyperscan is not installed: measuring the re engine only")
         engines = ["re"]
     for engine in engines:
-        run(engine)
+        run(engine, args.median)
 
 
 if __name__ == "__main__":

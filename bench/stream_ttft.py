@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             config = without_ext_proc(config) if strip else config
             # The mTLS listener needs certificates this benchmark does not use.
             config["static_resources"]["listeners"] = [
-                l for l in config["static_resources"]["listeners"] if l["name"] == "gateway"
+                listener for listener in config["static_resources"]["listeners"] if listener["name"] == "gateway"
             ]
             envoy = EnvoyProcess(config, admin)
             envoys.append(envoy)

@@ -123,7 +123,12 @@ class RedisServer:
                 os.remove(conf)
             args += ["--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-node-timeout", "2000"]
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            # preexec_fn is the one way to set PR_SET_PDEATHSIG in the child; it
+            # calls prctl alone (no lock another thread could hold at fork).
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         self.wait_ready(timeout)
         return self

@@ -137,9 +137,11 @@ def test_every_envoy_config_compose_mounts_is_valid(compose_model, certs, tmp_pa
         envoy_valid(source, certs, tmp_path)
         config = yaml.safe_load(source.read_text())
         clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-        address = lambda c: clusters[c]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
-            "socket_address"
-        ]
+
+        def address(name: str, clusters: dict = clusters) -> dict:
+            endpoint = clusters[name]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            return endpoint["address"]["socket_address"]
+
         assert address("governance") == {"address": "processor", "port_value": 50051}
         assert address("upstream") == {"address": "upstream", "port_value": 8080}
         assert address("otel") == {"address": "jaeger", "port_value": 4317}
@@ -181,8 +183,8 @@ def test_compose_and_kubernetes_gateways_have_the_same_listeners_filters_and_rou
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", path.read_text())
     out = []
-    for line in text.splitlines():
-        line = line.strip()
+    for raw in text.splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             keyword, _, rest = line.partition(" ")
             out.append((keyword.upper(), rest.strip()))

@@ -217,7 +217,7 @@ def test_ext_authz_request_is_one_trace_with_the_processor_span_under_envoys(tra
     assert a["extproc.policy.revision"] and a["enduser.id"] == "alice"
     assert a["extproc.identity.roles"] == ["reader"] and a["extproc.identity.methods"] == ["jwt"]
     assert a["http.request.method"] == "GET" and a["url.path"] == "/api/hello"
-    events = {name: attrs for name, attrs in mine.events}
+    events = dict(mine.events)
     assert {"jwt: allow", "rbac: allow", "header_match: allow", "headers: allow"} <= set(events)
     assert events["rbac: allow"] == {
         "extproc.capability": "rbac",
@@ -241,7 +241,7 @@ def test_denial_and_ext_proc_spans(traced, receiver):
     mine, _ = trace_of(receiver, r.headers["x-decision-id"], envoy_spans=2)
     a = mine.attributes
     assert a["extproc.decision"] == "deny" and a["extproc.status_code"] == 403 and a["extproc.code"] == "forbidden"
-    events = {name: attrs for name, attrs in mine.events}
+    events = dict(mine.events)
     assert events["rbac: deny"]["extproc.reason"] == "no allow rule matched"
     assert events["rbac: deny"]["extproc.code"] == "forbidden"
     assert "header_match: allow" not in events  # never ran: the denial stopped the request

@@ -164,7 +164,7 @@ def test_header_twins_and_routing_overrides_never_reach_the_upstream(edge, gatew
     # every routing override, whichever filter governs the route.
     gw = gateway_factory(policy_dir=_policy_dir(tmp_path, POLICY), envoy_config=_unprotected_config(tmp_path))
     for g in (edge, gw):
-        status, headers, body = send(g.port, f"/{prefix}/hello", overrides + (twins if g is gw else ()))
+        status, _, body = send(g.port, f"/{prefix}/hello", overrides + (twins if g is gw else ()))
         assert status == 200, body
         seen = json.loads(body)["headers"]
         folded = {name.replace("_", "-") for name in seen}

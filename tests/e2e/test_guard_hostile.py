@@ -118,7 +118,8 @@ def test_hostile_bodies_do_not_starve_bystanders(gateway_factory, tmp_path):
         f"{statistics.median(base_latencies) * 1000:.1f} ms, p99 {p99(base_latencies) * 1000:.1f} ms"
     )
     print(
-        f"under attack: {len(latencies)} bystander requests {sorted(set(statuses))}, median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"under attack: {len(latencies)} bystander requests {sorted(set(statuses))}, "
+        f"median {statistics.median(latencies) * 1000:.1f} ms, "
         f"p99 {p99(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
     )
     for name in HOSTILE_BODIES:

@@ -50,9 +50,11 @@ def stack(tmp_path_factory, demo_certs, mcp_server):
 @asynccontextmanager
 async def connect(stack, token: str | None, mode: str):
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    async with httpx2.AsyncClient(headers=headers, timeout=15) as http:
-        async with Client(streamable_http_client(stack.url + "/mcp", http_client=http), mode=mode) as client:
-            yield client
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=15) as http,
+        Client(streamable_http_client(stack.url + "/mcp", http_client=http), mode=mode) as client,
+    ):
+        yield client
 
 
 def run(coro):

@@ -195,12 +195,12 @@ def test_a_change_to_the_keys_file_changes_the_revision(tmp_path):
     [
         (None, "", "keys_file"),  # missing file
         ("keys: [{id: a, hash: nothex, subject: s}]\n", "", "consumers.yaml: keys.0.hash"),
-        ("keys: [{id: a, hash: '%s', subject: s, extra: 1}]\n" % KEY_HASH, "", "consumers.yaml: keys.0.extra"),
+        (f"keys: [{{id: a, hash: '{KEY_HASH}', subject: s, extra: 1}}]\n", "", "consumers.yaml: keys.0.extra"),
         ("- just a list\n", "", "keys_file"),
         ("keys: [\n", "", "keys_file"),
         (
-            "keys: [{id: a, hash: '%s', subject: s}]\n" % KEY_HASH,
-            "          keys: [{id: b, hash: '%s', subject: t}]" % KEY_HASH,
+            f"keys: [{{id: a, hash: '{KEY_HASH}', subject: s}}]\n",
+            f"          keys: [{{id: b, hash: '{KEY_HASH}', subject: t}}]",
             "same hash",
         ),
     ],

@@ -12,26 +12,20 @@ import pytest
 
 from extproc.audit.record import build
 from extproc.capabilities.pii import Pii
-from extproc.context import HttpRequest, Mode, Phase, RequestContext
-from extproc.pipeline import resolve_route, run_phase
-from extproc.policy.model import CompiledRoute, PolicySet
+from extproc.context import Mode, Phase, RequestContext
+from extproc.pipeline import run_phase
+from tests import builders
 from tests.unit.guard.samples import PEM_BODY
 
 CHAT = "/v1/chat/completions"
 
 
 def capability(mode=Mode.ENFORCE, **config) -> Pii:
-    return Pii(Pii.Config.model_validate(config), mode)
+    return builders.capability(Pii, config, mode)
 
 
 def context(cap: Pii, messages: list, path: str = CHAT) -> RequestContext:
-    route = CompiledRoute("llm", "test:1", [cap], None)
-    ctx = RequestContext(
-        PolicySet("rev1", {"llm": route}), HttpRequest("POST", path, "gw", {"content-type": "application/json"})
-    )
-    assert resolve_route(ctx, "llm") is None
-    ctx.request_body = json.dumps({"model": "m", "messages": messages}).encode()
-    return ctx
+    return builders.chat(cap, messages, path=path, route_name="llm")
 
 
 async def send(cap: Pii, messages: list):
@@ -41,8 +35,7 @@ async def send(cap: Pii, messages: list):
     return ctx, deny, sent
 
 
-def user(content) -> dict:
-    return {"role": "user", "content": content}
+user = builders.user
 
 
 async def test_request_values_are_redacted_and_counted_in_the_audit_record():
@@ -145,7 +138,7 @@ async def test_a_value_split_across_messages_is_redacted_in_each_message():
 
 
 async def test_a_key_header_and_body_in_two_messages_are_blocked():
-    ctx, deny, _ = await send(
+    _, deny, _ = await send(
         capability(entities={"PRIVATE_KEY": "block"}),
         [user("-----BEGIN RSA PRIVATE KEY-----"), user(PEM_BODY + "\n-----END RSA PRIVATE KEY-----")],
     )
@@ -203,7 +196,7 @@ def sse(*deltas: str) -> list[bytes]:
         + b"\n\n"
         for d in deltas
     ]
-    return events + [b"data: [DONE]\n\n"]
+    return [*events, b"data: [DONE]\n\n"]
 
 
 def sse_text(raw: bytes) -> str:
@@ -254,7 +247,7 @@ async def test_a_block_entity_in_a_stream_ends_it_with_an_error_event():
 async def test_a_value_after_an_object_key_is_redacted_without_the_key():
     # Tool-call arguments are JSON: the key "to" and the email after it are
     # neighbouring parts, and joined they read "toalice@example.com".
-    ctx, deny, sent = await send(
+    _, deny, sent = await send(
         capability(),
         [
             user("send it"),
@@ -309,7 +302,7 @@ async def test_a_compressed_json_answer_is_decoded_and_sanitized(encoding):
 
 async def test_a_compressed_stream_is_decoded_and_sanitized_as_it_flows():
     cap = capability(entities={"EMAIL": "redact"})
-    ctx, raw, denies = await respond(
+    _, raw, denies = await respond(
         cap,
         [user("hi")],
         "text/event-stream",

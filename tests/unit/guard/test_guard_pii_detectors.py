@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from pydantic import ValidationError
 
@@ -583,7 +585,7 @@ def test_findings_are_sorted_and_disjoint(scanner):
     text = " ".join([JWT, "a@example.com", PEM, "4111111111111111", "+1 212 555 1234", SECRET40, "aws"])
     findings = scanner.find(text)
     assert findings == sorted(findings, key=lambda f: f.start)
-    assert all(a.end <= b.start for a, b in zip(findings, findings[1:]))
+    assert all(a.end <= b.start for a, b in itertools.pairwise(findings))
 
 
 def test_empty_text(scanner):

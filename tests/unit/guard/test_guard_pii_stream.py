@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -65,7 +66,7 @@ def test_random_chunks(scanner):
     rng = random.Random(11)
     for _ in range(30):
         cuts = sorted(rng.sample(range(1, len(CORPUS)), rng.randint(1, 60)))
-        chunks = [CORPUS[a:b] for a, b in zip([0, *cuts], [*cuts, len(CORPUS)])]
+        chunks = [CORPUS[a:b] for a, b in itertools.pairwise([0, *cuts, len(CORPUS)])]
         check_equivalent(scanner, CORPUS, chunks)
 
 
@@ -118,7 +119,7 @@ def test_hold_extends_over_a_straddling_key_and_is_bounded():
 def test_jwt_split_in_many_deltas():
     scanner = PiiScanner(PiiConfig())
     text = f"token: {JWT}, expires soon"
-    s, outs = stream(scanner, split_every(text, 3))
+    _, outs = stream(scanner, split_every(text, 3))
     assert "".join(outs) == "token: [JWT_1], expires soon"
     assert all("eyJ" not in o for o in outs)
 

@@ -208,10 +208,10 @@ def _paths(value, prefix=()):
     yield prefix
     if isinstance(value, dict):
         for key, inner in value.items():
-            yield from _paths(inner, prefix + (key,))
+            yield from _paths(inner, (*prefix, key))
     elif isinstance(value, list):
         for i, inner in enumerate(value):
-            yield from _paths(inner, prefix + (i,))
+            yield from _paths(inner, (*prefix, i))
 
 
 def _planted(body, path, odd):

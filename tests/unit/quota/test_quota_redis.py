@@ -154,7 +154,7 @@ async def test_cluster_keeps_one_requests_keys_in_one_slot(redis_cluster, make_b
     assert (await backend.check(same_tag)).allowed
     # Without a common tag the keys hash to different slots and Redis Cluster
     # refuses the script (CROSSSLOT): why every key of a request shares one.
-    with pytest.raises(BackendUnavailable, match="(?i)slot"):
+    with pytest.raises(BackendUnavailable, match=r"(?i)slot"):
         await backend.check([("quota:{alice}:r:a", RATE), ("quota:{bob}:r:a", RATE)])
 
 
