@@ -33,17 +33,19 @@ class RevisionHealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
 
 async def publish_revision(store: PolicyStore, interval: float) -> None:
     """Keep the revision gauge on the serving revision (a task per worker)."""
-    from extproc.audit.metrics import POLICY_REVISION
+    from extproc.audit.metrics import POLICY_REVISION, multiprocess_dir
 
+    # Multiprocess mode cannot remove a series (its value lives in the shared
+    # files): the replaced revision stays, at 0.
+    removable = multiprocess_dir() is None
     shown: str | None = None
     while True:
         revision = store.current.revision
         if revision != shown:
             if shown is not None:
-                # 0 first: in multiprocess mode remove() leaves the shared
-                # file's value behind, and it must not stay 1.
                 POLICY_REVISION.labels(shown).set(0)
-                POLICY_REVISION.remove(shown)
+                if removable:
+                    POLICY_REVISION.remove(shown)
             POLICY_REVISION.labels(revision).set(1)
             shown = revision
         await asyncio.sleep(interval)
