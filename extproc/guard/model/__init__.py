@@ -1,0 +1,1 @@
+"""The prompt guard's local model tier (see ``classifier``)."""
