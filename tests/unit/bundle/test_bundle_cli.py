@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from extproc.cli import main
-from tests.unit.bundle.conftest import ALLOW_A_AND_B, make_policy
+from tests.unit.bundle.conftest import ALLOW_A_AND_B, KeyPair, make_policy
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -65,3 +65,30 @@ def test_build_refuses_an_invalid_policy(tmp_path: Path, capsys: pytest.CaptureF
     code, _, err = run(capsys, "policy", "bundle", "build", str(policy), "-o", str(tmp_path / "b.tgz"))
     assert code == 1 and "unknown capability" in err and "no bundle written" in err
     assert not (tmp_path / "b.tgz").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "extproc: --bundle needs --bundle-key: a bundle is served only if a trusted key signed it"),
+        (("--bundle-key", "{pub}"), "extproc: --bundle: not an http(s) URL: file:///etc/policy.tgz"),
+        (("--bundle-key", "{key}"), "not a PEM public key"),
+    ],
+)
+def test_serve_bundle_flags_fail_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], keys: KeyPair, args: tuple[str, ...], expected: str
+) -> None:
+    argv = [a.format(pub=keys.public, key=keys.private) for a in args]
+    code, _, err = run(capsys, "serve", "--port", "0", "--bundle", "file:///etc/policy.tgz", *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert expected in err
+
+
+def test_fetch_urls_are_checked_and_redacted() -> None:
+    from extproc.bundle.fetch import check_url, redact
+
+    assert check_url("https://h.example/p.tgz") == "https://h.example/p.tgz"
+    for bad in ("ftp://h/p", "file:///p", "http:///nohost"):
+        with pytest.raises(ValueError, match="not an http"):
+            check_url(bad)
+    assert redact("https://user:secret@h.example:8443/p.tgz?X-Amz-Signature=abc") == "https://h.example:8443/p.tgz"
