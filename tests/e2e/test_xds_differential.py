@@ -568,3 +568,17 @@ def test_generated_paths_agree(engines: tuple[Gateway, NativeGateway]) -> None:
                 divergences.append({"path": path, "auth": bool(headers), "processor": want, "native": got})
     assert not divergences, json.dumps(divergences[:10], indent=1) + f"\n{len(divergences)} divergences"
     assert {"path_parameter", "path_double_encoding", "path_trailing_dot"} <= codes, codes
+
+
+def test_native_routes_outlive_the_control_plane(native_only: tuple[NativeGateway, Path, Gateway]) -> None:
+    native, _, processor = native_only
+    reader = {"authorization": f"Bearer {TOKENS['reader']}"}
+    native.server.terminate()
+    native.server.wait(10)
+    # Envoy keeps enforcing the last version it accepted: allowed, refused, unauthenticated.
+    assert native.client.get("/api/hello", headers=reader).status_code == 200
+    assert native.client.get("/api/admin/users", headers=reader).status_code == 403
+    assert native.client.get("/api/hello").status_code == 401
+    # With the processor gone too, the native routes do not care.
+    processor.processor.stop()
+    assert native.client.get("/api/hello", headers=reader).json()["headers"]["x-auth-subject"] == "alice"
