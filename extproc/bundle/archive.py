@@ -79,8 +79,16 @@ class Manifest:
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"manifest is malformed: {exc}") from None
-        if len({f.path for f in files}) != len(files):
+        paths = {f.path for f in files}
+        if len(paths) != len(files):
             raise BundleError("manifest names a file twice")
+        for path in paths:
+            # "a.yaml" and "a.yaml/b" cannot both be unpacked.
+            parent = PurePosixPath(path).parent
+            while parent != PurePosixPath("."):
+                if str(parent) in paths:
+                    raise BundleError(f"manifest names {parent} both as a file and as a directory")
+                parent = parent.parent
         return cls(revision, routes, files)
 
 

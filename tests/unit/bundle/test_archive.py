@@ -132,6 +132,13 @@ def test_reader_refuses_a_manifest_path_escaping() -> None:
         read_archive(_tar_gz([_manifest({"../x.yaml": b"x"})]))
 
 
+def test_reader_refuses_a_path_both_file_and_directory() -> None:
+    files = {"a.yaml": b"x", "a.yaml/b.json": b"y"}
+    entries = [_manifest(files)] + [_file(f"policy/{p}", c) for p, c in files.items()]
+    with pytest.raises(BundleError, match="both as a file and as a directory"):
+        read_archive(_tar_gz(entries))
+
+
 def test_reader_refuses_garbage() -> None:
     with pytest.raises(BundleError, match="not a readable bundle archive"):
         read_archive(b"this is not gzip")
