@@ -22,6 +22,7 @@ def _options(args: argparse.Namespace, quota_backend: str) -> Options:
         upstream=Endpoint.parse(args.upstream),
         processor=Endpoint.parse(args.processor),
         quota_backend=quota_backend,
+        native=not args.processor_only,
     )
 
 
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--upstream", default="127.0.0.1:8080", help="the upstream cluster")
         cmd.add_argument("--processor", default="127.0.0.1:50051", help="extproc serve, for processor routes")
         cmd.add_argument("--quota-backend", default=None, help="memory (native local_ratelimit) or redis")
+        cmd.add_argument("--processor-only", action="store_true", help="compile nothing natively")
     serve = sub.choices["serve"]
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=18000, help="the ADS port Envoy bootstraps against")

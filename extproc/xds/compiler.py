@@ -76,6 +76,7 @@ class Options:
     quota_backend: str = "memory"
     route_timeout: str = "15s"
     processor_timeout: str = "0.25s"
+    native: bool = True  # False: every route through the processor (the reference engine)
 
 
 @dataclass(slots=True)
@@ -220,6 +221,8 @@ def plan_route(route: CompiledRoute, options: Options) -> tuple[RoutePlan, _Nati
     failed: str | None = None
     if body_phases:
         why = f"needs {', '.join(body_phases)}: ext_proc"
+    elif not options.native:
+        why = "native compilation off"
     elif route.case_insensitive:
         why = "case-insensitive match: capabilities judge the folded path"
     native: _NativeRoute | None = None
