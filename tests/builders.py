@@ -125,6 +125,7 @@ def context(
     body: bytes | Mapping[str, Any] | list[Any] | None = None,
     route_name: str | None = None,
     via: str = "",
+    resolve: bool = True,
 ) -> RequestContext:
     """A request's context, on its route when there is one.
 
@@ -133,7 +134,8 @@ def context(
     matchers pick), or nothing (a capability's handler called directly).
     ``body``: bytes as sent, or a JSON document (serialized, with a JSON
     content type unless ``headers`` sets one). ``via``: the Envoy filter
-    that asked, for the audit record."""
+    that asked, for the audit record. ``resolve=False`` leaves the route
+    unresolved, for a test that runs ``pipeline.start`` itself."""
     headers = dict(headers or {})
     if body is not None and not isinstance(body, bytes):
         body = json.dumps(body).encode()
@@ -144,7 +146,7 @@ def context(
         route_name = target.name
         target = policy(target)
     ctx = RequestContext(target or policy(), request(method, path, headers, host), attributes)
-    if target is not None:
+    if target is not None and resolve:
         deny = resolve_route(ctx, route_name)
         assert deny is None, f"no route for {method} {path}: {deny}"
     ctx.identity = who

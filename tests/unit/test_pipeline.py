@@ -1,10 +1,11 @@
 import pytest
 
 from extproc.capabilities.base import Capability
-from extproc.context import Deny, HttpRequest, Mode, Phase, RequestContext
+from extproc.context import Deny, Mode, Phase
 from extproc.pipeline import error_body, finish, resolve_route, run_phase
-from extproc.policy.model import CompiledRoute, PolicySet, compile_match
+from extproc.policy.model import CompiledRoute, compile_match
 from extproc.policy.schema import RouteMatch
+from tests import builders
 
 
 class Recorder(Capability):
@@ -29,8 +30,7 @@ class Recorder(Capability):
 
 def context(*capabilities, match=None, unmatched_allow=False):
     route = CompiledRoute("r", "test:1", capabilities, compile_match(RouteMatch(**match)) if match else None)
-    policy = PolicySet("rev1", {"r": route}, unmatched_allow=unmatched_allow)
-    return RequestContext(policy, HttpRequest("GET", "/x", "h", {}))
+    return builders.context(builders.policy(route, unmatched_allow=unmatched_allow), "GET", "/x", resolve=False)
 
 
 async def test_capabilities_run_by_priority_and_stop_at_first_enforced_deny():
@@ -170,14 +170,7 @@ async def test_monitor_pii_does_not_redact_what_enforce_pii_leaves():
         route = CompiledRoute(
             "r", "test:1", [_pii({"EMAIL": "redact"}, email_mode), _pii({"US_SSN": "redact"}, ssn_mode)], None
         )
-        ctx = RequestContext(
-            PolicySet("rev1", {"r": route}),
-            HttpRequest("POST", "/v1/chat/completions", "h", {"content-type": "application/json"}),
-        )
-        resolve_route(ctx, "r")
-        ctx.request_body = json.dumps(
-            {"model": "m", "messages": [{"role": "user", "content": "mail alice@example.com ssn 078-05-1120"}]}
-        ).encode()
+        ctx = builders.chat(route, [builders.user("mail alice@example.com ssn 078-05-1120")])
         assert await run_phase(ctx, Phase.REQUEST_BODY) is None
         sent = json.loads(ctx.request_body)["messages"][0]["content"] if ctx.request_body_replaced else ""
         if email_mode is Mode.MONITOR:

@@ -10,11 +10,11 @@ from pydantic import ValidationError
 
 from extproc.capabilities.api_key import ApiKeyAuth, ApiKeyConfig, hash_key, new_key
 from extproc.cli import main as cli_main
-from extproc.context import HttpRequest, Identity, Mode, RequestContext
+from extproc.context import Identity, Mode
 from extproc.pipeline import start
 from extproc.policy.loader import PolicyLoadError, load_policy_dir
-from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
+from tests import builders
 
 KEY, KEY_HASH = new_key()
 OTHER, OTHER_HASH = new_key()
@@ -28,7 +28,7 @@ def make(**config) -> ApiKeyAuth:
 
 
 async def present(cap: ApiKeyAuth, headers: dict) -> tuple:
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/api/x", "h", dict(headers)))
+    ctx = builders.context(None, "GET", "/api/x", headers)
     return await cap.on_request_headers(ctx), ctx
 
 
@@ -123,7 +123,7 @@ async def test_a_missing_key():
 
 async def test_an_api_key_keeps_an_mtls_principal():
     cap = make()
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/", "h", {"x-api-key": KEY}))
+    ctx = builders.context(None, "GET", "/", {"x-api-key": KEY})
     ctx.identity = Identity(principal="spiffe://x/y", methods=frozenset({"mtls"}))
     assert await cap.on_request_headers(ctx) is None
     assert ctx.identity.principal == "spiffe://x/y" and ctx.identity.methods == {"mtls", "api_key"}
@@ -177,9 +177,9 @@ async def test_keys_file_is_relative_to_the_policy_directory(tmp_path, monkeypat
     policy = load_policy_dir(policy_dir, runtime)
     assert (policy_dir / "keys" / "consumers.yaml").resolve() in runtime.referenced_files  # reload on change
     for key, subject in ((KEY, "ci-bot"), (OTHER, "ops")):
-        ctx = RequestContext(policy, HttpRequest("GET", "/api/x", "h", {"x-api-key": key}))
+        ctx = builders.context(policy, "GET", "/api/x", {"x-api-key": key}, resolve=False)
         assert await start(ctx, "api") is None and ctx.identity.subject == subject
-    ctx = RequestContext(policy, HttpRequest("GET", "/api/x", "h", {"x-api-key": "egk_nope"}))
+    ctx = builders.context(policy, "GET", "/api/x", {"x-api-key": "egk_nope"}, resolve=False)
     assert (await start(ctx, "api")).status == 401
 
 

@@ -2,13 +2,13 @@ import pytest
 from pydantic import ValidationError
 
 from extproc.capabilities.header_match import HeaderMatch, HeaderMatchConfig
-from extproc.context import HttpRequest, Mode, RequestContext
-from extproc.policy.model import PolicySet
+from extproc.context import Mode
+from tests import builders
 
 
 def check(config, headers):
     cap = HeaderMatch(HeaderMatchConfig.model_validate(config), Mode.ENFORCE)
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/", "h", headers))
+    ctx = builders.context(None, "GET", "/", headers)
     import asyncio
 
     return asyncio.run(cap.on_request_headers(ctx))

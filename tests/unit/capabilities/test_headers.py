@@ -4,8 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from extproc.capabilities.headers import Headers, HeadersConfig
-from extproc.context import HttpRequest, Mode, RequestContext
-from extproc.policy.model import PolicySet
+from extproc.context import Mode
+from tests import builders
 
 
 def test_plans_request_and_response_edits():
@@ -18,7 +18,7 @@ def test_plans_request_and_response_edits():
         ),
         Mode.ENFORCE,
     )
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/", "h", {}))
+    ctx = builders.context()
     assert asyncio.run(cap.on_request_headers(ctx)) is None
     assert ctx.request_headers_out.set == {"x-a": "1"} and ctx.request_headers_out.remove == ["x-b"]
     assert ctx.response_headers_out.set == {"x-c": "2"} and ctx.response_headers_out.remove == ["server"]

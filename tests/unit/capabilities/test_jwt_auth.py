@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from extproc.capabilities import jwt_auth
 from extproc.capabilities.jwt_auth import JwtAuth, JwtConfig
-from extproc.context import HttpRequest, Identity, Mode, RequestContext
+from extproc.context import Identity, Mode, RequestContext
 from extproc.local.demo_keys import (
     DEMO_AUDIENCE,
     DEMO_ISSUER,
@@ -38,8 +38,8 @@ from extproc.local.demo_keys import (
 )
 from extproc.pipeline import error_body
 from extproc.policy.loader import load_policy_dir
-from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
+from tests import builders
 from tests.profiles import examples
 
 POLICIES = Path(__file__).resolve().parents[3] / "policies"
@@ -79,7 +79,7 @@ def cap(runtime) -> JwtAuth:
 
 def context(headers: dict | None = None, query: str = "") -> RequestContext:
     path = "/api/x" + (f"?{query}" if query else "")
-    return RequestContext(PolicySet("r", {}), HttpRequest("GET", path, "h", dict(headers or {})))
+    return builders.context(None, "GET", path, headers)
 
 
 async def present(cap: JwtAuth, token: str | None = None, headers: dict | None = None, query: str = ""):

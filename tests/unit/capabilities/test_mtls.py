@@ -7,8 +7,8 @@ from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
 from extproc.capabilities.mtls import MtlsAuth, MtlsConfig
-from extproc.context import HttpRequest, Identity, Mode, RequestContext
-from extproc.policy.model import PolicySet
+from extproc.context import Mode
+from tests import builders
 
 DEMO = "spiffe://example.org/ns/demo/sa/client"
 
@@ -19,7 +19,7 @@ def make(**config) -> MtlsAuth:
 
 async def present(cap: MtlsAuth, principal=None, headers: dict | None = None):
     attributes = {} if principal is None else {"source.principal": principal}
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/internal/x", "h", dict(headers or {})), attributes)
+    ctx = builders.context(None, "GET", "/internal/x", headers, attributes=attributes)
     return await cap.on_request_headers(ctx), ctx
 
 
@@ -90,8 +90,7 @@ async def test_client_sent_certificate_headers_are_never_an_identity():
 
 async def test_mtls_adds_to_an_existing_identity():
     cap = make()
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/", "h", {}), {"source.principal": DEMO})
-    ctx.identity = Identity(subject="alice", roles=frozenset({"reader"}), methods=frozenset({"jwt"}))
+    ctx = builders.context(attributes={"source.principal": DEMO}, who=builders.identity("alice", roles=["reader"]))
     assert await cap.on_request_headers(ctx) is None
     ident = ctx.identity
     assert (ident.subject, ident.principal, ident.methods) == ("alice", DEMO, {"jwt", "mtls"})

@@ -9,10 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from extproc.capabilities.rbac import Rbac, RbacConfig, compile_path_pattern
-from extproc.context import ANONYMOUS, HttpRequest, Identity, Mode, RequestContext
+from extproc.context import ANONYMOUS, Identity, Mode
 from extproc.policy.loader import PolicyLoadError, load_policy_dir
-from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
+from tests import builders
 
 
 def make(*rules: dict) -> Rbac:
@@ -26,8 +26,7 @@ def user(subject="alice", roles=(), methods=("jwt",), claims=None, **fields) -> 
 async def decide(
     cap: Rbac, identity: Identity = ANONYMOUS, path: str = "/api/x", method: str = "GET", host: str = "api.example.com"
 ):
-    ctx = RequestContext(PolicySet("r", {}), HttpRequest(method, path, host, {}))
-    ctx.identity = identity
+    ctx = builders.context(None, method, path, host=host, who=identity)
     return await cap.on_request_headers(ctx), ctx
 
 
