@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from typing import Any
 
 MAX_DEPTH = 128
@@ -33,8 +34,8 @@ class StrictJsonError(ValueError):
     pass
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
             raise StrictJsonError(f"duplicate key {key!r}")
@@ -54,7 +55,7 @@ def _finite_float(literal: str) -> float:
     return value
 
 
-def _strings(value: Any):
+def _strings(value: Any) -> Iterator[str]:
     stack = [value]
     while stack:
         item = stack.pop()

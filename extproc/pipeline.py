@@ -12,10 +12,14 @@ import json
 import logging
 from collections.abc import Callable
 from time import perf_counter_ns
+from typing import TYPE_CHECKING
 
 from extproc import audit
 from extproc.context import CapabilityRecord, Deny, Mode, Phase, RequestContext
 from extproc.identity.publish import strip_spoofable
+
+if TYPE_CHECKING:
+    from extproc.policy.model import CompiledRoute
 
 log = logging.getLogger("extproc.pipeline")
 
@@ -101,7 +105,7 @@ async def run_phase(ctx: RequestContext, phase: Phase) -> Deny | None:
     return deny
 
 
-async def _run_handlers(ctx: RequestContext, phase: Phase, route) -> Deny | None:
+async def _run_handlers(ctx: RequestContext, phase: Phase, route: CompiledRoute) -> Deny | None:
     for cap, handler in route.handlers[phase]:
         monitor = cap.mode is Mode.MONITOR
         ctx.dry_run = monitor

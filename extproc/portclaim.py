@@ -135,7 +135,7 @@ class PortClaim:
         self.port = port
         self._socket: socket.socket | None = None
         try:
-            self._name = _NAME(port)
+            self._name: _AbstractName | _LockFile | None = _NAME(port)
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EWOULDBLOCK):
                 raise PortInUse(

@@ -44,9 +44,9 @@ class Runtime:
     # Files the current policy refers to; a change to one reloads the policy.
     referenced_files: set[Path] = field(default_factory=set)
     _shared: dict[Any, Any] = field(default_factory=dict)
-    _holds: Counter = field(default_factory=Counter)  # key -> live revisions using it
-    _collecting: set | None = None  # keys the policy being loaded asks for
-    _closing: set[asyncio.Task] = field(default_factory=set)
+    _holds: Counter[Any] = field(default_factory=Counter)  # key -> live revisions using it
+    _collecting: set[Any] | None = None  # keys the policy being loaded asks for
+    _closing: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def resolve_path(self, path: str) -> Path:
         candidate = Path(path)
@@ -63,13 +63,14 @@ class Runtime:
         if self._collecting is not None:
             self._collecting.add(key)
         try:
-            return self._shared[key]
+            found: T = self._shared[key]  # the factory for this key made it
+            return found
         except KeyError:
             value = self._shared[key] = factory()
             return value
 
     @contextmanager
-    def collecting(self) -> Iterator[set]:
+    def collecting(self) -> Iterator[set[Any]]:
         """The keys ``shared`` is asked for inside the block (one policy load)."""
         previous, self._collecting = self._collecting, set()
         try:

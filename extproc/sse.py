@@ -25,7 +25,8 @@ class SseEvent:
 
     def with_data(self, data: str) -> str:
         """The event block with its data replaced (other fields kept)."""
-        out, placed = [], False
+        out: list[str] = []
+        placed = False
         for line in self.lines:
             if line.startswith("data:"):
                 if not placed:

@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("extproc.supervisor")
 
@@ -60,13 +61,13 @@ class LastGoodPolicy:
         self._generation = 0
         self.path: Path | None = None
         self.policy = None  # the PolicySet of the copy at ``path`` (its resources already released)
-        self._signature: tuple = ()
+        self._signature: tuple[Any, ...] = ()
         errors = self.refresh()
         if errors is not None:
             self.close()
             raise errors
 
-    def _stat_signature(self) -> tuple:
+    def _stat_signature(self) -> tuple[Any, ...]:
         from extproc.policy.loader import policy_files
 
         try:
@@ -119,7 +120,7 @@ class LastGoodPolicy:
 
 @dataclass(slots=True)
 class _Slot:
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     ready_pipe: int | None = None  # read end; closed once the worker reported ready
     ready_at: float | None = None

@@ -74,7 +74,7 @@ def owner_of(identity: Identity) -> str | None:
     )
 
 
-def _one(holder: dict, names: tuple[str, ...], what: str) -> str | None:
+def _one(holder: dict[str, Any], names: tuple[str, ...], what: str) -> str | None:
     """The single string ``holder`` gives under any of ``names``."""
     found = set()
     for name in names:
@@ -88,10 +88,10 @@ def _one(holder: dict, names: tuple[str, ...], what: str) -> str | None:
     return next(iter(found), None)
 
 
-def named_task(spelling: str, method: str, params: dict) -> str:
+def named_task(spelling: str, method: str, params: dict[str, Any]) -> str:
     """The task a TASK_METHODS request names. Raises TaskParamsError when it
     names none, or more than one."""
-    names = ("id",) if method not in PUSH_METHODS or spelling in _V03_PUSH_ID_IS_TASK else ()
+    names: tuple[str, ...] = ("id",) if method not in PUSH_METHODS or spelling in _V03_PUSH_ID_IS_TASK else ()
     if method in PUSH_METHODS:
         names += _TASK_ID
     task = _one(params, names, "the task id")
@@ -111,7 +111,7 @@ def named_task(spelling: str, method: str, params: dict) -> str:
     return task
 
 
-def message_references(params: dict) -> tuple[list[str], str | None]:
+def message_references(params: dict[str, Any]) -> tuple[list[str], str | None]:
     """(task ids, context id) a SendMessage request's message refers to: the
     task it continues and the tasks it references, and its context."""
     message = params.get("message")
@@ -154,7 +154,7 @@ def tasks_shown(result: Any) -> list[tuple[str, str | None]]:
     return []
 
 
-def _ids(holder: dict, id_field: str) -> tuple[str, str | None]:
+def _ids(holder: dict[str, Any], id_field: str) -> tuple[str, str | None]:
     task = holder.get(id_field)
     context = next((holder[n] for n in _CONTEXT_ID if n in holder), None)
     return (task if isinstance(task, str) else "", context if isinstance(context, str) else None)

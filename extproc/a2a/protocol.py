@@ -50,7 +50,7 @@ class SkillError(ValueError):
     pass
 
 
-def designated_skill(params: dict, key: str) -> str | None:
+def designated_skill(params: dict[str, Any], key: str) -> str | None:
     """The skill a SendMessage request designates, or None. Raises SkillError
     on a malformed or ambiguous designation."""
     message = params.get("message")
@@ -92,6 +92,6 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _state(holder: dict) -> str | None:
+def _state(holder: dict[str, Any]) -> str | None:
     status = holder.get("status")
     return _text(status.get("state")) if isinstance(status, dict) else None

@@ -22,7 +22,7 @@ services do no extra work otherwise.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class UndeclaredAuditFact(UserWarning):
 _DECLARED: set[str] = set()
 
 
-class AuditFacts(dict):
+class AuditFacts(dict[str, Any]):
     """``ctx.state["audit"]``: a dict that checks each key it is given
     against the declared facts (once per key and process)."""
 
@@ -94,10 +94,10 @@ def note(ctx: RequestContext, key: str, value: Any) -> None:
     facts_of(ctx)[key] = value
 
 
-def trace_carrier(metadata) -> dict[str, str] | None:
+def trace_carrier(metadata: Iterable[tuple[str, str | bytes]] | None) -> dict[str, str] | None:
     """Envoy's W3C trace context from gRPC invocation metadata (Envoy's gRPC
     client injects it for both ext_authz and ext_proc calls), or None."""
-    carrier = None
+    carrier: dict[str, str] | None = None
     for key, value in metadata or ():
         if key in _TRACE_KEYS:
             if carrier is None:

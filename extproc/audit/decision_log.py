@@ -143,7 +143,7 @@ class DecisionLog:
         else:
             self._fd = os.open(destination, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             self._own_fd = True
-        self._queue: queue.Queue = queue.Queue(queue_size)
+        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._run, name="extproc-decision-log", daemon=True)
         self._thread.start()
 

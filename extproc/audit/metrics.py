@@ -27,6 +27,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -88,7 +90,7 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def serve_http(port: int, host: str = "127.0.0.1"):
+def serve_http(port: int, host: str = "127.0.0.1") -> tuple[WSGIServer, threading.Thread]:
     """Serve /metrics for this process; returns (server, thread) so it can be stopped."""
     return start_http_server(port, addr=host)
 
@@ -103,7 +105,8 @@ class MultiprocessExporter:
 
         self._multiprocess = multiprocess
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self.directory)
+        # prometheus_client leaves the multiprocess API unannotated.
+        multiprocess.MultiProcessCollector(registry, path=self.directory)  # type: ignore[no-untyped-call]
         self.server, self.thread = start_http_server(port, addr=host, registry=registry)
 
     def env(self) -> dict[str, str]:
@@ -111,7 +114,7 @@ class MultiprocessExporter:
 
     def worker_exited(self, pid: int) -> None:
         try:
-            self._multiprocess.mark_process_dead(pid, path=self.directory)
+            self._multiprocess.mark_process_dead(pid, path=self.directory)  # type: ignore[no-untyped-call]
         except OSError:
             pass
 

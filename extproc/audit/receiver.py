@@ -12,11 +12,16 @@ import argparse
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +32,11 @@ class ReceivedSpan:
     span_id: str
     parent_span_id: str
     kind: int
-    attributes: dict
-    events: list  # [(name, {attributes})]
+    attributes: dict[str, Any]
+    events: list[Any]  # [(name, {attributes})]
 
 
-def _value(any_value):
+def _value(any_value: AnyValue) -> Any:
     kind = any_value.WhichOneof("value")
     if kind == "array_value":
         return [_value(v) for v in any_value.array_value.values]
@@ -40,15 +45,17 @@ def _value(any_value):
     return getattr(any_value, kind) if kind else None
 
 
-def _attributes(key_values) -> dict:
+def _attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in key_values}
 
 
 class _Service(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self, receiver: OtlpReceiver):
+    def __init__(self, receiver: OtlpReceiver) -> None:
         self.receiver = receiver
 
-    def Export(self, request, context):
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
         self.receiver._add(request)
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -59,11 +66,12 @@ class OtlpReceiver:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Service(self), self._server)
+        # The generated gRPC module carries no annotations.
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Service(self), self._server)  # type: ignore[no-untyped-call]
         self.port = self._server.add_insecure_port(f"{host}:{port}")
         self.host = host
         self._lock = threading.Lock()
-        self.requests: list = []
+        self.requests: list[Any] = []
         self.raw: list[bytes] = []
 
     @property
@@ -77,7 +85,7 @@ class OtlpReceiver:
     def stop(self) -> None:
         self._server.stop(0).wait()
 
-    def _add(self, request) -> None:
+    def _add(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         with self._lock:
             self.requests.append(request)
             self.raw.append(request.SerializeToString())
@@ -94,7 +102,7 @@ class OtlpReceiver:
             del self.requests[:], self.raw[:]
         return decode(requests)
 
-    def wait_for(self, predicate, timeout: float = 30.0, interval: float = 0.1):
+    def wait_for(self, predicate: Callable[[list[ReceivedSpan]], T], timeout: float = 30.0, interval: float = 0.1) -> T:
         """Poll ``predicate(spans)`` until it returns something truthy."""
         deadline = time.monotonic() + timeout
         while True:
@@ -104,7 +112,7 @@ class OtlpReceiver:
             time.sleep(interval)
 
 
-def decode(requests) -> list[ReceivedSpan]:
+def decode(requests: Iterable[trace_service_pb2.ExportTraceServiceRequest]) -> list[ReceivedSpan]:
     """The spans in ExportTraceServiceRequests, flattened."""
     out = []
     for request in requests:

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc.audit import AUDIT_STATE_KEY
-from extproc.context import Mode, Phase, RequestContext
+from extproc.context import CapabilityRecord, Mode, Phase, RequestContext
 
 MAX_TEXT = 128
 MAX_REASON = 256
@@ -229,7 +229,7 @@ def capability_outcomes(ctx: RequestContext) -> list[CapabilityOutcome]:
     return order
 
 
-def _merge(outcome: CapabilityOutcome, record) -> None:
+def _merge(outcome: CapabilityOutcome, record: CapabilityRecord) -> None:
     if _SEVERITY.get(record.decision, 2) >= _SEVERITY[outcome.decision]:
         outcome.decision = record.decision if record.decision in _SEVERITY else "error"
         outcome.reason = scrub(record.reason or "", MAX_REASON)

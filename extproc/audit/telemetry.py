@@ -21,6 +21,7 @@ import socket
 import time
 from dataclasses import dataclass
 from time import perf_counter_ns
+from typing import Any
 
 from extproc import audit
 from extproc.audit.record import build
@@ -50,7 +51,7 @@ class Telemetry:
         self.decision_log = None
         self.metrics_enabled = False
         self._metrics_server = None
-        self._children: dict[tuple, object] = {}
+        self._children: dict[tuple[Any, ...], object] = {}
         self._errors = 0
         self._last_error_log = 0.0
         self._reloads_seen = (0, 0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -187,7 +188,7 @@ class Tracing:
         done.join(timeout)
 
 
-def _span_attributes(ctx, record: AuditRecord) -> dict:
+def _span_attributes(ctx, record: AuditRecord) -> dict[str, Any]:
     """The allow-list of a request span's attributes."""
     request = ctx.request
     attributes = {

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -164,7 +164,7 @@ A2A = rpc.Protocol("A2A", "a2a", invalid_status=200, decision_keys=("a2a.decisio
 class _A2aExchange(Exchange):
     card: bool = False
     owner: str | None = None
-    owned: set = field(default_factory=set)  # task ids known to be the caller's (saves lookups per event)
+    owned: set[Any] = field(default_factory=set)  # task ids known to be the caller's (saves lookups per event)
 
 
 @register
@@ -244,7 +244,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
             batches=self.config.batches,
         )
 
-    async def _authorize(self, ctx: RequestContext, exchange: _A2aExchange, message: Message) -> dict | None:
+    async def _authorize(self, ctx: RequestContext, exchange: _A2aExchange, message: Message) -> dict[str, Any] | None:
         if message.kind != "request":
             exchange.reasons.append("a JSON-RPC response or notification sent to an agent")
             return error_object(message.id, INVALID_REQUEST, "A2A accepts requests only")
@@ -364,7 +364,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
             if not self.config.filter_card:
                 return None
 
-            async def transform(card: dict) -> dict | None:
+            async def transform(card: dict[str, Any]) -> dict[str, Any] | None:
                 return self._filter_card(ctx, card)
 
             # The card now depends on who asked: no shared caching, and no
@@ -373,7 +373,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
             ctx.remove_response_header("etag")
         else:
 
-            async def transform(message: dict) -> dict | None:
+            async def transform(message: dict[str, Any]) -> dict[str, Any] | None:
                 return await self._transform(ctx, exchange, message)
 
         return rpc.open_exchange_response(
@@ -384,7 +384,9 @@ class A2aAccess(Capability[A2aAccessConfig]):
         await rpc.feed(ctx, rpc.existing_exchange(ctx, A2A, self))
         return None
 
-    async def _transform(self, ctx: RequestContext, exchange: _A2aExchange, message: dict) -> dict | None:
+    async def _transform(
+        self, ctx: RequestContext, exchange: _A2aExchange, message: dict[str, Any]
+    ) -> dict[str, Any] | None:
         if "method" in message:
             return None
         # Kept, not taken: every event of a stream answers the same request.
@@ -448,7 +450,9 @@ class A2aAccess(Capability[A2aAccessConfig]):
             exchange.owned.add(task_id)
         return True
 
-    async def _filter_tasks(self, ctx: RequestContext, exchange: _A2aExchange, message: dict, result) -> dict | None:
+    async def _filter_tasks(
+        self, ctx: RequestContext, exchange: _A2aExchange, message: dict[str, Any], result
+    ) -> dict[str, Any] | None:
         """A ListTasks answer shows the caller's tasks only."""
         if not isinstance(result, dict) or "tasks" not in result:
             return None
@@ -463,7 +467,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
             except Exception:
                 log.exception("A2A task owner store failed", extra={"decision_id": ctx.decision_id})
                 owners = [None] * len(ids)
-            kept = [t for t, i, o in zip(tasks, ids, owners) if i and o == owner]
+            kept = [t for t, i, o in zip(tasks, ids, owners, strict=False) if i and o == owner]
         hidden = (len(tasks) if isinstance(tasks, list) else 1) - len(kept)
         jsonrpc.audit_of(ctx)["a2a.listed"] = {"shown": len(kept), "hidden": hidden}
         if not hidden:
@@ -473,7 +477,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
             new["totalSize"] = len(kept)  # the count of others' tasks is theirs too
         return {**message, "result": new}
 
-    def _filter_card(self, ctx: RequestContext, card: dict) -> dict | None:
+    def _filter_card(self, ctx: RequestContext, card: dict[str, Any]) -> dict[str, Any] | None:
         skills = card.get("skills")
         if not isinstance(skills, list):
             return None

@@ -8,6 +8,7 @@ deny rules do not catch.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -37,7 +38,7 @@ class HeaderRule(CapabilityConfig):
             raise ValueError("give exactly one of present, exact, prefix, regex")
         return self
 
-    def compile(self):
+    def compile(self) -> Callable[[Mapping[str, str]], bool]:
         name = self.name
         if self.present is not None:
             want = self.present
@@ -48,6 +49,8 @@ class HeaderRule(CapabilityConfig):
         if self.prefix is not None:
             prefix = self.prefix
             return lambda headers: (v := headers.get(name)) is not None and v.startswith(prefix)
+        if self.regex is None:  # the validator requires one test; fail closed regardless
+            raise ValueError("give exactly one of present, exact, prefix, regex")
         pattern = re.compile(self.regex)
         return lambda headers: (v := headers.get(name)) is not None and pattern.fullmatch(v) is not None
 

@@ -362,7 +362,7 @@ def _as_set(value: Any) -> frozenset[str]:
     return frozenset()
 
 
-def _delegation(claims: dict) -> tuple[str, ...]:
+def _delegation(claims: dict[str, Any]) -> tuple[str, ...]:
     # RFC 8693 nests actors: {"act": {"sub": "agent-b", "act": {"sub": "agent-a"}}}
     chain, act = [], claims.get("act")
     while isinstance(act, dict) and len(chain) < 16:
@@ -384,7 +384,7 @@ def _clean(value: str) -> str:
     return value
 
 
-def _identity_from(claims: dict, cfg: IssuerConfig) -> Identity:
+def _identity_from(claims: dict[str, Any], cfg: IssuerConfig) -> Identity:
     mapping = cfg.claims
 
     def text(name: str | None) -> str | None:

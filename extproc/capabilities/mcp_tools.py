@@ -200,7 +200,7 @@ class McpTools(Capability[McpToolsConfig]):
             audit["mcp.method"] = audit["mcp.methods"][0]
         return deny
 
-    async def _authorize(self, ctx: RequestContext, exchange: Exchange, message: Message) -> dict | None:
+    async def _authorize(self, ctx: RequestContext, exchange: Exchange, message: Message) -> dict[str, Any] | None:
         """Judge one message; None to let it through, else its error object."""
         if message.kind != "request":
             return None  # notifications, and the client's answers to server requests
@@ -265,7 +265,7 @@ class McpTools(Capability[McpToolsConfig]):
         if session:
             jsonrpc.audit_of(ctx)["mcp.session_id"] = session
 
-        async def transform(message: dict) -> dict | None:
+        async def transform(message: dict[str, Any]) -> dict[str, Any] | None:
             return self._transform(ctx, exchange, message)
 
         return rpc.open_exchange_response(ctx, exchange, MCP, transform, self.config.max_response_bytes)
@@ -274,7 +274,7 @@ class McpTools(Capability[McpToolsConfig]):
         await rpc.feed(ctx, rpc.existing_exchange(ctx, MCP, self))
         return None
 
-    def _transform(self, ctx: RequestContext, exchange: Exchange, message: dict) -> dict | None:
+    def _transform(self, ctx: RequestContext, exchange: Exchange, message: dict[str, Any]) -> dict[str, Any] | None:
         if "method" in message or "id" not in message:
             return None  # the server's own requests and notifications pass
         pending = exchange.take(message)
@@ -301,7 +301,9 @@ class McpTools(Capability[McpToolsConfig]):
             return self._scan_result(ctx, message, result, pending)
         return None
 
-    def _filter_list(self, ctx: RequestContext, message: dict, result: dict, spec: tuple) -> dict | None:
+    def _filter_list(
+        self, ctx: RequestContext, message: dict[str, Any], result: dict[str, Any], spec: tuple[Any, ...]
+    ) -> dict[str, Any] | None:
         kind, key, field_name = spec
         items = result.get(key)
         if not isinstance(items, list):
@@ -330,7 +332,7 @@ class McpTools(Capability[McpToolsConfig]):
             new_result["cacheScope"] = "private"  # the list now depends on who asked
         return {**message, "result": new_result}
 
-    def _observe_tool(self, ctx: RequestContext, tool: dict) -> None:
+    def _observe_tool(self, ctx: RequestContext, tool: dict[str, Any]) -> None:
         name = tool["name"]
         pinning = self.config.pinning
         store = self._pins(ctx)
@@ -372,7 +374,9 @@ class McpTools(Capability[McpToolsConfig]):
             )
         return flagged
 
-    def _scan_result(self, ctx: RequestContext, message: dict, result: dict, pending: Pending) -> dict | None:
+    def _scan_result(
+        self, ctx: RequestContext, message: dict[str, Any], result: dict[str, Any], pending: Pending
+    ) -> dict[str, Any] | None:
         if self._detector is None:
             return None
         texts = [

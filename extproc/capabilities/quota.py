@@ -238,8 +238,10 @@ class Quota(Capability[QuotaConfig]):
 
     @staticmethod
     def _refusal(plan: _Plan, outcome: Outcome) -> Deny:
-        over_rate = [limit.name for limit, s in zip(plan.rated, outcome.rates) if s.retry_after > 0]
-        over_slots = [limit.name for limit, n in zip(plan.slotted, outcome.slots_in_use) if n >= limit.slot.limit]
+        over_rate = [limit.name for limit, s in zip(plan.rated, outcome.rates, strict=False) if s.retry_after > 0]
+        over_slots = [
+            limit.name for limit, n in zip(plan.slotted, outcome.slots_in_use, strict=False) if n >= limit.slot.limit
+        ]
         # Every limit must admit the request, so the client waits for the slowest.
         # A concurrency limit frees up when some request ends: a second is a hint.
         wait = max([s.retry_after for s in outcome.rates] + ([1.0] if over_slots else []), default=1.0)
@@ -289,4 +291,4 @@ def _note_outcome(ctx: RequestContext, plan: _Plan, outcome: Outcome) -> None:
 
 
 def _status_header(rated: Sequence[_Limit], outcome: Outcome) -> str:
-    return ", ".join([rl.status_item(limit.name, status) for limit, status in zip(rated, outcome.rates)])
+    return ", ".join([rl.status_item(limit.name, status) for limit, status in zip(rated, outcome.rates, strict=False)])

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -283,7 +283,7 @@ class TokenBudget(Capability[TokenBudgetConfig]):
         # Otherwise the stream broke off mid-response: the reservation stands.
 
 
-_background: set[asyncio.Task] = set()
+_background: set[asyncio.Task[Any]] = set()
 
 
 async def _logged(coro) -> None:

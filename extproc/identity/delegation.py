@@ -27,6 +27,7 @@ are a space-separated string or a list of strings, as in the top-level claim.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field
 
@@ -56,7 +57,7 @@ class Hop:
     scopes: frozenset[str] | None  # None: the hop states no scope
 
 
-def _scopes(value) -> frozenset[str] | None:
+def _scopes(value: object) -> frozenset[str] | None:
     if isinstance(value, str):
         return frozenset(value.split())
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -64,7 +65,7 @@ def _scopes(value) -> frozenset[str] | None:
     return None
 
 
-def hops(claims: dict) -> list[Hop]:
+def hops(claims: dict[str, Any]) -> list[Hop]:
     """The ``act`` chain, outermost (current actor) first. Raises ValueError
     on a malformed or over-deep chain."""
     out: list[Hop] = []
@@ -110,15 +111,16 @@ class DelegationPolicy:
 
 def narrowing_violation(chain: list[Hop], token_scopes: frozenset[str]) -> str | None:
     """``chain`` outermost first, as ``hops`` returns it."""
-    previous: Hop | None = None
+    previous: tuple[str | None, frozenset[str]] | None = None  # (actor, scopes)
     for hop in reversed(chain):  # time order: the first delegate first
-        if hop.scopes is None:
+        scopes = hop.scopes
+        if scopes is None:
             return f"delegation: actor {hop.actor} states no scope, so narrowing cannot be shown"
-        if previous is not None and not hop.scopes <= previous.scopes:
-            wider = ", ".join(sorted(hop.scopes - previous.scopes))
-            return f"delegation widens: actor {hop.actor} holds {wider} that {previous.actor} did not"
-        previous = hop
-    if previous is not None and not token_scopes <= previous.scopes:
-        wider = ", ".join(sorted(token_scopes - previous.scopes))
-        return f"delegation widens: the token carries {wider} beyond actor {previous.actor}'s scope"
+        if previous is not None and not scopes <= previous[1]:
+            wider = ", ".join(sorted(scopes - previous[1]))
+            return f"delegation widens: actor {hop.actor} holds {wider} that {previous[0]} did not"
+        previous = (hop.actor, scopes)
+    if previous is not None and not token_scopes <= previous[1]:
+        wider = ", ".join(sorted(token_scopes - previous[1]))
+        return f"delegation widens: the token carries {wider} beyond actor {previous[0]}'s scope"
     return None

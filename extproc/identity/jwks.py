@@ -19,6 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from jwt import PyJWK
@@ -57,7 +58,7 @@ class SigningKey:
     key: object
 
 
-def parse_jwks(document: dict) -> dict[str | None, SigningKey]:
+def parse_jwks(document: dict[str, Any]) -> dict[str | None, SigningKey]:
     # Not a JWKS at all is an error (a policy naming such a file must fail to
     # load with a message, not a traceback); a bad entry inside one is skipped.
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
@@ -79,13 +80,14 @@ def parse_jwks(document: dict) -> dict[str | None, SigningKey]:
     return keys
 
 
-def _http_get_json(url: str, timeout: float) -> dict:
+def _http_get_json(url: str, timeout: float) -> dict[str, Any]:
     request = urllib.request.Request(url, headers={"accept": "application/json", "user-agent": "extproc-jwks"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         body = response.read(MAX_JWKS_BYTES + 1)
     if len(body) > MAX_JWKS_BYTES:
         raise ValueError(f"{url}: response larger than {MAX_JWKS_BYTES} bytes")
-    return json.loads(body)
+    document: dict[str, Any] = json.loads(body)
+    return document
 
 
 class JwksCache:
@@ -117,8 +119,8 @@ class JwksCache:
         # less than min_refresh_interval a 0 would block the first fetch.
         self.last_refresh = float("-inf")
         self.fetches = 0
-        self._refreshing: asyncio.Task | None = None
-        self._background: asyncio.Task | None = None
+        self._refreshing: asyncio.Task[Any] | None = None
+        self._background: asyncio.Task[Any] | None = None
         # Closed when no live policy revision names this source any more:
         # nothing polls, but the keys stay for requests still in flight.
         self.closed = False
@@ -152,6 +154,8 @@ class JwksCache:
                 # urllib also opens file:// and ftp:// URLs: the discovery
                 # document must not make us read local files.
                 raise ValueError(f"{self.discovery}: jwks_uri is not an http(s) URL")
+        if url is None:
+            raise ValueError("no key set source")
         return parse_jwks(await asyncio.to_thread(_http_get_json, url, self.timeout))
 
     async def refresh(self) -> bool:
@@ -165,7 +169,7 @@ class JwksCache:
         self.fetches += 1
         try:
             keys = await self._fetch()
-        except Exception as exc:  # network, JSON, anything: keep serving the keys we have
+        except Exception as exc:  # noqa: BLE001 - network, JSON, anything: keep serving the keys we have
             log.warning(
                 "JWKS refresh failed; keeping %d cached key(s)",
                 len(self.keys),

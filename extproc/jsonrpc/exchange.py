@@ -46,25 +46,25 @@ class Pending:
 
     id: Any
     method: str
-    record: dict | None = None  # its audit record, completed from the response
+    record: dict[str, Any] | None = None  # its audit record, completed from the response
 
 
 @dataclass(slots=True)
 class Exchange:
     """What one HTTP request's processing remembers between phases."""
 
-    pending: dict = field(default_factory=dict)  # id_key -> Pending
+    pending: dict[str, Any] = field(default_factory=dict)  # id_key -> Pending
     batch: bool = False
     reasons: list[str] = field(default_factory=list)
-    records: list[dict] = field(default_factory=list)  # this request's audit records
+    records: list[dict[str, Any]] = field(default_factory=list)  # this request's audit records
     allowed: list[str] = field(default_factory=list)  # summaries of allowed messages
     body: Any = None  # the response rewriter
     fed: bool = False  # the response body reached us (Envoy's route sends it)
 
-    def expect(self, message: Message, method: str, record: dict | None = None) -> None:
+    def expect(self, message: Message, method: str, record: dict[str, Any] | None = None) -> None:
         self.pending[wire.id_key(message.id)] = Pending(message.id, method, record)
 
-    def take(self, message: dict, keep: bool = False) -> Pending | None:
+    def take(self, message: dict[str, Any], keep: bool = False) -> Pending | None:
         """The pending request a response message answers, if any."""
         rid = message.get("id")
         if not wire.valid_id(rid):
@@ -74,7 +74,7 @@ class Exchange:
 
 
 # authorize(ctx, exchange, message) -> None to let it through, else its error object
-Authorize = Callable[[RequestContext, Exchange, Message], Awaitable["dict | None"]]
+Authorize = Callable[[RequestContext, Exchange, Message], Awaitable["dict[str, Any] | None"]]
 
 
 def _state_key(protocol: Protocol, owner: object) -> str:
@@ -98,7 +98,7 @@ def existing_exchange(ctx: RequestContext, protocol: Protocol, owner: object) ->
     return ctx.state.get(_state_key(protocol, owner))
 
 
-def record_call(ctx: RequestContext, exchange: Exchange, protocol: Protocol, record: dict) -> None:
+def record_call(ctx: RequestContext, exchange: Exchange, protocol: Protocol, record: dict[str, Any]) -> None:
     """Add one message's audit record (``<key>.calls``)."""
     wire.audit_of(ctx).setdefault(f"{protocol.key}.calls", []).append(record)
     exchange.records.append(record)
@@ -139,7 +139,7 @@ async def judge_request(
         )
     exchange.batch = envelope.batch
     wire.audit_of(ctx)[f"{protocol.key}.methods"] = [m.method for m in envelope.messages() if m.method]
-    errors: dict[int, dict] = {}
+    errors: dict[int, dict[str, Any]] = {}
     for item in envelope.items:
         if isinstance(item, Invalid):
             errors[item.index] = wire.error_object(item.id, item.code, item.message)
@@ -160,11 +160,11 @@ def _refuse(
     exchange: Exchange,
     protocol: Protocol,
     envelope: Envelope,
-    errors: dict[int, dict],
+    errors: dict[int, dict[str, Any]],
     accept: str | None,
 ) -> Deny:
     if not envelope.batch:
-        payload: dict | list = errors[0]
+        payload: dict[str, Any] | list[Any] = errors[0]
     else:
         payload = []
         for item in envelope.items:

@@ -32,7 +32,7 @@ from extproc.sse import SseEvent, SseSplitter, encode
 # await transform(message) -> replacement message, or None to leave it
 # unchanged. Asynchronous: a decision about a response may need the shared
 # state (who owns the task it shows), and the chunk must wait for it.
-Transform = Callable[[dict], Awaitable["dict | None"]]
+Transform = Callable[[dict[str, Any]], Awaitable["dict | None"]]
 
 
 def content_kind(content_type: str | None) -> str | None:

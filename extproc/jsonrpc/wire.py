@@ -37,9 +37,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from extproc import jsonstrict
-from extproc.audit import facts_of as audit_of  # noqa: F401 - the exchange's name for it
+from extproc.audit import facts_of
 from extproc.context import Deny
 from extproc.jsonstrict import StrictJsonError
+
+audit_of = facts_of  # the exchange's name for it
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -141,7 +143,7 @@ def id_key(value: Any) -> tuple[str, Any]:
 @dataclass(slots=True)
 class Message:
     index: int
-    raw: dict
+    raw: dict[str, Any]
     id: Any  # None for notifications
     method: str | None  # None for a response the client sends (to a server's request)
 
@@ -222,7 +224,7 @@ def parse(
         if len(body) > max_batch:
             raise JsonRpcError(INVALID_REQUEST, f"batch too large: {len(body)} messages, at most {max_batch}")
         items = [_message(i, obj, is_notification) for i, obj in enumerate(body)]
-        seen: set = set()
+        seen: set[Any] = set()
         for n, item in enumerate(items):
             if isinstance(item, Message) and item.id is not None:
                 key = id_key(item.id)
@@ -241,7 +243,7 @@ def parse(
 # -- answers ------------------------------------------------------------------
 
 
-def error_object(id: Any, code: int, message: str, data: Any = None) -> dict:
+def error_object(id: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
@@ -280,7 +282,7 @@ def sse_event(payload: Any) -> bytes:
     return b"event: message\ndata: " + dumps(payload) + b"\n\n"
 
 
-def render(payload: dict | list, sse: bool) -> tuple[bytes, str]:
+def render(payload: dict[str, Any] | list[Any], sse: bool) -> tuple[bytes, str]:
     """A JSON-RPC answer as a body and its content type."""
     if not sse:
         return dumps(payload), "application/json"
@@ -288,7 +290,7 @@ def render(payload: dict | list, sse: bool) -> tuple[bytes, str]:
     return b"".join(sse_event(e) for e in events), "text/event-stream"
 
 
-def refusal(payload: dict | list, *, status: int, code: str, reason: str, accept: str | None) -> Deny:
+def refusal(payload: dict[str, Any] | list[Any], *, status: int, code: str, reason: str, accept: str | None) -> Deny:
     """A ``Deny`` whose body is the JSON-RPC answer, as JSON or (for a client
     that accepts only SSE) as an event stream."""
     body, content_type = render(payload, wants_sse(accept))

@@ -158,13 +158,14 @@ class TextSlot:
 
     @property
     def text(self) -> str:
-        return self.key if self.is_key else self.container[self.key]
+        text: str = self.key if self.is_key else self.container[self.key]
+        return text
 
 
 @dataclass(slots=True)
 class LlmRequest:
     api: str
-    body: dict
+    body: dict[str, Any]
     model: str | None
     stream: bool
     max_tokens: int | None  # the per-choice completion limit the client set, if any
@@ -192,7 +193,7 @@ class LlmRequest:
 
         ctx.stage(apply)
 
-    def _rename(self, holder: dict, old: str, new: str) -> None:
+    def _rename(self, holder: dict[str, Any], old: str, new: str) -> None:
         if old not in holder or new == old:
             return
         unique, n = new, 2
@@ -241,7 +242,7 @@ def _decode(ctx: RequestContext, api: str, max_bytes: int) -> bytes:
     return body
 
 
-def _bounded_int(api: str, body: dict, name: str, low: int, high: int) -> int | None:
+def _bounded_int(api: str, body: dict[str, Any], name: str, low: int, high: int) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -250,7 +251,7 @@ def _bounded_int(api: str, body: dict, name: str, low: int, high: int) -> int | 
     return value
 
 
-def _check_shape(api: str, body: dict) -> None:
+def _check_shape(api: str, body: dict[str, Any]) -> None:
     """The fields the API cannot do without, with the types it accepts: a
     body shaped for another API is refused, not read as this one."""
     if not isinstance(body.get("model", ""), str):
@@ -342,7 +343,7 @@ def message_role(value: Any) -> str:
     return _ROLES.get(value.strip().lower(), "user")
 
 
-def _binary_media(holder: dict, key: Any, text: str) -> bool:
+def _binary_media(holder: dict[str, Any], key: Any, text: str) -> bool:
     """Base64 images/audio/files: no text a guard could read. Text documents
     (``media_type: text/plain``) are text and are scanned."""
     if text.startswith("data:"):
@@ -365,7 +366,7 @@ def _embedded_json(text: str) -> Any:
     return value if isinstance(value, (dict, list)) else None
 
 
-def walk_texts(api: str, body: dict, request: LlmRequest) -> None:
+def walk_texts(api: str, body: dict[str, Any], request: LlmRequest) -> None:
     """Append a slot for every string of ``body`` the model may read.
 
     Inside free-form data (tool-call arguments, a tool use's input, template

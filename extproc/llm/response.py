@@ -27,6 +27,7 @@ rewritten). A body that is not JSON at all is transformed as text.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -116,7 +117,7 @@ def transform_strings(
             stack.extend((item, i, inside) for i in range(len(item)))
 
 
-def _transform_keys(holder: dict, make: TransformFactory, free: bool) -> None:
+def _transform_keys(holder: dict[str, Any], make: TransformFactory, free: bool) -> None:
     """Keys that are data (a tool argument's name...) are model output too;
     renamed in place, order kept, never merged."""
     renamed = {}
@@ -161,7 +162,7 @@ class JsonRewriter:
         self.api, self.make, self.max_bytes = api, make, max_bytes
         self._parts: list[bytes] = []
         self._size = 0
-        self.body: dict | None = None
+        self.body: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes, end: bool) -> bytes:
         self._parts.append(chunk)
@@ -192,11 +193,11 @@ class JsonRewriter:
 # -- SSE -------------------------------------------------------------------
 
 
-def _put(root: dict, path: tuple, text: str) -> None:
+def _put(root: dict[str, Any], path: tuple[Any, ...], text: str) -> None:
     """Append ``text`` at ``path`` under ``root``, creating what is missing.
     A ``("#", n)`` step is the list item whose ``index`` is n."""
     holder: Any = root
-    for step, nxt in zip(path, path[1:]):
+    for step, nxt in itertools.pairwise(path):
         if isinstance(step, tuple):
             item = next((x for x in holder if isinstance(x, dict) and x.get("index") == step[1]), None)
             if item is None:
@@ -220,8 +221,8 @@ class SseRewriter:
         self._splitter = SseSplitter(max_pending)
         # stream key -> (transform, how to emit released text as an event at the end)
         self._streams: dict[Any, tuple[TextTransform, Callable[[str], str]]] = {}
-        self.last_json: dict | None = None
-        self.usage: dict | None = None
+        self.last_json: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None
 
     def _feed(self, key: Any, text: str, emit: Callable[[str], str]) -> str:
         entry = self._streams.get(key)
@@ -263,7 +264,7 @@ class SseRewriter:
         transform_strings(data, self.make, skip)
         return "\n\n".join([*prefix, event.with_data(_dumps(data))])
 
-    def _fragments(self, data: dict, skip: set) -> list[str]:
+    def _fragments(self, data: dict[str, Any], skip: set[Any]) -> list[str]:
         """Run the event's stream fragments through their streams' transforms
         (in place); return events to emit before this one."""
         prefix: list[str] = []
@@ -301,15 +302,15 @@ class SseRewriter:
                 prefix.append(_responses_emitter(delta_kind, ids)(released))
         return prefix
 
-    def _choice(self, data: dict, choice: dict, skip: set) -> None:
+    def _choice(self, data: dict[str, Any], choice: dict[str, Any], skip: set[Any]) -> None:
         index = _hashable(choice.get("index", 0))
         emit = self._chat_emitter(index)
-        found: list[tuple[tuple, Any, Any]] = []  # (path from the choice, holder, key)
+        found: list[tuple[tuple[Any, ...], Any, Any]] = []  # (path from the choice, holder, key)
         if isinstance(choice.get("text"), str):
             found.append((("text",), choice, "text"))
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            stack: list[tuple[tuple, Any]] = [(("delta",), delta)]
+            stack: list[tuple[tuple[Any, ...], Any]] = [(("delta",), delta)]
             while stack:
                 path, holder = stack.pop()
                 for key, value in list(holder.items()) if isinstance(holder, dict) else ():
@@ -330,8 +331,8 @@ class SseRewriter:
                 if released:
                     _put(choice, stream_key[2], released)
 
-    def _chat_emitter(self, index: Any) -> Callable[[tuple], Callable[[str], str]]:
-        def for_path(path: tuple) -> Callable[[str], str]:
+    def _chat_emitter(self, index: Any) -> Callable[[tuple[Any, ...]], Callable[[str], str]]:
+        def for_path(path: tuple[Any, ...]) -> Callable[[str], str]:
             def emit(released: str) -> str:
                 base = copy.deepcopy(self.last_json) if self.last_json else {}
                 choice: dict[str, Any] = {"index": index, "finish_reason": None}
@@ -371,7 +372,7 @@ def _anthropic_emitter(index: Any, name: str) -> Callable[[str], str]:
     return emit
 
 
-def _responses_emitter(kind: str, ids: dict) -> Callable[[str], str]:
+def _responses_emitter(kind: str, ids: dict[str, Any]) -> Callable[[str], str]:
     def emit(released: str) -> str:
         payload = {"type": kind, **ids, "delta": released}
         return f"event: {kind}\ndata: " + _dumps(payload)
@@ -379,7 +380,7 @@ def _responses_emitter(kind: str, ids: dict) -> Callable[[str], str]:
     return emit
 
 
-def usage_of(body: Any) -> dict | None:
+def usage_of(body: Any) -> dict[str, Any] | None:
     if not isinstance(body, dict):
         return None
     usage = body.get("usage")

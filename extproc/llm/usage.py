@@ -9,6 +9,7 @@ reservation, which reconciliation corrects from the model's own ``usage``.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from extproc.encodings import decoder_for
 from extproc.llm.request import ANTHROPIC_MESSAGES, LlmRequest
@@ -29,13 +30,13 @@ def estimate_prompt_tokens(request: LlmRequest) -> int:
 MAX_REPORTED_TOKENS = 1 << 30
 
 
-def _count(value) -> int | None:
+def _count(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return min(max(value, 0), MAX_REPORTED_TOKENS)
 
 
-def normalize_usage(usage: dict | None) -> dict[str, int] | None:
+def normalize_usage(usage: dict[str, Any] | None) -> dict[str, int] | None:
     """OpenAI (prompt/completion), Responses and Anthropic (input/output)
     shapes. Counts are clamped to ``[0, MAX_REPORTED_TOKENS]``: a negative
     or absurd ``usage`` from the upstream can neither refund nor overflow a
@@ -50,7 +51,7 @@ def normalize_usage(usage: dict | None) -> dict[str, int] | None:
     return {"prompt": prompt, "completion": completion, "total": prompt + completion}
 
 
-def _string_chars(value) -> int:
+def _string_chars(value: object) -> int:
     if isinstance(value, str):
         return len(value)
     if isinstance(value, dict):
@@ -60,7 +61,7 @@ def _string_chars(value) -> int:
     return 0
 
 
-def _generated_chars(event: dict) -> int:
+def _generated_chars(event: dict[str, Any]) -> int:
     """Characters of generated text in one streamed event, whatever is
     generated (content, reasoning, tool-call arguments): what is charged
     when the stream reports no usage."""
@@ -138,8 +139,9 @@ class UsageTracker:
             pass  # absurdly nested: not generated text
         if self.api == ANTHROPIC_MESSAGES:
             message = payload.get("message") if isinstance(payload.get("message"), dict) else payload
+            usage = message.get("usage") if isinstance(message, dict) else None
             for key in ("input_tokens", "output_tokens"):
-                value = (message.get("usage") or {}).get(key) if isinstance(message.get("usage"), dict) else None
+                value = usage.get(key) if isinstance(usage, dict) else None
                 if isinstance(value, int):
                     self._anthropic[key] = value
             if self._anthropic:
@@ -149,7 +151,7 @@ class UsageTracker:
         if found is not None:
             self.usage = found
 
-    def _note_model(self, body) -> None:
+    def _note_model(self, body: object) -> None:
         if self.model is not None or not isinstance(body, dict):
             return
         for holder in (body, body.get("message"), body.get("response")):  # chat/Anthropic/Responses shapes

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,7 +45,7 @@ def _issue(
     *,
     ca: bool,
     sans: list[x509.GeneralName],
-    usage: list,
+    usage: list[Any],
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (

@@ -52,7 +52,8 @@ def build_app(public_url: str, skill_key: str = "skill"):
             task = context.current_task or new_task_from_user_message(context.message)
             await event_queue.enqueue_event(task)
             updater = TaskUpdater(event_queue, task.id, task.context_id)
-            skill = context.message.metadata[skill_key] if skill_key in context.message.metadata else "summarize"
+            # metadata is a protobuf Struct: membership and item access, no .get
+            skill = context.message.metadata[skill_key] if skill_key in context.message.metadata else "summarize"  # noqa: SIM401
             await updater.add_artifact([Part(text=_answer(str(skill), get_message_text(context.message)))])
             await updater.complete()
 

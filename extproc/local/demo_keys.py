@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -29,7 +30,7 @@ def private_pem(key) -> bytes:
     )
 
 
-def jwks_for(public_keys: dict[str, object]) -> dict:
+def jwks_for(public_keys: dict[str, object]) -> dict[str, Any]:
     keys = []
     for kid, public_key in public_keys.items():
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public_key))
@@ -52,7 +53,7 @@ def mint(
     issuer: str = DEMO_ISSUER,
     audience: str | None = DEMO_AUDIENCE,
     kid: str = DEMO_KID,
-    extra: dict | None = None,
+    extra: dict[str, Any] | None = None,
     algorithm: str = "RS256",
 ) -> str:
     now = int(time.time())

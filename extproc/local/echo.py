@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from extproc.local import mock_llm
 
@@ -87,7 +88,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
             time.sleep(0.002)  # let deltas travel as separate chunks
         self.wfile.write(b"0\r\n\r\n")
 
-    def _json(self, status: int, payload: dict) -> None:
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload).encode())
 
     def _send(self, status: int, body: bytes, *headers: tuple[str, str]) -> None:

@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -53,7 +54,7 @@ def render(
     admin_port: int | None = None,
     address: str = "127.0.0.1",
     certs_dir: str | Path | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Load an Envoy config and point the named listeners/clusters at ``ports``
     (and its TLS file paths at ``certs_dir``)."""
     ports = ports or {}
@@ -82,9 +83,10 @@ def render(
     return config
 
 
-def validate(config_path: str | Path) -> subprocess.CompletedProcess:
+def validate(config_path: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(config_path), "--log-level", "error"],
+        check=False,  # the caller reads the return code and Envoy's message
         capture_output=True,
         text=True,
         timeout=60,
@@ -100,7 +102,7 @@ class EnvoyProcess:
 
     def __init__(
         self,
-        config: dict,
+        config: dict[str, Any],
         admin_port: int,
         concurrency: int = 1,
         log_path: str | None = None,
@@ -112,7 +114,7 @@ class EnvoyProcess:
         with open(self.config_path, "w") as fh:
             yaml.safe_dump(config, fh)
         self.log_path = log_path or os.path.join(self._dir, "envoy.log")
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - Envoy writes to it until stop() closes it
         self.proc = subprocess.Popen(
             [
                 envoy_binary(),

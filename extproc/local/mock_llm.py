@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from typing import Any
 
 DELTA_SIZE = 7  # characters per streamed delta: small, to split values across chunks
 
 
-def _last_user_text(body: dict) -> str:
+def _last_user_text(body: dict[str, Any]) -> str:
     if isinstance(body.get("prompt"), str):
         return body["prompt"]
     if isinstance(body.get("input"), str):
@@ -28,7 +29,7 @@ def _last_user_text(body: dict) -> str:
     return ""
 
 
-def _usage(prompt: str, completion: str) -> dict:
+def _usage(prompt: str, completion: str) -> dict[str, Any]:
     prompt_tokens, completion_tokens = max(1, len(prompt) // 4), max(1, len(completion) // 4)
     return {
         "prompt_tokens": prompt_tokens,
@@ -37,7 +38,7 @@ def _usage(prompt: str, completion: str) -> dict:
     }
 
 
-def answer(path: str, body: dict) -> tuple[int, dict | None, list[bytes] | None]:
+def answer(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | None, list[bytes] | None]:
     """(status, JSON body) for a plain response or (200, None, SSE events) for a stream."""
     model = body.get("model") or "demo"
     prompt = _last_user_text(body)

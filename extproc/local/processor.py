@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -19,7 +20,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_serving(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+def wait_serving(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -47,13 +48,14 @@ class ProcessorProcess:
         reload_interval: float = 1.0,
         extra_args: tuple[str, ...] = (),
         log_path: str | None = None,
-        env: dict | None = None,
+        env: dict[str, Any] | None = None,
         drain_delay: float = 0.0,
         log_level: str = "info",
     ):
         self.port = port or free_port()
         self.log_path = log_path
-        self._log = open(log_path, "ab") if log_path else None  # None: inherit our stderr
+        # None: inherit our stderr. Open while the child runs; stop() closes it.
+        self._log = open(log_path, "ab") if log_path else None  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from extproc.local.certs import generate as generate_certs
 from extproc.local.echo import EchoServer
@@ -146,7 +147,7 @@ def _missing_files(config, certs: Path) -> list[str]:
     return []
 
 
-def _demo_agents(listen_port: int) -> dict:
+def _demo_agents(listen_port: int) -> dict[str, Any]:
     """The demo MCP server (always) and A2A agent (when a2a-sdk is installed),
     by the Envoy cluster name they stand behind."""
     from extproc.local.demo_mcp import DemoMcpServer
@@ -162,7 +163,7 @@ def _demo_agents(listen_port: int) -> dict:
     return agents
 
 
-def _agents_banner(agents: dict, base: str) -> str:
+def _agents_banner(agents: dict[str, Any], base: str) -> str:
     lines = [f"  mcp server  {agents['mcp'].url}/mcp  (demo tools: search_docs, read_file, delete_record)"]
     if "a2a" in agents:
         lines.append(f"  a2a agent   {agents['a2a'].url}/a2a/  (demo skills: summarize, translate, purge_cache)")

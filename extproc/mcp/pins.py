@@ -29,7 +29,7 @@ from typing import Any
 from extproc.jsonrpc.wire import sha256_json
 
 
-def definition_hash(tool: dict) -> str:
+def definition_hash(tool: dict[str, Any]) -> str:
     description = tool.get("description")
     schema = tool.get("inputSchema")
     return sha256_json(
@@ -114,9 +114,8 @@ class PinStore:
         if pin is None:
             return None if trust_on_first_use else f"tool {name} has no pinned definition"
         if pin.drifted:
-            return (
-                f"tool {name} definition changed ({pin.source} pin {(pin.pinned or 'none')[:12]}, seen {pin.seen[:12]})"
-            )
+            pinned, seen = (pin.pinned or "none")[:12], (pin.seen or "none")[:12]
+            return f"tool {name} definition changed ({pin.source} pin {pinned}, seen {seen})"
         return None
 
     def get(self, name: str) -> Pin | None:

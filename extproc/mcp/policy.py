@@ -44,7 +44,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from extproc.config import CapabilityConfig
 from extproc.context import Identity
-from extproc.globs import compile_globs, validate_regex
+from extproc.globs import compile_glob, compile_globs, validate_regex
 from extproc.identity.who import Who, WhoMatcher
 from extproc.jsonrpc.decision import Decision
 
@@ -52,14 +52,14 @@ KINDS = ("tool", "resource", "prompt")
 NOT_GIVEN: Any = object()  # "no arguments": the listing question
 
 
-def _checked_schema(value: dict | None) -> dict | None:
+def _checked_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
     """Pydantic validator: ``value`` is a valid JSON Schema (or None)."""
     if value is not None:
         _schema_validator(value)
     return value
 
 
-def _schema_validator(schema: dict):
+def _schema_validator(schema: dict[str, Any]) -> Any:  # a jsonschema validator (an untyped package)
     try:
         import jsonschema
     except ImportError:  # pragma: no cover - jsonschema comes with mcp
@@ -82,7 +82,7 @@ class ArgumentConstraint(CapabilityConfig):
     minimum: float | None = Field(None, description="Numbers only (not booleans), inclusive.")
     maximum: float | None = Field(None, description="Numbers only (not booleans), inclusive.")
     max_length: int | None = Field(None, ge=0, description="Characters of a string or items of an array.")
-    json_schema: dict | None = Field(None, alias="schema", description="A JSON Schema for the value.")
+    json_schema: dict[str, Any] | None = Field(None, alias="schema", description="A JSON Schema for the value.")
 
     _regex = field_validator("pattern", "not_pattern")(validate_regex)
 
@@ -104,7 +104,9 @@ class ArgumentRules(CapabilityConfig):
     tool: str | None = Field(None, description="Tool name glob these constraints apply to.")
     prompt: str | None = Field(None, description="Prompt name glob these constraints apply to.")
     arguments: dict[str, ArgumentConstraint] = Field(default_factory=dict)
-    json_schema: dict | None = Field(None, alias="schema", description="A JSON Schema for the whole arguments object.")
+    json_schema: dict[str, Any] | None = Field(
+        None, alias="schema", description="A JSON Schema for the whole arguments object."
+    )
 
     _schema_ok = field_validator("json_schema")(_checked_schema)
 
@@ -190,7 +192,7 @@ def _same(value: Any, expected: Any) -> bool:
     # True == 1 in Python; not here.
     if isinstance(value, bool) or isinstance(expected, bool):
         return isinstance(value, bool) and isinstance(expected, bool) and value is expected
-    return value == expected
+    return bool(value == expected)
 
 
 class _Constraints:
@@ -198,7 +200,7 @@ class _Constraints:
 
     def __init__(self, c: ArgumentRules):
         self.kind = "tool" if c.tool is not None else "prompt"
-        self.target = compile_globs([c.tool if c.tool is not None else c.prompt])
+        self.target = compile_glob(c.tool if c.tool is not None else c.prompt or "")  # the model requires one
         self.arguments = [_Argument(name, a) for name, a in c.arguments.items()]
         self.schema = _schema_validator(c.json_schema) if c.json_schema is not None else None
 
@@ -269,4 +271,5 @@ class AccessPolicy:
                 return Decision(True, f"allow rule {rule.name}", rule.name)
             if first_failure is None:
                 first_failure = Decision(False, f"rule {rule.name}: {failure[0]}", rule.name, failure[1])
-        return first_failure
+        # Every matching rule failed a constraint: the first one says why.
+        return first_failure if first_failure is not None else Decision(False, f"no allow rule for {kind} {name}")

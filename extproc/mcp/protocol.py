@@ -83,7 +83,7 @@ def target_of(message: Message) -> Target | None:
         if ref.get("type") == "ref/resource" and isinstance(ref.get("uri"), str):
             return Target("resource", ref["uri"], NOT_GIVEN)
         raise ParamsError("completion/complete ref must be ref/prompt with a name or ref/resource with a uri")
-    spec = TARGETED.get(method)
+    spec = TARGETED.get(method) if method is not None else None
     if spec is None:
         return None
     kind, field = spec

@@ -66,7 +66,7 @@ class _Locator:
         node = self.root
         if node is None:
             return 1
-        line = node.start_mark.line + 1
+        line: int = node.start_mark.line + 1
         for part in loc:
             child = None
             if isinstance(node, yaml.MappingNode):
@@ -184,8 +184,8 @@ def _compile_file(
                 errors.append(
                     PolicyError(
                         file,
-                        locator.line(loc + ("type",)),
-                        format_loc(loc + ("type",)),
+                        locator.line((*loc, "type")),
+                        format_loc((*loc, "type")),
                         f"unknown capability {cap_spec.type!r} (known: {known})",
                     )
                 )
@@ -193,7 +193,7 @@ def _compile_file(
             try:
                 config = cls.Config.model_validate(cap_spec.config)
             except ValidationError as exc:
-                errors.extend(_validation_errors(exc, file, locator, loc + ("config",)))
+                errors.extend(_validation_errors(exc, file, locator, (*loc, "config")))
                 continue
             try:
                 capability = cls(config, cap_spec.mode, runtime)

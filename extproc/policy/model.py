@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from extproc.capabilities.base import Capability
-from extproc.context import HttpRequest, Phase
+from extproc.context import Deny, HttpRequest, Phase, RequestContext
 from extproc.policy.schema import RouteMatch
 
 Matcher = Callable[[HttpRequest], bool]
@@ -62,13 +63,16 @@ def compile_match(match: RouteMatch) -> RouteMatcher:
     return RouteMatcher(tuple(checks), fold)
 
 
+Handler = Callable[[RequestContext], Awaitable[Deny | None]]
+
+
 @dataclass(slots=True)
 class CompiledRoute:
     name: str
     source: str  # "file:line" where the route is declared, for diagnostics
-    capabilities: tuple[Capability, ...]
+    capabilities: tuple[Capability[Any], ...]
     matcher: Matcher | None = None
-    handlers: dict[Phase, tuple[tuple[Capability, Callable], ...]] = field(default_factory=dict)
+    handlers: dict[Phase, tuple[tuple[Capability[Any], Handler], ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ordered = sorted(self.capabilities, key=lambda c: -c.priority)  # stable: ties keep file order
@@ -101,7 +105,7 @@ class PolicySet:
     # Reload safety (policy/store.py) and the Runtime.shared keys this revision holds.
     max_route_removal: float = 0.5
     allow_route_removal: bool = False
-    resources: frozenset = frozenset()
+    resources: frozenset[Any] = frozenset()
     _matchable: tuple[CompiledRoute, ...] = ()
 
     def __post_init__(self) -> None:
@@ -112,6 +116,6 @@ class PolicySet:
 
     def match(self, request: HttpRequest) -> CompiledRoute | None:
         for route in self._matchable:
-            if route.matcher(request):
+            if route.matcher is not None and route.matcher(request):
                 return route
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from extproc.policy.loader import (
     PolicyLoadError,
@@ -49,10 +50,10 @@ class PolicyStore:
         # Started from a copy: the first settled scan loads the live directory
         # (and so watches its files, not the copy's).
         self._signature = () if start_from is not None else self._stat_signature()
-        self._unsettled: tuple | None = None  # a changed signature seen once, not yet twice
+        self._unsettled: tuple[Any, ...] | None = None  # a changed signature seen once, not yet twice
         log.info("policy loaded", extra={"revision": self.current.revision, "routes": sorted(self.current.routes)})
 
-    def _stat_signature(self) -> tuple:
+    def _stat_signature(self) -> tuple[Any, ...]:
         try:
             files = policy_files(self.directory)
         except OSError:

@@ -62,9 +62,11 @@ class MemoryBackend(QuotaBackend):
         now = self._now()
         evals = [evaluate_rate(self._tats.get(key), now, spec) for key, spec in rates]
         in_use = [self._live_leases(key, now) for key, _spec, _lease in slots]
-        allowed = all(e.admits for e in evals) and all(n < spec.limit for n, (_key, spec, _lease) in zip(in_use, slots))
+        allowed = all(e.admits for e in evals) and all(
+            n < spec.limit for n, (_key, spec, _lease) in zip(in_use, slots, strict=True)
+        )
         if allowed:
-            for (key, _spec), e in zip(rates, evals):
+            for (key, _spec), e in zip(rates, evals, strict=True):
                 self._tats[key] = e.new_tat
             for key, spec, lease in slots:
                 self._slots.setdefault(key, {})[lease] = now + spec.lease_us
@@ -135,7 +137,7 @@ class MemoryBackend(QuotaBackend):
 
     def _owner_table(self) -> dict[str, tuple[str, int]]:
         # Created on first use: key -> (owner, expiry); swept when it doubles.
-        table = self.__dict__.setdefault("_owners", {})
+        table: dict[str, tuple[str, int]] = self.__dict__.setdefault("_owners", {})
         if len(table) >= self.__dict__.setdefault("_owners_sweep_at", _SWEEP_MIN):
             now = self._now()
             for key in [k for k, (_o, expiry) in table.items() if expiry <= now]:

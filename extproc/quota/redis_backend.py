@@ -43,12 +43,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -88,7 +90,7 @@ def redacted_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
-def _split_options(url: str) -> tuple[str, bool, dict]:
+def _split_options(url: str) -> tuple[str, bool, dict[str, Any]]:
     """(URL for redis-py, is_cluster, our options). Errors never carry the
     URL's credentials."""
     parts = urlsplit(url)
@@ -120,13 +122,14 @@ class RedisBackend(QuotaBackend):
         self.url = url
         self.timeout: float = options["timeout"]
         self.retry_interval: float = options["retry_interval"]
-        common = dict(
-            socket_timeout=self.timeout,
-            socket_connect_timeout=options["connect_timeout"],
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-            maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        )
+        common: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": options["connect_timeout"],
+            "retry": Retry(NoBackoff(), 0),
+            "health_check_interval": 0,
+            "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+        }
+        self._client: Redis | RedisCluster
         if self.cluster:
             self._client = RedisCluster.from_url(redis_url, max_connections=options["max_connections"], **common)
         else:
@@ -145,7 +148,7 @@ class RedisBackend(QuotaBackend):
         self._down_since: float | None = None
         self._down_until = 0.0  # monotonic time before which we do not try Redis
         self._probing = False
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
         try:
             # Built while the policy loads inside the server's loop: connect
             # now, so the first request does not pay for it and an unreachable
@@ -178,7 +181,7 @@ class RedisBackend(QuotaBackend):
                 await self._client.script_load(script.script)
             self._ready = True
 
-    async def _run(self, script, keys: Sequence[str], args: Sequence) -> list:
+    async def _run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         probing = False
         if self._down_since is not None:
             # Down: answer at once until retry_interval has passed, then let
@@ -193,7 +196,7 @@ class RedisBackend(QuotaBackend):
                 if not self._ready:
                     await self._connect()
                 async with self._gate:
-                    result = await script(keys=keys, args=args)
+                    result: list[Any] = await script(keys=keys, args=args)
         except _FAILURES as exc:
             self._failed(exc)
             raise BackendUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
@@ -209,7 +212,7 @@ class RedisBackend(QuotaBackend):
         return result
 
     async def _drop_idle_connections(self) -> None:
-        if self.cluster:
+        if isinstance(self._client, RedisCluster):
             await asyncio.gather(*(node.disconnect_free_connections() for node in self._client.get_nodes()))
         else:
             await self._client.connection_pool.disconnect(inuse_connections=False)
@@ -229,12 +232,12 @@ class RedisBackend(QuotaBackend):
 
     async def check(self, rates: Sequence[RateCheck], slots: Sequence[SlotCheck] = ()) -> Outcome:
         keys = [key for key, _ in rates]
-        args: list = [len(rates)]
+        args: list[Any] = [len(rates)]
         for _key, spec in rates:
             args += (spec.interval_us, spec.tolerance_us)
-        for key, spec, lease in slots:
+        for key, slot, lease in slots:
             keys.append(key)
-            args += (spec.limit, spec.lease_us, lease)
+            args += (slot.limit, slot.lease_us, lease)
         reply = await self._run(self._check, keys, args)
         n = len(rates)
         statuses = tuple(
@@ -250,7 +253,7 @@ class RedisBackend(QuotaBackend):
         if leases:
             self._track(asyncio.get_running_loop().create_task(self._release_quietly(leases)))
 
-    def _track(self, task: asyncio.Task) -> None:
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self._pending.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self._pending.discard)
 
@@ -277,9 +280,9 @@ class RedisBackend(QuotaBackend):
 
     # -- owner store (see QuotaBackend.claim_owner) ---------------------------
 
-    def _owner_script(self, name: str, source: str):
+    def _owner_script(self, name: str, source: str) -> AsyncScript:
         # Registered on first use (EVALSHA; redis-py loads it on NOSCRIPT).
-        scripts = self.__dict__.setdefault("_owner_scripts", {})
+        scripts: dict[str, AsyncScript] = self.__dict__.setdefault("_owner_scripts", {})
         if name not in scripts:
             scripts[name] = self._client.register_script(source)
         return scripts[name]

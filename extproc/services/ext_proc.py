@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -261,9 +262,9 @@ def _judges_missing_body(ctx: RequestContext) -> bool:
 _ATTRIBUTE_ALIASES = {"connection.uri_san_peer_certificate": "source.principal"}
 
 
-def _attributes(message: pb.ProcessingRequest) -> dict:
+def _attributes(message: pb.ProcessingRequest) -> dict[str, Any]:
     # Envoy keys attributes by filter name; flatten them, the names are unique.
-    out: dict = {}
+    out: dict[str, Any] = {}
     for struct in message.attributes.values():
         for key, value in struct.fields.items():
             out[_ATTRIBUTE_ALIASES.get(key, key)] = value.string_value if value.HasField("string_value") else value
