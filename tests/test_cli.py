@@ -44,3 +44,38 @@ def test_schema_lists_capabilities():
     result = extproc("policy", "schema")
     assert result.returncode == 0
     assert '"header_match"' in result.stdout and '"headers"' in result.stdout
+
+
+def test_policy_test_runs_the_shipped_suite_and_writes_junit(tmp_path):
+    result = extproc("policy", "test", str(REPO / "policies"), "--junit", str(tmp_path / "junit.xml"), "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS " in result.stdout and " 0 failed" in result.stdout
+    assert (tmp_path / "junit.xml").read_text().count("<testcase ") >= 30
+
+
+def test_policy_test_exits_1_on_a_failing_case(tmp_path):
+    (tmp_path / "cases.yaml").write_text(
+        "cases:\n  - name: anonymous reads\n    request: { path: /api/hello }\n    expect: { status: 200 }\n"
+    )
+    result = extproc("policy", "test", str(REPO / "policies"), "--tests", str(tmp_path))
+    assert result.returncode == 1
+    assert f"FAIL {tmp_path / 'cases.yaml'}:2 anonymous reads" in result.stdout
+    assert "-status: 200" in result.stdout and "+status: 401" in result.stdout
+
+
+def test_policy_explain_from_flags():
+    result = extproc(
+        "policy", "explain", "--policies", str(REPO / "policies"), "--path", "/api/admin/users",
+        "--claims", '{"sub": "alice", "roles": ["reader"]}',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "answer:    403 refused (forbidden), decided by rbac" in result.stdout
+
+
+def test_policy_schema_json_schema_is_a_json_schema():
+    import json
+
+    result = extproc("policy", "schema", "--json-schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert schema["$schema"].endswith("2020-12/schema") and "routes" in schema["properties"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def _test(args: argparse.Namespace) -> int:
@@ -53,7 +54,7 @@ def add_request_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="send the request N times, explain the last")
 
 
-def add_commands(policy_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(policy_sub: argparse._SubParsersAction[Any]) -> None:
     test = policy_sub.add_parser(
         "test", help="run a policy's test cases (DIR/tests/*.yaml) through the real pipeline, in process"
     )

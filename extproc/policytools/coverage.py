@@ -33,11 +33,12 @@ class Coverage:
         return self
 
     def add(self, outcome: Outcome) -> None:
-        route = outcome.record.route
-        if route is None or route not in self.routes:
+        record = outcome.record
+        route = record.route if record is not None else None
+        if record is None or route is None or route not in self.routes:
             return
         self.routes[route] += 1
-        for cap in outcome.record.capabilities:
+        for cap in record.capabilities:
             seen = self.capabilities.get((route, cap.capability))
             if seen is not None:
                 seen.add(cap.decision)

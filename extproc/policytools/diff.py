@@ -208,9 +208,9 @@ def probes(
     ]
     matrix: list[Probe] = []
     for name in sorted(route_paths):
-        methods = sorted(set(_MATRIX_METHODS) | route_methods.get(name, set()))
+        tried = sorted(set(_MATRIX_METHODS) | route_methods.get(name, set()))
         for path in sorted(route_paths[name]):
-            for method in methods:
+            for method in tried:
                 for identity in identities:
                     request = RequestSpec(method=method, path=path, identity=identity)
                     matrix.append(Probe(f"{method} {path}", _identity_label(identity), "matrix", request))
@@ -362,9 +362,9 @@ async def compute(old_spec: str, new_spec: str, tests: str | None, workdir: Path
     suite, matrix = probes((old_dir, old_policy), (new_dir, new_policy), cases)
     result.suite_size = len(suite)
     with TestKeys() as keys:
-        before = await _evaluate(old_dir, keys, suite, matrix)
-        after = await _evaluate(new_dir, keys, suite, matrix)
-    for probe, b, a in zip([*suite, *matrix], before, after, strict=True):
+        old_verdicts = await _evaluate(old_dir, keys, suite, matrix)
+        new_verdicts = await _evaluate(new_dir, keys, suite, matrix)
+    for probe, b, a in zip([*suite, *matrix], old_verdicts, new_verdicts, strict=True):
         result.evaluated.append((probe, b, a))
         if b.allowed != a.allowed:
             result.flips.append((probe, b, a))

@@ -111,7 +111,7 @@ def expected_and_actual(expect: Expect, outcome: Outcome) -> tuple[dict[str, Any
 
 def _dump(data: dict[str, Any]) -> list[str]:
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100)
-    return text.splitlines()
+    return str(text).splitlines()
 
 
 def compare(expect: Expect, outcome: Outcome) -> list[str]:

@@ -19,6 +19,7 @@ import asyncio
 import difflib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -98,7 +99,7 @@ def _changes(before: _Snapshot, after: _Snapshot) -> list[str]:
     return out
 
 
-class _TraceMark(Capability):
+class _TraceMark(Capability[Any]):
     """Runs last in each phase that has capabilities, so the last one's
     applied edits are seen too. Never recorded (filtered from the record)."""
 
@@ -106,7 +107,7 @@ class _TraceMark(Capability):
     priority = -(10**9)
 
     def __init__(self) -> None:
-        super().__init__(None, Mode.ENFORCE)  # type: ignore[arg-type]
+        super().__init__(None, Mode.ENFORCE)
 
 
 class ChangeTracer:
@@ -226,7 +227,7 @@ def _why_route(policy: PolicySet, spec: RequestSpec, record: AuditRecord) -> str
     return f"{record.route}: the first route whose match claims it, {shown} ({route.source})"
 
 
-def _outcome_for(record: AuditRecord, cap: Capability, used: set[int]) -> CapabilityOutcome | None:
+def _outcome_for(record: AuditRecord, cap: Capability[Any], used: set[int]) -> CapabilityOutcome | None:
     for index, outcome in enumerate(record.capabilities):
         if index not in used and outcome.capability == cap.name and outcome.mode == cap.mode.value:
             used.add(index)
@@ -432,7 +433,8 @@ def remote_token(spec: RequestSpec, signing_key: str | None, kid: str | None) ->
     if spec.identity is not None and spec.identity.claims is not None:
         from extproc.local import demo_keys
 
-        key: Any = demo_keys.load_demo_key()
+        load: Callable[[], Any] = demo_keys.load_demo_key
+        key: Any = load()
         if signing_key:
             from cryptography.hazmat.primitives import serialization
 

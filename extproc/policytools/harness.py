@@ -31,7 +31,6 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
-from google.protobuf import struct_pb2
 
 from extproc import audit
 from extproc.audit.record import AuditRecord, build
@@ -352,9 +351,8 @@ async def _process(stream: Stream, prepared: Prepared) -> Outcome:
         request_headers=pb.HttpHeaders(headers=_header_map([*pseudo, *headers.items()]), end_of_stream=body is None)
     )
     if prepared.principal:
-        first.attributes[_EXT_PROC_ATTRIBUTES].CopyFrom(
-            struct_pb2.Struct(fields={"source.principal": struct_pb2.Value(string_value=prepared.principal)})
-        )
+        # Envoy's request_attributes, keyed by filter name (services.ext_proc flattens them).
+        first.attributes[_EXT_PROC_ATTRIBUTES].fields["source.principal"].string_value = prepared.principal
     answer = await stream.ask(first)
     if answer.HasField("immediate_response"):
         return refused(answer, None)
@@ -498,19 +496,20 @@ class Session:
         if self.tracer is not None:
             outcome.record.capabilities = [c for c in outcome.record.capabilities if c.capability != "explain.trace"]
             outcome.changes = self.tracer.take()
-        outcome.rules = decided_rules(ctx)
+        outcome.rules = decided_rules(ctx, outcome.record)
         return outcome
 
 
-def decided_rules(ctx: RequestContext) -> list[str]:
+def decided_rules(ctx: RequestContext, record: AuditRecord) -> list[str]:
     """The named rules that decided this request, in order: the RBAC rule
-    that allowed it, the rule named in a refusal's reason ("deny rule X",
-    "allow rule X", "rule X: ..."), MCP and A2A per-call rules, the quota
-    limit or token budget involved. Reasons stay in process: never printed raw."""
+    that allowed it and the quota limit involved (audit record facts), MCP
+    and A2A per-call rules, the rule named in a refusal's reason ("deny rule
+    X", "allow rule X", "rule X: ...", "token budget X")."""
     out: list[str] = []
-    rule = ctx.state.get("rbac.rule")
-    if isinstance(rule, str):
-        out.append(rule)
+    for fact in ("extproc.rbac.rule", "extproc.quota.limit"):
+        value = record.facts.get(fact)
+        if isinstance(value, str):
+            out.append(value)
     published = ctx.state.get(audit.AUDIT_STATE_KEY)
     if isinstance(published, dict):
         for key in ("mcp.calls", "a2a.calls"):
@@ -518,11 +517,8 @@ def decided_rules(ctx: RequestContext) -> list[str]:
             for call in calls if isinstance(calls, list) else ():
                 if isinstance(call, dict) and isinstance(call.get("rule"), str):
                     out.append(call["rule"])
-        limit = published.get("quota.limit")
-        if isinstance(limit, str):
-            out.append(limit)
-    for record in ctx.records:
-        out.extend(_RULE_IN_REASON.findall(record.reason or ""))
+    for decision in ctx.records:
+        out.extend(_RULE_IN_REASON.findall(decision.reason or ""))
     known = route_rule_names(ctx.route) if ctx.route is not None else set()
     return [name for name in dict.fromkeys(out) if name in known]
 

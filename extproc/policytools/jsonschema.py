@@ -10,7 +10,7 @@ path that is canonical, a JWKS file that exists) stays the loader's job:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -43,7 +43,7 @@ def _capability_models() -> list[type[BaseModel]]:
                 f"Capability_{name}",
                 __base__=_Strict,
                 __doc__=f"The `{name}` capability (priority {cls.priority}).",
-                type=(Literal[name], ...),
+                type=(cast(Any, Literal[name]), ...),
                 mode=(Mode, Mode.ENFORCE),
                 config=config_field,
             )
@@ -53,21 +53,22 @@ def _capability_models() -> list[type[BaseModel]]:
 
 def policy_file_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one policy file."""
-    capability = Annotated[Union[tuple(_capability_models())], Field(discriminator="type")]  # noqa: UP007
+    union: Any = Union[tuple(_capability_models())]  # noqa: UP007  (built at run time)
+    capability: Any = Annotated[union, Field(discriminator="type")]
     route = create_model(
         "Route",
         __base__=_Strict,
         name=(str, Field(pattern=ROUTE_NAME, description="The name Envoy binds its route to.")),
         description=(str, ""),
         match=(RouteMatch | None, None),
-        capabilities=(list[capability], Field(default_factory=list)),  # type: ignore[valid-type]
+        capabilities=(list[capability], Field(default_factory=list)),
     )
     policy_file = create_model(
         "PolicyFile",
         __base__=_Strict,
         version=(Literal[1], 1),
         defaults=(Defaults | None, None),
-        routes=(list[route], Field(default_factory=list)),  # type: ignore[valid-type]
+        routes=(list[route], Field(default_factory=list)),
         allow_empty=(bool, False),
         allow_route_removal=(bool, False),
     )

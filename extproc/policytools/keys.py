@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from extproc.capabilities.base import Capability
 from extproc.capabilities.jwt_auth import JwtAuth, JwtConfig
 from extproc.policy.model import CompiledRoute, PolicySet
 from extproc.runtime import Runtime
@@ -96,7 +97,7 @@ def trust_test_keys(policy: PolicySet, keys: TestKeys, runtime: Runtime) -> Poli
     (same routes, order, matchers and revision)."""
     routes: dict[str, CompiledRoute] = {}
     for name, route in policy.routes.items():
-        capabilities = []
+        capabilities: list[Capability[Any]] = []
         for cap in route.capabilities:
             if isinstance(cap, JwtAuth):
                 replacement = _with_test_keys(cap, keys, runtime)
