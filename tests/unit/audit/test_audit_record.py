@@ -7,9 +7,9 @@ import pytest
 from extproc import audit
 from extproc.audit.record import REDACTED, build, capability_outcomes, facts, identity_fields, scrub
 from extproc.capabilities.base import Capability
-from extproc.context import Deny, HttpRequest, Identity, Mode, Phase, RequestContext
+from extproc.context import Deny, Identity, Mode, Phase
 from extproc.pipeline import resolve_route, run_phase, start
-from extproc.policy.model import CompiledRoute, PolicySet
+from tests import builders
 
 
 class Cap(Capability):
@@ -38,11 +38,7 @@ class BodyCap(Capability):
 
 
 def context(*capabilities, headers=None, path="/x"):
-    route = CompiledRoute("r", "test:1", capabilities)
-    policy = PolicySet("rev1", {"r": route})
-    ctx = RequestContext(policy, HttpRequest("GET", path, "h", headers or {}))
-    ctx.filter = "ext_authz"
-    return ctx
+    return builders.context(builders.route(*capabilities), "GET", path, headers, via="ext_authz", resolve=False)
 
 
 async def test_allowed_request_lists_every_capability_that_ran():

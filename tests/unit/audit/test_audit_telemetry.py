@@ -13,9 +13,9 @@ import pytest
 
 from extproc import audit
 from extproc.audit.telemetry import Telemetry, TelemetryOptions
-from extproc.context import HttpRequest, RequestContext
+from extproc.context import RequestContext
 from extproc.pipeline import finish, start
-from extproc.policy.model import CompiledRoute, PolicySet
+from tests import builders
 
 
 def clean_env() -> dict:
@@ -41,10 +41,7 @@ print(audit.SINK is None, audit.TRACING, t.enabled,
 
 
 def context() -> RequestContext:
-    policy = PolicySet("rev1", {"api": CompiledRoute("api", "t:1", ())})
-    ctx = RequestContext(policy, HttpRequest("GET", "/api/x", "h", {}))
-    ctx.filter = "ext_authz"
-    return ctx
+    return builders.context(builders.route(name="api"), "GET", "/api/x", via="ext_authz", resolve=False)
 
 
 def scrape(port: int) -> str:

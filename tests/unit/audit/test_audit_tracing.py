@@ -13,8 +13,8 @@ from extproc import audit
 from extproc.audit.config import tracing_endpoint
 from extproc.audit.record import build
 from extproc.audit.tracing import CountingBatchSpanProcessor, Tracing
-from extproc.context import Deny, HttpRequest, Identity, RequestContext
-from extproc.policy.model import CompiledRoute, PolicySet
+from extproc.context import Deny, RequestContext
+from tests import builders
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 ENVOY_SPAN = "b7ad6b7169203331"
@@ -22,13 +22,15 @@ TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
 
 
 def context(trace=True) -> RequestContext:
-    policy = PolicySet("rev1", {"api": CompiledRoute("api", "t:1", ())})
     headers = {"authorization": f"Bearer {TOKEN}", "x-contact": "eve@example.com"}
-    ctx = RequestContext(policy, HttpRequest("GET", "/api/users/7?email=eve@example.com", "gw.example:8443", headers))
-    ctx.route = policy.route_named("api")
-    ctx.filter = "ext_authz"
-    ctx.identity = Identity(
-        subject="alice", roles=frozenset({"reader"}), methods=frozenset({"jwt"}), claims={"email": "alice@example.com"}
+    ctx = builders.context(
+        builders.route(name="api"),
+        "GET",
+        "/api/users/7?email=eve@example.com",
+        headers,
+        host="gw.example:8443",
+        via="ext_authz",
+        who=builders.identity("alice", roles=["reader"], claims={"email": "alice@example.com"}),
     )
     if trace:
         ctx.trace = {"traceparent": f"00-{TRACE_ID}-{ENVOY_SPAN}-01", "tracestate": ""}

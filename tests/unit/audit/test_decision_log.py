@@ -7,18 +7,15 @@ import threading
 
 from extproc.audit.decision_log import DecisionLog, HeaderMask
 from extproc.audit.record import build
-from extproc.context import Deny, HttpRequest, Identity, RequestContext
-from extproc.policy.model import CompiledRoute, PolicySet
+from extproc.context import Deny, Identity, RequestContext
+from tests import builders
 
 LABELS = {"service": "extproc", "instance_id": "host/1", "version": "0.1.0"}
 
 
 def context(headers: dict, path="/api/x?token=abc") -> RequestContext:
-    policy = PolicySet("rev9", {"api": CompiledRoute("api", "t:1", ())})
-    ctx = RequestContext(policy, HttpRequest("POST", path, "gw.example", headers))
-    ctx.route = policy.route_named("api")
-    ctx.filter = "ext_proc"
-    return ctx
+    policy = builders.policy(builders.route(name="api"), revision="rev9")
+    return builders.context(policy, "POST", path, headers, host="gw.example", route_name="api", via="ext_proc")
 
 
 def test_default_mask_covers_credentials():
