@@ -7,20 +7,20 @@ import textwrap
 from pathlib import Path
 
 from extproc.capabilities.api_key import hash_key
-from extproc.context import HttpRequest, Identity, RequestContext
+from extproc.context import Identity, RequestContext
 from extproc.identity.publish import publish, strip_spoofable
 from extproc.identity.responses import unauthenticated
 from extproc.local.demo_keys import load_demo_key, mint
 from extproc.pipeline import start
 from extproc.policy.loader import load_policy_dir
-from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
+from tests import builders
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def ctx_with(headers: dict) -> RequestContext:
-    return RequestContext(PolicySet("r", {}), HttpRequest("GET", "/api/x", "h", dict(headers)))
+    return builders.context(None, "GET", "/api/x", headers)
 
 
 def test_strip_spoofable_removes_every_client_x_auth_header():
@@ -103,12 +103,8 @@ async def test_api_key_then_jwt_on_one_route_publishes_one_consistent_identity(t
     try:
         policy = load_policy_dir(tmp_path, runtime)
         token = mint(load_demo_key(), sub="bob", audience=None)
-        ctx = RequestContext(
-            policy,
-            HttpRequest(
-                "GET", "/api/x", "h", {"x-api-key": key, "authorization": f"Bearer {token}", "x-auth-tenant": "spoofed"}
-            ),
-        )
+        headers = {"x-api-key": key, "authorization": f"Bearer {token}", "x-auth-tenant": "spoofed"}
+        ctx = builders.context(policy, "GET", "/api/x", headers, resolve=False)
         assert await start(ctx, "api") is None
         out = ctx.request_headers_out
         assert ctx.identity.subject == "bob" and ctx.identity.methods == {"api_key", "jwt"}

@@ -11,13 +11,13 @@ import types
 import pytest
 
 from extproc.capabilities.jwt_auth import JwksSource, JwtAuth, JwtConfig
-from extproc.context import HttpRequest, Mode, RequestContext
+from extproc.context import Mode
 from extproc.identity import jwks as jwks_module
 from extproc.identity.jwks import MAX_JWKS_BYTES, JwksCache, parse_jwks
 from extproc.local.demo_keys import jwks_for, mint
 from extproc.policy.loader import PolicyLoadError, load_policy_dir
-from extproc.policy.model import PolicySet
 from extproc.runtime import Runtime
+from tests import builders
 from tests.unit.identity.idp_server import DISCOVERY_PATH, JWKS_PATH
 
 
@@ -215,7 +215,7 @@ async def test_jwt_capability_verifies_through_oidc_discovery(idp, rsa_keys):
     cap = JwtAuth(config, Mode.ENFORCE, runtime)
     try:
         token = mint(rsa_keys[0], sub="carol", issuer=idp.issuer, audience=None, kid="k1")
-        ctx = RequestContext(PolicySet("r", {}), HttpRequest("GET", "/", "h", {"authorization": f"Bearer {token}"}))
+        ctx = builders.context(None, "GET", "/", {"authorization": f"Bearer {token}"})
         assert await cap.on_request_headers(ctx) is None
         assert ctx.identity.subject == "carol"
         assert idp.hits[DISCOVERY_PATH] >= 1 and idp.hits[JWKS_PATH] >= 1

@@ -9,13 +9,13 @@ import asyncio
 
 import pytest
 
-from extproc.context import HttpRequest, RequestContext
 from extproc.identity.jwks import JwksCache
 from extproc.local.demo_keys import mint
 from extproc.pipeline import start
 from extproc.policy.loader import validate_policy_dir
 from extproc.policy.store import PolicyStore
 from extproc.runtime import Runtime
+from tests import builders
 from tests.unit.identity.idp_server import JWKS_PATH, IdpServer
 
 
@@ -138,7 +138,7 @@ async def test_a_request_on_the_replaced_revision_still_verifies(tmp_path, idp, 
     assert store.reload()
 
     async def status(revision) -> int | None:
-        ctx = RequestContext(revision, HttpRequest("GET", "/api/x", "h", {"authorization": f"Bearer {token}"}))
+        ctx = builders.context(revision, "GET", "/api/x", {"authorization": f"Bearer {token}"}, resolve=False)
         deny = await start(ctx, "api")
         return deny.status if deny else None
 

@@ -4,7 +4,6 @@ import zlib
 
 import pytest
 
-from extproc.context import HttpRequest, RequestContext
 from extproc.llm.request import (
     ANTHROPIC_MESSAGES,
     OPENAI_CHAT,
@@ -15,16 +14,11 @@ from extproc.llm.request import (
     llm_request,
     mark_changed,
 )
-from extproc.policy.model import PolicySet
+from tests import builders
 
 
 def ctx_for(path, body, headers=None):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    ctx = RequestContext(
-        PolicySet("r", {}), HttpRequest("POST", path, "gw", {"content-type": "application/json", **(headers or {})})
-    )
-    ctx.request_body = raw
-    return ctx
+    return builders.context(None, "POST", path, {**builders.JSON, **(headers or {})}, body=body)
 
 
 def test_chat_messages_by_role_with_parts():

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from extproc.context import HttpRequest, RequestContext
 from extproc.llm.request import (
     ANTHROPIC_MESSAGES,
     MAX_COMPLETION_TOKENS,
@@ -17,18 +16,13 @@ from extproc.llm.request import (
     api_for_path,
     llm_request,
 )
-from extproc.policy.model import PolicySet
+from tests import builders
 
 X = "SECRET-MARK"
 
 
 def ctx_for(path, body, headers=None):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    ctx = RequestContext(
-        PolicySet("r", {}), HttpRequest("POST", path, "gw", {"content-type": "application/json", **(headers or {})})
-    )
-    ctx.request_body = raw
-    return ctx
+    return builders.context(None, "POST", path, {**builders.JSON, **(headers or {})}, body=body)
 
 
 def refused(path, body) -> tuple[int, dict]:

@@ -6,6 +6,7 @@ import pytest
 from extproc.policy.loader import PolicyLoadError
 from extproc.policy.store import PolicyStore
 from extproc.runtime import Runtime
+from tests import builders
 
 GOOD = "routes: [{name: api, match: {path_prefix: /api/}}]\n"
 
@@ -136,7 +137,6 @@ async def test_configmap_swap_of_a_referenced_file_alone_is_applied(tmp_path):
     # (and so its revision) does not. The live policy must use the new keys.
     from pathlib import Path
 
-    from extproc.context import HttpRequest, RequestContext
     from extproc.local.demo_keys import load_demo_key, mint
     from extproc.pipeline import start
     from extproc.runtime import Runtime
@@ -147,7 +147,7 @@ async def test_configmap_swap_of_a_referenced_file_alone_is_applied(tmp_path):
     token = mint(load_demo_key(), sub="alice")
 
     async def status() -> int | None:
-        ctx = RequestContext(store.current, HttpRequest("GET", "/api/x", "h", {"authorization": f"Bearer {token}"}))
+        ctx = builders.context(store.current, "GET", "/api/x", {"authorization": f"Bearer {token}"}, resolve=False)
         deny = await start(ctx, "api")
         return deny.status if deny else None
 
