@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.context import HttpRequest, RequestContext
 from extproc.paths import MAX_PATH_LENGTH, AmbiguousPath, canonical_path, drop_query_params, require_canonical_path
 from extproc.pipeline import start
-from extproc.policy.model import CompiledRoute, PolicySet, compile_match
+from extproc.policy.model import compile_match
 from extproc.policy.schema import RouteMatch
+from tests import builders
 from tests.profiles import examples
 
 
@@ -141,10 +141,14 @@ def test_an_overlong_path_is_a_414():
 
 def test_a_refused_path_is_a_400_before_any_route_or_capability():
     matched = []
-    route = CompiledRoute("all", "t", (), compile_match(RouteMatch(path_prefix="/")))
-    policy = PolicySet("r", {"all": route}, unmatched_allow=True)
+    policy = builders.compile_policy(
+        """\
+        defaults: {unmatched: allow}
+        routes: [{name: all, match: {path_prefix: /}}]
+        """
+    )
     for raw in ("/api/admin;/users", "/api/%2561dmin/users", "/api/\uff41dmin", "/api/admin./users"):
-        ctx = RequestContext(policy, HttpRequest("GET", raw, "h", {}))
+        ctx = builders.context(policy, "GET", raw, resolve=False)
         deny = asyncio.run(start(ctx, None))
         assert deny is not None and deny.status == 400 and deny.code.startswith("path_"), raw
         assert ctx.route is None and not matched
@@ -162,15 +166,14 @@ def test_policy_paths_must_be_canonical_or_the_rule_could_never_apply():
 
 
 def test_case_insensitive_route_matches_and_folds_what_capabilities_see():
-    route = CompiledRoute("api", "t", (), compile_match(RouteMatch(path_prefix="/api/admin/", case_insensitive=True)))
-    policy = PolicySet("r", {"api": route})
-    ctx = RequestContext(policy, HttpRequest("GET", "/API/Admin/users", "h", {}))
+    policy = builders.compile_policy("routes: [{name: api, match: {path_prefix: /api/admin/, case_insensitive: true}}]")
+    ctx = builders.context(policy, "GET", "/API/Admin/users", resolve=False)
     assert asyncio.run(start(ctx, None)) is None
-    assert ctx.route is route and ctx.request.path == "/api/admin/users"
+    assert ctx.route is policy.route_named("api") and ctx.request.path == "/api/admin/users"
     sensitive = compile_match(RouteMatch(path_prefix="/api/admin/"))
-    assert not sensitive(HttpRequest("GET", "/api/Admin/users", "h", {}))
+    assert not sensitive(builders.request("GET", "/api/Admin/users"))
     regex = compile_match(RouteMatch(path_regex=r"/api/admin/\w+", case_insensitive=True))
-    assert regex(HttpRequest("GET", "/Api/ADMIN/x", "h", {}))
+    assert regex(builders.request("GET", "/Api/ADMIN/x"))
 
 
 @pytest.mark.parametrize(

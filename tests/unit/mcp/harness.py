@@ -6,22 +6,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from extproc.context import Deny, HttpRequest, Identity, RequestContext
-from extproc.policy.model import CompiledRoute, PolicySet
+from extproc.context import Deny, Identity, RequestContext
+from tests import builders
 
 
 def user(
     subject="alice", roles=(), agent_id=None, principal=None, scopes=(), methods=("jwt",), claims=None, delegation=()
 ) -> Identity:
-    return Identity(
-        subject=subject,
-        roles=frozenset(roles),
+    return builders.identity(
+        subject,
+        roles=roles,
+        scopes=scopes,
+        methods=methods,
+        claims=claims,
+        delegation=delegation,
         agent_id=agent_id,
         principal=principal,
-        scopes=frozenset(scopes),
-        methods=frozenset(methods),
-        claims=claims or {},
-        delegation=tuple(delegation),
     )
 
 
@@ -33,13 +33,7 @@ def context(
     headers: dict | None = None,
     route_name: str = "mcp",
 ) -> RequestContext:
-    route = CompiledRoute(route_name, "test", (cap,))
-    ctx = RequestContext(
-        PolicySet("rev", {route_name: route}), HttpRequest(method, path, "gw.test", dict(headers or {}))
-    )
-    ctx.route = route
-    ctx.identity = identity
-    return ctx
+    return builders.context(cap, method, path, headers, who=identity, route_name=route_name)
 
 
 def body_of(payload: Any) -> bytes:

@@ -11,11 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from extproc.capabilities.quota import Quota, QuotaConfig
-from extproc.context import HttpRequest, Identity, Mode, Phase, RequestContext
+from extproc.context import Identity, Mode, Phase, RequestContext
 from extproc.pipeline import finish, run_phase
 from extproc.policy.loader import load_policy_dir
-from extproc.policy.model import CompiledRoute, PolicySet
 from extproc.runtime import Runtime
+from tests import builders
 from tests.redis_server import free_port, patient
 
 PER_CONSUMER = {"name": "per-consumer", "key": ["consumer"], "rate": {"requests": 3, "per": "1h"}}
@@ -43,12 +43,7 @@ def quota(runtime: Runtime, *limits: dict, mode: Mode = Mode.ENFORCE, **options)
 def request(
     cap: Quota, route: str = "api", headers: dict | None = None, via: str = "ext_proc", **identity
 ) -> RequestContext:
-    compiled = CompiledRoute(route, "test:1", (cap,))
-    ctx = RequestContext(PolicySet("rev", {route: compiled}), HttpRequest("GET", "/x", "h", headers or {}))
-    ctx.route = compiled
-    ctx.filter = via
-    ctx.identity = Identity(**identity)
-    return ctx
+    return builders.context(cap, "GET", "/x", headers, route_name=route, via=via, who=Identity(**identity))
 
 
 async def statuses(cap: Quota, n: int, **kwargs) -> list[int]:
@@ -292,8 +287,7 @@ async def test_counters_survive_a_policy_reload(tmp_path, memory_runtime):
     results = []
     for _ in range(3):  # each load builds new capability instances, as a reload does
         policy = load_policy_dir(tmp_path, memory_runtime)
-        ctx = RequestContext(policy, HttpRequest("GET", "/x", "h", {}))
-        ctx.route = policy.route_named("api")
+        ctx = builders.context(policy, "GET", "/x", route_name="api")
         results.append(await run_phase(ctx, Phase.REQUEST_HEADERS))
     assert [d.status if d else 200 for d in results] == [200, 200, 429]
 
