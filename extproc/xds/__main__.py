@@ -23,6 +23,10 @@ def _options(args: argparse.Namespace, quota_backend: str) -> Options:
         processor=Endpoint.parse(args.processor),
         quota_backend=quota_backend,
         native=not args.processor_only,
+        mtls_listen=Endpoint.parse(args.mtls_listen) if args.mtls_listen else None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_ca=args.tls_ca,
     )
 
 
@@ -37,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--processor", default="127.0.0.1:50051", help="extproc serve, for processor routes")
         cmd.add_argument("--quota-backend", default=None, help="memory (native local_ratelimit) or redis")
         cmd.add_argument("--processor-only", action="store_true", help="compile nothing natively")
+        cmd.add_argument("--mtls-listen", default=None, help="also open the mutual-TLS listener here")
+        cmd.add_argument("--tls-cert", default="/etc/extproc/certs/server.pem", help="server certificate (mTLS)")
+        cmd.add_argument("--tls-key", default="/etc/extproc/certs/server.key", help="its key")
+        cmd.add_argument("--tls-ca", default="/etc/extproc/certs/ca.pem", help="CA client certificates must chain to")
     serve = sub.choices["serve"]
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=18000, help="the ADS port Envoy bootstraps against")

@@ -42,6 +42,7 @@ from extproc.xds.snapshot import Snapshot
 from extproc.xds.source import route_matches
 
 LISTENER = "gateway"
+MTLS_LISTENER = "gateway_mtls"
 ROUTE_CONFIG = "gateway"
 UPSTREAM = "upstream"
 GOVERNANCE = "governance"
@@ -77,6 +78,12 @@ class Options:
     route_timeout: str = "15s"
     processor_timeout: str = "0.25s"
     native: bool = True  # False: every route through the processor (the reference engine)
+    # The mutual-TLS listener (as gateway_mtls in envoy/gateway.yaml): the
+    # peer's verified URI SAN is what the `mtls` capability reads.
+    mtls_listen: Endpoint | None = None
+    tls_cert: str = "/etc/extproc/certs/server.pem"
+    tls_key: str = "/etc/extproc/certs/server.key"
+    tls_ca: str = "/etc/extproc/certs/ca.pem"
 
 
 @dataclass(slots=True)
@@ -429,10 +436,10 @@ def _http_filters(built: _Built, options: Options) -> list[dict[str, Any]]:
     return filters
 
 
-def _listener(built: _Built, options: Options) -> dict[str, Any]:
-    hcm = {
+def _hcm(built: _Built, options: Options, stat_prefix: str) -> dict[str, Any]:
+    return {
         "@type": f"{_TYPES}.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": LISTENER,
+        "stat_prefix": stat_prefix,
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
@@ -444,13 +451,38 @@ def _listener(built: _Built, options: Options) -> dict[str, Any]:
         "rds": {"route_config_name": ROUTE_CONFIG, "config_source": {"ads": {}, "resource_api_version": "V3"}},
         "http_filters": _http_filters(built, options),
     }
-    return {
-        "name": LISTENER,
-        "address": {"socket_address": {"address": options.listen.host, "port_value": options.listen.port}},
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
-        ],
-    }
+
+
+def _listeners(built: _Built, options: Options) -> list[dict[str, Any]]:
+    def listener(name: str, at: Endpoint, chain: dict[str, Any]) -> dict[str, Any]:
+        hcm = {"name": "envoy.filters.network.http_connection_manager", "typed_config": _hcm(built, options, name)}
+        return {
+            "name": name,
+            "address": {"socket_address": {"address": at.host, "port_value": at.port}},
+            "filter_chains": [{**chain, "filters": [hcm]}],
+        }
+
+    out = [listener(LISTENER, options.listen, {})]
+    if options.mtls_listen is not None:
+        tls = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": True,
+                "common_tls_context": {
+                    "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                    "tls_certificates": [
+                        {
+                            "certificate_chain": {"filename": options.tls_cert},
+                            "private_key": {"filename": options.tls_key},
+                        }
+                    ],
+                    "validation_context": {"trusted_ca": {"filename": options.tls_ca}},
+                },
+            },
+        }
+        out.append(listener(MTLS_LISTENER, options.mtls_listen, {"transport_socket": tls}))
+    return out
 
 
 def _route_configuration(built: _Built) -> dict[str, Any]:
@@ -474,7 +506,7 @@ def compile_policy(policy: PolicySet, options: Options = Options()) -> Snapshot:
     }
     resources = {
         CLUSTER_TYPE: [to_message(CLUSTER_TYPE, c) for c in clusters.values()],
-        LISTENER_TYPE: [to_message(LISTENER_TYPE, _listener(built, options))],
+        LISTENER_TYPE: [to_message(LISTENER_TYPE, listener) for listener in _listeners(built, options)],
         ROUTE_TYPE: [to_message(ROUTE_TYPE, _route_configuration(built))],
     }
     digest = hashlib.sha256()

@@ -156,11 +156,17 @@ local function glob_match(patterns, value)
   return false
 end
 
+-- What ext_authz sends the processor as source.principal: the peer
+-- certificate's first URI SAN, else its first DNS SAN, else its subject.
 local function peer_principal(h)
   local ssl = h:streamInfo():downstreamSslConnection()
   if ssl == nil or not ssl:peerCertificatePresented() then return nil end
   local sans = ssl:uriSanPeerCertificate()
   if sans and #sans > 0 then return sans[1] end
+  sans = ssl:dnsSansPeerCertificate()
+  if sans and #sans > 0 then return sans[1] end
+  local subject = ssl:subjectPeerCertificate()
+  if subject and subject ~= "" then return subject end
   return nil
 end
 

@@ -16,6 +16,7 @@ import itertools
 import json
 import random
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -132,6 +133,43 @@ POLICY: dict[str, Any] = {
             ],
         },
         {
+            "name": "internal",
+            "match": {"path_prefix": "/internal/"},
+            "capabilities": [
+                {"type": "mtls", "config": {"principals": ["spiffe://example.org/ns/demo/*"]}},
+                {
+                    "type": "rbac",
+                    "config": {
+                        "rules": [
+                            {
+                                "name": "demo-workloads",
+                                "who": {"principals": ["spiffe://example.org/ns/demo/*"], "authenticated_by": ["mtls"]},
+                                "paths": ["/internal/**"],
+                                "except_paths": ["/internal/secret/**"],
+                            }
+                        ]
+                    },
+                },
+            ],
+        },
+        {
+            "name": "mixed",
+            "match": {"path_prefix": "/mixed/"},
+            "capabilities": [
+                {"type": "mtls", "config": {"required": False}},
+                {"type": "jwt", "config": {"issuers": [ISSUER], "required": False}},
+                {
+                    "type": "rbac",
+                    "config": {
+                        "rules": [
+                            {"name": "workload-and-user", "who": {"authenticated_by": ["mtls", "jwt"]}},
+                            {"name": "intruders-out", "effect": "deny", "who": {"principals": ["*/ns/other/*"]}},
+                        ]
+                    },
+                },
+            ],
+        },
+        {
             "name": "limited",
             "match": {"path_prefix": "/limited/"},
             "capabilities": [
@@ -162,8 +200,9 @@ def write_policy(directory: Path, policy: dict[str, Any]) -> None:
 class NativeGateway:
     """``python -m extproc.xds serve`` + an Envoy bootstrapped against it."""
 
-    def __init__(self, tmp: Path, policies: Path, upstream_port: int, processor_port: int):
-        self.port, self.admin, self.xds = free_port(), free_port(), free_port()
+    def __init__(self, tmp: Path, policies: Path, upstream_port: int, processor_port: int, certs: Path):
+        self.port, self.admin, self.xds, self.mtls_port = free_port(), free_port(), free_port(), free_port()
+        self.certs = certs
         self.log_path = tmp / "xds.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (the server's stdout until close())
         self.server = subprocess.Popen(
@@ -184,6 +223,14 @@ class NativeGateway:
                 f"127.0.0.1:{processor_port}",
                 "--reload-interval",
                 "0.05",
+                "--mtls-listen",
+                f"127.0.0.1:{self.mtls_port}",
+                "--tls-cert",
+                str(certs / "server.pem"),
+                "--tls-key",
+                str(certs / "server.key"),
+                "--tls-ca",
+                str(certs / "ca.pem"),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -239,7 +286,7 @@ def engines(tmp_path_factory: pytest.TempPathFactory, demo_certs: Path) -> Itera
     try:
         native_policies = root / "native-policies"
         shutil.copytree(source, native_policies)
-        native = NativeGateway(root, native_policies, processor.echo.port, processor.processor.port)
+        native = NativeGateway(root, native_policies, processor.echo.port, processor.processor.port, demo_certs)
     except BaseException:
         processor.close()
         raise
@@ -397,7 +444,7 @@ def outcome(response: httpx.Response, method: str) -> dict[str, Any]:
 def test_plan_compiles_every_route_natively(engines: tuple[Gateway, NativeGateway]) -> None:
     _, native = engines
     log = native.log()
-    for route in ("api", "anon", "hm", "limited"):
+    for route in ("api", "anon", "hm", "internal", "mixed", "limited"):
         assert f"route {route}: native" in log
 
 
@@ -460,7 +507,7 @@ def native_only(tmp_path: Path, demo_certs: Path) -> Iterator[tuple[NativeGatewa
     native_policies = tmp_path / "native-policies"
     shutil.copytree(source, native_policies)
     try:
-        native = NativeGateway(tmp_path, native_policies, processor.echo.port, processor.processor.port)
+        native = NativeGateway(tmp_path, native_policies, processor.echo.port, processor.processor.port, demo_certs)
     except BaseException:
         processor.close()
         raise
@@ -582,3 +629,35 @@ def test_native_routes_outlive_the_control_plane(native_only: tuple[NativeGatewa
     # With the processor gone too, the native routes do not care.
     processor.processor.stop()
     assert native.client.get("/api/hello", headers=reader).json()["headers"]["x-auth-subject"] == "alice"
+
+
+def _mtls_client(certs: Path, port: int, cert: str | None) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    if cert is not None:
+        context.load_cert_chain(str(certs / f"{cert}.pem"), str(certs / f"{cert}.key"))
+    return httpx.Client(base_url=f"https://localhost:{port}", verify=context, timeout=10)
+
+
+def test_mtls_peers_agree(engines: tuple[Gateway, NativeGateway], demo_certs: Path) -> None:
+    """Workload identity from the verified client certificate: demo and
+    intruder peers, with and without a user token, over the mTLS listener;
+    no certificate over the plain one."""
+    processor, native = engines
+    statuses = []
+    for cert in ("client", "client-1"):
+        with (
+            _mtls_client(demo_certs, processor.mtls_port, cert) as want_client,
+            _mtls_client(demo_certs, native.mtls_port, cert) as got_client,
+        ):
+            for path in ("/internal/x", "/internal/secret/y", "/mixed/x", "/api/hello"):
+                for token_name in ("none", "reader", "expired"):
+                    headers = _headers(token_name, {"x-auth-principal": "spiffe://example.org/ns/demo/sa/forged"})
+                    want = outcome(want_client.get(path, headers=headers), "GET")
+                    got = outcome(got_client.get(path, headers=headers), "GET")
+                    assert want == got, (cert, path, token_name, want, got)
+                    statuses.append(want["status"])
+    for path in ("/internal/x", "/mixed/x"):
+        want = outcome(processor.client.get(path, headers=_headers("reader", {})), "GET")
+        got = outcome(native.client.get(path, headers=_headers("reader", {})), "GET")
+        assert want == got, (path, want, got)
+    assert {200, 401, 403} <= set(statuses)
