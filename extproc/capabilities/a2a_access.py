@@ -60,6 +60,7 @@ from extproc.jsonrpc import exchange as rpc
 from extproc.jsonrpc import wire as jsonrpc
 from extproc.jsonrpc.decision import Decision
 from extproc.jsonrpc.exchange import Exchange
+from extproc.jsonrpc.responses import Transform
 from extproc.jsonrpc.wire import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, POLICY_DENIED, Message, error_object
 from extproc.quota import backend_for
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
@@ -245,10 +246,11 @@ class A2aAccess(Capability[A2aAccessConfig]):
         )
 
     async def _authorize(self, ctx: RequestContext, exchange: _A2aExchange, message: Message) -> dict[str, Any] | None:
-        if message.kind != "request":
+        spelled = message.method
+        if message.kind != "request" or spelled is None:
             exchange.reasons.append("a JSON-RPC response or notification sent to an agent")
             return error_object(message.id, INVALID_REQUEST, "A2A accepts requests only")
-        method = canonical(message.method)
+        method = canonical(spelled)
         params = message.params
         if method is None:
             exchange.reasons.append(f"unknown A2A method {message.method}")
@@ -263,14 +265,17 @@ class A2aAccess(Capability[A2aAccessConfig]):
             return error_object(message.id, INVALID_PARAMS, "params must be an object")
         # Everything read from params is read (and its type checked) before
         # the decision; nothing after the decision can fail on odd input.
-        skill, task_id, refs, context_id = None, None, [], None
+        skill: str | None = None
+        task_id: str | None = None
+        refs: list[str] = []
+        context_id: str | None = None
         try:
             if method in SKILL_METHODS:
                 skill = designated_skill(params, self.config.skill_key) or self.config.default_skill
                 refs, context_id = message_references(params)
                 task_id = refs[0] if refs else None
             elif method in TASK_METHODS:
-                task_id = named_task(message.method, method, params)
+                task_id = named_task(spelled, method, params)
                 refs = [task_id]
         except (SkillError, TaskParamsError) as exc:
             exchange.reasons.append(f"{message.method}: {exc}")
@@ -360,12 +365,15 @@ class A2aAccess(Capability[A2aAccessConfig]):
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
         exchange = self._exchange(ctx)
+        transform: Transform
         if exchange.card:
             if not self.config.filter_card:
                 return None
 
-            async def transform(card: dict[str, Any]) -> dict[str, Any] | None:
+            async def filter_card(card: dict[str, Any]) -> dict[str, Any] | None:
                 return self._filter_card(ctx, card)
+
+            transform = filter_card
 
             # The card now depends on who asked: no shared caching, and no
             # validator of the unfiltered card.
@@ -373,8 +381,10 @@ class A2aAccess(Capability[A2aAccessConfig]):
             ctx.remove_response_header("etag")
         else:
 
-            async def transform(message: dict[str, Any]) -> dict[str, Any] | None:
+            async def filter_answer(message: dict[str, Any]) -> dict[str, Any] | None:
                 return await self._transform(ctx, exchange, message)
+
+            transform = filter_answer
 
         return rpc.open_exchange_response(
             ctx, exchange, A2A, transform, self.config.max_response_bytes, lambda: self._unreadable(ctx, exchange)
@@ -422,7 +432,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
                 return {**message, "result": filtered}
         return None
 
-    async def _shows_own_tasks(self, ctx: RequestContext, exchange: _A2aExchange, result, claim: bool) -> bool:
+    async def _shows_own_tasks(self, ctx: RequestContext, exchange: _A2aExchange, result: Any, claim: bool) -> bool:
         """Whether every task ``result`` shows is the caller's; with ``claim``
         (the answer to the caller's message), a new task becomes the caller's."""
         for task_id, context_id in tasks_shown(result):
@@ -451,7 +461,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
         return True
 
     async def _filter_tasks(
-        self, ctx: RequestContext, exchange: _A2aExchange, message: dict[str, Any], result
+        self, ctx: RequestContext, exchange: _A2aExchange, message: dict[str, Any], result: Any
     ) -> dict[str, Any] | None:
         """A ListTasks answer shows the caller's tasks only."""
         if not isinstance(result, dict) or "tasks" not in result:
@@ -461,7 +471,7 @@ class A2aAccess(Capability[A2aAccessConfig]):
         if not isinstance(tasks, list) or owner is None:
             kept = []
         else:
-            ids = [t.get("id") if isinstance(t, dict) and isinstance(t.get("id"), str) else "" for t in tasks]
+            ids: list[str] = [t["id"] if isinstance(t, dict) and isinstance(t.get("id"), str) else "" for t in tasks]
             try:
                 owners = await self._store(ctx).owners("task", ids) if ids else []
             except Exception:

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
+from jwt.types import Options
 from pydantic import Field, field_validator, model_validator
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
@@ -150,7 +151,7 @@ class _Issuer:
     jwks: JwksCache
     algorithms: frozenset[str]
     audience: list[str] | None
-    options: dict[str, Any]
+    options: Options
 
 
 @register
@@ -303,7 +304,8 @@ class JwtAuth(Capability[JwtConfig]):
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str):  # a list or object would be unhashable below
             raise _Rejected("bad alg")
-        issuer = self._issuers.get(unverified.get("iss")) if isinstance(unverified.get("iss"), str) else None
+        iss = unverified.get("iss")
+        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise _Rejected("unknown issuer")
         if alg not in issuer.algorithms:
@@ -364,7 +366,8 @@ def _as_set(value: Any) -> frozenset[str]:
 
 def _delegation(claims: dict[str, Any]) -> tuple[str, ...]:
     # RFC 8693 nests actors: {"act": {"sub": "agent-b", "act": {"sub": "agent-a"}}}
-    chain, act = [], claims.get("act")
+    chain: list[str] = []
+    act = claims.get("act")
     while isinstance(act, dict) and len(chain) < 16:
         if isinstance(act.get("sub"), str):
             chain.append(act["sub"])

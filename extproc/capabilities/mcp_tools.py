@@ -32,7 +32,7 @@ and an audit record per targeted request in ``ctx.state["audit"]``
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -51,6 +51,9 @@ from extproc.mcp.pins import PinStore, definition_hash
 from extproc.mcp.policy import NOT_GIVEN, AccessPolicy, AccessRule, validate_rules
 from extproc.mcp.protocol import LISTS, PASS, ParamsError, is_notification, target_of
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
+
+if TYPE_CHECKING:
+    from extproc.guard.injection import InjectionDetector
 
 log = logging.getLogger("extproc.mcp")
 
@@ -104,7 +107,7 @@ class McpToolsConfig(CapabilityConfig):
     _rules = field_validator("rules")(validate_rules)
 
 
-def _load_detector():
+def _load_detector() -> InjectionDetector | None:
     try:
         from extproc.guard.injection import InjectionDetector
     except ImportError:
@@ -185,7 +188,7 @@ class McpTools(Capability[McpToolsConfig]):
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         if ctx.request.method != "POST":
             return None
-        exchange = rpc.exchange_of(ctx, MCP, self)
+        exchange = rpc.exchange_of(ctx, MCP, self, rpc.Exchange)
         deny = await rpc.judge_request(
             self,
             ctx,
@@ -202,9 +205,9 @@ class McpTools(Capability[McpToolsConfig]):
 
     async def _authorize(self, ctx: RequestContext, exchange: Exchange, message: Message) -> dict[str, Any] | None:
         """Judge one message; None to let it through, else its error object."""
-        if message.kind != "request":
-            return None  # notifications, and the client's answers to server requests
         method = message.method
+        if message.kind != "request" or method is None:
+            return None  # notifications, and the client's answers to server requests
         try:
             target = target_of(message)
         except ParamsError as exc:
@@ -260,7 +263,7 @@ class McpTools(Capability[McpToolsConfig]):
     # -- response ------------------------------------------------------------
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
-        exchange = rpc.exchange_of(ctx, MCP, self)
+        exchange = rpc.exchange_of(ctx, MCP, self, rpc.Exchange)
         session = ctx.response_headers.get(SESSION_HEADER)
         if session:
             jsonrpc.audit_of(ctx)["mcp.session_id"] = session
@@ -355,9 +358,12 @@ class McpTools(Capability[McpToolsConfig]):
             store.flag(name, flagged)
 
     def _scan(self, ctx: RequestContext, where: str, name: str, texts: list[str]) -> bool:
+        detector = self._detector
+        if detector is None:
+            return False
         worst, rules = 0.0, []
         for text in texts:
-            found = self._detector.scan(text, "tool")
+            found = detector.scan(text, "tool")
             score = float(getattr(found, "score", 0.0) or 0.0)
             if score > worst:
                 worst, rules = score, list(getattr(found, "rule_ids", []) or [])

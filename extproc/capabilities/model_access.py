@@ -11,12 +11,14 @@ budget by naming ``demo-a``, ``demo-b``... under a ``demo-*`` rule.
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field
 
 from extproc.capabilities.base import Capability, CapabilityConfig, register
 from extproc.capabilities.llm_common import parsed_or_deny
 from extproc.context import Deny, Mode, RequestContext
-from extproc.globs import compile_globs
+from extproc.globs import compile_glob, compile_globs
 from extproc.llm.errors import llm_error
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
@@ -30,6 +32,10 @@ class ModelRule(CapabilityConfig):
 class ModelAccessConfig(CapabilityConfig):
     rules: list[ModelRule] = Field(min_length=1)
     max_body_bytes: int = Field(4 << 20, ge=1024)
+
+
+# (roles, subjects, [(model glob, its regex)]) per rule
+_Rule = tuple[frozenset[str], "re.Pattern[str] | None", list[tuple[str, "re.Pattern[str]"]]]
 
 
 @register
@@ -47,12 +53,12 @@ class ModelAccess(Capability[ModelAccessConfig]):
             (
                 frozenset(r.roles),
                 compile_globs(r.subjects),
-                [(pattern, compile_globs([pattern])) for pattern in r.models],
+                [(pattern, compile_glob(pattern)) for pattern in r.models],
             )
             for r in config.rules
         ]
 
-    def _rule_for(self, ctx: RequestContext):
+    def _rule_for(self, ctx: RequestContext) -> _Rule | None:
         identity = ctx.identity
         for rule in self._rules:
             roles, subjects, _models = rule

@@ -240,7 +240,9 @@ class Quota(Capability[QuotaConfig]):
     def _refusal(plan: _Plan, outcome: Outcome) -> Deny:
         over_rate = [limit.name for limit, s in zip(plan.rated, outcome.rates, strict=False) if s.retry_after > 0]
         over_slots = [
-            limit.name for limit, n in zip(plan.slotted, outcome.slots_in_use, strict=False) if n >= limit.slot.limit
+            limit.name
+            for limit, n in zip(plan.slotted, outcome.slots_in_use, strict=False)
+            if limit.slot is not None and n >= limit.slot.limit
         ]
         # Every limit must admit the request, so the client waits for the slowest.
         # A concurrency limit frees up when some request ends: a second is a hint.

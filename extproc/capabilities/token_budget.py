@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,16 +44,25 @@ from extproc.context import Deny, Mode, RequestContext
 from extproc.headers import content_encoding
 from extproc.llm.errors import llm_error
 from extproc.llm.usage import CHARS_PER_TOKEN, UsageTracker, estimate_prompt_tokens
-from extproc.quota import BackendUnavailable, QuotaBackend, backend_for, fallback_for
+from extproc.quota import BackendUnavailable, QuotaBackend, Reservation, backend_for, fallback_for
 from extproc.quota import ratelimit_headers as rl
 from extproc.quota.durations import parse_duration
-from extproc.quota.keys import MISSING, PREFIX, cluster_tag, compile_part, encode_value, normalize_part, register_part
+from extproc.quota.keys import (
+    MISSING,
+    PREFIX,
+    PartFn,
+    cluster_tag,
+    compile_part,
+    encode_value,
+    normalize_part,
+    register_part,
+)
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 log = logging.getLogger("extproc.token_budget")
 
 
-def _model(_argument: str | None):
+def _model(_argument: str | None) -> PartFn:
     # The model as the gateway resolved it (the model_access pattern that
     # admitted it), never the client's free string: ``demo-a`` and ``demo-b``
     # under a ``demo-*`` rule share one budget. Unresolved (no model_access
@@ -146,7 +156,7 @@ class TokenBudget(Capability[TokenBudgetConfig]):
         self._budgets = [(b, [compile_part(p) for p in b.key], parse_duration(b.per)) for b in config.budgets]
         self._state_key = f"token_budget:{id(self)}"
 
-    def _key(self, budget: BudgetConfig, parts, ctx: RequestContext) -> str:
+    def _key(self, budget: BudgetConfig, parts: list[PartFn], ctx: RequestContext) -> str:
         # A part this request lacks (no subject, no resolved model) shares
         # one bucket with every other request lacking it: a budget never
         # silently stops applying.
@@ -154,7 +164,9 @@ class TokenBudget(Capability[TokenBudgetConfig]):
         # One tag per budget key: each reservation is its own atomic call.
         return f"{PREFIX}{{{cluster_tag(encoded)}}}:t:{budget.name}:{':'.join(encoded)}"
 
-    async def _reserve(self, key: str, amount: int, budget: BudgetConfig, period: float):
+    async def _reserve(
+        self, key: str, amount: int, budget: BudgetConfig, period: float
+    ) -> tuple[Reservation | None, QuotaBackend | None]:
         try:
             return await self._backend.reserve(key, amount, budget.tokens, period), self._backend
         except Exception as exc:
@@ -178,9 +190,9 @@ class TokenBudget(Capability[TokenBudgetConfig]):
             key = self._key(budget, parts, ctx)
             amount = _cost(budget, prompt, completion)
             reservation, backend = await self._reserve(key, amount, budget, period)
-            if reservation is None or not reservation.granted:
+            if reservation is None or backend is None or not reservation.granted:
                 self._refund(held)
-                if reservation is None:
+                if reservation is None or backend is None:
                     return llm_error(
                         request.api,
                         503,
@@ -286,14 +298,14 @@ class TokenBudget(Capability[TokenBudgetConfig]):
 _background: set[asyncio.Task[Any]] = set()
 
 
-async def _logged(coro) -> None:
+async def _logged(coro: Awaitable[Any]) -> None:
     try:
         await coro
     except Exception:  # noqa: BLE001 - background settlement: the reservation stands
         log.warning("token budget settlement failed; the reservation stands")
 
 
-def _spawn(coro) -> None:
+def _spawn(coro: Coroutine[Any, Any, Any]) -> None:
     """Run a refund from synchronous code (``on_log``) without blocking it."""
     try:
         task = asyncio.get_running_loop().create_task(_logged(coro))

@@ -19,10 +19,13 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from jwt import PyJWK
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPublicKeys
 
 log = logging.getLogger("extproc.jwks")
 
@@ -55,7 +58,7 @@ class SigningKey:
     kid: str | None
     kty: str
     algorithm: str | None  # the JWK's own `alg`, if it pins one
-    key: object
+    key: AllowedPublicKeys
 
 
 def parse_jwks(document: dict[str, Any]) -> dict[str | None, SigningKey]:

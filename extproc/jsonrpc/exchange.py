@@ -19,12 +19,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from extproc.context import CapabilityRecord, Deny, RequestContext
 from extproc.jsonrpc import wire
-from extproc.jsonrpc.responses import Transform, feed_response, open_response
+from extproc.jsonrpc.responses import JsonBody, SseBody, Transform, feed_response, open_response
 from extproc.jsonrpc.wire import INTERNAL_ERROR, INVALID_REQUEST, POLICY_DENIED, Envelope, Invalid, Message
+
+if TYPE_CHECKING:
+    from extproc.capabilities.base import Capability
 
 log = logging.getLogger("extproc.jsonrpc")
 
@@ -53,12 +56,12 @@ class Pending:
 class Exchange:
     """What one HTTP request's processing remembers between phases."""
 
-    pending: dict[str, Any] = field(default_factory=dict)  # id_key -> Pending
+    pending: dict[tuple[str, Any], Pending] = field(default_factory=dict)  # id_key -> Pending
     batch: bool = False
     reasons: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)  # this request's audit records
     allowed: list[str] = field(default_factory=list)  # summaries of allowed messages
-    body: Any = None  # the response rewriter
+    body: JsonBody | SseBody | None = None  # the response rewriter
     fed: bool = False  # the response body reached us (Envoy's route sends it)
 
     def expect(self, message: Message, method: str, record: dict[str, Any] | None = None) -> None:
@@ -73,8 +76,9 @@ class Exchange:
         return self.pending.get(key) if keep else self.pending.pop(key, None)
 
 
+E = TypeVar("E", bound=Exchange)
 # authorize(ctx, exchange, message) -> None to let it through, else its error object
-Authorize = Callable[[RequestContext, Exchange, Message], Awaitable["dict[str, Any] | None"]]
+Authorize = Callable[[RequestContext, E, Message], Awaitable["dict[str, Any] | None"]]
 
 
 def _state_key(protocol: Protocol, owner: object) -> str:
@@ -83,19 +87,20 @@ def _state_key(protocol: Protocol, owner: object) -> str:
     return f"{protocol.key}:{id(owner)}"
 
 
-def exchange_of(
-    ctx: RequestContext, protocol: Protocol, owner: object, factory: Callable[[], Exchange] = Exchange
-) -> Exchange:
-    """``owner``'s exchange for this request, created on first use."""
+def exchange_of(ctx: RequestContext, protocol: Protocol, owner: object, factory: Callable[[], E]) -> E:
+    """``owner``'s exchange for this request, created on first use (by
+    ``factory``: ``Exchange`` or the capability's subclass of it)."""
     key = _state_key(protocol, owner)
-    exchange = ctx.state.get(key)
+    exchange: E | None = ctx.state.get(key)
     if exchange is None:
-        exchange = ctx.state[key] = factory()
+        exchange = factory()
+        ctx.state[key] = exchange
     return exchange
 
 
 def existing_exchange(ctx: RequestContext, protocol: Protocol, owner: object) -> Exchange | None:
-    return ctx.state.get(_state_key(protocol, owner))
+    found: Exchange | None = ctx.state.get(_state_key(protocol, owner))
+    return found
 
 
 def record_call(ctx: RequestContext, exchange: Exchange, protocol: Protocol, record: dict[str, Any]) -> None:
@@ -105,11 +110,11 @@ def record_call(ctx: RequestContext, exchange: Exchange, protocol: Protocol, rec
 
 
 async def judge_request(
-    cap,
+    cap: Capability[Any],
     ctx: RequestContext,
-    exchange: Exchange,
+    exchange: E,
     protocol: Protocol,
-    authorize: Authorize,
+    authorize: Authorize[E],
     *,
     max_body_bytes: int,
     max_batch: int,

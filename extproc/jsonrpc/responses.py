@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from extproc.context import Deny
+from extproc.context import Deny, RequestContext
 from extproc.headers import content_encoding
 from extproc.jsonrpc.wire import dumps, loads_strict
 from extproc.sse import SseEvent, SseSplitter, encode
 
+if TYPE_CHECKING:
+    from extproc.jsonrpc.exchange import Exchange
+
 # await transform(message) -> replacement message, or None to leave it
 # unchanged. Asynchronous: a decision about a response may need the shared
 # state (who owns the task it shows), and the chunk must wait for it.
-Transform = Callable[[dict[str, Any]], Awaitable["dict | None"]]
+Transform = Callable[[dict[str, Any]], Awaitable["dict[str, Any] | None"]]
 
 
 def content_kind(content_type: str | None) -> str | None:
@@ -165,8 +168,12 @@ def rewriter(
 
 
 def open_response(
-    ctx, transform: Transform, on_unreadable: Callable[[], bytes | None], max_json_bytes: int, protocol: str
-):
+    ctx: RequestContext,
+    transform: Transform,
+    on_unreadable: Callable[[], bytes | None],
+    max_json_bytes: int,
+    protocol: str,
+) -> tuple[JsonBody | SseBody | None, Deny | None]:
     """The body rewriter for this response, or the 502 that says why it cannot
     be inspected (an ambiguous content type, a compressed body). ``(None,
     None)``: not a body JSON-RPC travels in; nothing to do."""
@@ -186,7 +193,7 @@ def open_response(
     return body, None
 
 
-async def feed_response(ctx, exchange) -> None:
+async def feed_response(ctx: RequestContext, exchange: Exchange | None) -> None:
     """Pass this response chunk through the exchange's rewriter, if it has one."""
     if exchange is None or exchange.body is None:
         return
