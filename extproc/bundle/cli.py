@@ -48,11 +48,16 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--bundle-dir",
+        metavar="DIR",
         default=DEFAULT_BUNDLE_DIR,
         help=f"where the active bundle is kept, unpacked, across restarts (default {DEFAULT_BUNDLE_DIR})",
     )
     group.add_argument(
-        "--bundle-poll", type=_positive, default=30.0, help="seconds between checks of the bundle URL (default 30)"
+        "--bundle-poll",
+        metavar="SECONDS",
+        type=_positive,
+        default=30.0,
+        help="seconds between checks of the bundle URL (default 30)",
     )
 
 
