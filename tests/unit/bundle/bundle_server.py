@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class BundleServer:
-    def __init__(self) -> None:
+    def __init__(self, etags: bool = True) -> None:
+        self.etags = etags  # False: a server that ignores If-None-Match and sends no ETag
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, int, str | None]] = []  # (path, status, if-none-match)
         self._lock = threading.Lock()
@@ -40,11 +41,11 @@ class BundleServer:
                     status = 404
                 else:
                     etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
-                    status = 304 if condition == etag else 200
+                    status = 304 if condition == etag and server.etags else 200
                 with server._lock:
                     server.requests.append((self.path, status, condition))
                 self.send_response(status)
-                if body is not None:
+                if body is not None and server.etags:
                     self.send_header("etag", etag)
                 self.send_header("content-length", str(len(body) if status == 200 and body is not None else 0))
                 self.end_headers()

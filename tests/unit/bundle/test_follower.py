@@ -238,3 +238,23 @@ def test_backoff_is_exponential_with_jitter_and_capped(tmp_path, keys) -> None:
         delays = [f.next_delay() for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1
+
+
+def test_a_server_without_etags_costs_downloads_not_activations(tmp_path, keys, caplog) -> None:
+    server = BundleServer(etags=False).start()
+    try:
+        publisher = Publisher(server, tmp_path / "published", keys)
+        publisher.publish({"a.yaml": ALLOW_A}, 100)
+        f = follower(server, tmp_path / "dir", keys)
+        f.start_up()
+        target = (tmp_path / "dir" / "current").resolve()
+        assert f.poll_once() is False
+        assert (tmp_path / "dir" / "current").resolve() == target
+        server.publish("bundle.tgz", b"garbage", b"")
+        with caplog.at_level(logging.INFO, "extproc.bundle"):
+            assert f.poll_once() is False
+            assert f.poll_once() is False
+        assert len(refusals(caplog)) == 1
+        assert all(condition is None for _, _, condition in server.requests)
+    finally:
+        server.stop()
