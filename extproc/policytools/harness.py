@@ -91,7 +91,8 @@ class Outcome:
 
     @property
     def decision_id(self) -> str:
-        return self.response.headers.get(DECISION_HEADER) or (self.record.decision_id if self.record else "-")
+        found = self.response.headers.get(DECISION_HEADER) or self.set_headers.get(DECISION_HEADER)
+        return found or (self.record.decision_id if self.record else "-")
 
     @property
     def decided_by(self) -> str | None:
