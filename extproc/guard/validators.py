@@ -44,7 +44,7 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("300", "305", frozenset(range(14, 20))),  # Diners
     ("3095", "3095", frozenset(range(14, 20))),
     ("36", "36", frozenset(range(14, 20))),
-    ("38", "39", frozenset(range(16, 20))),
+    ("38", "39", frozenset(range(14, 20))),
     ("3528", "3589", frozenset(range(16, 20))),  # JCB
     ("35", "35", frozenset({16})),  # JCB as test data generates it (Faker: any 35xx)
     ("1800", "1800", frozenset({15})),  # JCB, 15 digits
@@ -445,7 +445,8 @@ def es_nie_ok(value: str) -> bool:
 _CF_ODD = dict(
     zip(
         "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        (1, 0, 5, 7, 9, 13, 15, 17, 19, 21) + (1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14)
+        (1, 0, 5, 7, 9, 13, 15, 17, 19, 21)
+        + (1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14)
         + (16, 10, 22, 25, 24, 23),
         strict=True,
     )

@@ -63,12 +63,70 @@ def _number(m: re.Match[str]) -> str:
 
 
 def _phone_intl(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
+    start, end = m.span()
     value = _number(m)
+    if value.endswith(")") and value.count(")") > value.count("(") and m.start("ext") < 0:
+        # "(+44 20 7946 0958)": the bracket closes the aside, not an area code.
+        value, end = value[:-1], end - 1
     if not _balanced(value):
         return None
     # "+44 (0)20 ..." : the bracketed trunk zero is not dialled from abroad.
     nums = digits(value.replace("(0)", "", 1))
-    return m.span() if v.intl_phone_ok(nums) else None
+    return (start, end) if v.intl_phone_ok(nums) else None
+
+
+# A national number preceded by a digit group and one separator is the tail
+# of a longer number (a card or IBAN failing its checksum, an id); one
+# right after the name of another identifier ("NHS number 943 476 5919"
+# failing its check) is that identifier, not a phone number.
+_DIGIT_GROUP_BEFORE = re.compile(r"[0-9][ .\-]\Z")
+_IBAN_GROUPS_BEFORE = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){1,3} $")
+_OTHER_ID_WORDS = Keywords(
+    [
+        r"nhs\b",
+        r"ssn\b",
+        r"social security",
+        r"itin\b",
+        r"bsn\b",
+        r"burgerservice",
+        r"sofi\b",
+        r"sofinummer",
+        r"cpf\b",
+        r"steuer",
+        r"idnr\b",
+        r"identifikationsnummer",
+        r"nir\b",
+        r"insee",
+        r"securite sociale",
+        r"dni\b",
+        r"nie\b",
+        r"nif\b",
+        r"codice fiscale",
+        r"passport",
+        r"passeport",
+        r"pasaporte",
+        r"passaporto",
+        r"paspoort",
+        r"reisepass",
+        r"iban\b",
+        r"card\b",
+        r"karte\b",
+        r"kreditkarte",
+        r"carte\b",
+        r"tarjeta",
+        r"carta\b",
+        r"cartao",
+        r"kaart\b",
+    ],
+    gap=24,
+)
+_NATIONAL_CONTEXT = _OTHER_ID_WORDS.context
+
+
+def _national_ok(text: str, start: int) -> bool:
+    if start and _DIGIT_GROUP_BEFORE.search(text, max(0, start - 2), start):
+        return False
+    return not _OTHER_ID_WORDS.before(text, start)
 
 
 def _phone_nanp(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
@@ -77,11 +135,17 @@ def _phone_nanp(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
         nums = nums[3:]
     elif len(nums) == 11:
         nums = nums[1:]
-    # N11 codes (211..911) are service numbers, not area codes.
-    return None if nums[1:3] == "11" else m.span()
+    # N11 codes (211..911) are service numbers, not area codes: "311-555-0123"
+    # alone is not taken as a phone number. Brackets, a country code or an
+    # extension say it is one however its area code reads.
+    marked = m.group()[0] in "(+0" or m.start("ext") >= 0 or len(nums) != len(digits(_number(m)))
+    if (nums[1:3] == "11" and not marked) or not _national_ok(text, m.start()):
+        return None
+    return m.span()
 
 
-_IBAN_GROUPS_BEFORE = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){1,3} $")
+def _phone_national(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
+    return m.span() if _national_ok(text, m.start()) else None
 
 
 def _phone_trunk(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
@@ -91,7 +155,7 @@ def _phone_trunk(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     # The tail of an IBAN that failed its checksum is not a phone number.
     if _IBAN_GROUPS_BEFORE.search(text, max(0, m.start() - 20), m.start()):
         return None
-    return m.span()
+    return m.span() if _national_ok(text, m.start()) else None
 
 
 PHONE_INTL = make(
@@ -122,6 +186,7 @@ PHONE_NANP = make(
     alphabet=_PHONE_ALPHABET,
     prefilter=r"[2-9][0-9]{2}[ .\-][2-9][0-9]{2}[ .\-][0-9]{4}|\([2-9][0-9]{2}\) ?[2-9][0-9]{2}[ .\-][0-9]{4}",
     before=4,
+    context=_NATIONAL_CONTEXT,
     priority=14,
 )
 
@@ -129,11 +194,13 @@ PHONE_FR = make(
     "PHONE/fr",
     "PHONE",
     _PHONE_BEFORE + r"0[1-9](?P<fs>[ .\-])[0-9]{2}(?P=fs)[0-9]{2}(?P=fs)[0-9]{2}(?P=fs)[0-9]{2}" + _PHONE_AFTER,
+    _phone_national,
     head=_PHONE_BEFORE + r"0[1-9]",
     head_len=2,
     width=16,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"0[1-9][ .\-][0-9]{2}[ .\-][0-9]{2}[ .\-][0-9]{2}[ .\-][0-9]{2}",
+    context=_NATIONAL_CONTEXT,
     priority=15,
 )
 
@@ -142,12 +209,14 @@ PHONE_BR = make(
     "PHONE/br",
     "PHONE",
     _PHONE_BEFORE + r"(?:\([1-9][0-9]\)|[1-9][0-9]) ?9?[0-9]{4}-[0-9]{4}" + _PHONE_AFTER,
+    _phone_national,
     head=_PHONE_BEFORE + r"[(1-9]",
     head_len=1,
     width=18,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"[0-9]\)? ?9?[0-9]{4}-[0-9]{4}",
     before=4,
+    context=_NATIONAL_CONTEXT,
     priority=15,
 )
 
@@ -166,7 +235,7 @@ PHONE_TRUNK = make(
     prefilter=r"(?:^|[^0-9_+.\-/])\(?0[0-9][0-9]{1,4}(?:\)[ \-]?|[ \-/])[0-9]{2}",
     re_prefilter=r"0[0-9][0-9]{1,4}(?:\)[ \-]?|[ \-/])[0-9]{2}",
     before=1,
-    context=21,
+    context=_NATIONAL_CONTEXT,
     priority=16,
 )
 
@@ -184,7 +253,7 @@ PHONE_BARE = make(
     prefilter=r"(?:^|[^0-9A-Za-z_+.\-/])0[1-9][0-9]{8}",
     re_prefilter=r"0[1-9][0-9]{8}",
     before=1,
-    context=21,
+    context=_NATIONAL_CONTEXT,
     priority=16,
 )
 
@@ -192,17 +261,17 @@ _PHONE_WORDS = Keywords(
     [
         r"phone",
         r"telephone",
-        r"tel",
+        r"tel\b",
         r"mobile",
-        r"cell",
+        r"cell\b",
         r"call",
-        r"ring",
+        r"ring\b",
         r"text me",
-        r"reach me",
+        r"reach",
         r"contact",
         r"fax",
         r"whatsapp",
-        r"dial",
+        r"dial\b",
         r"hotline",
         r"landline",
         r"telefon",
@@ -217,7 +286,7 @@ _PHONE_WORDS = Keywords(
         r"appel",
         r"joindre",
         r"numero de telephone",
-        r"fixe",
+        r"fixe\b",
         r"telefono",
         r"movil",
         r"celular",
@@ -228,14 +297,16 @@ _PHONE_WORDS = Keywords(
         r"contatt",
         r"telefoon",
         r"mobiel",
-        r"bel",
-        r"gsm",
+        r"bel\b",
+        r"bellen",
+        r"gsm\b",
         r"telefone",
         r"ligue",
         r"ligar",
         r"contato",
-        r"fone",
+        r"fone\b",
     ],
+    gap=48,
     blockers=OTHER_NUMBERS,
 )
 
@@ -244,7 +315,9 @@ def _phone_keyed(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
     nums = digits(_number(m))
     if not 9 <= len(nums) <= 13 or len(set(nums)) <= 2:
         return None
-    return m.span() if _PHONE_WORDS.before(text, m.start()) else None
+    if not _PHONE_WORDS.before(text, m.start()) or not _national_ok(text, m.start()):
+        return None
+    return m.span()
 
 
 # Bare national numbers ("8233565229", "3420837783") after a word for phone.
@@ -260,6 +333,6 @@ PHONE_KEYED = make(
     prefilter=_PHONE_WORDS.prefilter,
     prefilter_flags=CASELESS,
     after=_PHONE_WORDS.after,
-    context=_PHONE_WORDS.context,
+    context=max(_PHONE_WORDS.context, _NATIONAL_CONTEXT),
     priority=17,
 )

@@ -10,8 +10,18 @@ from extproc.guard.detectors.base import ScanOptions, Span, digits, make, not_af
 # --- CREDIT_CARD -------------------------------------------------------------
 
 
+# The middle of an IBAN failing its checksum can pass Luhn: not a card.
+_IBAN_HEAD_BEFORE = re.compile(r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){0,6} \Z")
+_IBAN_HEAD_REACH = 4 + 6 * 5 + 1
+
+
 def _card(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
-    return m.span() if v.card_ok(digits(m.group())) else None
+    if not v.card_ok(digits(m.group())):
+        return None
+    start = m.start()
+    if start and text[start - 1] == " " and _IBAN_HEAD_BEFORE.search(text, max(0, start - _IBAN_HEAD_REACH), start):
+        return None
+    return m.span()
 
 
 CREDIT_CARD = make(
@@ -28,6 +38,7 @@ CREDIT_CARD = make(
     alphabet=r"0-9 .\-",
     prefilter=r"(?:^|[^0-9.\-])[0-9]{4}[ .\-]?[0-9]{4}[ .\-]?[0-9]{2}",
     re_prefilter=r"[0-9]{4}[ .\-]?[0-9]{4}[ .\-]?[0-9]{2}",
+    context=_IBAN_HEAD_REACH + 1,
     priority=7,
 )
 

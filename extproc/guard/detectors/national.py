@@ -177,7 +177,7 @@ DE_TAX_ID = _keyed(
     "DE_TAX_ID",
     "DE_TAX_ID",
     Keywords(
-        [r"steuer", r"idnr", r"identifikationsnummer", r"tin", r"tax id", r"tax identification"],
+        [r"steuer", r"idnr", r"identifikationsnummer", r"tin\b", r"tax id", r"tax identification"],
         blockers=OTHER_NUMBERS,
     ),
     r"[1-9][0-9](?P<ts>[ /]?)[0-9]{3}(?P=ts)[0-9]{3}(?P=ts)[0-9]{3}",
@@ -265,7 +265,7 @@ NL_BSN = _keyed(
     "NL_BSN",
     "NL_BSN",
     Keywords(
-        [r"bsn", r"burgerservice", r"sofi", r"citizen service number", r"persoonsnummer"],
+        [r"bsn", r"burgerservice", r"sofi\b", r"sofinummer", r"citizen service number", r"persoonsnummer"],
         blockers=OTHER_NUMBERS,
     ),
     r"[0-9]{4}(?P<bs>[ .]?)[0-9]{2}(?P=bs)[0-9]{3}",
