@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from extproc.capabilities.base import Capability
 from extproc.capabilities.jwt_auth import JwtConfig
+from extproc.xds import discovery
 from extproc.xds.plan import NotNative
 
 FILTER = "envoy.filters.http.jwt_authn"
@@ -60,16 +61,16 @@ def compile_jwt(route: str, capability: Capability[Any]) -> JwtNative:
                 provider["local_jwks"] = {"inline_string": path.read_text()}
             except OSError as exc:
                 raise NotNative(f"JWKS file unreadable: {exc}") from None
-        elif jwks.url is not None:
-            cluster_name, cluster = jwks_cluster(jwks.url)
+        else:
+            document = jwks.discovery_url()
+            url = jwks.url or discovery.jwks_uri(document or "", issuer.issuer, jwks.refresh_interval)
+            cluster_name, cluster = jwks_cluster(url)
             clusters[cluster_name] = cluster
             provider["remote_jwks"] = {
-                "http_uri": {"uri": jwks.url, "cluster": cluster_name, "timeout": "5s"},
+                "http_uri": {"uri": url, "cluster": cluster_name, "timeout": "5s"},
                 "cache_duration": f"{jwks.refresh_interval}s",
                 "async_fetch": {},
             }
-        else:
-            raise NotNative("OIDC discovery is resolved by the processor (give the JWKS url to compile it)")
         providers[name] = provider
         issuers[issuer.issuer] = {
             "issuer": issuer.issuer,

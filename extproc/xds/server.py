@@ -193,11 +193,8 @@ class ControlPlane:
         self._compiled: PolicySet = store.current
         self.cache = SnapshotCache(compile_policy(store.current, options))
 
-    def refresh(self) -> bool:
-        """Compile the store's policy if it changed; whether a new version went out."""
-        policy = self.store.current
-        if policy is self._compiled:
-            return False
+    def compile(self, policy: PolicySet) -> Snapshot | None:
+        """The snapshot of ``policy``; None (logged) when it does not compile."""
         started = time.perf_counter()
         try:
             snapshot = compile_policy(policy, self.options)
@@ -205,23 +202,31 @@ class ControlPlane:
             log.exception(
                 "xds compile failed for revision %s; still serving %s", policy.revision, self.cache.snapshot.version
             )
-            self._compiled = policy
-            return False
-        self._compiled = policy
+            return None
         log.info(
             "xds compiled revision %s in %.1f ms\n%s",
             policy.revision,
             (time.perf_counter() - started) * 1000,
             explain(snapshot),
         )
-        return self.cache.set(snapshot)
+        return snapshot
+
+    async def refresh(self) -> bool:
+        """Compile the store's policy if it changed (in a thread: OIDC
+        discovery may fetch); whether a new version went out."""
+        policy = self.store.current
+        if policy is self._compiled:
+            return False
+        self._compiled = policy
+        snapshot = await asyncio.to_thread(self.compile, policy)
+        return snapshot is not None and self.cache.set(snapshot)
 
     async def follow(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             try:
                 self.store.check_for_changes()
-                self.refresh()
+                await self.refresh()
             except Exception:  # the follower must outlive any surprise
                 log.exception("xds policy follower error")
 

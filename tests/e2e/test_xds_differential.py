@@ -19,8 +19,10 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -277,22 +279,77 @@ class NativeGateway:
         self._log.close()
 
 
+class IdentityProvider:
+    """A loopback OIDC provider: discovery document and JWKS over HTTP."""
+
+    def __init__(self) -> None:
+        jwks = (REPO / "policies" / "keys" / "demo-jwks.json").read_bytes()
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/.well-known/openid-configuration":
+                    body = json.dumps({"issuer": DEMO_ISSUER, "jwks_uri": f"{provider.url}/jwks.json"}).encode()
+                elif self.path == "/jwks.json":
+                    body = jwks
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _remote_jwks_routes(idp: IdentityProvider) -> list[dict[str, Any]]:
+    def jwt_route(name: str, jwks: dict[str, str]) -> dict[str, Any]:
+        issuer = {**ISSUER, "jwks": jwks}
+        rbac = {"type": "rbac", "config": {"rules": [{"name": "readers", "who": {"roles": ["reader"]}}]}}
+        return {
+            "name": name,
+            "match": {"path_prefix": f"/{name}/"},
+            "capabilities": [{"type": "jwt", "config": {"issuers": [issuer]}}, rbac],
+        }
+
+    return [jwt_route("oidc", {"discovery": idp.url}), jwt_route("jwksurl", {"url": f"{idp.url}/jwks.json"})]
+
+
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory: pytest.TempPathFactory, demo_certs: Path) -> Iterator[tuple[Gateway, NativeGateway]]:
     root = tmp_path_factory.mktemp("xds-diff")
     source = root / "source"
-    write_policy(source, POLICY)
-    processor = Gateway(root / "processor", source, ENVOY_DIR / "gateway.yaml", demo_certs)
+    idp = IdentityProvider()
+    write_policy(source, {**POLICY, "routes": [*POLICY["routes"], *_remote_jwks_routes(idp)]})
+    try:
+        processor = Gateway(root / "processor", source, ENVOY_DIR / "gateway.yaml", demo_certs)
+    except BaseException:
+        idp.close()
+        raise
     try:
         native_policies = root / "native-policies"
         shutil.copytree(source, native_policies)
         native = NativeGateway(root, native_policies, processor.echo.port, processor.processor.port, demo_certs)
     except BaseException:
         processor.close()
+        idp.close()
         raise
     yield processor, native
     native.close()
     processor.close()
+    idp.close()
 
 
 # -- tokens ----------------------------------------------------------------
@@ -444,7 +501,7 @@ def outcome(response: httpx.Response, method: str) -> dict[str, Any]:
 def test_plan_compiles_every_route_natively(engines: tuple[Gateway, NativeGateway]) -> None:
     _, native = engines
     log = native.log()
-    for route in ("api", "anon", "hm", "internal", "mixed", "limited"):
+    for route in ("api", "anon", "hm", "internal", "mixed", "limited", "oidc", "jwksurl"):
         assert f"route {route}: native" in log
 
 
@@ -661,3 +718,19 @@ def test_mtls_peers_agree(engines: tuple[Gateway, NativeGateway], demo_certs: Pa
         got = outcome(native.client.get(path, headers=_headers("reader", {})), "GET")
         assert want == got, (path, want, got)
     assert {200, 401, 403} <= set(statuses)
+
+
+def test_remote_jwks_and_oidc_discovery_agree(engines: tuple[Gateway, NativeGateway]) -> None:
+    """jwt_authn fetching the JWKS itself (from a URL, or the jwks_uri the
+    control plane resolved from the discovery document) decides as the
+    processor's JWKS cache does."""
+    processor, native = engines
+    statuses = set()
+    for path in ("/oidc/x", "/jwksurl/x"):
+        for token_name in ("none", "reader", "admin", "expired", "unknown-key", "rs384", "garbage"):
+            headers = _headers(token_name, {})
+            want = outcome(processor.client.get(path, headers=headers), "GET")
+            got = outcome(native.client.get(path, headers=headers), "GET")
+            assert want == got, (path, token_name, want, got)
+            statuses.add(want["status"])
+    assert statuses == {200, 401, 403}
