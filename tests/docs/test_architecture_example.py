@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+import jsonschema
 import pytest
+import yaml
 
 import extproc.capabilities
 from extproc.capabilities.base import REGISTRY, Capability
 from extproc.policy.loader import discard_policy, load_policy_dir
+from extproc.policytools.jsonschema import policy_file_schema
 from extproc.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,14 +158,21 @@ def test_the_module_passes_the_quality_gates(tmp_path: Path) -> None:
 
 
 def test_the_policy_snippet_loads_beside_the_shipped_policies(module_dir: Path, tmp_path: Path) -> None:
+    """Through the real loader, and as the shipped files are held to: the
+    editor-schema line first, valid against the schema generated with the
+    example registered (tests/unit/policytools/test_schema.py)."""
     policies = tmp_path / "policies"
     shutil.copytree(REPO / "policies", policies)
     snippet = policies / Path(EXAMPLE.policy_title).name
     assert not snippet.exists(), f"{EXAMPLE.policy_title} would replace a shipped file"
     snippet.write_text(EXAMPLE.policy)
+    modeline = (REPO / "policies" / "demo.yaml").read_text().splitlines()[0]
+    assert EXAMPLE.policy.splitlines()[0] == modeline
     runtime = Runtime(quota_backend="memory")
     with registered(module_dir) as module:
         (cls,) = _capability_classes(module)
+        validator = jsonschema.Draft202012Validator(policy_file_schema())
+        assert [e.message for e in validator.iter_errors(yaml.safe_load(EXAMPLE.policy))] == []
         policy = load_policy_dir(policies, runtime)
         try:
             uses = [
