@@ -113,10 +113,12 @@ class BundleCache:
         """Make the staged directory the served one; returns its name."""
         name = revision_name(statement)
         target = self.revisions / name
+        stale: Path | None = None
         if target.exists():
-            if self.current_name() == name:
-                raise BundleError(f"revision directory {name} is already active")
-            shutil.rmtree(target)
+            # The same bundle unpacked before: refused on disk at start-up
+            # (altered files) and fetched again. Replace it whole.
+            stale = Path(tempfile.mkdtemp(prefix=_INCOMING, dir=self.revisions))
+            os.rename(target, stale / name)
         _write_atomically(self.revisions / f"{name}.tar.gz", archive)
         _write_atomically(self.revisions / f"{name}.sig", signature)
         os.rename(staged, target)
@@ -126,6 +128,8 @@ class BundleCache:
         os.symlink(Path("revisions") / name, link)
         os.replace(link, self.current)
         _fsync_dir(self.directory)
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
         self.prune()
         return name
 

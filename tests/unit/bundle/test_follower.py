@@ -258,3 +258,15 @@ def test_a_server_without_etags_costs_downloads_not_activations(tmp_path, keys, 
         assert all(condition is None for _, _, condition in server.requests)
     finally:
         server.stop()
+
+
+def test_altered_files_on_disk_are_replaced_from_the_server(server, publisher, tmp_path, keys, caplog) -> None:
+    revision = publisher.publish({"a.yaml": ALLOW_A}, 100)
+    follower(server, tmp_path / "dir", keys).start_up()
+    (tmp_path / "dir" / "current" / "a.yaml").write_text(ALLOW_A_AND_B)
+    with caplog.at_level(logging.INFO, "extproc.bundle"):
+        restarted = follower(server, tmp_path / "dir", keys)
+        restarted.start_up()
+    assert any("differs from its signed archive" in r.getMessage() for r in caplog.records)
+    assert restarted.revision == revision == served_revision(tmp_path / "dir")
+    assert (tmp_path / "dir" / "current" / "a.yaml").read_text() == ALLOW_A
