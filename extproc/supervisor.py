@@ -33,9 +33,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from extproc.policy.loader import PolicyLoadError
+    from extproc.policy.model import PolicySet
 
 log = logging.getLogger("extproc.supervisor")
 
@@ -55,12 +61,12 @@ class LastGoodPolicy:
     The copy is taken first and validated second, so what is kept is exactly
     what was checked, even if the live directory changes meanwhile."""
 
-    def __init__(self, directory: str | Path):
+    def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._root = Path(tempfile.mkdtemp(prefix="extproc-last-good-"))
         self._generation = 0
         self.path: Path | None = None
-        self.policy = None  # the PolicySet of the copy at ``path`` (its resources already released)
+        self.policy: PolicySet | None = None  # the PolicySet of the copy at ``path`` (its resources already released)
         self._signature: tuple[Any, ...] = ()
         errors = self.refresh()
         if errors is not None:
@@ -77,7 +83,7 @@ class LastGoodPolicy:
         except OSError:
             return ("unreadable",)
 
-    def refresh(self):
+    def refresh(self) -> PolicyLoadError | None:
         """Copy and validate the live directory if it changed. Returns the
         ``PolicyLoadError`` of a change the workers would refuse too (the
         previous copy stays)."""
@@ -165,8 +171,8 @@ class Supervisor:
         env: dict[str, str],
         max_failed_starts: int = DEFAULT_MAX_FAILED_STARTS,
         reload_interval: float = 1.0,
-        on_worker_exit=None,
-    ):
+        on_worker_exit: Callable[[int], None] | None = None,
+    ) -> None:
         self.worker_argv = worker_argv
         self.slots = [_Slot() for _ in range(workers)]
         self.policies = policies
@@ -195,7 +201,7 @@ class Supervisor:
                 slot.proc.send_signal(signum)
 
     def install_signal_handlers(self) -> None:
-        def forward(signum, _frame):
+        def forward(signum: int, _frame: FrameType | None) -> None:
             self.stopping = self.stopping or signum != signal.SIGHUP
             self._signal_all(signum)
 

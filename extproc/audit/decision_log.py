@@ -42,10 +42,11 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from extproc.audit.record import AuditRecord
+from extproc.context import RequestContext
 
 log = logging.getLogger("extproc.decision_log")
 
@@ -130,8 +131,8 @@ class DecisionLog:
         labels: dict[str, str],
         mask: Iterable[str] = (),
         queue_size: int = QUEUE_SIZE,
-        on_drop=None,
-    ):
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         self.destination = destination
         self.labels = labels
         self.mask = HeaderMask(mask)
@@ -150,7 +151,12 @@ class DecisionLog:
     # -- building ---------------------------------------------------------
 
     def entry(
-        self, ctx, record: AuditRecord, end_ns: int, trace_id: str | None = None, span_id: str | None = None
+        self,
+        ctx: RequestContext,
+        record: AuditRecord,
+        end_ns: int,
+        trace_id: str | None = None,
+        span_id: str | None = None,
     ) -> dict[str, Any]:
         request = ctx.request
         erased: list[str] = []

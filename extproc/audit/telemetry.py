@@ -21,10 +21,20 @@ import socket
 import time
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from extproc import audit
-from extproc.audit.record import build
+from extproc.audit.record import AuditRecord, build
+from extproc.context import RequestContext
+
+if TYPE_CHECKING:
+    import threading
+    from wsgiref.simple_server import WSGIServer
+
+    from extproc.audit.decision_log import DecisionLog
+    from extproc.audit.tracing import Tracing
+    from extproc.policy.store import PolicyStore
 
 log = logging.getLogger("extproc.audit")
 
@@ -45,13 +55,15 @@ def instance_id() -> str:
 
 
 class Telemetry:
-    def __init__(self, options: TelemetryOptions):
+    def __init__(self, options: TelemetryOptions) -> None:
         self.options = options
-        self.tracing = None
-        self.decision_log = None
+        self.tracing: Tracing | None = None
+        self.decision_log: DecisionLog | None = None
         self.metrics_enabled = False
-        self._metrics_server = None
-        self._children: dict[tuple[Any, ...], object] = {}
+        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
+        self._m: ModuleType | None = None  # extproc.audit.metrics, imported when metrics are on
+        # prometheus_client's labelled children (untyped) by (metric, labels)
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._errors = 0
         self._last_error_log = 0.0
         self._reloads_seen = (0, 0)
@@ -88,8 +100,8 @@ class Telemetry:
             try:
                 from extproc.audit.tracing import Tracing
 
-                self.tracing = Tracing(endpoint, iid, self._span_dropped)
-                log.info("tracing on", extra={"endpoint": endpoint, "service": self.tracing.service_name})
+                tracing = self.tracing = Tracing(endpoint, iid, self._span_dropped)
+                log.info("tracing on", extra={"endpoint": endpoint, "service": tracing.service_name})
             except ImportError as exc:
                 # xds-protos ships an old copy of opentelemetry/proto that can
                 # overwrite opentelemetry-proto's (grpc/grpc#42926).
@@ -126,7 +138,7 @@ class Telemetry:
 
     # -- per request --------------------------------------------------------
 
-    def __call__(self, ctx) -> None:
+    def __call__(self, ctx: RequestContext) -> None:
         end = perf_counter_ns()
         try:
             loop = asyncio.get_running_loop()
@@ -135,7 +147,7 @@ class Telemetry:
             return
         loop.call_soon(self._emit, ctx, end)
 
-    def _emit(self, ctx, end_perf: int) -> None:
+    def _emit(self, ctx: RequestContext, end_perf: int) -> None:
         try:
             record = build(ctx)
             end_ns = time.time_ns() - (perf_counter_ns() - end_perf)
@@ -159,15 +171,17 @@ class Telemetry:
                     extra={"decision_id": getattr(ctx, "decision_id", "-")},
                 )
 
-    def _child(self, metric, *labels):
+    def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def _observe(self, record) -> None:
+    def _observe(self, record: AuditRecord) -> None:
         m = self._m
+        if m is None:
+            return
         self._child(m.DECISIONS, record.filter, record.route or "-", record.decision).inc()
         for outcome in record.capabilities:
             self._child(m.CAPABILITY_DECISIONS, outcome.capability, outcome.mode, outcome.decision).inc()
@@ -175,18 +189,18 @@ class Telemetry:
             self._child(m.DECISION_SECONDS, record.filter).observe(record.decision_ns / 1e9)
 
     def _span_dropped(self, reason: str, count: int) -> None:
-        if self.metrics_enabled:
+        if self._m is not None:
             self._m.SPANS_DROPPED.labels(reason).inc(count)
 
     def _log_dropped(self) -> None:
-        if self.metrics_enabled:
+        if self._m is not None:
             self._m.DECISION_LOG_DROPPED.inc()
 
     # -- policy reloads ---------------------------------------------------------
 
-    def sync_policy_reloads(self, store) -> None:
+    def sync_policy_reloads(self, store: PolicyStore) -> None:
         """Carry PolicyStore's reload counters into the metrics."""
-        if not self.metrics_enabled:
+        if self._m is None:
             return
         ok, failed = store.reloads_ok, store.reloads_failed
         seen_ok, seen_failed = self._reloads_seen
@@ -196,8 +210,8 @@ class Telemetry:
             self._m.POLICY_RELOADS.labels("failed").inc(failed - seen_failed)
         self._reloads_seen = (ok, failed)
 
-    async def watch_policy_reloads(self, store, interval: float) -> None:
-        if self.metrics_enabled:
+    async def watch_policy_reloads(self, store: PolicyStore, interval: float) -> None:
+        if self._m is not None:
             # Make both series exist from the start (a dashboard shows 0, not "no data").
             self._m.POLICY_RELOADS.labels("ok")
             self._m.POLICY_RELOADS.labels("failed")

@@ -30,16 +30,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from extproc.audit.config import DEFAULT_SERVICE_NAME, package_version, tracing_endpoint  # noqa: F401
 from extproc.audit.record import AuditRecord
+from extproc.context import RequestContext
+
+# on_drop(reason, count): spans lost, for the metrics
+OnDrop = Callable[[str, int], None]
 
 log = logging.getLogger("extproc.tracing")
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -72,11 +77,11 @@ class CountingExporter(SpanExporter):
     """Wraps the OTLP exporter to count the spans of batches it failed to
     deliver (after the exporter's own retries)."""
 
-    def __init__(self, inner: SpanExporter, on_drop):
+    def __init__(self, inner: SpanExporter, on_drop: OnDrop) -> None:
         self.inner = inner
         self._on_drop = on_drop
 
-    def export(self, spans):
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
             result = self.inner.export(spans)
         except Exception:
@@ -86,9 +91,11 @@ class CountingExporter(SpanExporter):
             self._on_drop("export_failed", len(spans))
         return result
 
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs) -> None:
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        # The OTLP exporter takes a timeout; SpanExporter's signature does not.
+        shutdown: Callable[..., None] = self.inner.shutdown
         try:
-            self.inner.shutdown(timeout_millis=timeout_millis)
+            shutdown(timeout_millis=timeout_millis)
         except TypeError:
             self.inner.shutdown()
 
@@ -100,11 +107,11 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
     """The SDK's batch processor (bounded queue, export thread) that counts,
     instead of logging a warning for, every span a full queue drops."""
 
-    def __init__(self, exporter: SpanExporter, on_drop, **kwargs):
+    def __init__(self, exporter: SpanExporter, on_drop: OnDrop, **kwargs: Any) -> None:
         super().__init__(exporter, **kwargs)
         self._on_drop = on_drop
 
-    def on_end(self, span) -> None:
+    def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled):
             return
         batch = getattr(self, "_batch_processor", None)
@@ -119,7 +126,9 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 class Tracing:
     """The tracer provider and what each request's span is made of."""
 
-    def __init__(self, endpoint: str, instance_id: str, on_drop, exporter: SpanExporter | None = None):
+    def __init__(
+        self, endpoint: str, instance_id: str, on_drop: OnDrop | None, exporter: SpanExporter | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.dropped = {"queue_full": 0, "export_failed": 0}
         self._on_drop_metric = on_drop
@@ -146,7 +155,7 @@ class Tracing:
         if self._on_drop_metric is not None:
             self._on_drop_metric(reason, count)
 
-    def emit(self, ctx, record: AuditRecord, start_ns: int, end_ns: int) -> tuple[str, str] | None:
+    def emit(self, ctx: RequestContext, record: AuditRecord, start_ns: int, end_ns: int) -> tuple[str, str] | None:
         """Record the request's span; returns (trace_id, span_id) in hex when
         it is sampled, for the decision log."""
         carrier = ctx.trace
@@ -188,10 +197,10 @@ class Tracing:
         done.join(timeout)
 
 
-def _span_attributes(ctx, record: AuditRecord) -> dict[str, Any]:
+def _span_attributes(ctx: RequestContext, record: AuditRecord) -> dict[str, Any]:
     """The allow-list of a request span's attributes."""
     request = ctx.request
-    attributes = {
+    attributes: dict[str, Any] = {
         "extproc.decision_id": record.decision_id,
         "extproc.decision": record.decision,
         "extproc.filter": record.filter,

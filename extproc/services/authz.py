@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 
+import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import attribute_context_pb2
 from envoy.service.auth.v3 import external_auth_pb2 as authz_pb2
 from envoy.service.auth.v3 import external_auth_pb2_grpc as authz_grpc
 from envoy.type.v3 import http_status_pb2
@@ -51,7 +53,7 @@ def _option(name: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE)
 
 
-def _request_from(attributes) -> HttpRequest:
+def _request_from(attributes: attribute_context_pb2.AttributeContext) -> HttpRequest:
     http = attributes.request.http
     if http.header_map.headers:  # Envoy sends this instead of `headers` with encode_raw_headers
         headers: dict[str, str] = {}
@@ -86,8 +88,8 @@ def ext_proc_only_routes(policy: PolicySet) -> dict[str, tuple[str, ...]]:
     return out
 
 
-class AuthorizationService(authz_grpc.AuthorizationServicer):
-    def __init__(self, store: PolicyStore):
+class AuthorizationService(authz_grpc.AuthorizationServicer):  # type: ignore[misc]  # generated, untyped
+    def __init__(self, store: PolicyStore) -> None:
         self.store = store
         # Per revision, computed once: most policies have no such route and
         # then the check below is one identity comparison and a falsy dict.
@@ -100,7 +102,9 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
         policy, route = ctx.policy, ctx.route
         if policy is not self._scanned:
             self._ext_proc_only, self._reported, self._scanned = ext_proc_only_routes(policy), set(), policy
-        phases = self._ext_proc_only.get(route.name) if self._ext_proc_only and route is not None else None
+        if route is None or not self._ext_proc_only:
+            return None
+        phases = self._ext_proc_only.get(route.name)
         if phases is None:
             return None
         if route.name not in self._reported:
@@ -120,7 +124,9 @@ class AuthorizationService(authz_grpc.AuthorizationServicer):
         )
         return FILTER_MISMATCH
 
-    async def Check(self, request: authz_pb2.CheckRequest, context) -> authz_pb2.CheckResponse:
+    async def Check(
+        self, request: authz_pb2.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> authz_pb2.CheckResponse:
         ctx: RequestContext | None = None
         finished = False
         try:

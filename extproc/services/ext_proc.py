@@ -43,7 +43,7 @@ _SKIP = processing_mode_pb2.ProcessingMode.SKIP
 _SKIP_RESPONSE = processing_mode_pb2.ProcessingMode(response_header_mode=_SKIP)
 
 
-def _headers_dict(header_map) -> dict[str, str]:
+def _headers_dict(header_map: base_pb2.HeaderMap) -> dict[str, str]:
     headers: dict[str, str] = {}
     for h in header_map.headers:
         value = decode_header_value(h.raw_value) if h.raw_value else h.value
@@ -74,18 +74,20 @@ def immediate(deny: Deny, decision_id: str) -> pb.ProcessingResponse:
     )
 
 
-def _route_binding(context) -> str | None:
+def _route_binding(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == ROUTE_METADATA_KEY:
-            return value
+            return str(value)
     return None
 
 
-class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):
-    def __init__(self, store: PolicyStore):
+class ExternalProcessorService(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]  # generated, untyped
+    def __init__(self, store: PolicyStore) -> None:
         self.store = store
 
-    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest], context):
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> None:
         exchange = _Exchange(self.store, _route_binding(context))
         if audit.TRACING:
             exchange.trace = audit.trace_carrier(context.invocation_metadata())
