@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 DEMO_CLIENT_ID = "spiffe://example.org/ns/demo/sa/client"
 
 
-def _key():
+def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -28,7 +28,7 @@ def _name(cn: str) -> x509.Name:
     )
 
 
-def _write(path: Path, cert: x509.Certificate, key) -> None:
+def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
     path.with_suffix(".pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path = path.with_suffix(".key")
     key_path.write_bytes(
@@ -39,9 +39,9 @@ def _write(path: Path, cert: x509.Certificate, key) -> None:
 
 def _issue(
     subject: x509.Name,
-    key,
+    key: ec.EllipticCurvePrivateKey,
     issuer_cert: x509.Certificate | None,
-    issuer_key,
+    issuer_key: ec.EllipticCurvePrivateKey,
     *,
     ca: bool,
     sans: list[x509.GeneralName],

@@ -15,9 +15,15 @@ URL, so clients that resolve the card keep talking through the gateway.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from extproc.local.demo_mcp import UvicornThread
+
+if TYPE_CHECKING:
+    from a2a.server.agent_execution import RequestContext as A2aRequestContext
+    from a2a.server.events import EventQueue
+    from starlette.applications import Starlette
 
 SKILLS = {
     "summarize": ("Summarize", "Summarizes the text of the message."),
@@ -36,7 +42,7 @@ def _answer(skill: str, text: str) -> str:
     return f"no such skill: {skill}"
 
 
-def build_app(public_url: str, skill_key: str = "skill"):
+def build_app(public_url: str, skill_key: str = "skill") -> Starlette:
     """The agent's Starlette app. ``public_url`` is where clients reach the
     JSON-RPC endpoint (the gateway), e.g. http://127.0.0.1:10000/a2a/."""
     from a2a.helpers.proto_helpers import get_message_text, new_task_from_user_message
@@ -48,16 +54,19 @@ def build_app(public_url: str, skill_key: str = "skill"):
     from starlette.applications import Starlette
 
     class DemoAgent(AgentExecutor):
-        async def execute(self, context, event_queue) -> None:
-            task = context.current_task or new_task_from_user_message(context.message)
+        async def execute(self, context: A2aRequestContext, event_queue: EventQueue) -> None:
+            message = context.message
+            if message is None:
+                raise ValueError("the demo agent answers messages only")
+            task = context.current_task or new_task_from_user_message(message)
             await event_queue.enqueue_event(task)
             updater = TaskUpdater(event_queue, task.id, task.context_id)
             # metadata is a protobuf Struct: membership and item access, no .get
-            skill = context.message.metadata[skill_key] if skill_key in context.message.metadata else "summarize"  # noqa: SIM401
-            await updater.add_artifact([Part(text=_answer(str(skill), get_message_text(context.message)))])
+            skill = message.metadata[skill_key] if skill_key in message.metadata else "summarize"  # noqa: SIM401
+            await updater.add_artifact([Part(text=_answer(str(skill), get_message_text(message)))])
             await updater.complete()
 
-        async def cancel(self, context, event_queue) -> None:
+        async def cancel(self, context: A2aRequestContext, event_queue: EventQueue) -> None:
             task = context.current_task
             if task is not None:
                 await TaskUpdater(event_queue, task.id, task.context_id).cancel()

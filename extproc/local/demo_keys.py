@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPrivateKeys
 
 KEY_PATH = Path(__file__).with_name("demo_signing_key.pem")
 DEMO_ISSUER = "https://demo.extproc.local"
@@ -24,13 +28,13 @@ def generate_rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def private_pem(key) -> bytes:
+def private_pem(key: AllowedPrivateKeys) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
 
 
-def jwks_for(public_keys: dict[str, object]) -> dict[str, Any]:
+def jwks_for(public_keys: dict[str, rsa.RSAPublicKey]) -> dict[str, Any]:
     keys = []
     for kid, public_key in public_keys.items():
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public_key))
@@ -39,15 +43,18 @@ def jwks_for(public_keys: dict[str, object]) -> dict[str, Any]:
     return {"keys": keys}
 
 
-def load_demo_key():
-    return serialization.load_pem_private_key(KEY_PATH.read_bytes(), password=None)
+def load_demo_key() -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(KEY_PATH.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"{KEY_PATH} is not an RSA key")
+    return key
 
 
 def mint(
-    private_key,
+    private_key: AllowedPrivateKeys,
     *,
     sub: str,
-    roles: list[str] = (),
+    roles: Sequence[str] = (),
     tenant: str | None = None,
     ttl: int = 3600,
     issuer: str = DEMO_ISSUER,
@@ -57,7 +64,7 @@ def mint(
     algorithm: str = "RS256",
 ) -> str:
     now = int(time.time())
-    claims = {"iss": issuer, "sub": sub, "iat": now, "nbf": now, "exp": now + ttl}
+    claims: dict[str, Any] = {"iss": issuer, "sub": sub, "iat": now, "nbf": now, "exp": now + ttl}
     if audience:
         claims["aud"] = audience
     if roles:

@@ -23,8 +23,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Self
 
 import uvicorn
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
 
 DOCS = {
     "docs/getting-started.md": "Run `make up`, mint a token with `extproc token`, call the gateway on :10000.",
@@ -39,7 +44,7 @@ DOCS = {
 RECORDS = {"customers": {1: "Ada", 2: "Grace"}, "orders": {10: "order-10", 11: "order-11"}}
 
 
-def build_server():
+def build_server() -> MCPServer:
     from mcp.server.mcpserver import MCPServer
 
     server = MCPServer(
@@ -92,7 +97,7 @@ def build_server():
     return server
 
 
-def set_description(server, tool: str, description: str) -> None:
+def set_description(server: MCPServer, tool: str, description: str) -> None:
     """Change a registered tool's description (a "rug pull", for pinning tests)."""
     info = server._tool_manager.get_tool(tool)
     if info is None:
@@ -103,7 +108,7 @@ def set_description(server, tool: str, description: str) -> None:
 class UvicornThread:
     """An ASGI app served by uvicorn on a loopback port, in a daemon thread."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, name: str = "asgi"):
+    def __init__(self, app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0, name: str = "asgi") -> None:
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
@@ -119,7 +124,7 @@ class UvicornThread:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0):
+    def start(self, timeout: float = 20.0) -> Self:
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

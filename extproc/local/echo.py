@@ -22,7 +22,12 @@ from extproc.local import mock_llm
 _NO_BODY_STATUSES = frozenset({204, 304})
 
 
+class _EchoHttpServer(ThreadingHTTPServer):
+    model_requests: list[bytes]  # raw bodies the mock model received
+
+
 class _EchoHandler(BaseHTTPRequestHandler):
+    server: _EchoHttpServer
     protocol_version = "HTTP/1.1"
     server_version = "extproc-echo"
     disable_nagle_algorithm = True  # socketserver sets TCP_NODELAY on each connection
@@ -31,7 +36,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         """The request body, or None when its framing is unreadable (the
         connection is then closed, never reused out of step)."""
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size_line = self.rfile.readline(1024)
                 try:
@@ -76,7 +81,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
             return self._json(400, {"error": {"message": "invalid JSON", "type": "invalid_request_error"}})
         status, payload, events = mock_llm.answer(self.path.split("?", 1)[0], body)
         if events is None:
-            return self._json(status, payload)
+            return self._json(status, payload or {})
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -107,15 +112,15 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _echo
 
-    def log_message(self, format, *args):
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
 class EchoServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.httpd = ThreadingHTTPServer((host, port), _EchoHandler)
+        self.httpd = _EchoHttpServer((host, port), _EchoHandler)
         self.httpd.daemon_threads = True
-        self.httpd.model_requests = []  # raw bodies the mock model received
+        self.httpd.model_requests = []
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="echo-upstream", daemon=True)
 

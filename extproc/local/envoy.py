@@ -38,7 +38,7 @@ def envoy_binary() -> str:
     return found
 
 
-def _replace_certs_dir(node, certs_dir: str):
+def _replace_certs_dir(node: Any, certs_dir: str) -> Any:
     if isinstance(node, dict):
         return {k: _replace_certs_dir(v, certs_dir) for k, v in node.items()}
     if isinstance(node, list):
@@ -58,10 +58,10 @@ def render(
     """Load an Envoy config and point the named listeners/clusters at ``ports``
     (and its TLS file paths at ``certs_dir``)."""
     ports = ports or {}
-    config = yaml.safe_load(Path(config_path).read_text())
+    config: dict[str, Any] = yaml.safe_load(Path(config_path).read_text())
     if certs_dir is not None:
         config = _replace_certs_dir(config, str(certs_dir))
-    seen = set()
+    seen: set[str] = set()
     if admin_port is not None:
         config["admin"]["address"]["socket_address"].update(address=address, port_value=admin_port)
     resources = config.get("static_resources", {})

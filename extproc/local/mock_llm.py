@@ -15,10 +15,10 @@ DELTA_SIZE = 7  # characters per streamed delta: small, to split values across c
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
-    if isinstance(body.get("prompt"), str):
-        return body["prompt"]
-    if isinstance(body.get("input"), str):
-        return body["input"]
+    for field in ("prompt", "input"):
+        value = body.get(field)
+        if isinstance(value, str):
+            return value
     for message in reversed(body.get("messages") or body.get("input") or []):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
@@ -48,7 +48,8 @@ def answer(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any] | None,
     deltas = [reply[i : i + DELTA_SIZE] for i in range(0, len(reply), DELTA_SIZE)]
 
     if path.endswith("/embeddings"):
-        inputs = body.get("input") if isinstance(body.get("input"), list) else [body.get("input")]
+        given = body.get("input")
+        inputs: list[Any] = given if isinstance(given, list) else [given]
         return (
             200,
             {

@@ -135,7 +135,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{first.split(';')[0]}: {last}" if last else first
 
 
-def _missing_files(config, certs: Path) -> list[str]:
+def _missing_files(config: dict[str, Any], certs: Path) -> list[str]:
     """The files under ``certs`` the rendered Envoy config names but that do
     not exist: caught here in one line, not as an Envoy start-up dump."""
     if isinstance(config, dict):
@@ -150,10 +150,10 @@ def _missing_files(config, certs: Path) -> list[str]:
 def _demo_agents(listen_port: int) -> dict[str, Any]:
     """The demo MCP server (always) and A2A agent (when a2a-sdk is installed),
     by the Envoy cluster name they stand behind."""
-    from extproc.local.demo_mcp import DemoMcpServer
+    from extproc.local.demo_mcp import DemoMcpServer, UvicornThread
 
     # Stateless: every POST stands alone, so a plain curl can call it too.
-    agents = {"mcp": DemoMcpServer(stateless=True).start()}
+    agents: dict[str, UvicornThread] = {"mcp": DemoMcpServer(stateless=True).start()}
     try:
         from extproc.local.demo_a2a import DemoA2aServer
 
