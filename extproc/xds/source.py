@@ -13,11 +13,14 @@ import yaml
 from extproc.policy.model import PolicySet
 from extproc.policy.schema import PolicyFile, RouteMatch
 
+# libyaml when present: the pure-Python parser was most of a compile.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def route_matches(policy: PolicySet) -> dict[str, RouteMatch | None]:
     out: dict[str, RouteMatch | None] = {}
     for file in policy.files:
-        data = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
+        data = yaml.load(Path(file).read_text(encoding="utf-8"), Loader=_LOADER) or {}
         for route in PolicyFile.model_validate(data).routes:
             out[route.name] = route.match
     return out

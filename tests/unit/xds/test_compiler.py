@@ -157,3 +157,11 @@ def test_static_render_of_the_demo_policy_is_valid_envoy_config(load: Load, tmp_
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unreadable_oidc_discovery_keeps_the_route_in_the_processor(load: Load) -> None:
+    unreachable = {**ISSUER, "jwks": {"discovery": "http://127.0.0.1:9"}}  # discard port: refused at once
+    policy = load(route("a", "/a/", {"type": "jwt", "config": {"issuers": [unreachable]}}))
+    plan = _plans(policy)["a"]
+    assert plan.engine == "ext_authz"
+    assert "OIDC discovery http://127.0.0.1:9/.well-known/openid-configuration unreadable" in plan.reason
