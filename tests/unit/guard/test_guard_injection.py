@@ -345,7 +345,9 @@ def test_huge_base64_blobs_are_scanned_in_bounded_time(detector):
     image = base64.b64encode(bytes(range(256)) * 8000).decode()  # a 2.7 MB "image"
     started = time.perf_counter()
     assert detector.scan(f'{{"image": "{image}", "prompt": "describe it"}}').score == 0.0
-    assert time.perf_counter() - started < 5
+    # The re fallback runs its ~110 patterns one after the other over the
+    # blob; Hyperscan runs them in one pass.
+    assert time.perf_counter() - started < (5 if detector.engine == "hyperscan" else 20)
 
 
 if len(ENGINES) == 2:
