@@ -66,10 +66,7 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
 def card_issuer_ok(digits: str) -> bool:
     """A known issuer prefix whose card lengths include ``len(digits)``."""
     n = len(digits)
-    for low, high, lengths in _CARD_RANGES:
-        if n in lengths and low <= digits[: len(low)] <= high:
-            return True
-    return False
+    return any(n in lengths and low <= digits[: len(low)] <= high for low, high, lengths in _CARD_RANGES)
 
 
 def card_ok(digits: str) -> bool:
@@ -236,9 +233,7 @@ def intl_phone_ok(digits: str) -> bool:
             low, high = _NATIONAL_LENGTHS.get(code, (6, 14))
             if not low <= len(national) <= high:
                 return False
-            if code == "1" and national[0] in "01":
-                return False
-            return True
+            return not (code == "1" and national[0] in "01")
     return False
 
 
@@ -442,12 +437,13 @@ def es_nie_ok(value: str) -> bool:
     return len(value) == 9 and value[0] in "XYZ" and es_dni_ok(str("XYZ".index(value[0])) + value[1:])
 
 
+# The value of a character in an odd position: digits 0-9, then letters A-Z
+# (A-J weigh as 0-9).
+_CF_ODD_DIGITS = (1, 0, 5, 7, 9, 13, 15, 17, 19, 21)
 _CF_ODD = dict(
     zip(
         "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        (1, 0, 5, 7, 9, 13, 15, 17, 19, 21)
-        + (1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14)
-        + (16, 10, 22, 25, 24, 23),
+        (*_CF_ODD_DIGITS, *_CF_ODD_DIGITS, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23),
         strict=True,
     )
 )
