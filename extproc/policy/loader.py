@@ -298,9 +298,13 @@ def _load(directory: Path, runtime: Runtime, built: list[CompiledRoute], copied_
         errors.extend(_start_capabilities(routes.values(), placed))
 
     # Data a policy refers to (key files...) is part of its revision.
+    # Referenced files are named relative to the policy directory, so one
+    # policy has one revision wherever it sits (bundles, ConfigMap mounts).
+    roots = [d.resolve() for d in (runtime.policy_dir, runtime.live_policy_dir) if d is not None]
     for path in sorted(runtime.referenced_files):
+        name = next((path.relative_to(r).as_posix() for r in roots if path.is_relative_to(r)), str(path))
         try:
-            digest.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
         except OSError:
             pass  # the capability that refers to it has reported the error
 

@@ -144,11 +144,6 @@ def test_reader_refuses_garbage() -> None:
         read_archive(b"this is not gzip")
 
 
-@pytest.mark.xfail(
-    reason="the loader hashes referenced files by absolute path (docs/bundles.md, known limitation): "
-    "extproc/policy/loader.py should name them relative to the policy directory",
-    strict=False,
-)
 def test_a_policy_with_referenced_files_has_one_revision_wherever_unpacked(tmp_path: Path) -> None:
     policy = make_policy(tmp_path / "p", {"api.yaml": WITH_JWKS, "keys/jwks.json": JWKS})
     bundle = read_archive(build(policy).archive)
