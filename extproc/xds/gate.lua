@@ -170,8 +170,17 @@ local function peer_principal(h)
   return nil
 end
 
+-- The decision id, also the request's x-request-id from here on (the
+-- refusal bodies Envoy's own filters send read it through local_reply_config).
+-- Never the client's: it would choose its audit id and could break the JSON.
+math.randomseed(os.time() + math.floor(os.clock() * 1e6) + tonumber(tostring({}):match("0x(%x+)") or "0", 16))
+local function new_decision_id()
+  return string.format("%08x%08x", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+end
+
 local function stage_pre(h)
   local headers = h:headers()
+  headers:replace("x-request-id", new_decision_id())
   local raw = headers:get(":path") or ""
   local qmark = raw:find("?", 1, true)
   local path, query = raw, ""

@@ -459,6 +459,7 @@ def _cases() -> list[tuple[str, str, str, dict[str, str]]]:
         {"host": "evil.example.com"},
         {"host": "EVIL.example.com:8443"},
         {"x-original-url": "/api/admin/users"},
+        {"x-request-id": 'forged"id\\'},
     ]
     rng = random.Random(12)
     for _ in range(120):
@@ -494,7 +495,7 @@ def outcome(response: httpx.Response, method: str) -> dict[str, Any]:
         return out
     error = body["error"]
     out["refusal"] = {"keys": sorted(error), "code": error["code"], "message": error["message"]}
-    assert isinstance(error["decision_id"], str) and error["decision_id"]
+    assert re.fullmatch(r"[0-9a-f]{16}", error["decision_id"]), error["decision_id"]  # never the client's
     assert response.headers.get("x-decision-id") == error["decision_id"]
     return out
 
