@@ -191,8 +191,9 @@ def test_the_policy_snippet_loads_beside_the_shipped_policies(module_dir: Path, 
 
 def _run_example_tests(tmp_path: Path, module_dir: Path, sabotage: bool) -> subprocess.CompletedProcess[str]:
     """The example's tests in a fresh interpreter with the project's pytest
-    settings; a conftest registers the module the way its line in
-    ``__init__.py`` would. ``sabotage``: every phase handler of the example
+    settings and tests/conftest.py's hooks (so a test of the example that
+    started a process would fail, as in tests/unit); a conftest registers
+    the module the way its line in ``__init__.py`` would. ``sabotage``: every phase handler of the example
     capability is replaced by one that lets everything through."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -202,6 +203,7 @@ def _run_example_tests(tmp_path: Path, module_dir: Path, sabotage: bool) -> subp
             f"""\
             import extproc.capabilities
             from extproc.capabilities.base import REGISTRY, Capability
+            from tests.conftest import *  # the suite's markers and process guard, as in tests/unit
 
             extproc.capabilities.__path__.append({str(module_dir)!r})
             from extproc.capabilities import {EXAMPLE.module_name}  # the registration line
