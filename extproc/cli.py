@@ -150,8 +150,9 @@ def _demo_upstream(args: argparse.Namespace) -> int:
 
     from extproc.local.echo import EchoServer
 
-    servers = [EchoServer(args.host, args.port).start()]
-    print(f"demo upstream (echo + mock model) on http://{args.host}:{servers[0].port}", flush=True)
+    echo = EchoServer(args.host, args.port).start()
+    servers: list[Any] = [echo]  # each has stop()
+    print(f"demo upstream (echo + mock model) on http://{args.host}:{echo.port}", flush=True)
     if args.mcp_port:
         try:
             from extproc.local.demo_mcp import DemoMcpServer
