@@ -173,6 +173,18 @@ POLICY: dict[str, Any] = {
             ],
         },
         {
+            "name": "shadow",  # monitor-mode RBAC: decides, records, never blocks
+            "match": {"path_prefix": "/shadow/"},
+            "capabilities": [
+                {"type": "jwt", "config": {"issuers": [ISSUER], "required": False}},
+                {
+                    "type": "rbac",
+                    "mode": "monitor",
+                    "config": {"rules": [{"name": "admins-only", "who": {"roles": ["admin"]}}]},
+                },
+            ],
+        },
+        {
             "name": "limited",
             "match": {"path_prefix": "/limited/"},
             "capabilities": [
@@ -419,6 +431,7 @@ TOKENS: dict[str, str | None] = {
 }
 AUTH_FORMS = ("Bearer {}",)
 PATHS = (
+    "/shadow/x",
     "/api/hello",
     "/api/admin/users",
     "/api/%61dmin/users",
@@ -503,7 +516,7 @@ def outcome(response: httpx.Response, method: str) -> dict[str, Any]:
 def test_plan_compiles_every_route_natively(engines: tuple[Gateway, NativeGateway]) -> None:
     _, native = engines
     log = native.log()
-    for route in ("api", "anon", "hm", "internal", "mixed", "limited", "oidc", "jwksurl"):
+    for route in ("api", "anon", "hm", "internal", "mixed", "shadow", "limited", "oidc", "jwksurl"):
         assert f"route {route}: native" in log
 
 
@@ -741,3 +754,22 @@ def test_remote_jwks_and_oidc_discovery_agree(engines: tuple[Gateway, NativeGate
             assert want == got, (path, token_name, want, got)
             statuses.add(want["status"])
     assert statuses == {200, 401, 403}
+
+
+def test_repeated_headers_agree(engines: tuple[Gateway, NativeGateway]) -> None:
+    """A header sent twice reads as both values joined by a comma in either
+    engine: two tokens are refused, not one of them picked."""
+    processor, native = engines
+    reader, admin = f"Bearer {TOKENS['reader']}", f"Bearer {TOKENS['admin']}"
+    cases: list[tuple[str, list[tuple[str, str]]]] = [
+        ("/api/hello", [("authorization", reader), ("authorization", reader)]),
+        ("/api/admin/users", [("authorization", reader), ("authorization", admin)]),
+        ("/api/admin/users", [("authorization", "Bearer garbage"), ("authorization", admin)]),
+        ("/hm/x", [("x-client", "app-1"), ("x-client", "cli")]),
+        ("/hm/x", [("x-client", "other"), ("x-client", "app-1")]),
+        ("/hm/x", [("x-client", "app-1"), ("x-block", "1"), ("x-block", "2")]),
+    ]
+    for path, headers in cases:
+        want = outcome(processor.client.get(path, headers=headers), "GET")
+        got = outcome(native.client.get(path, headers=headers), "GET")
+        assert want == got, (path, headers, want, got)
