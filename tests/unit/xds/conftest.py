@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ def route(name: str, prefix: str, *capabilities: dict[str, Any], **match: Any) -
 
 
 @pytest.fixture
-def load(tmp_path: Path) -> Callable[..., PolicySet]:
+def load(tmp_path: Path) -> Iterator[Callable[..., PolicySet]]:
     loaded: list[tuple[PolicySet, Runtime]] = []
 
     def make(*routes: dict[str, Any], quota_backend: str = "memory", **top: Any) -> PolicySet:
