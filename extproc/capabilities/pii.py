@@ -32,14 +32,14 @@ from pydantic import Field
 
 from extproc.capabilities.base import Capability, register
 from extproc.capabilities.llm_common import parsed_or_deny
-from extproc.context import Deny, RequestContext
+from extproc.context import Deny, Mode, RequestContext
 from extproc.encodings import StreamDecoder, decoder_for
 from extproc.guard import facts, offload
 from extproc.guard.pii import PartsRedaction, PiiConfig, PiiScanner, PseudonymVault, StreamRestorer, StreamSanitizer
 from extproc.headers import content_encoding
 from extproc.llm.errors import llm_error
 from extproc.llm.response import JsonRewriter, SseRewriter
-from extproc.runtime import DEFAULT_RUNTIME
+from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
 ALL_ROLES = ("system", "user", "assistant", "tool")
 BLOCKED_MESSAGE = "the request contains data that may not be sent to the model"
@@ -81,8 +81,8 @@ class _Chain:
 class _ResponseState:
     __slots__ = ("api", "chains", "decoder", "rewriter", "stopped", "streaming")
 
-    def __init__(self):
-        self.rewriter = None
+    def __init__(self) -> None:
+        self.rewriter: JsonRewriter | SseRewriter | None = None
         self.decoder: StreamDecoder | None = None
         self.chains: list[_Chain] = []
         self.stopped = False
@@ -91,12 +91,14 @@ class _ResponseState:
 
 
 @register
-class Pii(Capability):
+class Pii(Capability[PiiCapabilityConfig]):
     name = "pii"
     priority = 500
     Config = PiiCapabilityConfig
 
-    def __init__(self, config: PiiCapabilityConfig, mode, runtime=DEFAULT_RUNTIME):
+    def __init__(
+        self, config: PiiCapabilityConfig, mode: Mode = Mode.ENFORCE, runtime: Runtime = DEFAULT_RUNTIME
+    ) -> None:
         super().__init__(config, mode, runtime)
         # The key finds this scanner again in a scan worker process (and here,
         # for inline scans): built once per process and config.
@@ -133,7 +135,7 @@ class Pii(Capability):
             sum(map(len, texts)), _sanitize_parts, self._scan_key, self.config, texts, vault, keys
         )
         ctx.state[self._vault_key] = vault  # a worker process returns its own copy
-        for slot, before, after in zip(slots, texts, result.texts):
+        for slot, before, after in zip(slots, texts, result.texts, strict=True):
             if after != before:
                 request.replace(ctx, slot, after)  # staged: dropped in monitor mode
         ctx.state["pii.request_entities"] = result.counts
@@ -200,7 +202,7 @@ class Pii(Capability):
         state: _ResponseState | None = ctx.state.get(self._response_key)
         if state is None:
             return None
-        if state.stopped:
+        if state.stopped or state.rewriter is None:
             ctx.replace_response_chunk(b"")
             return None
         try:
@@ -218,8 +220,9 @@ class Pii(Capability):
                 counts[entity] = counts.get(entity, 0) + n
         ctx.state["pii.response_entities"] = counts
         facts.note_entities(ctx, ctx.state.get("pii.request_entities", {}), counts)
-        for entity in counts:
-            facts.note_action(ctx, self._response_scanner.entities[entity])
+        if self._response_scanner is not None:
+            for entity in counts:
+                facts.note_action(ctx, self._response_scanner.entities[entity])
         ctx.replace_response_chunk(out)
         return None
 
@@ -230,6 +233,6 @@ class Pii(Capability):
         facts.note_action(ctx, "block")
         # Headers (200) are already on their way: end the stream with an error event.
         state.stopped = True
-        ctx.replace_response_chunk(b"event: error\ndata: " + deny.body + b"\n\ndata: [DONE]\n\n")
+        ctx.replace_response_chunk(b"event: error\ndata: " + (deny.body or b"{}") + b"\n\ndata: [DONE]\n\n")
         ctx.state["pii.response_stopped"] = reason
         return None

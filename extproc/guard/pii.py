@@ -84,8 +84,8 @@ assert set(get_args(Entity)) == set(BUILTIN_ENTITIES)
 _CUSTOM_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
 
 
-def _default_entities() -> dict[str, Action]:
-    return dict.fromkeys(BUILTIN_ENTITIES, "redact")
+def _default_entities() -> dict[Entity, Action]:
+    return dict.fromkeys(get_args(Entity), "redact")
 
 
 class CustomPattern(CapabilityConfig):
@@ -152,7 +152,10 @@ class Redaction:
     blocked: list[str] = field(default_factory=list)
 
 
-def _holds_one_of(candidates: list, starts: list[int], start: int, end: int, entity: str) -> bool:
+Candidate = tuple[int, int, Detector]
+
+
+def _holds_one_of(candidates: list[Candidate], starts: list[int], start: int, end: int, entity: str) -> bool:
     """Whether a candidate of ``candidates`` (sorted by start) of ``entity``
     lies within [start, end). A join glues neighbouring parts ("to" +
     "alice@x.com" reads as "toalice@x.com"): a value found whole in one part
@@ -248,7 +251,7 @@ _HITS_PER_CHAR = 0.25
 @functools.lru_cache(maxsize=64)
 def _prefilter_db(detectors: tuple[Detector, ...]) -> _multi.MultiPattern:
     return _multi.MultiPattern(
-        [d.prefilter for d in detectors],
+        [d.prefilter for d in detectors if d.prefilter is not None],
         list(range(len(detectors))),
         [_multi.SOM_LEFTMOST | d.prefilter_flags for d in detectors],
     )
@@ -257,12 +260,13 @@ def _prefilter_db(detectors: tuple[Detector, ...]) -> _multi.MultiPattern:
 _JSON_ESCAPE = re.compile(r"u[0-9A-Fa-f]{4}|[nrtbf]")
 
 
-def _trim_escapes(text: str, candidates: list) -> list:
+def _trim_escapes(text: str, candidates: list[Candidate]) -> list[Candidate]:
     """Values starting on the letters of a JSON escape ("\\n", "\\u00e9")
     start after it: replacing them would otherwise split the escape and
     break a serialized body."""
-    out = []
-    for start, end, det in candidates:
+    out: list[Candidate] = []
+    for begin, end, det in candidates:
+        start = begin
         if start and text[start - 1] == "\\" and (m := _JSON_ESCAPE.match(text, start, end)):
             start = m.end()
             if start >= end:
@@ -271,7 +275,7 @@ def _trim_escapes(text: str, candidates: list) -> list:
     return out
 
 
-def _scan_region(det: Detector, text: str, lo: int, hi: int, n: int, opts: ScanOptions, out: list) -> None:
+def _scan_region(det: Detector, text: str, lo: int, hi: int, n: int, opts: ScanOptions, out: list[Candidate]) -> None:
     """Validated matches of ``det`` starting in [lo, hi), every start tried.
 
     Start positions come from the detector's cheap head regex (a match can
@@ -330,7 +334,8 @@ class PiiScanner:
         detectors = builtin_detectors(frozenset(config.entities), config.ssn_unformatted, config.aws_secret_entropy)
         detectors += [custom_detector(c.name, c.pattern) for c in config.custom]
         self._detectors: tuple[Detector, ...] = tuple(detectors)
-        self._actions: dict[str, str] = {**config.entities, **{c.name: c.action for c in config.custom}}
+        self._actions: dict[str, str] = {str(e): a for e, a in config.entities.items()}
+        self._actions.update((c.name, c.action) for c in config.custom)
         self._opts = ScanOptions(ignore_version_like_ips=config.ignore_version_like_ips)
         self._allow = frozenset(value.casefold() for value in config.allow)
         self._prefiltered = tuple(d for d in detectors if d.prefilter is not None)
@@ -412,9 +417,11 @@ class PiiScanner:
         """What the Hyperscan prefilter reports, found with re: for every
         start position a match can begin at (one end per start, which is all
         the windows need)."""
-        hits = []
+        hits: list[tuple[int, int, int]] = []
         lowered = None
         for id_, det in enumerate(self._prefiltered):
+            if det.re_prefilter is None:  # a prefiltered detector always has both
+                continue
             search = det.re_prefilter.search
             if det.prefilter_flags & _multi.CASELESS:
                 if lowered is None:
@@ -429,7 +436,9 @@ class PiiScanner:
                 pos = start + 1
         return hits
 
-    def _scan_hits(self, text: str, hits: list, clipped: bool, opts: ScanOptions, out: list) -> None:
+    def _scan_hits(
+        self, text: str, hits: list[tuple[int, int, int]], clipped: bool, opts: ScanOptions, out: list[Candidate]
+    ) -> None:
         if not hits:
             return
         n = len(text)
@@ -474,7 +483,7 @@ class PiiScanner:
         chosen = sorted((c for c in candidates if lo <= c[0] < hi), key=lambda c: (c[0], c[0] - c[1]))
         out: list[Finding] = []
         group_start = group_end = -1
-        best = None
+        best: Candidate | None = None
         for c in chosen:
             if c[0] >= group_end:
                 if best is not None:
@@ -483,6 +492,7 @@ class PiiScanner:
                 continue
             if c[1] > group_end:
                 group_end = c[1]
+            assert best is not None  # set by the group's first candidate
             if (c[1] - c[0], -c[2].priority) > (best[1] - best[0], -best[2].priority):
                 best = c
         if best is not None:
@@ -526,13 +536,15 @@ class PiiScanner:
             offsets.append(offsets[-1] + len(text))
         joined = "".join(texts)
         candidates = []
-        for text, base in zip(texts, offsets):
+        for text, base in zip(texts, offsets, strict=False):  # offsets has one more: the end
             candidates += [(start + base, end + base, det) for start, end, det in self._candidates(text)]
         candidates.sort(key=lambda c: c[0])
         starts = [c[0] for c in candidates]
         joined_only = []
         if alone is not None and any(alone):
-            scanned = "".join("\0" * len(text) if by_itself else text for text, by_itself in zip(texts, alone))
+            scanned = "".join(
+                "\0" * len(text) if by_itself else text for text, by_itself in zip(texts, alone, strict=True)
+            )
         else:
             scanned = joined
         for c in self._candidates(scanned):

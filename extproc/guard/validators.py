@@ -292,9 +292,10 @@ def b64url_json(segment: str) -> object | None:
     padded = segment + "=" * (-len(segment) % 4)
     try:
         raw = base64.urlsafe_b64decode(padded)
-        return json.loads(raw)
+        decoded: object = json.loads(raw)
     except (binascii.Error, ValueError):
         return None
+    return decoded
 
 
 def jwt_ok(token: str) -> bool:
@@ -415,7 +416,7 @@ def fr_nir_ok(value: str) -> bool:
         return False
     # Corsica: 2A and 2B read as 19 and 18; some issuers also subtract 1 or 2
     # million (both conventions are in use, either key is accepted).
-    offsets = (0,)
+    offsets: tuple[int, ...] = (0,)
     if body[5:7] in ("2A", "2B"):
         offsets = (0, 1000000) if body[5:7] == "2A" else (0, 2000000)
         body = body[:5] + ("19" if body[5:7] == "2A" else "18") + body[7:]

@@ -128,7 +128,7 @@ def _next_pem_stop(text: str, pos: int) -> re.Match[str] | None:
     remembers how far the text is known to hold no stop, so a scan, whose
     positions only grow, reads the text about once; and every search is
     bounded, so none holds the GIL for long."""
-    memo = getattr(_pem_memo, "last", None)
+    memo: tuple[str, int, int, re.Match[str] | None] | None = getattr(_pem_memo, "last", None)
     if memo is not None and memo[0] is text and memo[1] <= pos:
         _, _, clear_to, stop = memo
         if stop is not None and pos <= stop.start():
@@ -155,7 +155,7 @@ def _private_key_span(text: str, start: int, header_end: int, limit: int) -> tup
     # Truncated block: a header alone ("files start with -----BEGIN ...") is
     # not a secret; a header followed by key material is.
     lines = _PEM_LINES.match(text, header_end, limit)
-    if sum(ch.isalnum() for ch in lines.group()) >= 16:
+    if lines is not None and sum(ch.isalnum() for ch in lines.group()) >= 16:
         return lines.end(), False
     return None
 
