@@ -18,7 +18,7 @@ from hypothesis import settings
 CI, UNIT = "ci", "unit"
 # The share of each test's full count the fast profile draws, and its floor:
 # enough examples that a property still meets its interesting cases.
-UNIT_SHARE = 0.2
+UNIT_SHARE = 0.1
 UNIT_FLOOR = 20
 
 settings.register_profile(CI, deadline=None)
@@ -26,7 +26,7 @@ settings.register_profile(UNIT, deadline=None, max_examples=UNIT_FLOOR)
 
 
 def examples(full: int) -> int:
-    """``full`` under the ``ci`` profile; a fifth of it (at least
+    """``full`` under the ``ci`` profile; a tenth of it (at least
     ``UNIT_FLOOR``, at most ``full``) under ``unit``."""
     if settings.get_current_profile_name() != UNIT:
         return full
