@@ -23,7 +23,7 @@ from extproc.policy.loader import load_policy_dir
 from extproc.policy.model import CompiledRoute, PolicySet
 from extproc.runtime import Runtime
 
-C = TypeVar("C", bound=Capability)
+C = TypeVar("C", bound="Capability[Any]")
 
 HOST = "gw.test"
 CHAT = "/v1/chat/completions"
@@ -67,7 +67,7 @@ def capability(
     return cls(validated, mode, runtime or Runtime(quota_backend="memory"))
 
 
-def route(*capabilities: Capability, name: str = "r", source: str = "test:1") -> CompiledRoute:
+def route(*capabilities: Capability[Any], name: str = "r", source: str = "test:1") -> CompiledRoute:
     return CompiledRoute(name, source, tuple(capabilities))
 
 
@@ -114,7 +114,7 @@ def request(
 
 
 def context(
-    target: Capability | CompiledRoute | PolicySet | None = None,
+    target: Capability[Any] | CompiledRoute | PolicySet | None = None,
     method: str = "GET",
     path: str = "/",
     headers: Mapping[str, str] | None = None,
@@ -156,7 +156,7 @@ def context(
 
 
 def chat(
-    target: Capability | CompiledRoute | PolicySet,
+    target: Capability[Any] | CompiledRoute | PolicySet,
     messages: list[Any] | None = None,
     *,
     model: str = "m",
