@@ -253,19 +253,30 @@ class NativeGateway:
         self.envoy: EnvoyProcess | None = None
         try:
             wait_serving(self.xds, 20, self.server)
-            config = yaml.safe_load((ENVOY_DIR / "xds-bootstrap.yaml").read_text())
-            config["admin"]["address"]["socket_address"]["port_value"] = self.admin
-            (cluster,) = config["static_resources"]["clusters"]
-            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
-            endpoint["address"]["socket_address"]["port_value"] = self.xds
-            self.envoy = EnvoyProcess(config, self.admin, log_path=str(tmp / "envoy-native.log"))
-            self.envoy.wait_ready()
+            self.envoy = self.start_envoy("gateway-1", self.admin, tmp / "envoy-native.log")
             # /ready turns 200 once the ADS resources arrived; the listener may still be binding.
             wait_for(self._listening, timeout=10)
         except BaseException:
             self.close()
             raise
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+    def start_envoy(self, node: str, admin: int, log: Path) -> EnvoyProcess:
+        """One more Envoy bootstrapped from envoy/xds-bootstrap.yaml (Envoys on
+        one host share the listener port: Envoy binds it with SO_REUSEPORT)."""
+        config = yaml.safe_load((ENVOY_DIR / "xds-bootstrap.yaml").read_text())
+        config["node"]["id"] = node
+        config["admin"]["address"]["socket_address"]["port_value"] = admin
+        (cluster,) = config["static_resources"]["clusters"]
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        endpoint["address"]["socket_address"]["port_value"] = self.xds
+        envoy = EnvoyProcess(config, admin, log_path=str(log))
+        try:
+            envoy.wait_ready()
+        except BaseException:
+            envoy.stop()
+            raise
+        return envoy
 
     def _listening(self) -> bool:
         try:
@@ -773,3 +784,33 @@ def test_repeated_headers_agree(engines: tuple[Gateway, NativeGateway]) -> None:
         want = outcome(processor.client.get(path, headers=headers), "GET")
         got = outcome(native.client.get(path, headers=headers), "GET")
         assert want == got, (path, headers, want, got)
+
+
+def route_version(admin: int) -> str:
+    """The RouteConfiguration version an Envoy applied (its admin config dump)."""
+    dump = httpx.get(f"http://127.0.0.1:{admin}/config_dump?resource=dynamic_route_configs", timeout=5).json()
+    (config,) = dump["configs"]
+    return str(config["version_info"])
+
+
+def test_every_connected_envoy_gets_the_same_version(
+    native_only: tuple[NativeGateway, Path, Gateway], tmp_path: Path
+) -> None:
+    native, policies, _ = native_only
+    second_admin = free_port()
+    second = native.start_envoy("gateway-2", second_admin, tmp_path / "envoy-2.log")
+    try:
+        admins = (native.admin, second_admin)
+        before = {route_version(a) for a in admins}
+        assert len(before) == 1
+        write_policy(policies, _with_reader_rule(POLICY, ["/api/admin/**", "/api/reports/**"]))
+
+        def updated() -> bool:
+            versions = {route_version(a) for a in admins}
+            return len(versions) == 1 and versions != before
+
+        wait_for(updated, timeout=10)
+        (version,) = {route_version(a) for a in admins}
+        assert f"xds snapshot {version} pushed to 2 stream(s)" in native.log()
+    finally:
+        second.stop()
