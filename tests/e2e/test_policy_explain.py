@@ -190,6 +190,27 @@ def test_explain_shows_the_redaction_the_model_saw(stack):
     seen_by_model = response.json()["choices"][0]["message"]["content"]
     local: Outcome
     local, _ = asyncio.run(explain_directory(str(gateway.policies), RequestSpec.model_validate(demo.request)))
-    assert local.upstream is not None
+    assert local.upstream is not None, local.record
     sent = local.upstream.json()["messages"][0]["content"]
     assert sent == "mail [EMAIL_1]" and sent in seen_by_model and "alice@example.com" not in seen_by_model
+
+
+def test_the_cli_explains_against_the_running_processor(stack):
+    import argparse
+    import io
+
+    from extproc.policytools.commands import add_commands
+    from extproc.policytools.explain import main
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["explain", "--processor", f"127.0.0.1:{stack.processor.port}", "--decision-log", str(stack.log),
+         "--path", "/api/admin/users", "--claims", json.dumps(READER)]
+    )  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    assert main(args, out, err) == 0, err.getvalue()
+    text = out.getvalue()
+    assert f"policy:    processor 127.0.0.1:{stack.processor.port} (revision " in text
+    assert "  2. rbac" in text and "deny forbidden" in text  # from the processor's own decision log
+    assert "answer:    403 refused (forbidden), decided by rbac" in text

@@ -121,3 +121,39 @@ def test_each_case_runs_on_fresh_counters(policy_copy, tmp_path):
     code, out, _ = run(policy_copy, tests=cases)
     assert code == 0, out
     assert "2 passed" in out
+
+
+def test_api_keys_and_custom_headers(tmp_path):
+    from extproc.capabilities.api_key import new_key
+
+    key, digest = new_key()
+    policy = tmp_path / "policy"
+    (policy / "tests").mkdir(parents=True)
+    (policy / "p.yaml").write_text(
+        "routes:\n"
+        "  - name: billing\n"
+        "    match: { path_prefix: /billing/ }\n"
+        "    capabilities:\n"
+        "      - type: api_key\n"
+        "        config:\n"
+        "          header: x-billing-key\n"
+        f"          keys: [{{ id: ops, hash: '{digest}', subject: ops-bot, roles: [ops] }}]\n"
+        "      - type: rbac\n"
+        "        config: { rules: [{ name: ops-only, who: { roles: [ops] }, paths: ['/billing/**'] }] }\n"
+    )
+    (policy / "tests" / "billing.yaml").write_text(
+        "cases:\n"
+        "  - name: the key authenticates\n"
+        f"    request: {{ path: /billing/x, identity: {{ api_key: '{key}' }} }}\n"
+        "    expect:\n"
+        "      status: 200\n"
+        "      rule: ops-only\n"
+        "      upstream: { headers: { x-auth-subject: ops-bot }, headers_absent: [x-billing-key] }\n"
+        "      audit: { identity: { api_key_id: ops, methods: [api_key] } }\n"
+        "  - name: a wrong key is a 401\n"
+        "    request: { path: /billing/x, identity: { api_key: not-the-key } }\n"
+        "    expect: { status: 401, decided_by: api_key }\n"
+    )
+    code, out, _ = run(policy)
+    assert code == 0, out
+    assert "2 passed" in out and "coverage: routes 1/1, capabilities 2/2, rules 1/1" in out
