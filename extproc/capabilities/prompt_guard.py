@@ -68,6 +68,7 @@ class PromptGuard(Capability[PromptGuardCapabilityConfig]):
             # once) and again, once, in each scan worker process.
             self._model = offload.cached(self._scan_key + ":model", lambda: tier.load(config.model))
             self._model_thr = tier.model_threshold(config.model, self._model)
+            offload.warm_model(_model_probabilities, self._scan_key, config.model, ["warm up"])
 
     async def on_request_body(self, ctx: RequestContext) -> Deny | None:
         request = parsed_or_deny(ctx, self.config.max_body_bytes)
@@ -126,7 +127,7 @@ class PromptGuard(Capability[PromptGuardCapabilityConfig]):
         else:
             try:
                 found = await asyncio.wait_for(
-                    offload.off_loop(_model_probabilities, self._scan_key, cfg, texts), cfg.timeout_ms / 1000
+                    offload.model(_model_probabilities, self._scan_key, cfg, texts), cfg.timeout_ms / 1000
                 )
                 probability = max(found)
             except TimeoutError:

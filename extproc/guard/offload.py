@@ -18,7 +18,8 @@ The pool has at most half the cores, at a lower CPU priority: hostile
 bodies can never take the cores from request handling; further scans wait
 their turn in its queue. Until its worker is up (it starts on the first
 large scan and takes about a second), or if the pool breaks (a worker
-killed), scans run in threads.
+killed), scans run in threads. The prompt guard's model tier has a pool of
+its own (one worker, normal priority; see ``model``).
 """
 
 from __future__ import annotations
@@ -40,53 +41,90 @@ log = logging.getLogger(__name__)
 # of scanning).
 INLINE_MAX_CHARS = 16_384
 
-_processes: ProcessPoolExecutor | None = None
-_processes_failed = False
-_starting = False
 _threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guard-scan")
 
 
-def _process_pool() -> ProcessPoolExecutor | None:
-    """The pool once its worker has started, else None (and start it).
+class _Pool:
+    """A spawn process pool started in the background on first use; until
+    it is up, or if it cannot start, work runs in threads."""
 
-    Starting a worker (a fresh interpreter importing the guards) takes about
-    a second: far longer than Envoy waits for a message. Until it is up,
-    large scans run in threads, as they would without a pool."""
-    global _processes, _starting
-    if _processes is not None:
-        return _processes
-    if not _starting:
-        _starting = True
-        threading.Thread(target=_start, name="guard-scan-start", daemon=True).start()
-    return None
+    def __init__(self, name: str, workers: int, nice: int) -> None:
+        self.name = name
+        self.workers = workers
+        self.nice = nice
+        self.processes: ProcessPoolExecutor | None = None
+        self.failed = False
+        self.starting = False
+        self.warmers: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+
+    def get(self) -> ProcessPoolExecutor | None:
+        """The pool once its worker has started, else None (and start it).
+
+        Starting a worker (a fresh interpreter importing the guards) takes
+        about a second: far longer than Envoy waits for a message."""
+        if self.processes is not None or self.failed:
+            return self.processes
+        if not self.starting:
+            self.starting = True
+            threading.Thread(target=self._start, name=f"{self.name}-start", daemon=True).start()
+        return None
+
+    def _start(self) -> None:
+        try:
+            # spawn: the processor runs gRPC threads, which must not be forked.
+            pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_set_priority,
+                initargs=(self.nice,),
+            )
+            pool.submit(os.getpid).result()
+            # Work that must be ready before the first real job (loading a
+            # model) runs before the pool takes any: until then, threads.
+            for fn, args in list(self.warmers):
+                pool.submit(fn, *args).result()
+        except Exception as exc:  # noqa: BLE001 - any failure: threads from now on
+            # No worker process can start here (an embedding interpreter still
+            # bootstrapping, no fork/exec allowed...).
+            log.warning("%s processes unavailable (%s); running in threads", self.name, type(exc).__name__)
+            self.failed = True
+        else:
+            self.processes = pool
+            log.info(f"{self.name} workers ready", extra={"workers": self.workers})
+        finally:
+            self.starting = False
+
+    def warm(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Start the pool now and run ``fn(*args)`` in it before it serves."""
+        if len(self.warmers) < 16:
+            self.warmers.append((fn, args))
+        self.get()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        pool = self.get()
+        if pool is not None:
+            try:
+                return await asyncio.wrap_future(pool.submit(fn, *args))
+            except BrokenProcessPool:
+                log.warning("%s pool broken; running in a thread and restarting the pool", self.name)
+                self.processes = None
+        return await asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
 
 
-def _start() -> None:
-    global _processes, _processes_failed, _starting
+# Bulk scans of large bodies: at most half the cores, at the lowest
+# priority, so a hostile body slows itself, not its neighbours.
+_BULK = _Pool("guard scan", max(1, (os.cpu_count() or 2) // 2), 19)
+# The prompt guard's model tier: small jobs under a per-request time budget
+# that fits inside Envoy's message timeout, so at normal priority (at 19 a
+# busy host starves them past the budget) and in a process of its own (in a
+# thread it would hold the GIL against the event loop).
+_MODEL = _Pool("guard model", 1, 0)
+
+
+def _set_priority(nice: int) -> None:
     try:
-        # spawn: the processor runs gRPC threads, which must not be forked.
-        workers = max(1, (os.cpu_count() or 2) // 2)
-        pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
-        )
-        pool.submit(os.getpid).result()
-    except Exception as exc:  # noqa: BLE001 - any failure: threads from now on
-        # No worker process can start here (an embedding interpreter still
-        # bootstrapping, no fork/exec allowed...).
-        log.warning("guard scan processes unavailable (%s); scanning in threads", type(exc).__name__)
-        _processes_failed = True
-    else:
-        _processes = pool
-        log.info("guard scan workers ready", extra={"workers": workers})
-    finally:
-        _starting = False
-
-
-def _lower_priority() -> None:
-    # Bulk scans yield the CPU to the processes answering requests (the
-    # event loop, Envoy): a hostile body slows itself, not its neighbours.
-    try:
-        os.nice(19)
+        if nice:
+            os.nice(nice)
     except OSError:  # pragma: no cover - not permitted: run at normal priority
         pass
 
@@ -96,23 +134,20 @@ async def scan(size: int, fn: Callable[..., T], *args: Any) -> T:
     scan process pool (``fn`` and its arguments must pickle)."""
     if size <= INLINE_MAX_CHARS:
         return fn(*args)
-    return await off_loop(fn, *args)
+    return await _BULK.run(fn, *args)
 
 
-async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` never on the event loop, whatever its size: in the scan
-    process pool once it is up, else in a thread (``fn`` and its arguments
-    must pickle). For work too slow to run inline even on small inputs (the
-    prompt guard's model tier); callers bound the wait themselves."""
-    global _processes
-    pool = None if _processes_failed else _process_pool()
-    if pool is not None:
-        try:
-            return await asyncio.wrap_future(pool.submit(fn, *args))
-        except BrokenProcessPool:
-            log.warning("guard scan pool broken; scanning in a thread and restarting the pool")
-            _processes = None
-    return await asyncio.get_running_loop().run_in_executor(_threads, fn, *args)
+async def model(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` never on the event loop, whatever its size: in the model
+    process once it is up, else in a thread (``fn`` and its arguments must
+    pickle). Callers bound the wait themselves."""
+    return await _MODEL.run(fn, *args)
+
+
+def warm_model(fn: Callable[..., Any], *args: Any) -> None:
+    """Start the model process at policy load, with ``fn(*args)`` run in it
+    before it takes requests (a request never waits for a model to load)."""
+    _MODEL.warm(fn, *args)
 
 
 async def in_thread(size: int, fn: Callable[..., T], *args: Any) -> T:

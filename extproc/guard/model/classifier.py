@@ -48,7 +48,9 @@ class LinearModel:
         if data.get("format") != FORMAT:
             raise ModelError(f"{self.path}: not a {FORMAT} file")
         if data.get("features") != features.FEATURES_VERSION:
-            raise ModelError(f"{self.path}: built for features {data.get('features')!r}, not {features.FEATURES_VERSION!r}")
+            raise ModelError(
+                f"{self.path}: built for features {data.get('features')!r}, not {features.FEATURES_VERSION!r}"
+            )
         try:
             self.dim = int(data["dim"])
             self.bias = float(data["bias"])

@@ -32,12 +32,19 @@ class ModelTierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(False, description="Consult the local classifier when the rules are not sure.")
-    path: str | None = Field(None, description="Weights file (default: the built-in extproc/guard/model/injection.json).")
+    path: str | None = Field(
+        None, description="Weights file (default: the built-in extproc/guard/model/injection.json)."
+    )
     threshold: float | None = Field(
-        None, gt=0.0, lt=1.0, description="Probability from which the model blocks (default: the one in the weights file)."
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Probability from which the model blocks (default: the one in the weights file).",
     )
     min_chars: int = Field(0, ge=0, description="Texts shorter than this skip the model (the rules alone decide).")
-    timeout_ms: int = Field(500, ge=1, le=60_000, description="Time budget for one request's model scoring.")
+    # Envoy gives the processor 250 ms per message (envoy/gateway.yaml): the
+    # model's budget must leave room for the rest of the request's work.
+    timeout_ms: int = Field(150, ge=1, le=60_000, description="Time budget for one request's model scoring.")
     fail_mode: Literal["closed", "open"] = Field(
         "closed", description="When the model is unavailable or over budget: block (closed) or keep the rules' verdict."
     )
