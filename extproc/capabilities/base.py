@@ -24,13 +24,13 @@ bug that the pipeline turns into a 500 for that request.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from extproc.config import CapabilityConfig
 from extproc.context import Deny, Mode, Phase, RequestContext
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
 
-__all__ = ["REGISTRY", "Capability", "CapabilityConfig", "ConfigT", "describe", "register"]
+__all__ = ["REGISTRY", "Capability", "CapabilityConfig", "ConfigT", "declared_config", "describe", "register"]
 
 ConfigT = TypeVar("ConfigT", bound=CapabilityConfig)
 CapabilityT = TypeVar("CapabilityT", bound="Capability[Any]")
@@ -102,8 +102,22 @@ class Capability(Generic[ConfigT]):
 REGISTRY: dict[str, type[Capability[Any]]] = {}
 
 
+def declared_config(cls: type[Capability[Any]]) -> type[CapabilityConfig] | None:
+    """The config model ``cls`` is generic in (``Capability[JwtConfig]``)."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        if get_origin(base) is Capability:
+            (argument,) = get_args(base)
+            return argument if isinstance(argument, type) and issubclass(argument, CapabilityConfig) else None
+    return None
+
+
 def register(cls: type[CapabilityT]) -> type[CapabilityT]:
-    """Class decorator: make a capability attachable by its ``name``."""
+    """Class decorator: make a capability attachable by its ``name``. Its
+    ``Config`` must be the model it is generic in: the loader validates
+    with ``Config``, the handlers are type-checked against the parameter."""
+    declared = declared_config(cls)
+    if declared is not None and not issubclass(cls.Config, declared):
+        raise TypeError(f"{cls.__name__}.Config is {cls.Config.__name__}, not the {declared.__name__} it is generic in")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise ValueError(f"capability {cls.name!r} registered twice")
     REGISTRY[cls.name] = cls
