@@ -1,19 +1,12 @@
-"""The native gate's Lua source for one route: ``gate.lua`` with the route's
+"""The native gate's Lua source for one route: ``gate.GATE_LUA`` with the route's
 compiled settings prepended as a Lua table literal."""
 
 from __future__ import annotations
 
 import math
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-_GATE = Path(__file__).with_name("gate.lua")
-
-
-@cache
-def _template() -> str:
-    return _GATE.read_text()
+from extproc.xds.gate import GATE_LUA
 
 
 def lua_literal(value: Any) -> str:
@@ -50,4 +43,4 @@ def _lua_string(value: str) -> str:
 
 def gate_source(stage: str, settings: dict[str, Any]) -> str:
     config = {"stage": stage, **settings}
-    return f"local C = {lua_literal(config)}\n{_template()}"
+    return f"local C = {lua_literal(config)}\n{GATE_LUA}"
