@@ -53,10 +53,6 @@ class Coverage:
         out += [f"rule {r}/{c}/{name}" for (r, c, name), n in self.rules.items() if not n]
         return out
 
-    def never_denied(self) -> list[str]:
-        """Capabilities every case let through: no test shows them refusing."""
-        return [f"{r}/{c}" for (r, c), seen in self.capabilities.items() if seen and "deny" not in seen]
-
     def summary(self) -> str:
         routes = sum(1 for n in self.routes.values() if n)
         caps = sum(1 for s in self.capabilities.values() if s)

@@ -38,6 +38,7 @@ class TestKeys:
         self._dir = tempfile.TemporaryDirectory(prefix="extproc-policy-test-")
         self.directory = Path(self._dir.name)
         self._jwks: dict[str, Path] = {}
+        self._tokens: dict[str, str] = {}
 
     def close(self) -> None:
         self._dir.cleanup()
@@ -73,6 +74,14 @@ class TestKeys:
         return path
 
     def mint(self, claims: dict[str, Any], algorithms: list[str], ttl: int) -> str:
+        # The same caller in one run gets one token (a diff sends hundreds).
+        key = json.dumps([claims, algorithms, ttl], sort_keys=True, default=str)
+        token = self._tokens.get(key)
+        if token is None:
+            token = self._tokens[key] = self._sign(claims, algorithms, ttl)
+        return token
+
+    def _sign(self, claims: dict[str, Any], algorithms: list[str], ttl: int) -> str:
         now = int(time.time())
         body = {"iat": now, "nbf": now, "exp": now + ttl, **claims}
         if any(a.startswith(("RS", "PS")) for a in algorithms) or not algorithms:
