@@ -16,7 +16,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
+# The C extension has no type information: Any, checked at its use sites.
+_hs: Any
 try:  # pragma: no cover - exercised by the fallback test reloading this module
     if os.environ.get("EXTPROC_GUARD_ENGINE", "").lower() == "re":
         raise ImportError("disabled by EXTPROC_GUARD_ENGINE=re")
@@ -67,7 +70,7 @@ class MultiPattern:
         self._db.compile(expressions=list(expressions), ids=list(ids), elements=len(expressions), flags=list(flags))
         self._local = threading.local()
 
-    def _scratch(self):
+    def _scratch(self) -> Any:
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = _hs.Scratch(self._db)
@@ -79,11 +82,12 @@ class MultiPattern:
         append = hits.append
         if limit is None:
 
-            def on_match(id_, start, end, flags, context):
+            def on_match(id_: int, start: int, end: int, flags: int, context: Any) -> bool | None:
                 append((id_, start, end))
+                return None
         else:
 
-            def on_match(id_, start, end, flags, context):
+            def on_match(id_: int, start: int, end: int, flags: int, context: Any) -> bool | None:
                 append((id_, start, end))
                 return len(hits) > limit
 
@@ -98,7 +102,7 @@ class MultiPattern:
         found: set[int] = set()
         add = found.add
 
-        def on_match(id_, start, end, flags, context):
+        def on_match(id_: int, start: int, end: int, flags: int, context: Any) -> None:
             add(id_)
 
         self._db.scan(data, match_event_handler=on_match, scratch=self._scratch())

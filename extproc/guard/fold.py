@@ -66,7 +66,7 @@ def _fold_char(ch: str, depth: int = 0) -> str:
     return normalize.CONFUSABLES.get(ch, ch)
 
 
-class _Table(dict):
+class _Table(dict[int, str]):
     """``str.translate`` table filled on first sight of each character."""
 
     def __missing__(self, cp: int) -> str:
@@ -100,7 +100,7 @@ class Folded:
     def start(self, pos: int) -> int:
         """The original offset of the character folded to position ``pos``
         (the original length at the end)."""
-        if self._fpos is None:
+        if self._fpos is None or self._opos is None:
             return pos
         if pos >= len(self.text):
             return self.original_length
@@ -141,9 +141,11 @@ def fold(text: str) -> Folded:
     return Folded(folded, len(text), marks)
 
 
-def _prefilter_errors(exc: UnicodeEncodeError) -> tuple[str, int]:
+def _prefilter_errors(exc: UnicodeError) -> tuple[str, int]:
     # Letters left after folding (Cyrillic, CJK: IDN domains) must look like
     # letters to the ASCII prefilters; anything else must not match them.
+    if not isinstance(exc, UnicodeEncodeError):  # registered for encoding only
+        raise exc
     chunk = exc.object[exc.start : exc.end]
     return "".join("x" if ch.isalnum() else "?" for ch in chunk), exc.end
 

@@ -50,7 +50,7 @@ import yaml
 from pydantic import Field, field_validator
 
 from extproc.config import CapabilityConfig
-from extproc.guard import _multi, normalize
+from extproc.guard import _multi, normalize, regex_analysis
 
 RULES_PATH = Path(__file__).with_name("rules") / "injection.yaml"
 
@@ -204,20 +204,19 @@ class _Matcher:
             # Caseless patterns search a lower-cased copy without IGNORECASE,
             # and a leading \b is checked by hand: both let re skip ahead to
             # the possible first characters instead of trying every position.
-            self._res = []
+            self._res: list[tuple[int, re.Pattern[bytes], bool, bool, tuple[bytes, ...] | None]] = []
             for i, p, f in expressions:
                 caseless = bool(f & _multi.CASELESS)
-                bounded = caseless and p.startswith("\\b") and _leads_with_boundary(p)
+                bounded = caseless and p.startswith("\\b") and regex_analysis.leads_with_boundary(p)
                 source = p[2:] if bounded else p
-                self._res.append(
-                    (i, re.compile(source.encode("latin-1")), caseless, bounded, _anchors(p) if caseless else None)
-                )
+                anchors = regex_analysis.anchors(p) if caseless else None
+                self._res.append((i, re.compile(source.encode("latin-1")), caseless, bounded, anchors))
 
     def ids(self, data: bytes) -> set[int]:
         if self._engine == "hyperscan":
             return self._db.ids(data)
         lowered = data.lower()
-        found = set()
+        found: set[int] = set()
         for i, pattern, caseless, bounded, anchors in self._res:
             if anchors is not None and not any(a in lowered for a in anchors):
                 continue
@@ -242,50 +241,6 @@ def _search(pattern: re.Pattern[bytes], data: bytes, bounded: bool) -> bool:
             return True
         pos = start + 1
     return False
-
-
-def _leads_with_boundary(pattern: str) -> bool:
-    """Whether the \\b the pattern starts with applies to all of it (not to
-    the first branch of a top-level alternation only)."""
-    from re import _parser as sre
-
-    data = sre.parse(pattern).data
-    return bool(data) and str(data[0][0]) == "AT" and str(data[0][1]) == "AT_BOUNDARY"
-
-
-def _literal_prefix(items) -> str:
-    out = []
-    for op, av in items:
-        if str(op) != "LITERAL":
-            break
-        out.append(chr(av))
-    return "".join(out)
-
-
-def _anchors(pattern: str) -> tuple[bytes, ...] | None:
-    """Lower-case literals one of which starts every match of ``pattern``
-    (a leading literal, or the literal prefixes of a leading alternation),
-    or None when there are none worth testing."""
-    from re import _parser as sre  # stdlib internals, used only for this analysis
-
-    items = list(sre.parse(pattern).data)
-    while items and str(items[0][0]) == "AT":
-        items.pop(0)
-    if not items:
-        return None
-    op, av = items[0]
-    if str(op) == "SUBPATTERN" and not av[1] and not av[2]:
-        items = list(av[-1].data) + items[1:]
-        op, av = items[0]
-    if str(op) == "LITERAL":
-        prefixes = [_literal_prefix(items)]
-    elif str(op) == "BRANCH":
-        prefixes = [_literal_prefix(branch.data) for branch in av[1]]
-    else:
-        return None
-    if not prefixes or min(map(len, prefixes)) < 2:
-        return None
-    return tuple(sorted({p.lower().encode("latin-1") for p in prefixes}))
 
 
 # Four single letters in a row, separated: "i g n o", "i.g.n.o".
@@ -320,7 +275,7 @@ class _Views:
     def base64_runs(data: bytes) -> list[tuple[int, int]]:
         """Runs of 24+ base64 characters (with up to two '=' of padding)."""
         mask = data.translate(_B64_MASK)
-        runs = []
+        runs: list[tuple[int, int]] = []
         pos = 0
         while len(runs) < _B64_MAX_RUNS and (start := mask.find(b"A" * 24, pos)) >= 0:
             m = _NOT_A.search(mask, start + 24)
@@ -386,7 +341,7 @@ def _windows(data: bytes, positions: Iterable[int], reach: int) -> list[tuple[in
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(digest: str, path: str, engine: str):
+def _compiled(digest: str, path: str, engine: str) -> tuple[str, tuple[Rule, ...], tuple[int, ...], _Matcher, _Matcher]:
     """Rules and matchers for one rules file content (reloads that do not
     change the file reuse the compiled databases)."""
     version, rules = load_rules(Path(path))
@@ -547,12 +502,15 @@ def _base64_texts(data: bytes, runs: list[tuple[int, int]]) -> list[str]:
     return out
 
 
+_DEFAULT_ROLES: tuple[Role, ...] = ("user", "tool")
+
+
 class PromptGuardConfig(CapabilityConfig):
     deny: list[str] = Field(default_factory=list, description="Regexes: a match scores 1.0 (rule policy.deny[i]).")
     allow: list[str] = Field(
         default_factory=list, description="Regexes: a message matching one entirely skips the built-in signatures."
     )
-    roles: list[Role] = Field(default_factory=lambda: ["user", "tool"], description="Message roles inspected.")
+    roles: list[Role] = Field(default_factory=lambda: list(_DEFAULT_ROLES), description="Message roles inspected.")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Score from which a message is an injection.")
     detector: bool = Field(True, description="Use the built-in signatures (false: deny/allow lists only).")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -182,7 +183,7 @@ def _decode_tags(text: str) -> str:
 _SLICE = 32_768
 
 
-def in_slices(fn, text: str) -> str:
+def in_slices(fn: Callable[[str], str], text: str) -> str:
     """``fn(text)`` for a per-character transformation, applied slice by
     slice: one C-level pass (regex, translate, NFKC) over a megabyte holds
     the GIL for tens of milliseconds, and a scan in a worker thread must
