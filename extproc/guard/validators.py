@@ -257,17 +257,21 @@ def ipv6_ok(value: str) -> bool:
 
 
 def shannon_entropy(value: str) -> float:
-    """Bits per character."""
+    """Bits per character: log2(n) - sum(c log2 c) / n over the counts c."""
     n = len(value)
     if not n:
         return 0.0
-    return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
+    return math.log2(n) - sum(c * math.log2(c) for c in Counter(value).values() if c > 1) / n
 
 
 def char_classes(value: str) -> int:
     """How many of lower, upper, digit, other appear."""
     # Over the distinct characters: validators run once per attempt, and a
     # hostile body makes attempts at every keyword.
+    if value.isascii():
+        chars = set(value)
+        alnum = _ascii_alnum_classes(chars)
+        return alnum + (not chars <= _ASCII_ALNUM)
     lower = upper = digit = other = False
     for ch in set(value):
         if ch.islower():
@@ -281,9 +285,25 @@ def char_classes(value: str) -> int:
     return lower + upper + digit + other
 
 
+_ASCII_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
+_ASCII_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_DIGITS = frozenset("0123456789")
+_ASCII_ALNUM = _ASCII_LOWER | _ASCII_UPPER | _ASCII_DIGITS
+
+
+def _ascii_alnum_classes(chars: set[str]) -> int:
+    return (
+        (not chars.isdisjoint(_ASCII_LOWER))
+        + (not chars.isdisjoint(_ASCII_UPPER))
+        + (not chars.isdisjoint(_ASCII_DIGITS))
+    )
+
+
 def alnum_classes(value: str) -> int:
     """How many of lower, upper, digit appear (symbols do not count)."""
     chars = set(value)
+    if value.isascii():
+        return _ascii_alnum_classes(chars)
     return any(c.islower() for c in chars) + any(c.isupper() for c in chars) + any(c.isdigit() for c in chars)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from extproc.guard import validators as v
-from extproc.guard._multi import CASELESS
 from extproc.guard.detectors.base import ScanOptions, Span, digits, make, not_after
 from extproc.guard.detectors.context import OTHER_NUMBERS, Keywords
 
@@ -321,6 +320,8 @@ def _phone_keyed(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 
 
 # Bare national numbers ("8233565229", "3420837783") after a word for phone.
+# The prefilter looks for the digits, not the words: "call" and "contact"
+# are everywhere in prose, runs of nine digits are not.
 PHONE_KEYED = make(
     "PHONE/keyed",
     "PHONE",
@@ -330,9 +331,9 @@ PHONE_KEYED = make(
     head_len=1,
     width=14 + _EXT_WIDTH + 2,
     alphabet=_PHONE_ALPHABET,
-    prefilter=_PHONE_WORDS.prefilter,
-    prefilter_flags=CASELESS,
-    after=_PHONE_WORDS.after,
+    prefilter=r"(?:^|[^0-9A-Za-z_+.\-/])\+?[0-9]{9}",
+    re_prefilter=r"[0-9]{9}",
+    before=1,
     context=max(_PHONE_WORDS.context, _NATIONAL_CONTEXT),
     priority=17,
 )
