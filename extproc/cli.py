@@ -216,6 +216,12 @@ _PORT = _number(int, 0, 65535)
 _PORT_OR_NONE = _number(int, 1, 65535)
 
 
+def _xds(args: argparse.Namespace) -> int:
+    from extproc.xds.__main__ import main as xds_main
+
+    return xds_main(list(args.xds_args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from extproc.admission import DEFAULT_MAX_CONCURRENT
     from extproc.bundle.cli import add_bundle_commands, add_serve_arguments
@@ -362,10 +368,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(policy_sub)
     add_bundle_commands(policy_sub)
+
+    xds = sub.add_parser(
+        "xds",
+        help="the xDS control plane: `xds serve` pushes policy compiled to Envoy-native filters, `xds render` shows it",
+        add_help=False,  # `extproc xds --help` is the control plane's own help
+    )
+    xds.add_argument("xds_args", nargs=argparse.REMAINDER)
+    xds.set_defaults(func=_xds)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["xds"]:  # its own parser, flags such as --help included
+        from extproc.xds.__main__ import main as xds_main
+
+        return xds_main(argv[1:])
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level)
     command: Callable[[argparse.Namespace], int] = args.func

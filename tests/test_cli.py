@@ -79,3 +79,18 @@ def test_policy_schema_json_schema_is_a_json_schema():
     assert result.returncode == 0
     schema = json.loads(result.stdout)
     assert schema["$schema"].endswith("2020-12/schema") and "routes" in schema["properties"]
+
+
+def test_xds_render_shows_which_engine_runs_each_route():
+    result = extproc("xds", "render", "--policies", str(REPO / "policies"), "--plan-only")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "route api: native" in lines
+    # The LLM route needs bodies: the processor keeps it.
+    assert any(line.startswith("route llm: ext_proc") for line in lines)
+
+
+def test_xds_help_is_the_control_planes_own():
+    result = extproc("xds", "--help")
+    assert result.returncode == 0
+    assert "{serve,render}" in result.stdout
