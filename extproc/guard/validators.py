@@ -63,10 +63,23 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
 )
 
 
+def _issuer_table() -> tuple[frozenset[tuple[str, int]], tuple[int, ...]]:
+    """Every (prefix, length) the ranges allow, and the prefix widths: a
+    lookup per width instead of a pass over the ranges per candidate."""
+    table: set[tuple[str, int]] = set()
+    for low, high, lengths in _CARD_RANGES:
+        for prefix in range(int(low), int(high) + 1):
+            table.update((f"{prefix:0{len(low)}d}", n) for n in lengths)
+    return frozenset(table), tuple(sorted({len(low) for low, _, _ in _CARD_RANGES}))
+
+
+_ISSUERS, _ISSUER_WIDTHS = _issuer_table()
+
+
 def card_issuer_ok(digits: str) -> bool:
     """A known issuer prefix whose card lengths include ``len(digits)``."""
     n = len(digits)
-    return any(n in lengths and low <= digits[: len(low)] <= high for low, high, lengths in _CARD_RANGES)
+    return any((digits[:width], n) in _ISSUERS for width in _ISSUER_WIDTHS)
 
 
 def card_ok(digits: str) -> bool:

@@ -153,5 +153,10 @@ def make(
     )
 
 
+_NOT_DIGITS = re.compile(r"[^0-9]+")
+
+
 def digits(value: str) -> str:
-    return "".join(ch for ch in value if ch.isdigit())
+    """The ASCII digits of ``value`` (detection runs on folded text: other
+    scripts' digits are ASCII by then)."""
+    return _NOT_DIGITS.sub("", value)
