@@ -47,7 +47,8 @@ if __package__ in (None, ""):  # run as a script
 
 from faker import Faker
 
-from extproc.guard.pii import BUILTIN_ENTITIES, PiiConfig, PiiScanner, mask
+from extproc.guard.detectors import BUILTIN_ENTITIES
+from extproc.guard.pii import PiiConfig, PiiScanner, mask
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pt_BR")
 SEEDS = {"tune": 11, "heldout": 29}
@@ -570,10 +571,23 @@ def _shown(text: str, start: int, end: int, entity: str) -> str:
     return f"{text[:start]}«{mask(text[start:end], entity)}»{text[end:]}"
 
 
+def _splits(split: str) -> list[str]:
+    """The corpus splits a runner's split name stands for: PII has no
+    reference split (the injection corpora do); "all" is both."""
+    if split in ("all", "both"):
+        return list(SEEDS)
+    if split == "reference":
+        return ["heldout"]
+    if split not in SEEDS:
+        raise ValueError(f"unknown split {split!r}: use tune, heldout or all")
+    return [split]
+
+
 def evaluate(split: str = "heldout") -> PiiReport:
     scan = scanner()
-    report = PiiReport(split)
-    for sample in corpus(split):
+    names = _splits(split)
+    report = PiiReport("+".join(names))
+    for sample in (s for name in names for s in corpus(name)):
         report.samples += 1
         locale = report.by_locale.setdefault(sample.locale, Score())
         findings = scan.find(sample.text)
