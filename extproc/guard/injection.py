@@ -91,6 +91,7 @@ class Rule:
     builtin: str | None
     examples: tuple[str, ...]
     near_misses: tuple[str, ...]
+    ends_only: bool = False
 
     def weight_for(self, role: str) -> float:
         if self.roles is not None and role not in self.roles:
@@ -136,6 +137,7 @@ def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
             "builtin",
             "examples",
             "near_misses",
+            "scope",
         }
         if unknown:
             raise RuleError(f"{where} ({rid}): unknown keys {sorted(unknown)}")
@@ -160,6 +162,9 @@ def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
         role_weights = raw.get("role_weights") or {}
         if set(role_weights) - set(ROLES) or not all(0 <= w <= 1 for w in role_weights.values()):
             raise RuleError(f"{where} ({rid}): role_weights maps roles to weights in [0, 1]")
+        scope = raw.get("scope", "full")
+        if scope not in ("full", "ends"):
+            raise RuleError(f"{where} ({rid}): scope must be full or ends")
         rules.append(
             Rule(
                 id=rid,
@@ -171,6 +176,7 @@ def load_rules(path: Path) -> tuple[str, tuple[Rule, ...]]:
                 builtin=builtin,
                 examples=tuple(raw.get("examples") or ()),
                 near_misses=tuple(raw.get("near_misses") or ()),
+                ends_only=scope == "ends",
             )
         )
     return str(data["version"]), tuple(rules)
@@ -340,25 +346,50 @@ def _windows(data: bytes, positions: Iterable[int], reach: int) -> list[tuple[in
     return out
 
 
+# Rules with ``scope: ends`` read this many bytes at each end of a longer
+# text: persona set-ups (weak signals that only count stacked) sit at the
+# start or the end of a prompt, and a megabyte document need not pay for
+# them in full; the other rules read everything.
+ENDS_WINDOW = 32_768
+
+
+class _Tiered:
+    """The full-text matcher, plus the ends-only one on a long text's ends."""
+
+    def __init__(self, full: _Matcher, ends: _Matcher | None) -> None:
+        self._full = full
+        self._ends = ends
+
+    def ids(self, data: bytes) -> set[int]:
+        found = self._full.ids(data)
+        if self._ends is not None:
+            if len(data) > 2 * ENDS_WINDOW:
+                data = data[:ENDS_WINDOW] + b"\0\n\0" + data[-ENDS_WINDOW:]
+            found |= self._ends.ids(data)
+        return found
+
+
 @functools.lru_cache(maxsize=8)
-def _compiled(digest: str, path: str, engine: str) -> tuple[str, tuple[Rule, ...], tuple[int, ...], _Matcher, _Matcher]:
+def _compiled(digest: str, path: str, engine: str) -> tuple[str, tuple[Rule, ...], tuple[int, ...], _Tiered, _Matcher]:
     """Rules and matchers for one rules file content (reloads that do not
     change the file reuse the compiled databases)."""
     version, rules = load_rules(Path(path))
     flags = _multi.CASELESS | _multi.SINGLEMATCH
     expressions: list[tuple[int, str, int]] = []
+    ends: list[tuple[int, str, int]] = []
     squeezed: list[tuple[int, str, int]] = []
     owners: list[int] = []  # expression id -> rule index
     for index, rule in enumerate(rules):
         for p in rule.patterns:
-            expressions.append((len(owners), p, flags))
+            (ends if rule.ends_only else expressions).append((len(owners), p, flags))
             squeezed.append((len(owners), _squeezed(p), flags))
             owners.append(index)
     # Not a rule: says whether letter-spaced runs are worth extracting.
     expressions.append((len(owners), _SPACED_TRIGGER, flags))
     # Squeezed runs are a few dozen bytes when they exist at all: re is fast
     # enough there, and a second Hyperscan database would double start-up.
-    return version, rules, tuple(owners), _Matcher(expressions, engine), _Matcher(squeezed, "re")
+    matcher = _Tiered(_Matcher(expressions, engine), _Matcher(ends, engine) if ends else None)
+    return version, rules, tuple(owners), matcher, _Matcher(squeezed, "re")
 
 
 class InjectionDetector:
