@@ -92,11 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=classifier.WEIGHTS_PATH)
     parser.add_argument("--c", type=float, default=4.0, help="inverse L2 regularization strength")
+    parser.add_argument("--heads", type=int, default=0, help="also train on the first N chars of long attacks")
     parser.add_argument("--oof", type=Path, help="write out-of-fold probabilities (id -> p) here")
     parser.add_argument("--max-fp", type=float, default=0.005, help="out-of-fold benign FP rate to stay under")
     args = parser.parse_args(argv)
 
     records = tune_records()
+    if args.heads:
+        # Short character set-ups are jailbreaks too: teach the model the
+        # opening of each long attack as an example of its own.
+        heads = []
+        for record in records:
+            text = record["text"]
+            if record["label"] == 1 and len(text) > 2 * args.heads:
+                cut = text.rfind(" ", 0, args.heads)
+                heads.append({**record, "id": record["id"] + ":head", "text": text[: cut if cut > 0 else args.heads]})
+        records += heads
     rows, cols = [], []
     for r, record in enumerate(records):
         idx = features.indexes(record["text"], DIM)

@@ -272,6 +272,9 @@ _NOT_A = re.compile(rb"[^A]")
 _NOT_1 = re.compile(rb"[^1]")
 
 
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'})
+
+
 class _Views:
     """Where the costlier views are needed, from translate() masks of the text
     (a C-speed pass each; no regex runs over ordinary text). Engine
@@ -458,7 +461,9 @@ class InjectionDetector:
         if canon is None:
             canon = normalize.canonical(text)
         owners = self._owners
-        data = normalize.as_bytes(canon.text)
+        # Typographic quotes are outside Latin-1: as ASCII ones, "you’ve"
+        # still reads as "you've" to the signatures.
+        data = normalize.as_bytes(canon.text if canon.text.isascii() else canon.text.translate(_QUOTES))
         ids = self._matcher.ids(data)
         spaced = len(owners) in ids
         ids.discard(len(owners))
