@@ -43,6 +43,7 @@ from extproc.config import CapabilityConfig
 from extproc.guard import _multi
 from extproc.guard.detectors import (
     BUILTIN_ENTITIES,
+    NATIONAL_ENTITIES,
     Detector,
     ScanOptions,
     analyze_custom,
@@ -85,7 +86,7 @@ _CUSTOM_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,39}")
 
 
 def _default_entities() -> dict[Entity, Action]:
-    return dict.fromkeys(get_args(Entity), "redact")
+    return {entity: "redact" for entity in get_args(Entity) if entity not in NATIONAL_ENTITIES}
 
 
 class CustomPattern(CapabilityConfig):
@@ -112,7 +113,9 @@ class CustomPattern(CapabilityConfig):
 class PiiConfig(CapabilityConfig):
     entities: dict[Entity, Action] = Field(
         default_factory=_default_entities,
-        description="Built-in entities to detect and what to do with each; unlisted ones are not detected.",
+        description="Built-in entities to detect and what to do with each; unlisted ones are not detected. "
+        "The default lists every built-in entity but the national identifiers (US_ITIN, UK_NINO, UK_NHS, "
+        "DE_TAX_ID, FR_NIR, ES_NIF, ES_NIE, IT_FISCAL_CODE, NL_BSN, BR_CPF, PASSPORT): list those you need.",
     )
     custom: list[CustomPattern] = Field(default_factory=list)
     ignore_version_like_ips: bool = Field(
@@ -253,7 +256,7 @@ def _prefilter_db(detectors: tuple[Detector, ...]) -> _multi.MultiPattern:
     return _multi.MultiPattern(
         [d.prefilter for d in detectors if d.prefilter is not None],
         list(range(len(detectors))),
-        [_multi.SOM_LEFTMOST | d.prefilter_flags for d in detectors],
+        [(_multi.SOM_LEFTMOST if d.som else 0) | d.prefilter_flags for d in detectors],
     )
 
 
@@ -454,11 +457,12 @@ class PiiScanner:
             det = detectors[id_]
             before = det.before
             after = det.after + 1
+            som = det.som
             floor = det.context if clipped else 0
             spans.sort()
             lo = hi = -1
             for start, end in spans:
-                s = start - before
+                s = (start if som else end) - before
                 if s < floor:
                     s = floor
                 if s > hi:

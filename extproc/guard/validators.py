@@ -52,7 +52,7 @@ _CARD_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = (
     ("62", "62", frozenset(range(16, 20))),  # UnionPay
     ("2200", "2204", frozenset(range(16, 20))),  # Mir
     ("50", "50", frozenset(range(12, 20))),  # Maestro
-    ("56", "58", frozenset(range(12, 20))),
+    ("56", "69", frozenset(range(12, 20))),  # Maestro's whole range: national debit BINs (PT 6705..., RU 6x...)
     ("6304", "6304", frozenset(range(12, 20))),
     ("6759", "6759", frozenset(range(12, 20))),
     ("6761", "6763", frozenset(range(12, 20))),

@@ -19,6 +19,7 @@ from extproc.guard.detectors.contact import (
     PHONE_FR,
     PHONE_INTL,
     PHONE_KEYED,
+    PHONE_KEYED_GROUPED,
     PHONE_NANP,
     PHONE_TRUNK,
 )
@@ -56,12 +57,31 @@ from extproc.guard.detectors.network import IPV4, IPV6
 __all__ = [
     "BUILTIN_ENTITIES",
     "CUSTOM_MAX_WIDTH",
+    "NATIONAL_ENTITIES",
     "Detector",
     "ScanOptions",
     "analyze_custom",
     "builtin_detectors",
     "custom_detector",
 ]
+
+# Identifiers of one country each: detected when a policy lists them (a
+# German deployment lists DE_TAX_ID). Every other built-in entity is on by
+# default; these would cost every request a dozen more prefilter patterns
+# for numbers most deployments never see.
+NATIONAL_ENTITIES: tuple[str, ...] = (
+    "US_ITIN",
+    "UK_NINO",
+    "UK_NHS",
+    "DE_TAX_ID",
+    "FR_NIR",
+    "ES_NIF",
+    "ES_NIE",
+    "IT_FISCAL_CODE",
+    "NL_BSN",
+    "BR_CPF",
+    "PASSPORT",
+)
 
 BUILTIN_ENTITIES: tuple[str, ...] = (
     "EMAIL",
@@ -92,7 +112,7 @@ BUILTIN_ENTITIES: tuple[str, ...] = (
 
 _BY_ENTITY: dict[str, tuple[Detector, ...]] = {
     "EMAIL": (EMAIL,),
-    "PHONE": (PHONE_INTL, PHONE_NANP, PHONE_FR, PHONE_BR, PHONE_TRUNK, PHONE_BARE, PHONE_KEYED),
+    "PHONE": (PHONE_INTL, PHONE_NANP, PHONE_FR, PHONE_BR, PHONE_TRUNK, PHONE_BARE, PHONE_KEYED, PHONE_KEYED_GROUPED),
     "CREDIT_CARD": (CREDIT_CARD,),
     "US_SSN": (US_SSN,),
     "IBAN": (IBAN,),

@@ -82,6 +82,10 @@ class Detector:
     min_tail: int = 0
     alphabet: str | None = None
     priority: int = 50
+    # Whether windows start from the prefilter match's start (Hyperscan's
+    # SOM_LEFTMOST, costly for a long pattern with bounded repeats) or, when
+    # False, from its end: ``before`` then counts back from the end.
+    som: bool = True
     # Compiled "[^alphabet]", searched on a reversed tail by streams.
     nonalpha: re.Pattern[str] | None = None
     # Where scans look for attempt starts: the head, or a cheaper necessary
@@ -123,6 +127,7 @@ def make(
     lead: int = 0,
     min_tail: int = 0,
     priority: int = 50,
+    som: bool = True,
     decided: Callable[[Detector, str, int, int], bool] | None = None,
 ) -> Detector:
     compiled_head = re.compile(head, flags) if head is not None else None
@@ -149,6 +154,7 @@ def make(
         lead=lead,
         min_tail=min_tail,
         priority=priority,
+        som=som,
         decided=decided,
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from extproc.guard import validators as v
-from extproc.guard.detectors.base import ScanOptions, Span, digits, make, not_after
+from extproc.guard._multi import CASELESS
+from extproc.guard.detectors.base import ScanOptions, Span, Validator, digits, make, not_after
 from extproc.guard.detectors.context import OTHER_NUMBERS, Keywords
 
 # --- EMAIL -------------------------------------------------------------------
@@ -310,30 +311,100 @@ _PHONE_WORDS = Keywords(
 )
 
 
-def _phone_keyed(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
-    nums = digits(_number(m))
-    if not 9 <= len(nums) <= 13 or len(set(nums)) <= 2:
-        return None
-    if not _PHONE_WORDS.before(text, m.start()) or not _national_ok(text, m.start()):
-        return None
-    return m.span()
+# Eight digits with at most four separators or brackets between two.
+_EIGHT_DIGITS = r"[(+]?[0-9](?:[ .\-/()]{0,4}[0-9]){7}"
+_EIGHT_DIGITS_WIDTH = 2 + 7 * 5
+# "call me on 12.05.2024": a date after a phone word is still a date.
+_DATE_LIKE = re.compile(r"[0-9]{1,4}(?P<d>[./\-])[0-9]{1,2}(?P=d)[0-9]{1,4}(?: [0-9]{1,2})?\Z")
 
 
-# Bare national numbers ("8233565229", "3420837783") after a word for phone.
-# The prefilter looks for the digits, not the words: "call" and "contact"
-# are everywhere in prose, runs of nine digits are not.
+# Words that name a phone number (not verbs like "call"): enough to read
+# any grouping after them as one.
+_PHONE_NOUNS = Keywords(
+    [
+        r"call",
+        r"phone",
+        r"telephone",
+        r"tel\b",
+        r"mobile",
+        r"cell",
+        r"fax\b",
+        r"whatsapp",
+        r"telefon",
+        r"handy",
+        r"rufnummer",
+        r"portable",
+        r"telefono",
+        r"movil",
+        r"celular",
+        r"cellulare",
+        r"telefoon",
+        r"mobiel",
+        r"gsm\b",
+        r"telefone",
+        r"fone\b",
+        r"tlf",
+        r"puhelin",
+        r"telefonu",
+    ],
+    gap=48,
+    blockers=OTHER_NUMBERS,
+)
+
+
+def _phone_keyed_with(words: Keywords) -> Validator:
+    def validate(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
+        value = _number(m)
+        nums = digits(value)
+        if not 8 <= len(nums) <= 15 or len(set(nums)) <= 2 or not _balanced(value) or _DATE_LIKE.match(value):
+            return None
+        if not words.before(text, m.start()) or not _national_ok(text, m.start()):
+            return None
+        return m.span()
+
+    return validate
+
+
+# A bare run of digits ("8233565229", "3420837783") after a word for phone,
+# verbs included ("call me at", "Chiamami al"). The prefilter looks for the
+# digits, not the words: "call" and "contact" are everywhere in prose.
 PHONE_KEYED = make(
     "PHONE/keyed",
     "PHONE",
-    _PHONE_BEFORE + r"\+?[0-9]{9,13}" + _EXT + _PHONE_AFTER,
-    _phone_keyed,
+    _PHONE_BEFORE + r"\+?[0-9]{9,15}" + _EXT + _PHONE_AFTER,
+    _phone_keyed_with(_PHONE_WORDS),
     head=_PHONE_BEFORE + r"[+0-9]",
     head_len=1,
-    width=14 + _EXT_WIDTH + 2,
+    width=16 + _EXT_WIDTH + 2,
     alphabet=_PHONE_ALPHABET,
     prefilter=r"(?:^|[^0-9A-Za-z_+.\-/])\+?[0-9]{9}",
     re_prefilter=r"[0-9]{9}",
     before=1,
     context=max(_PHONE_WORDS.context, _NATIONAL_CONTEXT),
+    priority=17,
+)
+
+# Any other national or international grouping after a word naming a phone
+# number: "(351) 935 181 909", "8 (865) 797-54-32", "08/ 718 03 34", eight to
+# fifteen digits. The prefilter is the whole condition, word, gap and eight
+# digits: eight digits alone are in every date.
+PHONE_KEYED_GROUPED = make(
+    "PHONE/keyed-grouped",
+    "PHONE",
+    _PHONE_BEFORE + r"(?:\(\+?[0-9]{1,5}\)|\+?[0-9]{1,15})"
+    r"(?:[ .\-/]{1,2}(?:\([0-9]{1,5}\)|[0-9]{1,10})|(?<=\))[0-9]{1,10}){0,6}" + _EXT + _PHONE_AFTER,
+    _phone_keyed_with(_PHONE_NOUNS),
+    head=_PHONE_BEFORE + r"[+(0-9]",
+    head_len=1,
+    width=18 + 6 * 14 + _EXT_WIDTH + 2,
+    alphabet=_PHONE_ALPHABET,
+    prefilter=rf"(?:{_PHONE_NOUNS.prefilter})[^0-9\r\n]{{0,{_PHONE_NOUNS.gap}}}" + _EIGHT_DIGITS,
+    prefilter_flags=CASELESS,
+    # Without start of match: the number's first character is at most
+    # _EIGHT_DIGITS_WIDTH before the end of the prefilter's match.
+    som=False,
+    before=_EIGHT_DIGITS_WIDTH,
+    after=1,
+    context=max(_PHONE_NOUNS.context, _NATIONAL_CONTEXT),
     priority=17,
 )

@@ -39,7 +39,7 @@ OTHER_NUMBERS = (
 
 
 class Keywords:
-    __slots__ = ("_blocked", "_near", "after", "context", "prefilter")
+    __slots__ = ("_blocked", "_near", "after", "context", "gap", "prefilter")
 
     def __init__(self, words: Sequence[str], *, gap: int = 32, blockers: Sequence[str] = ()) -> None:
         """``words``: ASCII regex fragments without groups or anchors
@@ -54,6 +54,7 @@ class Keywords:
         # start up to ``after`` past its end; validators read ``context``
         # characters before a value.
         self.prefilter = alternation.lower()
+        self.gap = gap
         self.after = gap + 1
         self.context = gap + longest + 2
 

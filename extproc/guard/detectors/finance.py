@@ -27,12 +27,13 @@ def _card(text: str, m: re.Match[str], opts: ScanOptions) -> Span | None:
 CREDIT_CARD = make(
     "CREDIT_CARD",
     "CREDIT_CARD",
-    r"(?<![0-9.\-])(?:[0-9]{12,19}"
+    # Not glued to letters: a run of digits inside a hex hash is no card.
+    not_after(r"0-9A-Za-z.\-") + r"(?:[0-9]{12,19}"
     r"|[0-9]{4}(?P<cs>[ .\-])[0-9]{4}(?P=cs)[0-9]{4}(?:(?P=cs)[0-9]{1,4}(?:(?P=cs)[0-9]{3})?)?"
     r"|[0-9]{4}(?P<as>[ .\-])[0-9]{6}(?P=as)[0-9]{4,5})"
-    r"(?![0-9]|[.\-][0-9])",
+    r"(?![0-9A-Za-z]|[.\-][0-9])",
     _card,
-    head=r"(?<![0-9.\-])[0-9]",
+    head=not_after(r"0-9A-Za-z.\-") + r"[0-9]",
     head_len=1,
     width=26,
     alphabet=r"0-9 .\-",
