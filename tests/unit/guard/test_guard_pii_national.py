@@ -178,3 +178,47 @@ def test_streams_reproduce_one_shot_scans(scanner: PiiScanner) -> None:
         stream = StreamSanitizer(scanner)
         out = "".join(stream.feed(text[i : i + step]) for i in range(0, len(text), step)) + stream.flush()
         assert out == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("My phone number is (351) 935 181 909.", "(351) 935 181 909"),
+        ("Tel.: 8 (865) 797-54-32", "8 (865) 797-54-32"),
+        ("telefoon 08/ 718 03 34", "08/ 718 03 34"),
+        ("Call me at 792 601 815 tomorrow", "792 601 815"),
+        ("mobile: 26018159", "26018159"),
+    ],
+)
+def test_keyword_led_phones_in_any_grouping(scanner: PiiScanner, text: str, value: str) -> None:
+    assert found(scanner, text) == [("PHONE", value)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My phone broke on 12.05.2024 and again in 2025",  # a date after the word is a date
+        "792 601 815 tomorrow",  # the same grouping without a phone word
+        "phone order 792 601 815",  # the word belongs to an order
+    ],
+)
+def test_keyword_led_phone_near_misses(scanner: PiiScanner, text: str) -> None:
+    assert found(scanner, text) == []
+
+
+def test_card_digits_inside_a_hash_are_not_a_card(scanner: PiiScanner) -> None:
+    # The same Luhn-valid digits alone are a card; glued into hex they are not.
+    assert found(scanner, "id 6011000000000004 ok") == [("CREDIT_CARD", "6011000000000004")]
+    text = "sha 3491b71ddfe3b236531351eb1a9fbc1b4171347a6011000000000004c06dae499fd"
+    assert found(scanner, text) == []
+
+
+def test_national_identifiers_are_opt_in() -> None:
+    from extproc.guard.detectors import NATIONAL_ENTITIES
+
+    default = PiiScanner(PiiConfig())
+    assert not set(NATIONAL_ENTITIES) & set(default.entities)
+    assert "PHONE" in default.entities and "CREDIT_CARD" in default.entities
+    assert found(default, "BSN 111222333, NIE X1234567L") == []
+    listed = PiiScanner(PiiConfig(entities={"NL_BSN": "redact", "ES_NIE": "redact"}))
+    assert found(listed, "BSN 111222333, NIE X1234567L") == [("NL_BSN", "111222333"), ("ES_NIE", "X1234567L")]
