@@ -7,8 +7,10 @@ Reads only ``split == "tune"`` records of ``bench/efficacy/corpora`` (never
 the held-out ones), featurizes them with ``extproc.guard.model.features``
 (exactly what inference computes), fits an L2 logistic regression with
 balanced class weights and picks the decision threshold by 5-fold
-cross-validation grouped by source family, as the lowest probability whose
-out-of-fold false-positive rate on benign prompts stays under ``--max-fp``.
+cross-validation (grouped: an attack family and its near duplicates never
+straddle folds), as the lowest probability at which the deployed guard
+(rules or model) keeps its out-of-fold false-positive rate on benign tune
+prompts within ``--max-fp`` (2 %, the issue's bound).
 Weights are quantized to 16-bit integers. Deterministic: the same corpora
 give the same file.
 """
@@ -46,9 +48,9 @@ def tune_records() -> list[dict[str, Any]]:
 
 
 def clusters(records: list[dict[str, Any]]) -> list[str]:
-    """A group per record for cross-validation: its source family, merged
-    with every near duplicate (half its 8-word shingles shared), so no fold
-    tests on a variant of what it trained on."""
+    """A group per record for cross-validation: an attack's source family,
+    merged with every near duplicate (half its 8-word shingles shared), so
+    no fold tests on a variant of what it trained on."""
     import re
     from collections import Counter, defaultdict
 
@@ -66,6 +68,11 @@ def clusters(records: list[dict[str, Any]]) -> list[str]:
 
     first: dict[str, int] = {}
     for i, record in enumerate(records):
+        if record["label"] == 0:
+            # A benign "family" is a whole category (coding, role-play...):
+            # held-out prompts come from other templates of the same
+            # categories, so benign prompts group by near duplicates only.
+            continue
         family = f"{record['corpus']}:{record['family']}"
         if family in first:
             parent[find(i)] = find(first[family])
@@ -91,10 +98,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=classifier.WEIGHTS_PATH)
-    parser.add_argument("--c", type=float, default=4.0, help="inverse L2 regularization strength")
+    parser.add_argument("--c", type=float, default=16.0, help="inverse L2 regularization strength")
     parser.add_argument("--heads", type=int, default=0, help="also train on the first N chars of long attacks")
     parser.add_argument("--oof", type=Path, help="write out-of-fold probabilities (id -> p) here")
-    parser.add_argument("--max-fp", type=float, default=0.005, help="out-of-fold benign FP rate to stay under")
+    parser.add_argument(
+        "--max-fp", type=float, default=0.02, help="out-of-fold benign FP rate (rules or model) to stay within"
+    )
     args = parser.parse_args(argv)
 
     records = tune_records()
@@ -129,9 +138,20 @@ def main(argv: list[str] | None = None) -> int:
         oof[test] = model().fit(x[train], y[train]).predict_proba(x[test])[:, 1]
     if args.oof:
         args.oof.write_text(json.dumps({record["id"]: float(p) for record, p in zip(records, oof, strict=True)}))
-    benign = np.sort(oof[y == 0])
-    allowed = int(args.max_fp * len(benign))
-    threshold = float(max(0.5, benign[len(benign) - allowed - 1] + 1e-6))
+    # The operating point: the lowest threshold at which the guard as
+    # deployed (rules at the 0.5 threshold, or the model) keeps its
+    # out-of-fold false-positive rate on benign tune prompts within
+    # --max-fp. The rules' own false positives count against the budget.
+    from extproc.guard.injection import InjectionDetector
+
+    detector = InjectionDetector()
+    ruled = np.asarray([detector.scan(record["text"]).score >= 0.5 for record in records])
+    benign = y == 0
+    threshold = 0.99
+    for candidate in np.arange(0.99, 0.049, -0.01):
+        if ((oof >= candidate) | ruled)[benign].mean() > args.max_fp:
+            break
+        threshold = float(round(candidate, 2))
     recall = float((oof[y == 1] >= threshold).mean())
     fp = float((oof[y == 0] >= threshold).mean())
     print(f"tune records: {len(records)} ({int(y.sum())} attacks); {x.nnz} features")
