@@ -95,10 +95,18 @@ class _Pool:
             self.starting = False
 
     def warm(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Start the pool now and run ``fn(*args)`` in it before it serves."""
-        if len(self.warmers) < 16:
-            self.warmers.append((fn, args))
-        self.get()
+        """Start the pool now and run ``fn(*args)`` in it before it serves;
+        in a pool already running (a policy reload), queue it ahead of the
+        requests to come."""
+        if len(self.warmers) >= 16:
+            del self.warmers[0]
+        self.warmers.append((fn, args))
+        pool = self.get()
+        if pool is not None:
+            try:
+                pool.submit(fn, *args)
+            except (BrokenProcessPool, RuntimeError):
+                self.processes = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         pool = self.get()
