@@ -75,6 +75,19 @@ def _generated_chars(event: dict[str, Any]) -> int:
     return chars
 
 
+def _answer_chars(body: dict[str, Any]) -> int:
+    """Characters of generated text in a whole JSON answer: what is charged
+    when the answer reports no usage, as for streams."""
+    chars = 0
+    for choice in body.get("choices") or ():  # chat (message) and completions (text)
+        if isinstance(choice, dict):
+            chars += _string_chars(choice.get("message")) + _string_chars(choice.get("text"))
+    for key in ("content", "output"):  # Anthropic content blocks; Responses output items
+        if isinstance(body.get(key), list):
+            chars += _string_chars(body[key])
+    return chars
+
+
 class UsageTracker:
     """Reads the real usage out of a response as it streams past, without
     holding the stream: JSON bodies are kept (bounded) until complete; SSE
@@ -109,12 +122,24 @@ class UsageTracker:
             if self._size <= self.max_bytes:
                 self._json_parts.append(chunk)
             if end:
+                # A body too large to keep, or one we cannot read, leaves the
+                # reservation standing: charging the prompt alone would let an
+                # upstream that answers oddly spend no budget.
+                if self._size > self.max_bytes:
+                    self.unreadable = True
+                    return
                 try:
                     body = json.loads(b"".join(self._json_parts))
                 except (ValueError, RecursionError):  # not JSON, or JSON we refuse to read
+                    self.unreadable = True
                     return
                 self.usage = normalize_usage(usage_of(body))
                 self._note_model(body)
+                if self.usage is None and isinstance(body, dict):
+                    try:
+                        self.completion_chars = _answer_chars(body)
+                    except RecursionError:
+                        self.unreadable = True
             return
         try:
             blocks = self._splitter.feed(chunk)

@@ -320,17 +320,31 @@ async def test_a_stream_that_breaks_off_keeps_the_reservation():
     assert deny is not None and deny.status == 429
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by this test: a complete JSON answer without usage is charged its prompt only "
-    "(UsageTracker counts generated text in streams alone), so an upstream omitting usage spends no budget",
-)
 async def test_a_whole_json_answer_without_usage_is_charged_by_its_text():
     route = budget_route(1000)
     ctx, deny = await ask(route, {"model": "m", "max_tokens": 900})
     assert deny is None
     await settle(ctx, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 400}}]})
     assert facts(ctx)["gen_ai.usage.output_tokens"] == 100  # four characters a token, as for streams
+
+
+async def test_a_whole_anthropic_answer_without_usage_is_charged_by_its_content_blocks():
+    route = budget_route(1000)
+    ctx, deny = await ask(route, {"model": "m", "max_tokens": 900}, path="/v1/messages")
+    assert deny is None
+    answer = {"type": "message", "role": "assistant", "content": [{"type": "text", "text": "y" * 200}]}
+    await settle(ctx, answer)
+    assert facts(ctx)["gen_ai.usage.output_tokens"] == 50
+
+
+@pytest.mark.parametrize("body", [b"<html>not json</html>", b'{"choices": [', b"x" * (9 << 20)])
+async def test_a_json_answer_that_cannot_be_read_keeps_the_reservation(body):
+    route = budget_route(1000)
+    ctx, deny = await ask(route, {"model": "m", "max_tokens": 300})
+    assert deny is None
+    await builders.respond(ctx, [body])
+    await settled()
+    assert facts(ctx)["gen_ai.usage.output_tokens"] == 300  # nothing readable: charged what was reserved
 
 
 async def test_a_streamed_answer_settles_on_the_usage_of_its_final_event():
