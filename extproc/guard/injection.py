@@ -300,10 +300,17 @@ class _Views:
     def leet_positions(data: bytes) -> list[int]:
         """One position in each word where a leet character sits between letters."""
         mask = data.translate(_LEET_MASK)
-        out = []
+        out: list[int] = []
         pos = 0
-        while (i := mask.find(b"a1", pos)) >= 0:
-            m = _NOT_1.search(mask, i + 2)
+        # Look for the rare "1" (memchr) and check the letter before it:
+        # searching "a1" directly stops at every letter of the text.
+        while (k := mask.find(b"1", pos)) >= 0:
+            if k == 0 or mask[k - 1] != 97:  # no letter before this run
+                m = _NOT_1.search(mask, k + 1)
+                pos = m.start() if m else len(mask)
+                continue
+            i = k - 1
+            m = _NOT_1.search(mask, k + 1)
             j = m.start() if m else len(mask)
             if j < len(mask) and mask[j] == 97:  # "a": letters on both sides
                 out.append(i)
@@ -479,10 +486,12 @@ class InjectionDetector:
                     extra.add("homoglyph")
         leet = _Views.leet_positions(data)
         if leet:
-            decoded = data.translate(normalize.LEET)
             # One scan over all windows, NUL-separated: no signature spans a
             # NUL (no \s, no letter), and one call beats one per window.
-            joined = b"\0\n\0".join(decoded[lo:hi] for lo, hi in _windows(data, leet, _LEET_REACH))
+            # Only the windows are decoded.
+            joined = b"\0\n\0".join(
+                data[lo:hi].translate(normalize.LEET) for lo, hi in _windows(data, leet, _LEET_REACH)
+            )
             leet_ids = self._matcher.ids(joined)
             only = {owners[i] for i in leet_ids if i < len(owners)} - found
             if only:
