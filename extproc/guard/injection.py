@@ -364,18 +364,19 @@ ENDS_WINDOW = 32_768
 
 
 class _Tiered:
-    """The full-text matcher, plus the ends-only one on a long text's ends."""
+    """Every rule in one database for a text up to twice the window (one
+    pass, the common case); a longer text gets the full-scope rules over all
+    of it and every rule over its two ends."""
 
-    def __init__(self, full: _Matcher, ends: _Matcher | None) -> None:
+    def __init__(self, every: _Matcher, full: _Matcher | None) -> None:
+        self._every = every
         self._full = full
-        self._ends = ends
 
     def ids(self, data: bytes) -> set[int]:
+        if self._full is None or len(data) <= 2 * ENDS_WINDOW:
+            return self._every.ids(data)
         found = self._full.ids(data)
-        if self._ends is not None:
-            if len(data) > 2 * ENDS_WINDOW:
-                data = data[:ENDS_WINDOW] + b"\0\n\0" + data[-ENDS_WINDOW:]
-            found |= self._ends.ids(data)
+        found |= self._every.ids(data[:ENDS_WINDOW] + b"\0\n\0" + data[-ENDS_WINDOW:])
         return found
 
 
@@ -398,7 +399,8 @@ def _compiled(digest: str, path: str, engine: str) -> tuple[str, tuple[Rule, ...
     expressions.append((len(owners), _SPACED_TRIGGER, flags))
     # Squeezed runs are a few dozen bytes when they exist at all: re is fast
     # enough there, and a second Hyperscan database would double start-up.
-    matcher = _Tiered(_Matcher(expressions, engine), _Matcher(ends, engine) if ends else None)
+    every = _Matcher(expressions + ends, engine)
+    matcher = _Tiered(every, _Matcher(expressions, engine) if ends else None)
     return version, rules, tuple(owners), matcher, _Matcher(squeezed, "re")
 
 
