@@ -1,16 +1,19 @@
 """What the contributor docs name exists: every repository path, every
-``extproc.`` dotted name, every relative link (and its anchor) and every
-``make`` target in docs/architecture.md and CONTRIBUTING.md. A rename that
+``extproc.`` dotted name, every relative link (and its anchor), every
+``make`` target and every ``extproc`` command in docs/architecture.md and
+CONTRIBUTING.md. A rename that
 leaves the guide pointing at nothing fails here."""
 
 from __future__ import annotations
 
 import importlib
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
+from extproc.cli import build_parser
 from tests.docs.test_architecture_example import EXAMPLE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,3 +114,40 @@ def test_make_targets_exist() -> None:
     named = {t for doc in DOCS for t in MAKE.findall(prose(doc))}
     assert named, "the docs name no make target"
     assert named <= targets, f"not in the Makefile: {sorted(named - targets)}"
+
+
+def _extproc_commands(doc: Path) -> tuple[list[str], list[str]]:
+    """(commands the doc's ``sh`` blocks run, commands its prose names), as argv."""
+    text = doc.read_text()
+    run = [
+        line.split("  #")[0].strip()
+        for block in re.findall(r"^```sh\n(.*?)^```", text, re.M | re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+    ]
+    named = INLINE.findall(prose(doc))
+
+    def argv(lines: list[str]) -> list[str]:
+        out = []
+        for line in lines:
+            found = re.match(r"(?:\.venv/bin/)?extproc (.*)", line.split(" > ")[0].split(" && ")[0].strip())
+            if found:
+                out.append(found[1])
+        return out
+
+    return argv(run), argv(named)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda d: d.name)
+def test_extproc_commands_parse_with_the_real_cli(doc: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A command the doc runs parses as written; a command its prose names
+    is a real subcommand with those options (its ``--help`` works)."""
+    run, named = _extproc_commands(doc)
+    assert run or named, f"{doc.name}: no extproc command found (the pattern is broken)"
+    for command in run:
+        args = build_parser().parse_args(shlex.split(command))
+        assert callable(args.func), command
+    for command in named:
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([*shlex.split(command), "--help"])
+        assert done.value.code == 0, f"{doc.name}: `extproc {command}` is not a command"
+    capsys.readouterr()  # the help texts
