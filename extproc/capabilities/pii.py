@@ -155,7 +155,7 @@ class Pii(Capability[PiiCapabilityConfig]):
         return None
 
     async def on_response_headers(self, ctx: RequestContext) -> Deny | None:
-        request = ctx.state.get("llm.request")
+        request = ctx.established.llm_request
         vault = ctx.state.get(self._vault_key)
         if request is None or (self._response_scanner is None and not vault):
             return None

@@ -308,17 +308,11 @@ def parse_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     return request
 
 
-LEGACY_REQUEST_KEY = "llm.request"
-
-
 def llm_request(ctx: RequestContext, max_bytes: int = 4 << 20) -> LlmRequest:
     """The parsed request, parsed on first use; raises LlmRequestError."""
     cached = ctx.established.llm_request
     if cached is None:
         cached = ctx.established.llm_request = parse_request(ctx, max_bytes)
-        # pii.py (the guard helpers' module) still looks the parsed request
-        # up by this string key; it goes once pii reads ctx.established.
-        ctx.state[LEGACY_REQUEST_KEY] = cached
         audit.note(ctx, "llm.api", cached.api)
         audit.note(ctx, "llm.stream", cached.stream)
         if cached.model is not None:
