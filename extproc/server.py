@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from extproc.admission import DEFAULT_MAX_CONCURRENT, AdmissionGate
 from extproc.audit.telemetry import Telemetry, TelemetryOptions
 from extproc.bundle.status import RevisionHealthServicer, publish_revision
+from extproc.guard import offload
 from extproc.policy.loader import PolicyLoadError
 from extproc.policy.store import PolicyStore
 from extproc.portclaim import PortClaim, PortInUse
@@ -134,6 +135,7 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None, stop
             except PortInUse as exc:
                 raise StartupError(str(exc)) from None
         check_quota_backend(options.quota_backend)
+        offload.serving()  # this process's policy loads may start the guard's model process
         runtime = Runtime(quota_backend=options.quota_backend)
         cleanup.push_async_callback(runtime.aclose)
         try:

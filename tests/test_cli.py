@@ -18,6 +18,9 @@ def test_validate_ok_on_shipped_policies():
     result = extproc("policy", "validate", str(REPO / "policies"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok: ") and "revision" in result.stdout
+    # Validation has no side effects: the demo's prompt_guard model tier
+    # starts no model process outside a serving processor.
+    assert result.stderr == ""
 
 
 def test_validate_points_at_the_broken_line(tmp_path):

@@ -152,10 +152,23 @@ async def model(fn: Callable[..., T], *args: Any) -> T:
     return await _MODEL.run(fn, *args)
 
 
+_serving = threading.Event()
+
+
+def serving() -> None:
+    """Called by a process that serves requests, before it loads its policy:
+    from then on a policy load starts and warms the model process. Anything
+    else that loads a policy (``policy validate``, ``policy test``, a
+    supervisor checking a reload) starts no process."""
+    _serving.set()
+
+
 def warm_model(fn: Callable[..., Any], *args: Any) -> None:
-    """Start the model process at policy load, with ``fn(*args)`` run in it
-    before it takes requests (a request never waits for a model to load)."""
-    _MODEL.warm(fn, *args)
+    """In a serving process, start the model process at policy load, with
+    ``fn(*args)`` run in it before it takes requests (a request never waits
+    for a model to load). Elsewhere the pool starts on first use."""
+    if _serving.is_set():
+        _MODEL.warm(fn, *args)
 
 
 async def in_thread(size: int, fn: Callable[..., T], *args: Any) -> T:
