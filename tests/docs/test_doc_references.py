@@ -151,3 +151,19 @@ def test_extproc_commands_parse_with_the_real_cli(doc: Path, capsys: pytest.Capt
             build_parser().parse_args([*shlex.split(command), "--help"])
         assert done.value.code == 0, f"{doc.name}: `extproc {command}` is not a command"
     capsys.readouterr()  # the help texts
+
+
+def test_the_layer_section_names_every_layer_member() -> None:
+    """docs/architecture.md's layer map lists what ``extproc.layers`` (the
+    table tests/test_imports.py enforces) puts in each layer."""
+    from extproc.layers import LAYERS
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text[text.index("## Layers") : text.index("\n## ", text.index("## Layers") + 1)]
+    missing = [
+        f"{layer.name}: {member}"
+        for layer in LAYERS
+        for member in layer.members
+        if member not in ("extproc", "extproc.layers") and not re.search(rf"{re.escape(member)}\b(?!\.)", section)
+    ]
+    assert not missing, f"docs/architecture.md's layer section misses {missing}"
