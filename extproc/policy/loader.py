@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from extproc.capabilities import REGISTRY
+from extproc.capabilities.base import Capability
 from extproc.policy.model import CompiledRoute, PolicySet, compile_match
 from extproc.policy.schema import Defaults, PolicyFile
 from extproc.runtime import DEFAULT_RUNTIME, Runtime
@@ -104,7 +105,7 @@ def _duplicate_keys(node: yaml.Node | None, file: str) -> list[PolicyError]:
     return errors
 
 
-def _validation_errors(exc: ValidationError, file: str, locator: _Locator, prefix: Loc = ()) -> list[PolicyError]:
+def validation_errors(exc: ValidationError, file: str, locator: _Locator, prefix: Loc = ()) -> list[PolicyError]:
     errors = []
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
@@ -139,7 +140,7 @@ def _yaml_syntax_error(exc: yaml.MarkedYAMLError, file: str) -> PolicyError:
     )
 
 
-def _parse(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
+def parse_yaml(text: str, file: str) -> tuple[Any, _Locator, list[PolicyError]]:
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -161,7 +162,7 @@ Placement = dict[int, tuple[str, int, str]]
 def _compile_file(
     text: str, file: str, runtime: Runtime, placed: Placement | None = None
 ) -> tuple[PolicyFile | None, list[CompiledRoute], list[PolicyError]]:
-    data, locator, errors = _parse(text, file)
+    data, locator, errors = parse_yaml(text, file)
     if errors:
         return None, [], errors
     if data is None:
@@ -171,7 +172,7 @@ def _compile_file(
     try:
         spec = PolicyFile.model_validate(data)
     except ValidationError as exc:
-        return None, [], _validation_errors(exc, file, locator)
+        return None, [], validation_errors(exc, file, locator)
 
     routes: list[CompiledRoute] = []
     for r_index, route in enumerate(spec.routes):
@@ -193,7 +194,7 @@ def _compile_file(
             try:
                 config = cls.Config.model_validate(cap_spec.config)
             except ValidationError as exc:
-                errors.extend(_validation_errors(exc, file, locator, (*loc, "config")))
+                errors.extend(validation_errors(exc, file, locator, (*loc, "config")))
                 continue
             try:
                 capability = cls(config, cap_spec.mode, runtime)
@@ -382,19 +383,22 @@ def _start_capabilities(routes: Iterable[CompiledRoute], placed: Placement) -> l
         for capability in route.capabilities:
             file, line, field = placed.get(id(capability), (route.source, 0, ""))
             try:
-                _run_to_completion(capability.start(), capability.name)
+                start_capability(capability)
             except (ValueError, OSError) as exc:
                 errors.append(PolicyError(file, line, field, str(exc)))
     return errors
 
 
-def _run_to_completion(start: Coroutine[Any, Any, None], name: str) -> None:
+def start_capability(capability: Capability[Any]) -> None:
+    """Run ``capability.start()`` to completion without an event loop (see
+    ``_start_capabilities``); raises what it raises."""
+    start = capability.start()
     try:
         start.send(None)
     except StopIteration:
         return
     start.close()
-    raise ValueError(f"capability {name}: start() waited on the event loop; it must hand waiting to a task")
+    raise ValueError(f"capability {capability.name}: start() waited on the event loop; it must hand waiting to a task")
 
 
 def _close_capabilities(routes: Iterable[CompiledRoute]) -> None:

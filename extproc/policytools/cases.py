@@ -21,9 +21,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from extproc.policy.loader import PolicyError, PolicyLoadError
-from extproc.policy.loader import _parse as parse_yaml  # the loader's line-mapping YAML reader
-from extproc.policy.loader import _validation_errors as validation_errors
+from extproc.policy.loader import (  # the loader's file:line:field mapping
+    PolicyError,
+    PolicyLoadError,
+    parse_yaml,
+    validation_errors,
+)
 
 Filter = Literal["auto", "ext_authz", "ext_proc"]
 

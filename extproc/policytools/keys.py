@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from extproc.capabilities.base import Capability
 from extproc.capabilities.jwt_auth import JwtAuth, JwtConfig
+from extproc.policy.loader import start_capability
 from extproc.policy.model import CompiledRoute, PolicySet
 from extproc.runtime import Runtime
 
@@ -98,7 +99,9 @@ def _with_test_keys(cap: JwtAuth, keys: TestKeys, runtime: Runtime) -> JwtAuth:
         issuer["jwks"] = {"file": str(keys.jwks_file(original))}
         if not any(a in ("RS256", "ES256") for a in issuer["algorithms"]):
             issuer["algorithms"] = [*issuer["algorithms"], "RS256"]
-    return JwtAuth(JwtConfig.model_validate(config), cap.mode, runtime)
+    replacement = JwtAuth(JwtConfig.model_validate(config), cap.mode, runtime)
+    start_capability(replacement)  # its keys are read now, as the loader reads a policy's
+    return replacement
 
 
 def trust_test_keys(policy: PolicySet, keys: TestKeys, runtime: Runtime) -> PolicySet:
