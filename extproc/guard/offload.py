@@ -94,14 +94,14 @@ class _Pool:
         finally:
             self.starting = False
 
-    def warm(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Start the pool now and run ``fn(*args)`` in it before it serves;
-        in a pool already running (a policy reload), queue it ahead of the
-        requests to come."""
+    def warm(self, fn: Callable[..., Any], *args: Any, start: bool = True) -> None:
+        """Run ``fn(*args)`` in the pool before it serves: when it starts
+        (now, with ``start``, or on first use), and in a pool already running
+        (a policy reload) ahead of the requests to come."""
         if len(self.warmers) >= 16:
             del self.warmers[0]
         self.warmers.append((fn, args))
-        pool = self.get()
+        pool = self.get() if start else self.processes
         if pool is not None:
             try:
                 pool.submit(fn, *args)
@@ -166,9 +166,9 @@ def serving() -> None:
 def warm_model(fn: Callable[..., Any], *args: Any) -> None:
     """In a serving process, start the model process at policy load, with
     ``fn(*args)`` run in it before it takes requests (a request never waits
-    for a model to load). Elsewhere the pool starts on first use."""
-    if _serving.is_set():
-        _MODEL.warm(fn, *args)
+    for a model to load). Elsewhere the pool starts on first use, and warms
+    the same way before it takes any."""
+    _MODEL.warm(fn, *args, start=_serving.is_set())
 
 
 async def in_thread(size: int, fn: Callable[..., T], *args: Any) -> T:
