@@ -15,7 +15,7 @@ test: $(STAMP)
 
 # The fast suite: no Envoy, no Redis, no child processes.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e and not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not e2e and not integration" -n auto --hypothesis-profile=unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check extproc tests bench

@@ -495,13 +495,29 @@ def _route_configuration(built: _Built) -> dict[str, Any]:
     }
 
 
+def _processor_cluster(options: Options) -> dict[str, Any]:
+    cluster = static_cluster(GOVERNANCE, options.processor.host, options.processor.port, http2=True, timeout="0.25s")
+    # As envoy/gateway.yaml: a dead or draining processor (NOT_SERVING for its
+    # drain delay) leaves the pool within a second, so processor routes fail
+    # fast with the filter's 503 instead of waiting out timeouts.
+    cluster["health_checks"] = [
+        {
+            "timeout": "0.5s",
+            "interval": "1s",
+            "no_traffic_interval": "1s",
+            "unhealthy_threshold": 1,
+            "healthy_threshold": 1,
+            "grpc_health_check": {},
+        }
+    ]
+    return cluster
+
+
 def compile_policy(policy: PolicySet, options: Options = Options()) -> Snapshot:
     built = _build_routes(policy, options, route_matches(policy))
     clusters = {
         UPSTREAM: static_cluster(UPSTREAM, options.upstream.host, options.upstream.port),
-        GOVERNANCE: static_cluster(
-            GOVERNANCE, options.processor.host, options.processor.port, http2=True, timeout="0.25s"
-        ),
+        GOVERNANCE: _processor_cluster(options),
         **built.clusters,
     }
     resources = {

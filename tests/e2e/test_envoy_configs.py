@@ -51,10 +51,40 @@ PROCESSOR_HEALTH_CHECK = {
 }
 
 
+def _rendered_by_the_control_plane() -> dict:
+    """What `extproc xds serve` pushes for the demo policy, as one static
+    config: its listeners must hold the same line as the hand-written ones."""
+    import argparse
+
+    from extproc.policy.loader import load_policy_dir
+    from extproc.runtime import Runtime
+    from extproc.xds.__main__ import _options
+    from extproc.xds.compiler import compile_policy
+    from extproc.xds.render import static_bootstrap
+
+    policy = load_policy_dir(REPO / "policies", Runtime(quota_backend="memory"))
+    args = argparse.Namespace(
+        listen="127.0.0.1:10000",
+        upstream="127.0.0.1:8080",
+        processor="127.0.0.1:9001",
+        processor_only=False,
+        mtls_listen=None,
+        tls_cert=None,
+        tls_key=None,
+        tls_ca=None,
+    )
+    return static_bootstrap(compile_policy(policy, _options(args, "memory")))
+
+
 def _shipped() -> dict[str, dict]:
-    configs = {str(p.relative_to(REPO)): yaml.safe_load(p.read_text()) for p in sorted(REPO.glob("envoy/*.yaml"))}
+    configs = {
+        str(p.relative_to(REPO)): yaml.safe_load(p.read_text())
+        for p in sorted(REPO.glob("envoy/*.yaml"))
+        if p.name != "xds-bootstrap.yaml"  # no listeners of its own: the control plane's are checked below
+    }
     configmap = yaml.safe_load((REPO / "deploy/kubernetes/envoy-config.yaml").read_text())
     configs["deploy/kubernetes/envoy-config.yaml"] = yaml.safe_load(configmap["data"]["envoy.yaml"])
+    configs["xds render (demo policy)"] = _rendered_by_the_control_plane()
     return configs
 
 
@@ -86,13 +116,21 @@ def test_every_listener_rejects_underscore_headers_and_normalizes_paths(name):
         assert manager["path_with_escaped_slashes_action"] in ("UNESCAPE_AND_REDIRECT", "REJECT_REQUEST")
         removed = set(manager["route_config"]["request_headers_to_remove"])
         assert removed >= ROUTING_OVERRIDE_HEADERS, sorted(ROUTING_OVERRIDE_HEADERS - removed)
-        # Envoy's own 503/504 (processor down, overloaded, too slow) carry Retry-After.
-        (mapper,) = manager["local_reply_config"]["mappers"]
-        bounds = {
-            f["status_code_filter"]["comparison"]["op"]: f["status_code_filter"]["comparison"]["value"]["default_value"]
-            for f in mapper["filter"]["and_filter"]["filters"]
-        }
-        assert bounds == {"GE": 503, "LE": 504}
+        # Envoy's own 503/504 (processor down, overloaded, too slow) carry Retry-After
+        # (the control plane adds mappers of its own for native refusals).
+        retry_mappers = [
+            mapper
+            for mapper in manager["local_reply_config"]["mappers"]
+            if {
+                f.get("status_code_filter", {}).get("comparison", {}).get("op"): f.get("status_code_filter", {})
+                .get("comparison", {})
+                .get("value", {})
+                .get("default_value")
+                for f in mapper.get("filter", {}).get("and_filter", {}).get("filters", [])
+            }
+            == {"GE": 503, "LE": 504}
+        ]
+        (mapper,) = retry_mappers
         assert mapper["headers_to_add"] == [
             {"header": {"key": "retry-after", "value": "1"}, "append_action": "ADD_IF_ABSENT"}
         ]
@@ -110,7 +148,7 @@ def test_every_processor_filter_fails_closed_with_503_to_a_health_checked_cluste
     filters = _typed(config, EXT_AUTHZ) + _typed(config, EXT_PROC)
     assert filters
     for processor_filter in filters:
-        assert processor_filter["failure_mode_allow"] is False
+        assert processor_filter.get("failure_mode_allow", False) is False  # absent: the proto default
         assert processor_filter["status_on_error"] == {"code": "ServiceUnavailable"}
         cluster = clusters[processor_filter["grpc_service"]["envoy_grpc"]["cluster_name"]]
         # A gone or draining replica is retried on another, only for failures
@@ -124,6 +162,8 @@ def test_every_processor_filter_fails_closed_with_503_to_a_health_checked_cluste
         timeout = _seconds(processor_filter["grpc_service"]["timeout"])
         assert _seconds(retry["retry_back_off"]["max_interval"]) >= timeout
         (health_check,) = cluster["health_checks"]
+        for key in ("interval", "timeout"):  # protobuf JSON writes 0.5s as 0.500s
+            health_check = {**health_check, key: f"{_seconds(health_check[key]):g}s"}
         assert PROCESSOR_HEALTH_CHECK.items() <= health_check.items(), cluster["name"]
         # Before any traffic Envoy checks every no_traffic_interval (60 s by default).
         assert health_check.get("no_traffic_interval", "60s") == "1s"

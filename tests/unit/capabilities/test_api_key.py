@@ -54,6 +54,7 @@ def test_the_cli_prints_a_key_and_its_hash(capsys):
         "sha256:" + "0" * 63,
         "md5:" + hashlib.md5(b"x").hexdigest(),
     ],
+    ids=["plaintext-key", "no-prefix", "upper-hex", "short-hex", "md5"],  # stable ids: keys are random per run
 )
 def test_only_hashes_can_be_configured(bad_hash):
     with pytest.raises(ValidationError):
@@ -102,6 +103,17 @@ async def test_a_custom_header_name_is_normalised():
         KEY_HASH.removeprefix("sha256:"),
         "",
         KEY + "\udcff",  # non-UTF-8 bytes as the servicers decode them
+    ],
+    ids=[
+        "other-key",
+        "trailing-space",
+        "leading-space",
+        "truncated",
+        "upper-case",
+        "the-hash",
+        "bare-hash",
+        "empty",
+        "non-utf8",
     ],
 )
 async def test_unknown_keys_are_refused(presented):
