@@ -375,3 +375,39 @@ def test_workers_start_on_a_policy_that_refers_to_files_outside_its_directory(tm
         assert processor.proc.poll() is None
     finally:
         processor.stop()
+
+
+def spawned_by(pid: int) -> list[int]:
+    """Every process whose parent is ``pid``, whichever of its threads
+    started it (/proc/PID/task/PID/children lists the main thread's only)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+MODEL_TIER = (
+    "routes:\n  - name: llm\n    match: {path_prefix: /v1/}\n    capabilities:\n"
+    "      - type: prompt_guard\n        config: {model: {enabled: true}}\n"
+)
+
+
+def test_a_killed_processor_leaves_no_guard_worker_behind(tmp_path):
+    # The prompt guard's model tier runs in a process pool the processor
+    # starts at policy load; SIGKILL gives the processor no chance to stop it.
+    processor = ProcessorProcess(str(policy_dir(tmp_path, MODEL_TIER)), log_path=str(tmp_path / "log"))
+    try:
+        processor.wait_ready(timeout=60)
+        workers = waiting.wait_for(lambda: spawned_by(processor.proc.pid), timeout=30)
+        processor.proc.kill()
+        processor.proc.wait(timeout=10)
+        waiting.wait_for(lambda: not any(alive(pid) for pid in workers), timeout=15)
+    finally:
+        processor.stop(signal.SIGKILL)

@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -75,8 +76,8 @@ class _Pool:
             pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_set_priority,
-                initargs=(self.nice,),
+                initializer=_init_worker,
+                initargs=(self.nice, os.getpid()),
             )
             pool.submit(os.getpid).result()
             # Work that must be ready before the first real job (loading a
@@ -129,12 +130,22 @@ _BULK = _Pool("guard scan", max(1, (os.cpu_count() or 2) // 2), 19)
 _MODEL = _Pool("guard model", 1, 0)
 
 
-def _set_priority(nice: int) -> None:
+def _init_worker(nice: int, parent: int) -> None:
     try:
         if nice:
             os.nice(nice)
     except OSError:  # pragma: no cover - not permitted: run at normal priority
         pass
+    # A processor killed outright (SIGKILL, OOM) must not leave its scan and
+    # model workers behind. PR_SET_PDEATHSIG would fire when the *thread*
+    # that started the pool ends (a short-lived one here), so watch instead.
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), name="orphan-watch", daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(0)
 
 
 async def scan(size: int, fn: Callable[..., T], *args: Any) -> T:
