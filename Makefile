@@ -13,9 +13,9 @@ up: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The fast suite: no Envoy, no Redis, no child processes.
+# The fast suite: no Envoy, no Redis, no child processes, nothing slow.
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not e2e and not integration" -n auto --hypothesis-profile=unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not e2e and not integration and not slow" -n auto --hypothesis-profile=unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check extproc tests bench

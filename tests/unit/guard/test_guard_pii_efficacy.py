@@ -9,6 +9,9 @@ import pytest
 
 from bench.efficacy import pii_eval
 
+# The whole Faker corpus, both engines: seconds a test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("split", ["tune", "heldout"])
 def test_recall_and_precision_hold(split: str) -> None:

@@ -15,6 +15,9 @@ from extproc.policytools.commands import add_commands
 from extproc.policytools.diff import main
 from tests.unit.policytools.conftest import POLICIES, edit
 
+# Each diff evaluates the whole access matrix on both revisions: seconds a test.
+pytestmark = pytest.mark.slow
+
 
 def diff(old: Path | str, new: Path | str, *extra: str) -> tuple[int, str]:
     parser = argparse.ArgumentParser()
