@@ -99,10 +99,25 @@ class Rule:
         return self.role_weights.get(role, self.weight)
 
 
+# A run of filler words, ``(?:\S+\s+){m,n}`` (lazy or not). Squeezed, its
+# words have no spaces left between them, and ``(?:\S+){0,n}`` over one long
+# run of letters splits it every possible way: seconds for a few hundred
+# characters of "i g n o r e ". Squeezed, it becomes a bounded run of
+# letters, which ``re`` reads in linear time.
+_FILLER_WORDS = re.compile(r"\(\?:\\S\+\\s\+\)\{(\d+),(\d+)\}\??")
+_FILLER_WORD_CHARS = 24
+_OPEN_WORD = re.compile(r"(?<!\\)(\\[wS])([*+])(?![?+*{])")
+
+
 def _squeezed(pattern: str) -> str:
     """The pattern for letter-spaced text squeezed together: whitespace
-    optional, no word boundaries (there are no words left)."""
+    optional, no word boundaries (there are no words left), filler-word runs
+    as bounded letter runs."""
     out = pattern.replace(r"\b", "")
+    out = _FILLER_WORDS.sub(lambda m: rf"\S{{0,{int(m.group(2)) * _FILLER_WORD_CHARS}}}?", out)
+    # Likewise a word's open-ended rest (``ignor\w*``): over squeezed text it
+    # would read to the end of the run from every start.
+    out = _OPEN_WORD.sub(lambda m: rf"{m.group(1)}{{{0 if m.group(2) == '*' else 1},{_FILLER_WORD_CHARS}}}", out)
     return re.sub(r"(\\s|\[\\s[^\]]*\])\+", r"\1*", out)
 
 

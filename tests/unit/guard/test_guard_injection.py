@@ -4,6 +4,7 @@ prompts, roles, obfuscation, policy lists, config and rules-file validation."""
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -389,3 +390,18 @@ if len(ENGINES) == 2:
     @given(_mixes, st.sampled_from(["user", "tool", "system"]))
     def test_engines_agree_on_mixtures(text, role):
         assert _HS.scan(text, role) == _RE.scan(text, role)
+
+
+def test_squeezed_patterns_have_no_open_ended_word_runs():
+    # The letter-spaced view ("i g n o r e" squeezed to "ignore") makes
+    # whitespace optional; an open-ended \w*/\S+ or a filler-word group
+    # (?:\S+\s+){m,n} then reads a long squeezed run every possible way
+    # (a few hundred characters took seconds). Every rule's squeezed form
+    # keeps word runs bounded, so re reads it in linear time.
+    from extproc.guard.injection import RULES_PATH, _squeezed, load_rules
+
+    _, rules = load_rules(RULES_PATH)
+    open_ended = re.compile(r"(?<!\\)\\[wS][*+](?![?+*{])|\(\?:\\S\+\\s\*\)")
+    offenders = [p for rule in rules for p in rule.patterns if open_ended.search(_squeezed(p))]
+    assert offenders == []
+    assert _squeezed(r"\bignor\w*\s+(?:\S+\s+){0,4}?tos\b") == r"ignor\w{0,24}\s*\S{0,96}?tos"
