@@ -169,7 +169,7 @@ async def test_the_time_budget_applies_the_fail_mode(monkeypatch):
 
 
 async def test_monitor_mode_records_the_model_signal_and_lets_it_through():
-    ctx, deny = await send(capability(Mode.MONITOR, model={"enabled": True}), PERSONA)
+    ctx, deny = await send(capability(Mode.MONITOR, model={"enabled": True, "timeout_ms": 60_000}), PERSONA)
     assert deny is None
     record = build(ctx)
     assert record.facts["extproc.guard.action"] == "block"
