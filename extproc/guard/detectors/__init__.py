@@ -97,17 +97,7 @@ BUILTIN_ENTITIES: tuple[str, ...] = (
     "JWT",
     "BEARER_TOKEN",
     "GENERIC_SECRET",
-    "US_ITIN",
-    "UK_NINO",
-    "UK_NHS",
-    "DE_TAX_ID",
-    "FR_NIR",
-    "ES_NIF",
-    "ES_NIE",
-    "IT_FISCAL_CODE",
-    "NL_BSN",
-    "BR_CPF",
-    "PASSPORT",
+    *NATIONAL_ENTITIES,
 )
 
 _BY_ENTITY: dict[str, tuple[Detector, ...]] = {
